@@ -1,0 +1,34 @@
+# TaskHub: `make run` starts a development server with a worker; `make test` runs every test.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: run test superuser lint venv clean
+
+$(VENV)/.runtime-installed: requirements.txt
+	scripts/ensure-system-deps
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.test-installed: $(VENV)/.runtime-installed requirements-test.txt
+	$(PY) -m pip install --quiet -r requirements-test.txt
+	touch $@
+
+venv: $(VENV)/.runtime-installed
+
+run: $(VENV)/.runtime-installed
+	scripts/run-dev
+
+test: $(VENV)/.test-installed
+	scripts/test
+
+superuser: $(VENV)/.runtime-installed
+	DEBUG=$${DEBUG:-1} $(PY) manage.py createsuperuser
+
+lint: $(VENV)/.test-installed
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) var/test

@@ -1,0 +1,3 @@
+"""Auth endpoints under /api/auth/."""
+
+urlpatterns: list = []

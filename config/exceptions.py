@@ -1,0 +1,89 @@
+"""One JSON error shape for the whole API: `{"detail": ..., "code": ...}`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from diagnostics.db_errors import is_database_unavailable
+
+logger = logging.getLogger("taskhub.api")
+
+DATABASE_UNAVAILABLE_DETAIL = "The database is temporarily unavailable; retry shortly."
+
+
+def database_unavailable_payload() -> tuple[dict[str, str], dict[str, str]]:
+    """Return the body and headers of a 503 `database_unavailable` answer."""
+    retry_after = str(getattr(settings, "DB_UNAVAILABLE_RETRY_AFTER_SECONDS", 5))
+    return {"detail": DATABASE_UNAVAILABLE_DETAIL, "code": "database_unavailable"}, {"Retry-After": retry_after}
+
+
+def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """Render every API error as JSON with `detail` and a stable `code`."""
+    if is_database_unavailable(exc):
+        logger.error("database unavailable during %s: %s", _path(context), exc)
+        body, headers = database_unavailable_payload()
+        return Response(body, status=status.HTTP_503_SERVICE_UNAVAILABLE, headers=headers)
+
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.ValidationError):
+        response.data = {"detail": _first_message(exc.detail), "code": "invalid", "errors": exc.detail}
+    elif isinstance(exc, exceptions.APIException):
+        response.data = _detail_and_code(exc)
+    return response
+
+
+def _detail_and_code(exc: exceptions.APIException) -> dict[str, Any]:
+    detail = exc.detail
+    if isinstance(detail, dict):
+        # Exceptions raised with a dict (e.g. {"detail": ..., "code": ...}) keep their extra keys.
+        data = {key: value for key, value in detail.items()}
+        data.setdefault("code", exc.default_code)
+        data["code"] = str(data["code"])
+        data.setdefault("detail", str(exc.default_detail))
+        return data
+    return {"detail": str(detail), "code": getattr(detail, "code", None) or exc.default_code}
+
+
+def _first_message(detail: Any, prefix: str = "") -> str:
+    """Return a readable first message that names the field it concerns."""
+    if isinstance(detail, dict):
+        for field, value in detail.items():
+            name = field if field == "non_field_errors" or not prefix else f"{prefix}.{field}"
+            message = _first_message(value, name if field != "non_field_errors" else prefix)
+            return message
+    if isinstance(detail, list) and detail:
+        return _first_message(detail[0], prefix)
+    return f"{prefix}: {detail}" if prefix else str(detail)
+
+
+def _path(context: dict[str, Any]) -> str:
+    request = context.get("request")
+    return getattr(request, "path", "?")
+
+
+def _wants_json(request: HttpRequest) -> bool:
+    return not request.path.startswith("/admin/")
+
+
+def json_not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """Answer unknown URLs with the API's JSON error shape (the admin keeps its HTML page)."""
+    if not _wants_json(request):
+        return defaults.page_not_found(request, exception or Exception())
+    return JsonResponse({"detail": "Not found.", "code": "not_found"}, status=404)
+
+
+def json_server_error(request: HttpRequest) -> HttpResponse:
+    """Answer unexpected failures with JSON instead of an HTML page (the admin keeps its page)."""
+    if not _wants_json(request):
+        return defaults.server_error(request)
+    return JsonResponse({"detail": "Internal server error.", "code": "server_error"}, status=500)

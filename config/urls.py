@@ -1,0 +1,14 @@
+"""URL map: each app owns its slice under a fixed prefix."""
+
+from django.contrib import admin
+from django.urls import include, path
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/auth/", include("accounts.urls")),
+    path("api/", include("tasks.urls")),
+    path("", include("diagnostics.urls")),
+]
+
+handler404 = "config.exceptions.json_not_found"
+handler500 = "config.exceptions.json_server_error"

@@ -1,0 +1,73 @@
+"""Shared test set-up: the cast (alice, bob, staff) and the SQLite/MySQL split."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+from rest_framework.test import APIClient
+from rest_framework_simplejwt.tokens import AccessToken
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run `mysql`-marked tests only against MySQL and `sqlite`-marked ones only on SQLite.
+
+    They are deselected (not skipped) in the other pass, because `make test` runs both passes.
+    """
+    vendor = connection.vendor
+    keep, drop = [], []
+    for item in items:
+        wants_mysql = item.get_closest_marker("mysql") is not None
+        wants_sqlite = item.get_closest_marker("sqlite") is not None
+        if (wants_mysql and vendor != "mysql") or (wants_sqlite and vendor != "sqlite"):
+            drop.append(item)
+        else:
+            keep.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"database: {connection.vendor} ({connection.settings_dict['NAME']})"
+
+
+@pytest.fixture
+def alice(django_user_model):
+    return django_user_model.objects.create_user("alice", "alice@example.com", "alice-password-1")
+
+
+@pytest.fixture
+def bob(django_user_model):
+    return django_user_model.objects.create_user("bob", "bob@example.com", "bob-password-1")
+
+
+@pytest.fixture
+def staff(django_user_model):
+    return django_user_model.objects.create_user(
+        "staff", "staff@example.com", "staff-password-1", is_staff=True, is_superuser=True
+    )
+
+
+@pytest.fixture
+def api_client() -> APIClient:
+    return APIClient()
+
+
+@pytest.fixture
+def client_for():
+    """Return a function that builds an API client authenticated as the given user."""
+
+    def build(user) -> APIClient:
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {AccessToken.for_user(user)}")
+        return client
+
+    return build
+
+
+@pytest.fixture
+def default_queue(db):
+    """The `default` queue (re-created after transactional tests flushed the migration's row)."""
+    from tasks.models import QueueConfig
+
+    return QueueConfig.objects.get_or_create(name="default")[0]

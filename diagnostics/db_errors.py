@@ -1,0 +1,40 @@
+"""Classify database exceptions: which mean "the database is unavailable right now"."""
+
+from __future__ import annotations
+
+from django.db import DatabaseError, InterfaceError, OperationalError
+
+# MySQL/MariaDB client and server codes that mean the connection itself is gone or unusable:
+# 2002/2003 can't connect, 2006 server has gone away, 2013 lost connection during query,
+# 2055 lost connection (system error), 4031 idle disconnect (MySQL 8.0.24+),
+# 1053 server shutdown in progress, 1927 connection killed (MariaDB), 1927/1317 query interrupted.
+CONNECTION_LOST_CODES = frozenset({1053, 1317, 1927, 2002, 2003, 2006, 2013, 2055, 4031})
+# Transient contention: retrying the same work is correct.
+DEADLOCK = 1213
+LOCK_WAIT_TIMEOUT = 1205
+
+
+def error_code(exc: BaseException) -> int | None:
+    """Return the vendor error number of a database exception, if it carries one."""
+    for candidate in (exc, exc.__cause__):
+        args = getattr(candidate, "args", ())
+        if args and isinstance(args[0], int):
+            return args[0]
+    return None
+
+
+def is_connection_lost(exc: BaseException) -> bool:
+    """Return True when the connection must be closed and opened again."""
+    if isinstance(exc, InterfaceError):
+        return True
+    return isinstance(exc, OperationalError) and error_code(exc) in CONNECTION_LOST_CODES
+
+
+def is_database_unavailable(exc: BaseException) -> bool:
+    """Return True when a request failed because the database is down, gone or overloaded."""
+    return isinstance(exc, (OperationalError, InterfaceError))
+
+
+def is_retryable_contention(exc: BaseException) -> bool:
+    """Return True for deadlocks and lock-wait timeouts, which are safe to retry."""
+    return isinstance(exc, DatabaseError) and error_code(exc) in (DEADLOCK, LOCK_WAIT_TIMEOUT)

@@ -1,0 +1,3 @@
+"""Monitoring URLs: health checks and metrics."""
+
+urlpatterns: list = []

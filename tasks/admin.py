@@ -1,0 +1,181 @@
+"""Admin: staff steer queues, inspect and retry/cancel tasks, and see live workers."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
+
+from tasks import services
+from tasks.exceptions import TaskStateConflict
+from tasks.models import QueueConfig, TaskQueue, WorkerProcess
+
+
+@admin.register(QueueConfig)
+class QueueConfigAdmin(admin.ModelAdmin):
+    list_display = (
+        "name",
+        "is_paused",
+        "max_concurrency",
+        "max_attempts",
+        "task_timeout_seconds",
+        "max_active_per_user",
+        "updated_at",
+    )
+    list_editable = ("is_paused", "max_concurrency", "max_attempts", "task_timeout_seconds", "max_active_per_user")
+    list_filter = ("is_paused",)
+    search_fields = ("name", "description")
+    readonly_fields = ("created_at", "updated_at")
+    actions = ("pause_queues", "resume_queues")
+
+    @admin.action(description=_("Pause selected queues"))
+    def pause_queues(self, request: HttpRequest, queryset: QuerySet[QueueConfig]) -> None:
+        self._set_paused(request, queryset, paused=True)
+
+    @admin.action(description=_("Resume selected queues"))
+    def resume_queues(self, request: HttpRequest, queryset: QuerySet[QueueConfig]) -> None:
+        self._set_paused(request, queryset, paused=False)
+
+    def _set_paused(self, request: HttpRequest, queryset: QuerySet[QueueConfig], *, paused: bool) -> None:
+        for queue in queryset:
+            services.queue_set_paused(queue=queue, paused=paused)
+        self.message_user(request, _("%(count)d queue(s) updated.") % {"count": queryset.count()}, messages.SUCCESS)
+
+
+def _pretty_json(value: Any) -> str:
+    if value is None:
+        return "—"
+    return format_html("<pre style='white-space: pre-wrap'>{}</pre>", json.dumps(value, indent=2, ensure_ascii=False))
+
+
+@admin.register(TaskQueue)
+class TaskQueueAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "task_type",
+        "status",
+        "queue",
+        "owner",
+        "priority",
+        "attempts",
+        "progress",
+        "created_at",
+        "finished_at",
+    )
+    list_filter = ("status", "queue", "task_type", ("owner", admin.RelatedOnlyFieldListFilter))
+    search_fields = ("=id", "task_type", "owner__username", "=idempotency_key")
+    list_select_related = ("queue", "owner")
+    # A full COUNT(*) on every changelist page is what makes admin pages unusable at scale.
+    show_full_result_count = False
+    actions = ("retry_tasks", "cancel_tasks")
+    fields = (
+        "id",
+        "owner",
+        "queue",
+        "task_type",
+        "status",
+        "priority",
+        "attempts",
+        "max_attempts",
+        "run_at",
+        "claimed_by",
+        "lease_expires_at",
+        "progress",
+        "progress_message",
+        "cancel_requested",
+        "idempotency_key",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "payload_pretty",
+        "result_pretty",
+        "error",
+    )
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # Tasks are enqueued through the API and its service, which validates the task type.
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: TaskQueue | None = None) -> bool:
+        # The task page is for reading; state changes go through the actions and their services.
+        return False
+
+    @admin.display(description=_("payload"))
+    def payload_pretty(self, obj: TaskQueue) -> str:
+        return _pretty_json(obj.payload)
+
+    @admin.display(description=_("result"))
+    def result_pretty(self, obj: TaskQueue) -> str:
+        return _pretty_json(obj.result)
+
+    @admin.action(description=_("Retry selected failed/cancelled tasks"), permissions=["view"])
+    def retry_tasks(self, request: HttpRequest, queryset: QuerySet[TaskQueue]) -> None:
+        done = skipped = 0
+        for task in list(queryset):
+            try:
+                services.task_retry(task=task, by=request.user)
+                done += 1
+            except TaskStateConflict:
+                skipped += 1
+        self._report(request, done, skipped, _("retried"))
+
+    @admin.action(description=_("Cancel selected pending/running tasks"), permissions=["view"])
+    def cancel_tasks(self, request: HttpRequest, queryset: QuerySet[TaskQueue]) -> None:
+        done = skipped = 0
+        for task in queryset:
+            try:
+                services.task_cancel(task=task, by=request.user)
+                done += 1
+            except TaskStateConflict:
+                skipped += 1
+        self._report(request, done, skipped, _("cancelled (or cancel requested)"))
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[TaskQueue]) -> None:
+        services.tasks_delete(queryset=queryset)
+
+    def delete_model(self, request: HttpRequest, obj: TaskQueue) -> None:
+        services.tasks_delete(queryset=TaskQueue.objects.filter(pk=obj.pk))
+
+    def _report(self, request: HttpRequest, done: int, skipped: int, verb: str) -> None:
+        message = ngettext("%(count)d task %(verb)s.", "%(count)d tasks %(verb)s.", done) % {
+            "count": done,
+            "verb": verb,
+        }
+        if skipped:
+            message += " " + ngettext(
+                "%(count)d skipped: not in a state that allows it.",
+                "%(count)d skipped: not in a state that allows it.",
+                skipped,
+            ) % {"count": skipped}
+        self.message_user(request, message, messages.SUCCESS if done else messages.WARNING)
+
+
+@admin.register(WorkerProcess)
+class WorkerProcessAdmin(admin.ModelAdmin):
+    list_display = (
+        "worker_id",
+        "hostname",
+        "pid",
+        "queues",
+        "concurrency",
+        "started_at",
+        "last_heartbeat_at",
+        "tasks_processed",
+    )
+    search_fields = ("worker_id", "hostname")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: WorkerProcess | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: WorkerProcess | None = None) -> bool:
+        return False

@@ -1,0 +1,166 @@
+"""Statistics counters kept in step with `task_queue`, in the same transaction as each change.
+
+Statistics must not cost more as the table grows, so finished-task counts and hourly events
+live in two small tables (`task_status_count`, `task_hourly_stats`). Every service that
+creates tasks, finishes them, reopens finished ones or deletes them calls one function here
+inside its own transaction; `rebuild()` recomputes both tables from scratch.
+
+Rows are touched in sorted key order (status counts first, then hourly rows) so concurrent
+writers always lock them in the same order.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from django.db import connection, transaction
+
+from tasks.models import FINISHED_STATUSES, TaskHourlyStats, TaskQueue, TaskStatusCount
+
+HOURLY_EVENT_COLUMNS = ("created", "succeeded", "failed", "cancelled", "started", "wait_seconds_sum", "run_seconds_sum")
+
+
+@dataclass
+class _HourDelta:
+    values: dict[str, float] = field(default_factory=lambda: dict.fromkeys(HOURLY_EVENT_COLUMNS, 0))
+
+
+def hour_of(moment: datetime) -> datetime:
+    """Return the UTC hour that contains `moment`."""
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def record_created(tasks: Iterable[TaskQueue]) -> None:
+    """Count newly created tasks in the hour they were created."""
+    hourly: dict[tuple[int, datetime, int], _HourDelta] = defaultdict(_HourDelta)
+    for task in tasks:
+        hourly[(task.owner_id, hour_of(task.created_at), task.queue_id)].values["created"] += 1
+    _apply(status_deltas={}, hourly=hourly)
+
+
+def record_finished(tasks: Iterable[TaskQueue]) -> None:
+    """Count tasks that just reached a finished status (their fields already updated)."""
+    statuses: dict[tuple[int, int, str], int] = defaultdict(int)
+    hourly: dict[tuple[int, datetime, int], _HourDelta] = defaultdict(_HourDelta)
+    for task in tasks:
+        if task.status not in FINISHED_STATUSES or task.finished_at is None:
+            raise ValueError(f"task {task.pk} is not finished (status {task.status!r})")
+        statuses[(task.owner_id, task.queue_id, task.status)] += 1
+        delta = hourly[(task.owner_id, hour_of(task.finished_at), task.queue_id)].values
+        delta[task.status] += 1
+        if task.started_at is not None:
+            delta["started"] += 1
+            delta["wait_seconds_sum"] += max((task.started_at - task.created_at).total_seconds(), 0.0)
+            delta["run_seconds_sum"] += max((task.finished_at - task.started_at).total_seconds(), 0.0)
+    _apply(status_deltas=statuses, hourly=hourly)
+
+
+def record_reopened(tasks: Iterable[tuple[int, int, str]]) -> None:
+    """Uncount finished tasks that went back to pending: (owner_id, queue_id, old_status) each."""
+    statuses: dict[tuple[int, int, str], int] = defaultdict(int)
+    for owner_id, queue_id, old_status in tasks:
+        if old_status in FINISHED_STATUSES:
+            statuses[(owner_id, queue_id, old_status)] -= 1
+    _apply(status_deltas=statuses, hourly={})
+
+
+def record_deleted(tasks: Iterable[tuple[int, int, str]]) -> None:
+    """Uncount deleted tasks: (owner_id, queue_id, status) each. Hourly events stay history."""
+    record_reopened(tasks)
+
+
+def rebuild() -> None:
+    """Recompute both counter tables from `task_queue`, atomically."""
+    with transaction.atomic():
+        TaskStatusCount.objects.all().delete()
+        TaskHourlyStats.objects.all().delete()
+        statuses: dict[tuple[int, int, str], int] = defaultdict(int)
+        hourly: dict[tuple[int, datetime, int], _HourDelta] = defaultdict(_HourDelta)
+        rows = TaskQueue.objects.values_list(
+            "owner_id", "queue_id", "status", "created_at", "started_at", "finished_at"
+        ).order_by()
+        for owner_id, queue_id, status, created_at, started_at, finished_at in rows.iterator(chunk_size=5000):
+            hourly[(owner_id, hour_of(created_at), queue_id)].values["created"] += 1
+            if status not in FINISHED_STATUSES:
+                continue
+            statuses[(owner_id, queue_id, status)] += 1
+            if finished_at is None:
+                continue
+            delta = hourly[(owner_id, hour_of(finished_at), queue_id)].values
+            delta[status] += 1
+            if started_at is not None:
+                delta["started"] += 1
+                delta["wait_seconds_sum"] += max((started_at - created_at).total_seconds(), 0.0)
+                delta["run_seconds_sum"] += max((finished_at - started_at).total_seconds(), 0.0)
+        _apply(status_deltas=statuses, hourly=hourly)
+
+
+def _apply(
+    *, status_deltas: dict[tuple[int, int, str], int], hourly: dict[tuple[int, datetime, int], _HourDelta]
+) -> None:
+    if not status_deltas and not hourly:
+        return
+    if not connection.in_atomic_block:
+        raise RuntimeError("counters must change in the same transaction as the tasks they count")
+    with connection.cursor() as cursor:
+        for (owner_id, queue_id, status), delta in sorted(status_deltas.items()):
+            if delta:
+                _add_status_count(cursor, owner_id, queue_id, status, delta)
+        for (owner_id, hour, queue_id), delta in sorted(hourly.items()):
+            if any(delta.values.values()):
+                _add_hourly(cursor, owner_id, hour, queue_id, delta.values)
+
+
+def _add_status_count(cursor, owner_id: int, queue_id: int, status: str, delta: int) -> None:
+    # UPDATE first: in steady state the row exists and an UPDATE by unique key locks just it
+    # (an upsert takes next-key locks on MySQL and deadlocks more readily).
+    cursor.execute(
+        "UPDATE task_status_count SET count = count + %s WHERE owner_id = %s AND queue_id = %s AND status = %s",
+        [delta, owner_id, queue_id, status],
+    )
+    if cursor.rowcount:
+        return
+    _upsert(
+        cursor,
+        table="task_status_count",
+        key={"owner_id": owner_id, "queue_id": queue_id, "status": status},
+        values={"count": delta},
+    )
+
+
+def _add_hourly(cursor, owner_id: int, hour: datetime, queue_id: int, values: dict[str, float]) -> None:
+    hour_param = connection.ops.adapt_datetimefield_value(hour)
+    assignments = ", ".join(f"{column} = {column} + %s" for column in HOURLY_EVENT_COLUMNS)
+    cursor.execute(
+        f"UPDATE task_hourly_stats SET {assignments} WHERE owner_id = %s AND hour = %s AND queue_id = %s",
+        [values[column] for column in HOURLY_EVENT_COLUMNS] + [owner_id, hour_param, queue_id],
+    )
+    if cursor.rowcount:
+        return
+    _upsert(
+        cursor,
+        table="task_hourly_stats",
+        key={"owner_id": owner_id, "hour": hour_param, "queue_id": queue_id},
+        values={column: values[column] for column in HOURLY_EVENT_COLUMNS},
+    )
+
+
+def _upsert(cursor, *, table: str, key: dict[str, object], values: dict[str, object]) -> None:
+    """Insert a counter row, or add to it when a concurrent writer inserted it first."""
+    columns = [*key, *values]
+    placeholders = ", ".join(["%s"] * len(columns))
+    params = [*key.values(), *values.values()]
+    if connection.vendor == "mysql":
+        # VALUES(col) is deprecated on MySQL 8.0.20+ but is the only spelling MariaDB accepts.
+        updates = ", ".join(f"{column} = {column} + VALUES({column})" for column in values)
+        sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders}) ON DUPLICATE KEY UPDATE {updates}"
+    else:
+        updates = ", ".join(f"{column} = {column} + excluded.{column}" for column in values)
+        sql = (
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders}) "
+            f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
+        )
+    cursor.execute(sql, params)

@@ -1,0 +1,243 @@
+"""Queues, tasks, workers, and the counters that keep statistics cheap."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from tasks.querysets import TaskQuerySet
+
+PRIORITY_MIN = -100
+PRIORITY_MAX = 100
+MAX_ATTEMPTS_LIMIT = 100
+TASK_TIMEOUT_MAX_SECONDS = 7 * 24 * 3600
+DEFAULT_QUEUE_NAME = "default"
+
+queue_name_validator = RegexValidator(
+    r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+    _("Use letters, digits, '.', '_' and '-' only, starting with a letter or digit."),
+)
+
+
+class TaskStatus(models.TextChoices):
+    PENDING = "pending", _("Pending")
+    RUNNING = "running", _("Running")
+    SUCCEEDED = "succeeded", _("Succeeded")
+    FAILED = "failed", _("Failed")
+    CANCELLED = "cancelled", _("Cancelled")
+
+
+ACTIVE_STATUSES = (TaskStatus.PENDING, TaskStatus.RUNNING)
+FINISHED_STATUSES = (TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED)
+
+
+class QueueConfig(models.Model):
+    name = models.CharField(_("name"), max_length=64, unique=True, validators=[queue_name_validator])
+    description = models.TextField(_("description"), blank=True)
+    is_paused = models.BooleanField(_("paused"), default=False)
+    max_concurrency = models.PositiveIntegerField(
+        _("max concurrency"), default=0, help_text=_("Running tasks across all workers; 0 = unlimited.")
+    )
+    max_attempts = models.PositiveSmallIntegerField(
+        _("default max attempts"),
+        default=3,
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_ATTEMPTS_LIMIT)],
+    )
+    retry_backoff_seconds = models.PositiveIntegerField(
+        _("retry backoff base (s)"), default=10, validators=[MinValueValidator(1)]
+    )
+    retry_backoff_max_seconds = models.PositiveIntegerField(
+        _("retry backoff cap (s)"), default=3600, validators=[MinValueValidator(1)]
+    )
+    task_timeout_seconds = models.PositiveIntegerField(
+        _("task timeout / lease (s)"),
+        default=300,
+        validators=[MinValueValidator(1), MaxValueValidator(TASK_TIMEOUT_MAX_SECONDS)],
+    )
+    max_active_per_user = models.PositiveIntegerField(
+        _("max active tasks per user"),
+        null=True,
+        blank=True,
+        help_text=_("Pending plus running tasks one user may have in this queue; empty = no limit."),
+    )
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        db_table = "queue_config"
+        ordering = ["name"]
+        verbose_name = _("queue")
+        verbose_name_plural = _("queues")
+        constraints = [
+            models.CheckConstraint(condition=Q(task_timeout_seconds__gte=1), name="queue_config_timeout_positive"),
+            models.CheckConstraint(
+                condition=Q(max_attempts__gte=1, max_attempts__lte=MAX_ATTEMPTS_LIMIT),
+                name="queue_config_max_attempts_range",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        if (
+            self.retry_backoff_seconds
+            and self.retry_backoff_max_seconds
+            and self.retry_backoff_max_seconds < self.retry_backoff_seconds
+        ):
+            raise ValidationError(
+                {"retry_backoff_max_seconds": _("The backoff cap must not be below the backoff base.")}
+            )
+
+
+class TaskQueue(models.Model):
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="tasks", verbose_name=_("owner")
+    )
+    queue = models.ForeignKey(QueueConfig, on_delete=models.PROTECT, related_name="tasks", verbose_name=_("queue"))
+    task_type = models.CharField(_("task type"), max_length=100)
+    payload = models.JSONField(_("payload"), default=dict, blank=True)
+    priority = models.SmallIntegerField(
+        _("priority"),
+        default=0,
+        validators=[MinValueValidator(PRIORITY_MIN), MaxValueValidator(PRIORITY_MAX)],
+        help_text=_("Higher runs first."),
+    )
+    status = models.CharField(_("status"), max_length=16, choices=TaskStatus.choices, default=TaskStatus.PENDING)
+    attempts = models.PositiveSmallIntegerField(_("attempts"), default=0)
+    max_attempts = models.PositiveSmallIntegerField(
+        _("max attempts"), default=3, validators=[MinValueValidator(1), MaxValueValidator(MAX_ATTEMPTS_LIMIT)]
+    )
+    run_at = models.DateTimeField(_("run at"), default=timezone.now, help_text=_("Not before this time."))
+    claimed_by = models.CharField(_("claimed by"), max_length=128, blank=True)
+    lease_expires_at = models.DateTimeField(_("lease expires at"), null=True, blank=True)
+    progress = models.PositiveSmallIntegerField(
+        _("progress"), default=0, validators=[MinValueValidator(0), MaxValueValidator(100)]
+    )
+    progress_message = models.CharField(_("progress message"), max_length=255, blank=True)
+    result = models.JSONField(_("result"), null=True, blank=True)
+    error = models.TextField(_("error"), blank=True)
+    cancel_requested = models.BooleanField(_("cancel requested"), default=False)
+    idempotency_key = models.CharField(_("idempotency key"), max_length=128, null=True, blank=True)
+    created_at = models.DateTimeField(_("created at"), default=timezone.now, editable=False)
+    started_at = models.DateTimeField(_("started at"), null=True, blank=True)
+    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+
+    objects = TaskQuerySet.as_manager()
+
+    class Meta:
+        db_table = "task_queue"
+        ordering = ["-id"]
+        verbose_name = _("task")
+        verbose_name_plural = _("tasks")
+        indexes = [
+            # Claim: WHERE status='pending' AND queue_id=? AND run_at<=now
+            #        ORDER BY priority DESC, run_at, id  ... FOR UPDATE SKIP LOCKED.
+            # Also serves queue-status counts of pending/scheduled per queue.
+            models.Index(fields=["status", "queue", "-priority", "run_at"], name="task_claim_idx"),
+            # Lease recovery: WHERE status='running' AND lease_expires_at < now.
+            models.Index(fields=["status", "lease_expires_at"], name="task_lease_idx"),
+            # A user's own list filtered by status (ORDER BY id DESC; InnoDB appends the PK).
+            models.Index(fields=["owner", "status"], name="task_owner_status_idx"),
+            # A user's own list and windows by creation time.
+            models.Index(fields=["owner", "created_at"], name="task_owner_created_idx"),
+            # Staff windows and retention by creation time.
+            models.Index(fields=["created_at"], name="task_created_idx"),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "idempotency_key"], name="task_owner_idempotency_uniq"),
+            models.CheckConstraint(condition=Q(progress__gte=0, progress__lte=100), name="task_progress_range"),
+            models.CheckConstraint(
+                condition=Q(priority__gte=PRIORITY_MIN, priority__lte=PRIORITY_MAX), name="task_priority_range"
+            ),
+            models.CheckConstraint(condition=Q(status__in=TaskStatus.values), name="task_status_valid"),
+            models.CheckConstraint(condition=Q(max_attempts__gte=1), name="task_max_attempts_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.task_type} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED_STATUSES
+
+
+class WorkerProcess(models.Model):
+    """One row per live worker process; heartbeats keep it fresh."""
+
+    worker_id = models.CharField(_("worker id"), max_length=128, unique=True)
+    hostname = models.CharField(_("host"), max_length=255)
+    pid = models.PositiveIntegerField(_("pid"))
+    queues = models.JSONField(_("queues"), default=list, blank=True, help_text=_("Empty = all queues."))
+    concurrency = models.PositiveSmallIntegerField(_("concurrency"), default=1)
+    key_fingerprint = models.CharField(
+        _("JWT key fingerprint"), max_length=32, blank=True, help_text=_("The kid of the worker's JWT_SECRET_KEY.")
+    )
+    started_at = models.DateTimeField(_("started at"), default=timezone.now)
+    last_heartbeat_at = models.DateTimeField(_("last heartbeat"), default=timezone.now, db_index=True)
+    tasks_processed = models.PositiveBigIntegerField(_("tasks processed"), default=0)
+
+    class Meta:
+        db_table = "task_worker"
+        ordering = ["hostname", "pid"]
+        verbose_name = _("worker")
+        verbose_name_plural = _("workers")
+
+    def __str__(self) -> str:
+        return self.worker_id
+
+
+class TaskStatusCount(models.Model):
+    """Finished tasks per owner, queue and status, kept in step with `task_queue`.
+
+    Only finished statuses are counted here: they grow without bound, so counting them live
+    would scan the whole table. Pending and running are few and counted live from indexes.
+    """
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    queue = models.ForeignKey(QueueConfig, on_delete=models.CASCADE, related_name="+")
+    status = models.CharField(max_length=16, choices=TaskStatus.choices)
+    count = models.BigIntegerField(default=0)
+
+    class Meta:
+        db_table = "task_status_count"
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "queue", "status"], name="task_status_count_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.owner_id}/{self.queue_id}/{self.status}={self.count}"
+
+
+class TaskHourlyStats(models.Model):
+    """Events per owner, queue and hour (UTC): created and finished counts, wait and run sums."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    queue = models.ForeignKey(QueueConfig, on_delete=models.CASCADE, related_name="+")
+    hour = models.DateTimeField()
+    created = models.BigIntegerField(default=0)
+    succeeded = models.BigIntegerField(default=0)
+    failed = models.BigIntegerField(default=0)
+    cancelled = models.BigIntegerField(default=0)
+    started = models.BigIntegerField(default=0, help_text="Finished tasks that had started.")
+    wait_seconds_sum = models.FloatField(default=0.0)
+    run_seconds_sum = models.FloatField(default=0.0)
+
+    class Meta:
+        db_table = "task_hourly_stats"
+        constraints = [
+            # Also serves a user's windows: WHERE owner_id=? AND hour >= ?.
+            models.UniqueConstraint(fields=["owner", "hour", "queue"], name="task_hourly_stats_uniq"),
+        ]
+        indexes = [
+            # Staff-wide windows: WHERE hour >= ?.
+            models.Index(fields=["hour"], name="task_hourly_stats_hour_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.owner_id}/{self.queue_id}@{self.hour:%Y-%m-%d %H}:00"

@@ -1,0 +1,3 @@
+"""Task and queue endpoints under /api/."""
+
+urlpatterns: list = []
