@@ -12,6 +12,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from diagnostics import metrics
 from diagnostics.db_errors import is_database_unavailable
 
 logger = logging.getLogger("taskhub.api")
@@ -29,6 +30,8 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     """Render every API error as JSON with `detail` and a stable `code`."""
     if is_database_unavailable(exc):
         logger.error("database unavailable during %s: %s", _path(context), exc)
+        metrics.DB_ERRORS.labels(kind=type(exc).__name__).inc()
+        metrics.SERVICE_UNAVAILABLE.labels(code="database_unavailable").inc()
         body, headers = database_unavailable_payload()
         return Response(body, status=status.HTTP_503_SERVICE_UNAVAILABLE, headers=headers)
 

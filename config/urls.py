@@ -6,6 +6,8 @@ from django.urls import include, path
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/auth/", include("accounts.urls")),
+    # Checked before tasks.urls: the DB monitor lives under /api/tasks/ for existing monitors.
+    path("api/tasks/", include("diagnostics.api_urls")),
     path("api/", include("tasks.urls")),
     path("", include("diagnostics.urls")),
 ]

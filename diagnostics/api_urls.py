@@ -1,0 +1,3 @@
+"""Diagnostics endpoints that live under /api/tasks/ (the DB monitor)."""
+
+urlpatterns: list = []
