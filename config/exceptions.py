@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 from django.conf import settings
@@ -14,6 +15,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from diagnostics import metrics
 from diagnostics.db_errors import is_database_unavailable
+from diagnostics.db_session import handle_database_error
 
 logger = logging.getLogger("taskhub.api")
 
@@ -26,11 +28,19 @@ def database_unavailable_payload() -> tuple[dict[str, str], dict[str, str]]:
     return {"detail": DATABASE_UNAVAILABLE_DETAIL, "code": "database_unavailable"}, {"Retry-After": retry_after}
 
 
+def database_unavailable_response() -> JsonResponse:
+    """Return (and count) a 503 `database_unavailable` answer for code outside DRF views."""
+    metrics.SERVICE_UNAVAILABLE.labels(code="database_unavailable").inc()
+    body, headers = database_unavailable_payload()
+    return JsonResponse(body, status=503, headers=headers)
+
+
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """Render every API error as JSON with `detail` and a stable `code`."""
     if is_database_unavailable(exc):
         logger.error("database unavailable during %s: %s", _path(context), exc)
-        metrics.DB_ERRORS.labels(kind=type(exc).__name__).inc()
+        # Counts the error and closes a lost connection so the next request reconnects.
+        handle_database_error(exc)
         metrics.SERVICE_UNAVAILABLE.labels(code="database_unavailable").inc()
         body, headers = database_unavailable_payload()
         return Response(body, status=status.HTTP_503_SERVICE_UNAVAILABLE, headers=headers)
@@ -86,7 +96,15 @@ def json_not_found(request: HttpRequest, exception: Exception | None = None) -> 
 
 
 def json_server_error(request: HttpRequest) -> HttpResponse:
-    """Answer unexpected failures with JSON instead of an HTML page (the admin keeps its page)."""
+    """Answer unexpected failures with JSON instead of an HTML page (the admin keeps its page).
+
+    A database failure raised outside any view (in a middleware, say) reaches this handler
+    too; it answers 503 `database_unavailable` like everywhere else, never a 500.
+    """
+    exc = sys.exc_info()[1]
+    if exc is not None and is_database_unavailable(exc):
+        handle_database_error(exc)
+        return database_unavailable_response()
     if not _wants_json(request):
         return defaults.server_error(request)
     return JsonResponse({"detail": "Internal server error.", "code": "server_error"}, status=500)

@@ -6,9 +6,13 @@ from django.db import DatabaseError, InterfaceError, OperationalError
 
 # MySQL/MariaDB client and server codes that mean the connection itself is gone or unusable:
 # 2002/2003 can't connect, 2006 server has gone away, 2013 lost connection during query,
-# 2055 lost connection (system error), 4031 idle disconnect (MySQL 8.0.24+),
-# 1053 server shutdown in progress, 1927 connection killed (MariaDB), 1927/1317 query interrupted.
-CONNECTION_LOST_CODES = frozenset({1053, 1317, 1927, 2002, 2003, 2006, 2013, 2055, 4031})
+# 2014 commands out of sync, 2026 SSL error, 2055 lost connection (system error),
+# 4031 idle disconnect (MySQL 8.0.24+), 1053 server shutdown in progress,
+# 1158-1161 network read/write errors, 1927 connection killed (MariaDB),
+# 1317 query interrupted (KILL QUERY; the session may be mid-statement, so start afresh).
+CONNECTION_LOST_CODES = frozenset(
+    {1053, 1158, 1159, 1160, 1161, 1317, 1927, 2002, 2003, 2006, 2013, 2014, 2026, 2055, 4031}
+)
 # Transient contention: retrying the same work is correct.
 DEADLOCK = 1213
 LOCK_WAIT_TIMEOUT = 1205

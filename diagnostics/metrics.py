@@ -6,6 +6,9 @@ counter tables) are computed at scrape time by collectors, not recorded here.
 
 from __future__ import annotations
 
+from typing import Any
+
+from django.http import HttpRequest
 from prometheus_client import Counter, Histogram
 
 HTTP_REQUESTS = Counter(
@@ -26,3 +29,49 @@ DB_FORCED_ROLLBACKS = Counter(
 )
 DB_RECONNECTS = Counter("taskhub_db_reconnects_total", "Connections closed after a connection-level error.")
 DB_ERRORS = Counter("taskhub_db_errors_total", "Database errors seen while serving requests or tasks.", ["kind"])
+DB_CONNECTIONS_OPENED = Counter(
+    "taskhub_db_connections_opened_total", "New database connections opened (the session check ran on each)."
+)
+
+# Clients may send any method; only these become label values, so cardinality stays bounded.
+_KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+UNMATCHED_ROUTE = "<unmatched>"
+
+
+def route_label(request: HttpRequest) -> str:
+    """Return the URL pattern that served `request` (never the raw path, which is unbounded)."""
+    match = getattr(request, "resolver_match", None)
+    if match is None or match.route is None:
+        return UNMATCHED_ROUTE
+    return "/" + match.route.replace("^", "").replace("$", "").replace("\\", "")
+
+
+def observe_request(request: HttpRequest, status: int, seconds: float) -> None:
+    """Count a finished request and record its latency under its route."""
+    method = request.method if request.method in _KNOWN_METHODS else "OTHER"
+    route = route_label(request)
+    HTTP_REQUESTS.labels(method=method, route=route, status=str(status)).inc()
+    HTTP_REQUEST_DURATION.labels(method=method, route=route).observe(seconds)
+
+
+def process_counter_values() -> dict[str, Any]:
+    """Return this process's DB hygiene counters (forced rollbacks, reconnects, errors by kind)."""
+    errors = _by_label(DB_ERRORS, "kind")
+    return {
+        "forced_rollbacks": _by_label(DB_FORCED_ROLLBACKS, None).get("", 0.0),
+        "reconnects": _by_label(DB_RECONNECTS, None).get("", 0.0),
+        "connections_opened": _by_label(DB_CONNECTIONS_OPENED, None).get("", 0.0),
+        "db_errors": sum(errors.values()),
+        "db_errors_by_kind": errors,
+    }
+
+
+def _by_label(metric: Counter, label: str | None) -> dict[str, float]:
+    """Sum a counter's `_total` samples, grouped by one label (or all under "")."""
+    values: dict[str, float] = {}
+    for family in metric.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_total"):
+                key = sample.labels.get(label, "") if label else ""
+                values[key] = values.get(key, 0.0) + sample.value
+    return values

@@ -7,7 +7,8 @@ import re
 import uuid
 from contextvars import ContextVar, Token
 
-_request_id: ContextVar[str] = ContextVar("taskhub_request_id", default="-")
+NO_REQUEST_ID = "-"
+_request_id: ContextVar[str] = ContextVar("taskhub_request_id", default=NO_REQUEST_ID)
 
 # Incoming ids are echoed into logs and headers: keep them short and printable.
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -28,6 +29,11 @@ def reset_request_id(token: Token[str]) -> None:
     _request_id.reset(token)
 
 
+def clear_request_id(**kwargs: object) -> None:
+    """Forget the current request id (connected to `request_finished`)."""
+    _request_id.set(NO_REQUEST_ID)
+
+
 def new_request_id(incoming: str | None = None) -> str:
     """Return the client's `X-Request-ID` when it is sane, else a fresh one."""
     if incoming and _VALID_ID.match(incoming):
@@ -40,5 +46,7 @@ class RequestIdLogFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "request_id"):
-            record.request_id = get_request_id()
+            # django.request passes the request itself: its id is right even off the request path.
+            request = getattr(record, "request", None)
+            record.request_id = getattr(request, "request_id", None) or get_request_id()
         return True

@@ -1,3 +1,12 @@
 """Monitoring URLs: health checks and metrics."""
 
-urlpatterns: list = []
+from django.urls import re_path
+
+from diagnostics.health import HealthView, liveness
+from diagnostics.views import metrics_view
+
+urlpatterns = [
+    re_path(r"^health/?$", HealthView.as_view(), name="health"),
+    re_path(r"^health/live/?$", liveness, name="health-live"),
+    re_path(r"^metrics/?$", metrics_view, name="metrics"),
+]

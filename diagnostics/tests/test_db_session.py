@@ -5,18 +5,29 @@ from __future__ import annotations
 import logging
 
 import pytest
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
+from prometheus_client import REGISTRY
 
-from diagnostics.db_session import ensure_clean_session
+from diagnostics.db_session import ensure_clean_session, handle_database_error, server_in_transaction
 from tasks.models import QueueConfig
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _reconnects() -> float:
+    return REGISTRY.get_sample_value("taskhub_db_reconnects_total") or 0.0
 
 
 def test_a_clean_connection_is_left_alone(caplog):
     QueueConfig.objects.count()
     assert ensure_clean_session(context_id="req-1") is False
     assert "数据库会话错误" not in caplog.text
+
+
+def test_a_closed_connection_is_not_opened_to_be_checked():
+    connection.close()
+    assert ensure_clean_session(context_id="req-0") is False
+    assert connection.connection is None
 
 
 def test_an_abandoned_atomic_block_is_rolled_back_and_logged(caplog):
@@ -29,3 +40,78 @@ def test_an_abandoned_atomic_block_is_rolled_back_and_logged(caplog):
     assert connection.get_autocommit()
     assert not connection.in_atomic_block
     assert not QueueConfig.objects.filter(name="never-committed").exists()
+
+
+def test_a_raw_transaction_django_never_saw_is_found_on_the_server_and_rolled_back(caplog):
+    with connection.cursor() as cursor:
+        cursor.execute("BEGIN" if connection.vendor == "sqlite" else "START TRANSACTION")
+    QueueConfig.objects.create(name="never-committed")
+    assert connection.get_autocommit() and not connection.in_atomic_block  # Django sees nothing
+    assert server_in_transaction(connection)
+
+    with caplog.at_level(logging.ERROR, logger="taskhub.db"):
+        assert ensure_clean_session(context_id="task-7") is True
+
+    assert "❌ 数据库会话错误 [task-7]" in caplog.text
+    assert not server_in_transaction(connection)
+    assert not QueueConfig.objects.filter(name="never-committed").exists()
+
+
+@pytest.mark.parametrize(
+    "error",
+    [OperationalError(2006, "MySQL server has gone away"), OperationalError(4031, "idle disconnect"), InterfaceError()],
+)
+def test_a_lost_connection_is_closed_so_the_next_user_reconnects(error):
+    QueueConfig.objects.count()
+    before = _reconnects()
+    assert handle_database_error(error) is True
+    assert connection.connection is None
+    assert _reconnects() == before + 1
+    assert QueueConfig.objects.count() >= 0
+
+
+def test_other_database_errors_keep_the_connection():
+    QueueConfig.objects.count()
+    assert handle_database_error(OperationalError(1205, "Lock wait timeout exceeded")) is False
+    assert connection.connection is not None
+
+
+@pytest.mark.django_db(transaction=False)
+def test_inside_a_test_case_transaction_the_session_belongs_to_the_test():
+    """Non-transactional tests wrap everything in an atomic block the middleware must not undo."""
+    QueueConfig.objects.create(name="kept-by-the-test")
+    assert ensure_clean_session(context_id="req-t") is False
+    assert QueueConfig.objects.filter(name="kept-by-the-test").exists()
+
+
+def _open_raw_transaction() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("START TRANSACTION")
+    QueueConfig.objects.create(name="never-committed")
+
+
+@pytest.mark.mysql
+def test_on_mysql_8_an_open_transaction_is_found_without_in_transaction_variable(monkeypatch):
+    connection.ensure_connection()  # opened as MariaDB: only the check below takes the MySQL 8 path
+    monkeypatch.setattr(connection, "mysql_is_mariadb", False)
+    assert not server_in_transaction(connection)
+
+    _open_raw_transaction()
+    assert server_in_transaction(connection)  # at once: no cache to wait for
+    connection.connection.rollback()
+    assert not server_in_transaction(connection)
+
+    with connection.cursor() as cursor:
+        cursor.execute("SET autocommit = 0")
+    assert server_in_transaction(connection)
+    with connection.cursor() as cursor:
+        cursor.execute("SET autocommit = 1")
+    assert not server_in_transaction(connection)
+
+
+@pytest.mark.mysql
+def test_on_mysql_8_the_check_costs_one_statement(monkeypatch, django_assert_num_queries):
+    connection.ensure_connection()
+    monkeypatch.setattr(connection, "mysql_is_mariadb", False)
+    with django_assert_num_queries(1):
+        assert not server_in_transaction(connection)

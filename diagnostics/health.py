@@ -1,0 +1,110 @@
+"""Health checks for load balancers: /health/ (readiness) and /health/live (liveness)."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import timedelta
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import DatabaseError, connection
+from django.db.migrations.executor import MigrationExecutor
+from django.db.models import Min
+from django.http import HttpRequest, JsonResponse
+from django.utils import timezone
+from health_check.base import HealthCheck
+from health_check.exceptions import ServiceUnavailable
+from health_check.views import HealthCheckView
+
+from diagnostics import metrics
+from diagnostics.db_session import handle_database_error
+from tasks.models import TaskQueue, WorkerProcess
+
+
+class _RequestConnectionCheck(HealthCheck):
+    """A check that queries through the request's own connection (the middleware cleans it).
+
+    django-health-check runs plain `run()` methods on an executor thread, where each probe
+    would open (and leak) a connection of its own; running thread-sensitively reuses the
+    request thread's persistent connection instead.
+    """
+
+    async def run(self) -> None:
+        try:
+            await sync_to_async(self.check, thread_sensitive=True)()
+        except DatabaseError as exc:
+            handle_database_error(exc)
+            raise ServiceUnavailable(f"database error: {type(exc).__name__}") from exc
+
+    def check(self) -> None:
+        raise NotImplementedError
+
+
+@dataclasses.dataclass
+class Migrations(_RequestConnectionCheck):
+    """Every migration this code knows about has been applied."""
+
+    def check(self) -> None:
+        executor = MigrationExecutor(connection)
+        plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+        if plan:
+            names = ", ".join(f"{migration.app_label}.{migration.name}" for migration, _ in plan[:5])
+            raise ServiceUnavailable(f"{len(plan)} unapplied migration(s): {names}")
+
+
+def _work_waiting():
+    """Runnable tasks in queues that are not paused (a paused queue's work is meant to wait)."""
+    return TaskQueue.objects.runnable().filter(queue__is_paused=False)
+
+
+@dataclasses.dataclass
+class WorkersAlive(_RequestConnectionCheck):
+    """Some worker sent a heartbeat recently, whenever there is work waiting to run."""
+
+    def check(self) -> None:
+        stale = timedelta(seconds=settings.TASKHUB_WORKER_STALE_SECONDS)
+        if not _work_waiting().exists():
+            return
+        if not WorkerProcess.objects.filter(last_heartbeat_at__gte=timezone.now() - stale).exists():
+            raise ServiceUnavailable(
+                f"tasks are waiting and no worker sent a heartbeat in the last {stale.total_seconds():g} s"
+            )
+
+
+@dataclasses.dataclass
+class Backlog(_RequestConnectionCheck):
+    """The oldest runnable task has not waited longer than the backlog threshold."""
+
+    def check(self) -> None:
+        limit = settings.TASKHUB_BACKLOG_MAX_AGE_SECONDS
+        oldest = _work_waiting().aggregate(oldest=Min("run_at"))["oldest"]
+        if oldest is None:
+            return
+        waited = (timezone.now() - oldest).total_seconds()
+        if waited > limit:
+            raise ServiceUnavailable(f"the oldest runnable task has waited {waited:.0f} s (limit {limit} s)")
+
+
+class HealthView(HealthCheckView):
+    """django-health-check's view with TaskHub's checks; unhealthy answers 503, not 500."""
+
+    checks = (
+        "health_check.checks.Database",
+        "health_check.checks.Cache",
+        "diagnostics.health.Migrations",
+        "diagnostics.health.WorkersAlive",
+        "diagnostics.health.Backlog",
+    )
+
+    async def get(self, request, *args, **kwargs):
+        response = await super().get(request, *args, **kwargs)
+        if response.status_code == 500:
+            # Load balancers take a 503 as "take me out of rotation"; a 500 reads as a bug.
+            response.status_code = 503
+            metrics.SERVICE_UNAVAILABLE.labels(code="unhealthy").inc()
+        return response
+
+
+def liveness(request: HttpRequest) -> JsonResponse:
+    """Answer 200 while the process can serve requests at all; never touches the database."""
+    return JsonResponse({"status": "alive"})
