@@ -1,0 +1,101 @@
+"""Auth endpoints: login, refresh, verify, logout and the caller's own account."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.generics import GenericAPIView
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework_simplejwt.views import TokenViewBase
+
+from accounts import services
+from accounts.errors import CHALLENGE_INVALID, CLIENT_DETAILS, InvalidCredentials, TokenRejected
+from accounts.rejections import reject
+from accounts.serializers import (
+    LoginSerializer,
+    LogoutResultSerializer,
+    LogoutSerializer,
+    MeSerializer,
+    RefreshSerializer,
+    TokenPairSerializer,
+    VerifiedTokenSerializer,
+    VerifySerializer,
+)
+from accounts.throttles import LoginAddressThrottle, LoginUserThrottle
+
+
+class PublicTokenApi(TokenViewBase):
+    """simplejwt's token view base (no authentication, no permission) with TaskHub's 401 challenge."""
+
+    def get_authenticate_header(self, request: Request) -> str:
+        return CHALLENGE_INVALID
+
+
+class LoginApi(PublicTokenApi):
+    serializer_class = LoginSerializer
+    throttle_classes = [LoginAddressThrottle, LoginUserThrottle]
+
+    @extend_schema(responses=TokenPairSerializer)
+    def post(self, request: Request) -> Response:
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        pair = services.session_login(request=request, **serializer.validated_data)
+        if pair is None:
+            raise InvalidCredentials()
+        return Response(TokenPairSerializer(pair).data)
+
+
+class RefreshApi(PublicTokenApi):
+    serializer_class = RefreshSerializer
+
+    @extend_schema(responses=TokenPairSerializer)
+    def post(self, request: Request) -> Response:
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            pair = services.session_refresh(raw_refresh=serializer.validated_data["refresh"])
+        except TokenRejected as rejection:
+            reject(request, rejection)
+        return Response(TokenPairSerializer(pair).data)
+
+
+class VerifyApi(PublicTokenApi):
+    serializer_class = VerifySerializer
+
+    @extend_schema(responses=VerifiedTokenSerializer)
+    def post(self, request: Request) -> Response:
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            verified = services.token_verify(raw=serializer.validated_data["token"])
+        except TokenRejected as rejection:
+            reject(request, rejection)
+        return Response(VerifiedTokenSerializer(verified).data)
+
+
+class LogoutApi(GenericAPIView):
+    serializer_class = LogoutSerializer
+
+    @extend_schema(responses=LogoutResultSerializer)
+    def post(self, request: Request) -> Response:
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        try:
+            if data["all"]:
+                revoked = services.session_logout_all(user=request.user)
+            else:
+                revoked = services.session_logout(user=request.user, raw_refresh=data["refresh"])
+        except TokenRejected as rejection:
+            # The caller's own access token is fine: a bad refresh token in the body is a 400.
+            detail = serializers.ErrorDetail(CLIENT_DETAILS[rejection.code], code=rejection.code)
+            raise serializers.ValidationError({"refresh": [detail]}) from rejection
+        return Response(LogoutResultSerializer({"revoked_sessions": revoked}).data)
+
+
+class MeApi(GenericAPIView):
+    serializer_class = MeSerializer
+
+    def get(self, request: Request) -> Response:
+        return Response(self.get_serializer(request.user).data)
