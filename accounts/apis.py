@@ -33,6 +33,8 @@ class PublicTokenApi(TokenViewBase):
 
 
 class LoginApi(PublicTokenApi):
+    """Exchange a username and password for an access and a refresh token (throttled)."""
+
     serializer_class = LoginSerializer
     throttle_classes = [LoginAddressThrottle, LoginUserThrottle]
 
@@ -47,6 +49,8 @@ class LoginApi(PublicTokenApi):
 
 
 class RefreshApi(PublicTokenApi):
+    """Rotate a refresh token; within the reuse grace, a replay gets the same successor."""
+
     serializer_class = RefreshSerializer
 
     @extend_schema(responses=TokenPairSerializer)
@@ -61,6 +65,8 @@ class RefreshApi(PublicTokenApi):
 
 
 class VerifyApi(PublicTokenApi):
+    """Say whether an access or refresh token is currently valid, and whose it is."""
+
     serializer_class = VerifySerializer
 
     @extend_schema(responses=VerifiedTokenSerializer)
@@ -75,6 +81,8 @@ class VerifyApi(PublicTokenApi):
 
 
 class LogoutApi(GenericAPIView):
+    """End the session of the given refresh token, or with `"all": true` every session of the caller."""
+
     serializer_class = LogoutSerializer
 
     @extend_schema(responses=LogoutResultSerializer)
@@ -95,6 +103,8 @@ class LogoutApi(GenericAPIView):
 
 
 class MeApi(GenericAPIView):
+    """Return the caller's account."""
+
     serializer_class = MeSerializer
 
     def get(self, request: Request) -> Response:

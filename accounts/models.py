@@ -83,3 +83,28 @@ class ThrottleWindow(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key[:12]}… {self.hits} hits"
+
+
+class PasswordRehash(models.Model):
+    """A password hash upgraded at login (same password, new hasher or iterations).
+
+    Django re-hashes a password on a successful login when its hasher settings changed (every
+    Django release raises the PBKDF2 iterations). That is not a password change: tokens carrying
+    the old hash's fingerprint stay valid, found through this row.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, verbose_name=_("user"))
+    old_fingerprint = models.CharField(_("old hash fingerprint"), max_length=64)
+    new_fingerprint = models.CharField(_("new hash fingerprint"), max_length=64)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True, db_index=True)
+
+    class Meta:
+        db_table = "accounts_password_rehash"
+        verbose_name = _("password rehash")
+        verbose_name_plural = _("password rehashes")
+        constraints = [
+            models.UniqueConstraint(fields=["user", "old_fingerprint"], name="password_rehash_user_old_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"user {self.user_id}: {self.old_fingerprint} → {self.new_fingerprint}"

@@ -14,8 +14,8 @@ from django.db import models, transaction
 from django.utils import timezone
 from rest_framework_simplejwt.token_blacklist.models import OutstandingToken
 
-from accounts.models import ThrottleWindow, TokenFamily
-from accounts.tokens import leeway
+from accounts.models import PasswordRehash, ThrottleWindow, TokenFamily
+from accounts.tokens import leeway, refresh_lifetime
 
 # A token just past `exp` is still accepted within the leeway; keep its rows a while longer.
 SAFETY_MARGIN = timedelta(seconds=60)
@@ -37,6 +37,7 @@ def purge_expired(
        IssuedRefreshToken rows go with them (ON DELETE CASCADE in Django's collector).
     2. Token families whose newest refresh token has likewise expired.
     3. Throttle windows that have ended.
+    4. Password-rehash records older than any refresh token that could still carry their old claim.
     Stops after `max_batches` batches in total (`finished` is then False: run it again).
     """
     now = timezone.now() if now is None else now
@@ -46,6 +47,8 @@ def purge_expired(
         ("outstanding_tokens", OutstandingToken.objects.filter(expires_at__lt=token_cutoff)),
         ("token_families", TokenFamily.objects.filter(expires_at__lt=token_cutoff)),
         ("throttle_windows", ThrottleWindow.objects.filter(expires_at__lt=now)),
+        # Refresh tokens carrying a pre-upgrade claim are all expired by then (successors carry the new one).
+        ("password_rehashes", PasswordRehash.objects.filter(created_at__lt=token_cutoff - refresh_lifetime())),
     ):
         result.deleted[label] = 0
         while True:

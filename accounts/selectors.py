@@ -12,15 +12,19 @@ from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.tokens import Token
 
 from accounts.errors import PASSWORD_CHANGED, TOKEN_INVALID, TOKEN_REVOKED, USER_INACTIVE, USER_NOT_FOUND, TokenRejected
-from accounts.models import TokenFamily
+from accounts.models import PasswordRehash, TokenFamily
 from accounts.tokens import FAMILY_CLAIM, PASSWORD_CLAIM, current_kid, password_fingerprint
+
+# Hasher upgrades between a token's issue and its use: one per Django release at most.
+MAX_REHASH_CHAIN = 5
 
 
 def user_for_token(token: Token) -> Any:
     """Return the token's user, or raise `TokenRejected` (user gone, disabled, family revoked, password changed).
 
-    One query: the user row plus whether the token's family was revoked. Database errors are left
-    to propagate: the API answers them with 503 `database_unavailable`, never with 401.
+    One query: the user row plus whether the token's family was revoked (one more only for a token
+    older than an upgrade of the password's hash). Database errors are left to propagate: the API
+    answers them with 503 `database_unavailable`, never with 401.
     """
     jti = str(token.get(api_settings.JTI_CLAIM, ""))
     user_id, family_id, password_claim = (
@@ -48,9 +52,26 @@ def user_for_token(token: Token) -> Any:
         raise _rejected(USER_INACTIVE, f"user {user_id} is inactive", jti)
     if user.taskhub_family_revoked:
         raise _rejected(TOKEN_REVOKED, f"token family {family_id} was revoked (logout or reuse)", jti)
-    if not constant_time_compare(password_claim, password_fingerprint(user)):
+    current = password_fingerprint(user)
+    if not constant_time_compare(password_claim, current) and not _rehashed(user, password_claim, current):
         raise _rejected(PASSWORD_CHANGED, f"password of user {user_id} changed since the token was issued", jti)
     return user
+
+
+def _rehashed(user: Any, claim: str, current: str) -> bool:
+    """Return True if the hash `claim` was made from was only upgraded (possibly repeatedly) into today's."""
+    seen = claim
+    for _ in range(MAX_REHASH_CHAIN):
+        seen = (
+            PasswordRehash.objects.filter(user=user, old_fingerprint=seen)
+            .values_list("new_fingerprint", flat=True)
+            .first()
+        )
+        if seen is None:
+            return False
+        if constant_time_compare(seen, current):
+            return True
+    return False
 
 
 def _rejected(code: str, reason: str, jti: str) -> TokenRejected:

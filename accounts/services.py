@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth import authenticate
+from django.contrib.auth import authenticate, get_user_model
 from django.db import transaction
 from django.http import HttpRequest
 from django.utils import timezone
@@ -23,7 +23,7 @@ from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, Ou
 from rest_framework_simplejwt.utils import datetime_from_epoch
 
 from accounts.errors import PASSWORD_CHANGED, TOKEN_INVALID, TOKEN_REVOKED, USER_INACTIVE, TokenRejected
-from accounts.models import IssuedRefreshToken, RevokeReason, TokenFamily
+from accounts.models import IssuedRefreshToken, PasswordRehash, RevokeReason, TokenFamily
 from accounts.selectors import user_for_token
 from accounts.tokens import (
     FAMILY_CLAIM,
@@ -33,6 +33,7 @@ from accounts.tokens import (
     RefreshToken,
     current_kid,
     decode,
+    hash_fingerprint,
     password_fingerprint,
 )
 from diagnostics import metrics
@@ -48,11 +49,30 @@ class TokenPair:
 
 def session_login(*, request: HttpRequest | None, username: str, password: str) -> TokenPair | None:
     """Check the credentials through Django's auth backends; start a session, or return None."""
+    stored_hash = _stored_password_hash(username)
     user = authenticate(request, username=username, password=password)
     if user is None or not user.is_active:
         logger.info("login refused: wrong username or password for %r", username[:150])
         return None
+    if stored_hash and stored_hash != user.password:
+        # The password was just verified against `stored_hash`: a changed hash means an upgrade.
+        PasswordRehash.objects.bulk_create(
+            [
+                PasswordRehash(
+                    user=user,
+                    old_fingerprint=hash_fingerprint(stored_hash),
+                    new_fingerprint=hash_fingerprint(user.password),
+                )
+            ],
+            ignore_conflicts=True,
+        )
     return session_start(user=user)
+
+
+def _stored_password_hash(username: str) -> str | None:
+    user_model = get_user_model()
+    lookup = {user_model.USERNAME_FIELD: username}
+    return user_model._default_manager.filter(**lookup).values_list("password", flat=True).first()
 
 
 def session_start(*, user: Any) -> TokenPair:

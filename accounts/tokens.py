@@ -126,10 +126,20 @@ def decode(raw: str | bytes, token_class: type[tokens.Token]) -> tokens.Token:
         raise TokenRejected(TOKEN_INVALID, str(exc), jti=peek_jti(raw), kid=peek_kid(raw)) from exc
 
 
+def refresh_lifetime() -> timedelta:
+    """Return the lifetime of a refresh token."""
+    return simplejwt_settings.api_settings.REFRESH_TOKEN_LIFETIME
+
+
 def password_fingerprint(user: Any) -> str:
     """Return a claim that changes whenever the user's password does (keyed: not a crackable hash)."""
+    return hash_fingerprint(user.password)
+
+
+def hash_fingerprint(password_hash: str) -> str:
+    """Return the keyed fingerprint of a stored password hash."""
     return salted_hmac(
-        "taskhub.accounts.password", user.password, secret=signing_key(), algorithm="sha256"
+        "taskhub.accounts.password", password_hash, secret=signing_key(), algorithm="sha256"
     ).hexdigest()[:20]
 
 

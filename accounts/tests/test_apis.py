@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 from django.utils import timezone
+from drf_spectacular.generators import SchemaGenerator
 from prometheus_client import REGISTRY
 from rest_framework.test import APIClient
 
@@ -194,3 +195,11 @@ def test_tokens_issued_by_login_carry_user_family_and_password_claims(alice):
     assert access["user_id"] == str(alice.pk)
     assert access["fam"] == TokenFamily.objects.get().pk
     assert access["pwd"] and access["token_type"] == "access"
+
+
+def test_the_openapi_schema_documents_bearer_auth_on_protected_endpoints():
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+
+    assert schema["components"]["securitySchemes"]["jwtAuth"]["scheme"] == "bearer"
+    assert {"jwtAuth": []} in schema["paths"]["/api/auth/me/"]["get"]["security"]
+    assert "security" not in schema["paths"]["/api/auth/token/"]["post"]

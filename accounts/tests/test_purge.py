@@ -6,6 +6,7 @@ from datetime import timedelta
 from io import StringIO
 
 import pytest
+from django.conf import settings
 from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -13,7 +14,7 @@ from django.utils import timezone
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
 from accounts import services
-from accounts.models import IssuedRefreshToken, ThrottleWindow, TokenFamily
+from accounts.models import IssuedRefreshToken, PasswordRehash, ThrottleWindow, TokenFamily
 from accounts.purge import purge_expired
 from accounts.tests.helpers import claims
 
@@ -39,7 +40,12 @@ def test_it_deletes_expired_tokens_with_their_blacklist_and_rotation_rows(alice)
     result = purge_expired(batch_size=1)
 
     assert result.finished
-    assert result.deleted == {"outstanding_tokens": 2, "token_families": 1, "throttle_windows": 1}
+    assert result.deleted == {
+        "outstanding_tokens": 2,
+        "token_families": 1,
+        "throttle_windows": 1,
+        "password_rehashes": 0,
+    }
     assert not BlacklistedToken.objects.exists()
     assert list(IssuedRefreshToken.objects.values_list("family_id", flat=True)) == [claims(live.refresh)["fam"]]
     assert services.session_refresh(raw_refresh=live.refresh).refresh
@@ -81,3 +87,13 @@ def test_the_command_reports_what_it_purged(alice):
 def test_the_command_refuses_bad_arguments(args):
     with pytest.raises(CommandError):
         call_command("purge_expired_tokens", *args, stdout=StringIO())
+
+
+def test_it_forgets_password_rehashes_once_no_token_can_carry_their_old_claim(alice):
+    recent = PasswordRehash.objects.create(user=alice, old_fingerprint="a", new_fingerprint="b")
+    old = PasswordRehash.objects.create(user=alice, old_fingerprint="b", new_fingerprint="c")
+    lifetime = timedelta(seconds=settings.JWT_REFRESH_TOKEN_LIFETIME_SECONDS)
+    PasswordRehash.objects.filter(pk=old.pk).update(created_at=timezone.now() - lifetime - timedelta(hours=1))
+
+    assert purge_expired().deleted["password_rehashes"] == 1
+    assert list(PasswordRehash.objects.all()) == [recent]

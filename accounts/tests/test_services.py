@@ -6,6 +6,10 @@ from datetime import timedelta
 
 import pytest
 from django.conf import settings
+from django.contrib.auth.hashers import PBKDF2SHA1PasswordHasher
+from django.test import override_settings
+from django.utils import timezone
+from prometheus_client import REGISTRY
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
 from accounts import services
@@ -15,6 +19,7 @@ from accounts.tests.helpers import ALICE_PASSWORD, bearer, claims, session_durat
 
 pytestmark = pytest.mark.django_db
 
+PBKDF2_SHA1 = "django.contrib.auth.hashers.PBKDF2SHA1PasswordHasher"
 GRACE = timedelta(seconds=settings.JWT_REFRESH_REUSE_GRACE_SECONDS)
 
 
@@ -189,3 +194,32 @@ def test_verify_describes_a_valid_token_and_refuses_a_rotated_one_after_the_grac
     assert services.token_verify(raw=alice_pair.refresh)["token_type"] == "refresh"
     rotated_ago(alice_pair.refresh, GRACE + timedelta(seconds=1))
     assert rejected_code(lambda: services.token_verify(raw=alice_pair.refresh)) == "token_revoked"
+
+
+@override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher", PBKDF2_SHA1])
+def test_a_password_hash_upgrade_at_login_is_not_a_password_change(django_user_model):
+    old_hash = PBKDF2SHA1PasswordHasher().encode("carol-password-1", "carolsalt", iterations=1)
+    carol = django_user_model.objects.create(username="carol", password=old_hash)
+    earlier = services.session_start(user=carol)
+
+    assert services.session_login(request=None, username="carol", password="carol-password-1")
+
+    carol.refresh_from_db()
+    assert carol.password != old_hash  # Django re-hashed it with the preferred hasher
+    assert bearer(earlier.access).get("/api/auth/me/").status_code == 200
+    rotated = services.session_refresh(raw_refresh=earlier.refresh)
+    carol.set_password("carol-password-2")
+    carol.save()
+    for token in (earlier.access, rotated.access):
+        assert bearer(token).get("/api/auth/me/").json()["code"] == "password_changed"
+
+
+def test_the_session_duration_runs_from_login_to_logout(alice, alice_pair, django_capture_on_commit_callbacks):
+    TokenFamily.objects.update(created_at=timezone.now() - timedelta(hours=2))
+    total_before = REGISTRY.get_sample_value("taskhub_user_session_duration_seconds_sum") or 0.0
+
+    with django_capture_on_commit_callbacks(execute=True):
+        services.session_logout(user=alice, raw_refresh=alice_pair.refresh)
+
+    observed = REGISTRY.get_sample_value("taskhub_user_session_duration_seconds_sum") - total_before
+    assert 7200 <= observed < 7300
