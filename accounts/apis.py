@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.generics import GenericAPIView
@@ -48,36 +50,44 @@ class LoginApi(PublicTokenApi):
         return Response(TokenPairSerializer(pair).data)
 
 
-class RefreshApi(PublicTokenApi):
+class TokenCheckApi(PublicTokenApi):
+    """Validate the body, run one token service on it; a refused token is a logged, counted 401."""
+
+    result_serializer_class: type[serializers.Serializer]
+
+    def check(self, data: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def post(self, request: Request) -> Response:
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            result = self.check(serializer.validated_data)
+        except TokenRejected as rejection:
+            reject(request, rejection)
+        return Response(self.result_serializer_class(result).data)
+
+
+@extend_schema(responses=TokenPairSerializer)
+class RefreshApi(TokenCheckApi):
     """Rotate a refresh token; within the reuse grace, a replay gets the same successor."""
 
     serializer_class = RefreshSerializer
+    result_serializer_class = TokenPairSerializer
 
-    @extend_schema(responses=TokenPairSerializer)
-    def post(self, request: Request) -> Response:
-        serializer = self.get_serializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        try:
-            pair = services.session_refresh(raw_refresh=serializer.validated_data["refresh"])
-        except TokenRejected as rejection:
-            reject(request, rejection)
-        return Response(TokenPairSerializer(pair).data)
+    def check(self, data: dict[str, Any]) -> services.TokenPair:
+        return services.session_refresh(raw_refresh=data["refresh"])
 
 
-class VerifyApi(PublicTokenApi):
+@extend_schema(responses=VerifiedTokenSerializer)
+class VerifyApi(TokenCheckApi):
     """Say whether an access or refresh token is currently valid, and whose it is."""
 
     serializer_class = VerifySerializer
+    result_serializer_class = VerifiedTokenSerializer
 
-    @extend_schema(responses=VerifiedTokenSerializer)
-    def post(self, request: Request) -> Response:
-        serializer = self.get_serializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        try:
-            verified = services.token_verify(raw=serializer.validated_data["token"])
-        except TokenRejected as rejection:
-            reject(request, rejection)
-        return Response(VerifiedTokenSerializer(verified).data)
+    def check(self, data: dict[str, Any]) -> dict[str, Any]:
+        return services.token_verify(raw=data["token"])
 
 
 class LogoutApi(GenericAPIView):

@@ -13,8 +13,6 @@ from prometheus_client import REGISTRY
 from rest_framework.test import APIClient
 
 ALICE_PASSWORD = "alice-password-1"
-# Appended to by other parts as they add protected endpoints (e.g. "/api/tasks/statistics").
-PROTECTED_PATHS = ["/api/auth/me/"]
 
 
 def bearer(token: str) -> APIClient:

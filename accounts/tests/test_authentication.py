@@ -10,10 +10,12 @@ from rest_framework.test import APIClient
 
 from accounts.fingerprint import key_fingerprint
 from accounts.services import session_logout_all, session_start
-from accounts.tests.helpers import PROTECTED_PATHS, bearer, claims, failures, forge, issued_at, rejection_lines
+from accounts.tests.helpers import bearer, claims, failures, forge, issued_at, rejection_lines
 
 pytestmark = pytest.mark.django_db
 
+# Every GET endpoint that needs a token; other parts append theirs (e.g. "/api/tasks/statistics").
+PROTECTED_PATHS = ["/api/auth/me/"]
 OTHER_KEY = "another-instance-jwt-secret-0123456789abcdef"
 OUR_KID = key_fingerprint(settings.JWT_SECRET_KEY)
 
