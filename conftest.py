@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 from django.db import connection
 from rest_framework.test import APIClient
-from rest_framework_simplejwt.tokens import AccessToken
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -58,8 +57,10 @@ def client_for():
     """Return a function that builds an API client authenticated as the given user."""
 
     def build(user) -> APIClient:
+        from accounts.services import session_start
+
         client = APIClient()
-        client.credentials(HTTP_AUTHORIZATION=f"Bearer {AccessToken.for_user(user)}")
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {session_start(user=user).access}")
         return client
 
     return build

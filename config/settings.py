@@ -238,6 +238,11 @@ JWT_REFRESH_REUSE_GRACE_SECONDS = env.int("JWT_REFRESH_REUSE_GRACE_SECONDS", def
 JWT_LEEWAY_SECONDS = env.int("JWT_LEEWAY_SECONDS", default=30)
 AUTH_SLOW_THRESHOLD_MS = env.int("AUTH_SLOW_THRESHOLD_MS", default=500)
 LOGIN_THROTTLE_RATE = env.str("LOGIN_THROTTLE_RATE", default="10/min")
+# Per client address, whatever the username (LOGIN_THROTTLE_RATE is per username and address).
+LOGIN_ADDRESS_THROTTLE_RATE = env.str("LOGIN_ADDRESS_THROTTLE_RATE", default="60/min")
+# Proxies in front of the app: the client address is taken that far from the end of
+# X-Forwarded-For (DRF's NUM_PROXIES). Behind an https proxy one is assumed; 0 trusts REMOTE_ADDR.
+NUM_PROXIES = env.int("NUM_PROXIES", default=1 if EXTERNAL_PROTOCOL == "https" else 0)
 
 SIMPLE_JWT = {
     "ALGORITHM": "HS256",
@@ -249,16 +254,19 @@ SIMPLE_JWT = {
     "UPDATE_LAST_LOGIN": False,
     "LEEWAY": timedelta(seconds=JWT_LEEWAY_SECONDS),
     "AUTH_HEADER_TYPES": ("Bearer",),
+    # TaskHub's tokens carry the key fingerprint as `kid` and a keyed password claim (accounts/tokens.py).
+    "AUTH_TOKEN_CLASSES": ("accounts.tokens.AccessToken",),
 }
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.JWTAuthentication"],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PERMISSION_CLASSES": ["accounts.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "config.exceptions.api_exception_handler",
-    "DEFAULT_THROTTLE_RATES": {"login": LOGIN_THROTTLE_RATE},
+    "DEFAULT_THROTTLE_RATES": {"login": LOGIN_THROTTLE_RATE, "login_address": LOGIN_ADDRESS_THROTTLE_RATE},
+    "NUM_PROXIES": NUM_PROXIES,
 }
 
 SPECTACULAR_SETTINGS = {

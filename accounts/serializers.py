@@ -1,0 +1,66 @@
+"""Request and response shapes of the auth endpoints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from rest_framework import serializers
+
+TOKEN_MAX_LENGTH = 4096
+
+
+class StrictSerializer(serializers.Serializer):
+    """Reject fields the endpoint does not know, instead of silently ignoring them."""
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(self.initial_data) - set(self.fields)) if isinstance(self.initial_data, dict) else []
+        if unknown:
+            raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+        return attrs
+
+
+class LoginSerializer(StrictSerializer):
+    username = serializers.CharField(max_length=150, trim_whitespace=False)
+    password = serializers.CharField(max_length=4096, trim_whitespace=False, write_only=True)
+
+
+class TokenPairSerializer(serializers.Serializer):
+    access = serializers.CharField()
+    refresh = serializers.CharField()
+
+
+class RefreshSerializer(StrictSerializer):
+    refresh = serializers.CharField(max_length=TOKEN_MAX_LENGTH, trim_whitespace=False)
+
+
+class VerifySerializer(StrictSerializer):
+    token = serializers.CharField(max_length=TOKEN_MAX_LENGTH, trim_whitespace=False)
+
+
+class VerifiedTokenSerializer(serializers.Serializer):
+    token_type = serializers.CharField()
+    user_id = serializers.IntegerField()
+    expires_at = serializers.DateTimeField()
+
+
+class LogoutSerializer(StrictSerializer):
+    refresh = serializers.CharField(max_length=TOKEN_MAX_LENGTH, trim_whitespace=False, required=False)
+    all = serializers.BooleanField(default=False)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        attrs = super().validate(attrs)
+        if attrs["all"] == ("refresh" in attrs):
+            raise serializers.ValidationError('Give either "refresh" (this session) or "all": true (every session).')
+        return attrs
+
+
+class LogoutResultSerializer(serializers.Serializer):
+    revoked_sessions = serializers.IntegerField()
+
+
+class MeSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = get_user_model()
+        fields = ["id", "username", "email", "first_name", "last_name", "is_staff", "date_joined", "last_login"]
+        read_only_fields = fields

@@ -1,0 +1,113 @@
+"""The per-request user lookup: database trouble is 503, never 401; slowness is logged."""
+
+from __future__ import annotations
+
+import time
+
+import MySQLdb
+import pytest
+from django.conf import settings
+from django.db import OperationalError, connection
+from django.test import override_settings
+
+from accounts.errors import CLIENT_DETAILS
+from accounts.rejections import SLOW_LOOKUP_MARKER
+from accounts.services import session_start
+from accounts.tests.helpers import bearer, failures, rejection_lines
+
+
+def fail_user_lookup(execute, sql, params, many, context):
+    if "auth_user" in sql:
+        raise OperationalError(2013, "Lost connection to MySQL server during query")
+    return execute(sql, params, many, context)
+
+
+def slow_user_lookup(execute, sql, params, many, context):
+    if "auth_user" in sql:
+        time.sleep(0.05)
+    return execute(sql, params, many, context)
+
+
+def all_failures() -> float:
+    return sum(failures(code) for code in CLIENT_DETAILS)
+
+
+def assert_503(response) -> None:
+    assert response.status_code == 503, response.content
+    assert response.json()["code"] == "database_unavailable"
+    assert response["Retry-After"] == str(settings.DB_UNAVAILABLE_RETRY_AFTER_SECONDS)
+    assert "WWW-Authenticate" not in response
+
+
+@pytest.mark.django_db
+def test_a_database_error_during_the_user_lookup_is_503_not_401(alice_pair, auth_log):
+    before = all_failures()
+
+    with connection.execute_wrapper(fail_user_lookup):
+        response = bearer(alice_pair.access).get("/api/auth/me/")
+
+    assert_503(response)
+    assert all_failures() == before
+    assert rejection_lines(auth_log) == []
+
+
+@pytest.mark.django_db
+def test_a_slow_user_lookup_logs_the_slow_marker_with_its_duration(alice_pair, auth_log):
+    with override_settings(AUTH_SLOW_THRESHOLD_MS=10), connection.execute_wrapper(slow_user_lookup):
+        response = bearer(alice_pair.access).get("/api/auth/me/")
+
+    assert response.status_code == 200
+    [line] = [r.getMessage() for r in auth_log.records if r.getMessage().startswith(SLOW_LOOKUP_MARKER)]
+    duration_ms = float(line.split(": ", 1)[1].split(" ms", 1)[0])
+    assert duration_ms >= 50
+    assert "path=/api/auth/me/" in line
+
+
+@pytest.mark.django_db
+def test_a_lookup_under_the_threshold_logs_nothing(alice_pair, auth_log):
+    with override_settings(AUTH_SLOW_THRESHOLD_MS=60_000):
+        assert bearer(alice_pair.access).get("/api/auth/me/").status_code == 200
+
+    assert not [r for r in auth_log.records if r.getMessage().startswith(SLOW_LOOKUP_MARKER)]
+
+
+def _server_connection() -> MySQLdb.Connection:
+    db = settings.DATABASES["default"]
+    return MySQLdb.connect(
+        host=db["HOST"], port=int(db["PORT"]), user=db["USER"], password=db["PASSWORD"], connect_timeout=5
+    )
+
+
+def _wait_until_gone(admin: MySQLdb.Connection, connection_id: int, deadline_s: float = 20.0) -> None:
+    cursor = admin.cursor()
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        cursor.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = %s", [connection_id])
+        if cursor.fetchone()[0] == 0:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"connection {connection_id} still alive after KILL")
+
+
+@pytest.mark.mysql
+@pytest.mark.django_db(transaction=True)
+def test_a_connection_killed_by_the_server_before_the_user_lookup_is_503(alice, auth_log):
+    pair = session_start(user=alice)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT CONNECTION_ID()")
+        connection_id = cursor.fetchone()[0]
+    admin = _server_connection()
+    try:
+        admin.cursor().execute(f"KILL {int(connection_id)}")
+        _wait_until_gone(admin, connection_id)
+        before = all_failures()
+
+        response = bearer(pair.access).get("/api/auth/me/")
+
+        assert_503(response)
+        assert all_failures() == before
+        assert rejection_lines(auth_log) == []
+    finally:
+        admin.close()
+        # The killed connection is unusable: drop it so the test's teardown reconnects.
+        connection.close()

@@ -1,0 +1,141 @@
+"""Token signing and decoding: kid, pinned algorithm, leeway, precise rejection reasons."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import timedelta
+
+import jwt
+import pytest
+from django.conf import settings
+from django.test import override_settings
+
+from accounts.errors import TOKEN_EXPIRED, TOKEN_INVALID, TokenRejected
+from accounts.fingerprint import key_fingerprint
+from accounts.services import session_start
+from accounts.tests.helpers import claims, forge, issued_at
+from accounts.tokens import AccessToken, decode, password_fingerprint
+
+pytestmark = pytest.mark.django_db
+
+OTHER_KEY = "another-instance-jwt-secret-0123456789abcdef"
+
+
+def test_tokens_carry_the_signing_key_fingerprint_as_kid_and_never_the_key(alice):
+    pair = session_start(user=alice)
+    for token in (pair.access, pair.refresh):
+        header = jwt.get_unverified_header(token)
+        assert header == {"alg": "HS256", "typ": "JWT", "kid": key_fingerprint(settings.JWT_SECRET_KEY)}
+        assert settings.JWT_SECRET_KEY not in json.dumps(header) + json.dumps(claims(token))
+
+
+def test_a_token_signed_with_another_key_is_rejected_naming_both_fingerprints(alice):
+    payload = claims(session_start(user=alice).access)
+    token = forge(payload, key=OTHER_KEY, headers={"kid": key_fingerprint(OTHER_KEY)})
+
+    with pytest.raises(TokenRejected) as caught:
+        decode(token, AccessToken)
+
+    assert caught.value.code == TOKEN_INVALID
+    assert key_fingerprint(OTHER_KEY) in caught.value.reason
+    assert key_fingerprint(settings.JWT_SECRET_KEY) in caught.value.reason
+    assert caught.value.jti == payload["jti"]
+
+
+def test_a_token_from_another_key_that_copies_our_kid_still_fails_its_signature(alice):
+    payload = claims(session_start(user=alice).access)
+    token = forge(payload, key=OTHER_KEY, headers={"kid": key_fingerprint(settings.JWT_SECRET_KEY)})
+
+    with pytest.raises(TokenRejected, match="bad signature") as caught:
+        decode(token, AccessToken)
+    assert caught.value.code == TOKEN_INVALID
+
+
+@pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
+@pytest.mark.parametrize("algorithm", ["none", "HS512", "HS384"])
+def test_algorithms_other_than_hs256_are_rejected(alice, algorithm):
+    payload = claims(session_start(user=alice).access)
+    key = None if algorithm == "none" else settings.JWT_SECRET_KEY
+    token = forge(payload, key=key, algorithm=algorithm, headers={"kid": key_fingerprint(settings.JWT_SECRET_KEY)})
+
+    with pytest.raises(TokenRejected, match="is not HS256") as caught:
+        decode(token, AccessToken)
+    assert caught.value.code == TOKEN_INVALID
+
+
+def test_a_tampered_payload_is_rejected(alice, bob):
+    header, payload, signature = session_start(user=alice).access.split(".")
+    forged = dict(claims(f"{header}.{payload}.{signature}"), user_id=str(bob.pk))
+    forged_part = base64.urlsafe_b64encode(json.dumps(forged).encode()).rstrip(b"=").decode()
+
+    with pytest.raises(TokenRejected, match="bad signature") as caught:
+        decode(f"{header}.{forged_part}.{signature}", AccessToken)
+    assert caught.value.code == TOKEN_INVALID
+
+
+def test_a_refresh_token_is_not_an_access_token(alice):
+    with pytest.raises(TokenRejected, match="wrong type") as caught:
+        decode(session_start(user=alice).refresh, AccessToken)
+    assert caught.value.code == TOKEN_INVALID
+
+
+@pytest.mark.parametrize("raw", ["invalid-token", "", "a.b.c", "....", "eyJ.eyJ.x", "Bearer"])
+def test_garbage_is_rejected_as_invalid(raw):
+    with pytest.raises(TokenRejected) as caught:
+        decode(raw, AccessToken)
+    assert caught.value.code == TOKEN_INVALID
+
+
+def test_an_expired_token_is_rejected_as_expired(alice):
+    lifetime = timedelta(seconds=settings.JWT_ACCESS_TOKEN_LIFETIME_SECONDS)
+    with issued_at(-(lifetime + timedelta(seconds=settings.JWT_LEEWAY_SECONDS + 5))):
+        token = session_start(user=alice).access
+
+    with pytest.raises(TokenRejected) as caught:
+        decode(token, AccessToken)
+    assert caught.value.code == TOKEN_EXPIRED
+
+
+def test_a_token_expired_within_the_leeway_is_still_accepted(alice):
+    lifetime = timedelta(seconds=settings.JWT_ACCESS_TOKEN_LIFETIME_SECONDS)
+    with issued_at(-(lifetime + timedelta(seconds=10))):
+        token = session_start(user=alice).access
+
+    assert decode(token, AccessToken)["user_id"] == str(alice.pk)
+
+
+def test_a_server_clock_20s_behind_the_issuer_accepts_a_fresh_token(alice):
+    with issued_at(timedelta(seconds=20)):
+        token = session_start(user=alice).access
+
+    assert decode(token, AccessToken)["user_id"] == str(alice.pk)
+
+
+def test_a_token_issued_further_in_the_future_than_the_leeway_is_rejected(alice):
+    with issued_at(timedelta(seconds=settings.JWT_LEEWAY_SECONDS + 30)):
+        token = session_start(user=alice).access
+
+    with pytest.raises(TokenRejected, match="clock skew") as caught:
+        decode(token, AccessToken)
+    assert caught.value.code == TOKEN_INVALID
+
+
+def test_the_leeway_setting_is_honoured(alice):
+    with issued_at(timedelta(seconds=20)):
+        token = session_start(user=alice).access
+    strict = dict(settings.SIMPLE_JWT, LEEWAY=timedelta(seconds=5))
+
+    with override_settings(SIMPLE_JWT=strict), pytest.raises(TokenRejected, match="clock skew"):
+        decode(token, AccessToken)
+
+
+def test_the_password_claim_follows_the_password_and_is_keyed(alice):
+    before = password_fingerprint(alice)
+    alice.set_password("a-new-password-2")
+
+    assert password_fingerprint(alice) != before
+    assert before not in alice.password
+    current = password_fingerprint(alice)
+    with override_settings(SIMPLE_JWT=dict(settings.SIMPLE_JWT, SIGNING_KEY=OTHER_KEY)):
+        assert password_fingerprint(alice) != current

@@ -1,0 +1,186 @@
+"""simplejwt's tokens, signed with a `kid` header and decoded into precise rejection reasons."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from functools import lru_cache
+from typing import Any
+
+import jwt
+from django.utils.crypto import salted_hmac
+from rest_framework_simplejwt import settings as simplejwt_settings
+from rest_framework_simplejwt import tokens
+from rest_framework_simplejwt.backends import TokenBackend
+from rest_framework_simplejwt.exceptions import (
+    ExpiredTokenError,
+    TokenBackendError,
+    TokenBackendExpiredToken,
+    TokenError,
+)
+from rest_framework_simplejwt.settings import api_settings
+
+from accounts.errors import TOKEN_EXPIRED, TOKEN_INVALID, TokenRejected
+from accounts.fingerprint import key_fingerprint
+
+# Pinned: never taken from the token's header, never configurable to `none` or an asymmetric alg.
+ALGORITHM = "HS256"
+FAMILY_CLAIM = "fam"
+PASSWORD_CLAIM = "pwd"
+
+_PRINTABLE_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
+
+
+class KeyIdTokenBackend(TokenBackend):
+    """simplejwt's backend that writes the key fingerprint as `kid` and names the key it expected."""
+
+    def __init__(self, signing_key: str, leeway: timedelta) -> None:
+        super().__init__(ALGORITHM, signing_key, leeway=leeway)
+        self.kid = key_fingerprint(signing_key)
+
+    def encode(self, payload: dict[str, Any]) -> str:
+        return jwt.encode(payload, self.prepared_signing_key, algorithm=ALGORITHM, headers={"kid": self.kid})
+
+    def decode(self, token: Any, verify: bool = True) -> dict[str, Any]:
+        header = _unverified_header(token)
+        kid = _loggable(header.get("kid"))
+        if verify and header.get("alg") != ALGORITHM:
+            raise TokenRejected(
+                TOKEN_INVALID, f"algorithm {_loggable(header.get('alg'))!r} is not {ALGORITHM}", kid=kid
+            )
+        if verify and header.get("kid") != self.kid:
+            raise TokenRejected(
+                TOKEN_INVALID,
+                f"signed with another key: token kid={kid or 'none'}, this server's kid={self.kid} "
+                "(is JWT_SECRET_KEY the same on every instance?)",
+                kid=kid,
+                jti=peek_jti(token),
+            )
+        try:
+            return super().decode(token, verify=verify)
+        except TokenBackendExpiredToken as exc:
+            raise TokenRejected(TOKEN_EXPIRED, "token expired", kid=kid, jti=peek_jti(token)) from exc
+        except TokenBackendError as exc:
+            raise TokenRejected(TOKEN_INVALID, _describe(exc.__cause__), kid=kid, jti=peek_jti(token)) from exc
+
+
+@lru_cache(maxsize=4)
+def _backend(signing_key: str, leeway: timedelta) -> KeyIdTokenBackend:
+    return KeyIdTokenBackend(signing_key, leeway)
+
+
+def get_token_backend() -> KeyIdTokenBackend:
+    """Return the backend for the current SIMPLE_JWT settings (they may change under tests)."""
+    return _backend(signing_key(), leeway())
+
+
+def signing_key() -> str:
+    """Return the current signing key (simplejwt rebinds its settings object when they change)."""
+    return simplejwt_settings.api_settings.SIGNING_KEY
+
+
+def leeway() -> timedelta:
+    """Return the tolerated clock skew."""
+    value = simplejwt_settings.api_settings.LEEWAY
+    return value if isinstance(value, timedelta) else timedelta(seconds=value or 0)
+
+
+def current_kid() -> str:
+    """Return the fingerprint of this process's signing key (the `kid` it writes)."""
+    return get_token_backend().kid
+
+
+class _KeyIdBackendMixin:
+    @property
+    def token_backend(self) -> KeyIdTokenBackend:
+        return get_token_backend()
+
+
+class AccessToken(_KeyIdBackendMixin, tokens.AccessToken):
+    """A bearer access token."""
+
+
+class RefreshToken(_KeyIdBackendMixin, tokens.RefreshToken):
+    """A refresh token of a family; revocation is decided under the family's lock, not here."""
+
+    access_token_class = AccessToken
+
+    def check_blacklist(self) -> None:
+        # A rotated (blacklisted) token is still honoured inside the reuse grace: services decide.
+        return None
+
+
+class AnyToken(_KeyIdBackendMixin, tokens.UntypedToken):
+    """An access or refresh token, for the verify endpoint."""
+
+
+def decode(raw: str | bytes, token_class: type[tokens.Token]) -> tokens.Token:
+    """Return the validated token or raise `TokenRejected` saying precisely why not."""
+    try:
+        return token_class(raw)
+    except TokenRejected:
+        raise
+    except ExpiredTokenError as exc:
+        raise TokenRejected(TOKEN_EXPIRED, "token expired", jti=peek_jti(raw), kid=peek_kid(raw)) from exc
+    except TokenError as exc:
+        raise TokenRejected(TOKEN_INVALID, str(exc), jti=peek_jti(raw), kid=peek_kid(raw)) from exc
+
+
+def refresh_lifetime() -> timedelta:
+    """Return the lifetime of a refresh token."""
+    return simplejwt_settings.api_settings.REFRESH_TOKEN_LIFETIME
+
+
+def password_fingerprint(user: Any) -> str:
+    """Return a claim that changes whenever the user's password does (keyed: not a crackable hash)."""
+    return hash_fingerprint(user.password)
+
+
+def hash_fingerprint(password_hash: str) -> str:
+    """Return the keyed fingerprint of a stored password hash."""
+    return salted_hmac(
+        "taskhub.accounts.password", password_hash, secret=signing_key(), algorithm="sha256"
+    ).hexdigest()[:20]
+
+
+def peek_jti(raw: Any) -> str:
+    """Return the (unverified, sanitised) `jti` of a token for logs; never the token itself."""
+    try:
+        payload = jwt.decode(raw, options={"verify_signature": False})
+    except jwt.InvalidTokenError:
+        return ""
+    return _loggable(payload.get(api_settings.JTI_CLAIM)) if isinstance(payload, dict) else ""
+
+
+def peek_kid(raw: Any) -> str:
+    """Return the (unverified, sanitised) `kid` header of a token for logs."""
+    try:
+        return _loggable(_unverified_header(raw).get("kid"))
+    except TokenRejected:
+        return ""
+
+
+def _unverified_header(token: Any) -> dict[str, Any]:
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.InvalidTokenError as exc:
+        raise TokenRejected(TOKEN_INVALID, "malformed token (not a JWT)") from exc
+    return header if isinstance(header, dict) else {}
+
+
+def _loggable(value: Any) -> str:
+    """Keep attacker-controlled header/claim values short and printable in log lines."""
+    text = str(value) if value is not None else ""
+    return text if _PRINTABLE_ID.match(text) else ("<unprintable>" if text else "")
+
+
+def _describe(cause: BaseException | None) -> str:
+    if isinstance(cause, jwt.InvalidSignatureError):
+        return "bad signature (tampered token, or signed by another key with a forged kid)"
+    if isinstance(cause, jwt.ImmatureSignatureError):
+        return "issued in the future beyond the allowed clock skew (JWT_LEEWAY_SECONDS)"
+    if isinstance(cause, jwt.InvalidAlgorithmError):
+        return f"algorithm not allowed (only {ALGORITHM})"
+    if isinstance(cause, jwt.DecodeError):
+        return "malformed token"
+    return f"invalid token ({type(cause).__name__ if cause else 'unknown'})"
