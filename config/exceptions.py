@@ -50,6 +50,9 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         return None
     if isinstance(exc, exceptions.ValidationError):
         response.data = {"detail": _first_message(exc.detail), "code": "invalid", "errors": exc.detail}
+    elif isinstance(exc, exceptions.NotAuthenticated):
+        # DRF's own permission classes raise a bare NotAuthenticated: give it TaskHub's code.
+        response.data = {"detail": str(exc.detail), "code": "token_missing"}
     elif isinstance(exc, exceptions.APIException):
         response.data = _detail_and_code(exc)
     return response

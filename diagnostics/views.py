@@ -5,11 +5,11 @@ from __future__ import annotations
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
-from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.permissions import IsStaff
 from diagnostics.monitor import db_monitor_snapshot
 from diagnostics.scrape import ScrapeRefused, authorize_scrape, render_metrics
 
@@ -17,7 +17,7 @@ from diagnostics.scrape import ScrapeRefused, authorize_scrape, render_metrics
 class DbMonitorView(APIView):
     """Staff only: this process's DB connection, the server's connection usage, hygiene counters."""
 
-    permission_classes = [IsAdminUser]
+    permission_classes = [IsStaff]
 
     @extend_schema(responses=OpenApiTypes.OBJECT)
     def get(self, request: Request) -> Response:

@@ -42,3 +42,16 @@ def test_staff_only_refuses_other_users_with_403_and_admits_staff(alice, staff):
     assert call(StaffOnly, alice).status_code == 403
     assert call(StaffOnly, staff).status_code == 200
     assert call(UsersOnly, alice).status_code == 200
+
+
+class StockDrfPermission(StaffOnly):
+    from rest_framework.permissions import IsAdminUser
+
+    permission_classes = [IsAdminUser]
+
+
+def test_drf_stock_permissions_also_answer_token_missing():
+    response = call(StockDrfPermission)
+
+    assert response.status_code == 401
+    assert response.data["code"] == "token_missing"
