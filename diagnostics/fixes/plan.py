@@ -64,10 +64,9 @@ def build_plan(snapshot: Snapshot, *, set_globals: bool = False, sql_mode: str =
                 ),
             )
         )
-    innodb_after = set()
+    innodb_after: set[str] = set()
     for table in parents_first(snapshot):
-        engine_ok = _plan_table(table, snapshot, fixes, skipped)
-        if engine_ok:
+        if _plan_table(table, snapshot, fixes, skipped):
             innodb_after.add(table.name)
     _plan_foreign_keys(snapshot, innodb_after, fixes, skipped)
     notes: list[str] = []

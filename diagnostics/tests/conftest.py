@@ -13,6 +13,8 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
 
+from diagnostics.checks.base import CheckResult, Status
+
 # Random per run, so no assertion can pass by accident on a fixed string.
 STRONG_JWT_KEY = secrets.token_urlsafe(48)
 STRONG_DJANGO_KEY = secrets.token_urlsafe(60)
@@ -71,6 +73,11 @@ def check_production_json(*args: str) -> tuple[int, dict[str, Any]]:
 def problems(document: dict[str, Any]) -> dict[str, str]:
     """Return {id: status} of the results that are not ok."""
     return {result["id"]: result["status"] for result in document["results"] if result["status"] != "ok"}
+
+
+def by_id(results: list[CheckResult]) -> dict[str, Status]:
+    """Return {id: status} of the check results that are not ok."""
+    return {result.id: result.status for result in results if result.status is not Status.OK}
 
 
 def execute(sql: str, params: list | None = None) -> list[tuple]:

@@ -10,14 +10,10 @@ from diagnostics.checks import charsets, clock, database, schema, timezones
 from diagnostics.checks.base import Status
 from diagnostics.checks.clock import skew_result
 from diagnostics.checks.database import session_mismatches, unsupported_version
-from diagnostics.tests.conftest import check_production_json, execute, problems
+from diagnostics.tests.conftest import by_id, check_production_json, execute, problems
 from tasks.models import TaskQueue
 
 mysql = pytest.mark.mysql
-
-
-def by_id(results) -> dict[str, Status]:
-    return {result.id: result.status for result in results if result.status is not Status.OK}
 
 
 @pytest.fixture

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 
 import pytest
+from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.db import connection
@@ -22,6 +26,7 @@ from diagnostics.tests.conftest import (
 )
 
 mysql = pytest.mark.mysql
+BASE_DIR = settings.BASE_DIR
 
 
 @mysql
@@ -157,3 +162,38 @@ def test_check_deploy_runs_the_configuration_checks_through_djangos_framework(pr
 def test_plain_check_does_not_run_the_production_checks(production):
     production.JWT_SECRET_KEY = "too-short-key"
     call_command("check", "--fail-level", "WARNING")  # raises if a production check leaked in
+
+
+@mysql
+@pytest.mark.django_db
+def test_the_command_line_exit_status_is_0_then_2_with_fail_on_warning(tmp_path):
+    """A real process with a production environment whose only flaws are warnings (root, no password)."""
+    settings_dict = connection.settings_dict
+    environment = {
+        "PATH": os.environ.get("PATH", ""),
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "TASKHUB_READ_DOTENV": "0",
+        "TASKHUB_VAR_DIR": str(tmp_path),
+        "DATABASE_TYPE": "mysql",
+        "MYSQL_HOST": settings_dict["HOST"],
+        "MYSQL_PORT": str(settings_dict["PORT"]),
+        "MYSQL_USERNAME": settings_dict["USER"],
+        "MYSQL_PASSWORD": settings_dict["PASSWORD"],
+        "MYSQL_DATABASE": settings_dict["NAME"],
+        "JWT_SECRET_KEY": STRONG_JWT_KEY,
+        "DJANGO_SECRET_KEY": STRONG_DJANGO_KEY,
+        "EXTERNAL_HOST": "tasks.example.com",
+        "EXTERNAL_PROTOCOL": "https",
+        "FRONTEND_DOMAIN": "https://app.example.com",
+    }
+    command = [sys.executable, "manage.py", "check_production"]
+    relaxed = subprocess.run(command, env=environment, cwd=BASE_DIR, capture_output=True, text=True, timeout=120)
+    strict = subprocess.run(
+        [*command, "--fail-on-warning"], env=environment, cwd=BASE_DIR, capture_output=True, text=True, timeout=120
+    )
+    expected = {"diagnostics.W004"} | ({"diagnostics.W002"} if not settings_dict["PASSWORD"] else set())
+    assert relaxed.returncode == 0, relaxed.stdout + relaxed.stderr
+    assert {line.split()[1] for line in relaxed.stdout.splitlines() if line.startswith("⚠️")} == expected
+    assert "❌" not in relaxed.stdout
+    assert strict.returncode == 2, strict.stdout + strict.stderr
+    assert "not ready for production: 0 error(s)" in strict.stderr

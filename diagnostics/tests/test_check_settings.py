@@ -5,13 +5,9 @@ from __future__ import annotations
 import pytest
 
 from diagnostics.checks import django_security, hosts, https, secrets, variables
-from diagnostics.checks.base import CheckResult, Status
+from diagnostics.checks.base import Status
 from diagnostics.checks.secrets import example_values, is_placeholder
-from diagnostics.tests.conftest import STRONG_DJANGO_KEY, STRONG_JWT_KEY
-
-
-def by_id(results: list[CheckResult]) -> dict[str, Status]:
-    return {result.id: result.status for result in results if result.status is not Status.OK}
+from diagnostics.tests.conftest import STRONG_DJANGO_KEY, STRONG_JWT_KEY, by_id
 
 
 def test_the_production_configuration_passes_every_configuration_check(production):
