@@ -109,6 +109,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # Outermost: gives every request an id and guarantees a clean DB session at its end.
     "diagnostics.middleware.DatabaseSessionMiddleware",
+    # Records this instance's JWT key fingerprint (throttled) for check_production to compare.
+    "diagnostics.instances.InstanceFingerprintMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
@@ -292,6 +294,8 @@ TASKHUB_STATS_WINDOW_HOURS = env.int("TASKHUB_STATS_WINDOW_HOURS", default=24)
 
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 DB_UNAVAILABLE_RETRY_AFTER_SECONDS = env.int("DB_UNAVAILABLE_RETRY_AFTER_SECONDS", default=5)
+# How often each web process records its key fingerprint for check_production (0 = never).
+TASKHUB_INSTANCE_REPORT_SECONDS = env.int("TASKHUB_INSTANCE_REPORT_SECONDS", default=60)
 
 # --- i18n, static ---------------------------------------------------------------------------
 LANGUAGE_CODE = "en"

@@ -15,3 +15,5 @@ class DiagnosticsConfig(AppConfig):
         connection_created.connect(on_connection_created, dispatch_uid="taskhub-session-setup")
         # After Django's own request_finished receivers, so their log lines keep the id.
         request_finished.connect(clear_request_id, dispatch_uid="taskhub-clear-request-id")
+
+        from diagnostics.checks import framework  # noqa: F401 — registers the production checks with Django
