@@ -1,0 +1,63 @@
+"""django-tasks-db peer: `.enqueue()` per task, drained by `db_worker --batch` in 1 and 2 processes."""
+
+from __future__ import annotations
+
+from bench import db
+from bench.context import Context
+from bench.procs import StepFailed, python
+from bench.stats import rate
+
+DATABASE = "bench_djtasks"
+TABLE = "django_tasks_database_dbtaskresult"  # app label django_tasks_database
+CHILD = "bench.peers.djtasks_child"
+# Exits once the queue is empty (--batch), no reloader, no random start delay, no idle sleep.
+WORKER_ARGS = ("db_worker", "--batch", "--no-reload", "--no-startup-delay", "--interval", "0", "--verbosity", "0")
+
+
+def _env(ctx: Context) -> dict[str, str]:
+    env = ctx.mysql_env()
+    env.update(DJANGO_SETTINGS_MODULE="bench.peers.djtasks_settings", BENCH_DJTASKS_DATABASE=DATABASE)
+    return env
+
+
+def run(ctx: Context) -> dict:
+    """Measure django-tasks-db enqueue and drain rates; return the raw runs."""
+    cfg, env = ctx.cfg, _env(ctx)
+    ctx.own_database(DATABASE)
+    ctx.children.run(python("-m", CHILD, "migrate"), env=env, name="djtasks-migrate", timeout=300)
+    runs = []
+    for rep in range(cfg.repeats):
+        for workers in (1, 2):
+            ctx.require_time(cfg.step_timeout(cfg.tasks), "django-tasks-db")
+            ctx.log(f"django-tasks-db: rep {rep + 1}, {workers} worker(s), {cfg.tasks} tasks")
+            db.truncate(cfg, DATABASE, [TABLE])
+            enq = ctx.children.run(
+                python("-m", CHILD, "enqueue", str(cfg.tasks)),
+                env=env,
+                name="djtasks-enqueue",
+                timeout=cfg.step_timeout(cfg.tasks),
+            )
+            procs = [
+                ctx.children.spawn(python("-m", "django", *WORKER_ARGS), env=env, name=f"djtasks-worker{i}")
+                for i in range(workers)
+            ]
+            finished = ctx.children.wait(procs, cfg.step_timeout(cfg.tasks))
+            for proc in procs:
+                ctx.children.stop(proc)
+            if not finished:
+                raise StepFailed(f"django-tasks-db workers did not drain {cfg.tasks} tasks in time")
+            done = db.span(cfg, DATABASE, TABLE, "status = %s", ["SUCCESSFUL"])
+            if done["finished"] != cfg.tasks:
+                counts = db.status_counts(cfg, DATABASE, TABLE)
+                raise StepFailed(f"django-tasks-db finished {done['finished']} of {cfg.tasks} tasks: {counts}")
+            runs.append(
+                {
+                    "label": f"{workers} worker" + ("s" if workers > 1 else ""),
+                    "workers": workers,
+                    "rep": rep,
+                    "enqueue_rate": rate(enq["count"], enq["seconds"]),
+                    "drain_rate": rate(done["finished"], done["seconds"]),
+                    "drain_seconds": done["seconds"],
+                }
+            )
+    return {"runs": runs}
