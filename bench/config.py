@@ -44,6 +44,8 @@ def _require_loopback(host: str, what: str) -> str:
 
 @dataclass(frozen=True)
 class BenchConfig:
+    """One run's settings (see bench/README.md for each variable)."""
+
     quick: bool
     tasks: int
     repeats: int
@@ -72,6 +74,10 @@ class BenchConfig:
     def step_timeout(self, tasks: int) -> float:
         """Return a generous bound for a step that processes `tasks` tasks (a loaded machine is slow)."""
         return 120.0 + tasks / 10
+
+    def step_estimate(self, tasks: int) -> float:
+        """Return the time a step over `tasks` tasks is expected to need (at ≥ 100 tasks/s)."""
+        return 30.0 + tasks / 100
 
 
 def load_config() -> BenchConfig:

@@ -6,6 +6,7 @@ import os
 import secrets
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from bench import db
@@ -17,8 +18,14 @@ class Unavailable(RuntimeError):
     """A measurement cannot run here (yet): the reason is reported instead of a number."""
 
 
+class OutOfTime(Unavailable):
+    """The run's time budget is spent: later measurements are skipped, not left running."""
+
+
 @dataclass
 class Context:
+    """The state of one run, passed to every section."""
+
     cfg: BenchConfig
     children: Children
     created_databases: list[str] = field(default_factory=list)
@@ -35,8 +42,17 @@ class Context:
         return self.cfg.budget_seconds - (time.monotonic() - self.started)
 
     def require_time(self, seconds: float, what: str) -> None:
+        """Raise Unavailable when fewer than `seconds` of the budget are left for `what`."""
         if self.remaining() < seconds:
-            raise Unavailable(f"{what} skipped: the time budget (BENCH_BUDGET_SECONDS) is spent")
+            raise OutOfTime(f"{what} skipped: the time budget (BENCH_BUDGET_SECONDS) is spent")
+
+    def rounds(self, what: str, worker_counts: Sequence[int]) -> Iterator[tuple[int, int]]:
+        """Yield (repetition, workers) for every measured round, checking the budget before each."""
+        for rep in range(self.cfg.repeats):
+            for workers in worker_counts:
+                self.require_time(self.cfg.step_estimate(self.cfg.tasks), what)
+                self.log(f"{what}: rep {rep + 1}/{self.cfg.repeats}, {workers} worker(s), {self.cfg.tasks} tasks")
+                yield rep, workers
 
     def own_database(self, name: str) -> None:
         """Create `name` afresh and remember to drop it at the end."""
@@ -51,6 +67,7 @@ class Context:
             self.created_databases.append(name)
 
     def mysql_env(self) -> dict[str, str]:
+        """Return the environment of a child that talks to MariaDB."""
         cfg = self.cfg
         env = dict(os.environ)
         env.update(
@@ -80,5 +97,6 @@ class Context:
         return env
 
     def log(self, message: str) -> None:
+        """Print a progress line with the time since the run started."""
         elapsed = time.monotonic() - self.started
         print(f"[bench {elapsed:7.1f}s] {message}", file=sys.stderr, flush=True)

@@ -58,6 +58,7 @@ def execute_all(cfg: BenchConfig, database: str | None, statements: Sequence[str
 
 
 def database_exists(cfg: BenchConfig, name: str) -> bool:
+    """Return whether database `name` exists."""
     rows = query(cfg, None, "SELECT 1 FROM information_schema.schemata WHERE schema_name = %s", [name])
     return bool(rows)
 
@@ -76,6 +77,7 @@ def recreate_database(cfg: BenchConfig, name: str) -> None:
 
 
 def drop_database(cfg: BenchConfig, name: str) -> None:
+    """Drop the bench database `name` if it exists."""
     check_bench_name(name)
     execute_all(cfg, None, [f"DROP DATABASE IF EXISTS `{name}`"])
 
@@ -90,6 +92,7 @@ def truncate(cfg: BenchConfig, database: str, tables: Sequence[str]) -> None:
 
 
 def server_version(cfg: BenchConfig) -> str:
+    """Return the MariaDB/MySQL server version."""
     return query(cfg, None, "SELECT VERSION()")[0][0]
 
 

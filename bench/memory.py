@@ -49,7 +49,7 @@ def run(ctx: Context) -> dict:
     if reason:
         raise Unavailable(reason)
     database = taskhub.shared_database(ctx)
-    ctx.require_time(cfg.step_timeout(cfg.memory_tasks), "worker memory")
+    ctx.require_time(cfg.step_estimate(cfg.memory_tasks), "worker memory")
     taskhub.reset(ctx, database)
     ctx.log(f"memory: filling {cfg.memory_tasks} tasks")
     taskhub.child(ctx, database, "pending", "--rows", str(cfg.memory_tasks), name="pending", timeout=900)
@@ -57,7 +57,8 @@ def run(ctx: Context) -> dict:
     watched = psutil.Process(proc.pid)
     samples: list[tuple[float, int, int]] = []
     started = time.monotonic()
-    deadline = started + cfg.step_timeout(cfg.memory_tasks)
+    # Bounded by the step's own limit and by what is left of the run's budget.
+    deadline = started + min(cfg.step_timeout(cfg.memory_tasks), max(ctx.remaining(), 60.0))
     try:
         while proc.poll() is None and time.monotonic() < deadline:
             try:

@@ -29,6 +29,7 @@ def free_port() -> int:
 
 
 def log_tail(path: Path, lines: int = 15) -> str:
+    """Return the last `lines` lines of a child's log, for error messages."""
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
@@ -55,6 +56,7 @@ class Children:
         return proc
 
     def log_of(self, proc: subprocess.Popen) -> Path:
+        """Return the log file of a child started by `spawn`."""
         return next(log for p, log in self._procs if p is proc)
 
     def wait(self, procs: Sequence[subprocess.Popen], timeout: float) -> bool:
@@ -84,6 +86,21 @@ class Children:
                 return json.loads(line[len(RESULT_PREFIX) :])
         return {}
 
+    def run_workers(self, args: Sequence[str], *, env: dict[str, str], count: int, name: str, timeout: float) -> None:
+        """Start `count` copies of a worker that exits when its queue is empty; wait for all of them.
+
+        Raises StepFailed when they do not all exit 0 within `timeout` (stragglers are stopped).
+        """
+        procs = [self.spawn(args, env=env, name=f"{name}{i}") for i in range(count)]
+        finished = self.wait(procs, timeout)
+        for proc in procs:
+            self.stop(proc)
+        if not finished:
+            raise StepFailed(f"{count} {name} process(es) did not drain the queue within {timeout:.0f}s")
+        failed = [(self.log_of(p).name, p.returncode) for p in procs if p.returncode]
+        if failed:
+            raise StepFailed(f"{name} exited non-zero: {failed}; log tail:\n{log_tail(self.log_of(procs[0]))}")
+
     def stop(self, proc: subprocess.Popen, grace: float = 10.0) -> None:
         """SIGTERM the child's process group, then SIGKILL it if still alive after `grace` seconds."""
         if proc.poll() is not None:
@@ -100,8 +117,14 @@ class Children:
                 continue
 
     def stop_all(self) -> None:
+        """Stop every child still running."""
         for proc, _ in self._procs:
             self.stop(proc, grace=5.0)
+
+
+def workers_label(count: int) -> str:
+    """Return "1 worker" / "2 workers", the drain labels every system shares."""
+    return f"{count} worker" + ("s" if count != 1 else "")
 
 
 def python(*args: str) -> list[str]:

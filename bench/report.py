@@ -90,49 +90,44 @@ def _throughput(results: dict) -> list[str]:
     return lines + [""]
 
 
-def _drain_median(results: dict, peer: str | None, label: str) -> float | None:
+def _median(results: dict, peer: str | None, kind: str, label: str) -> float | None:
+    """Return the median `kind` ("drain"/"enqueue") rate of `label` for a peer, or TaskHub when peer is None."""
     sections = results["sections"]
     entry = sections.get("taskhub") if peer is None else sections.get("peers", {}).get(peer)
     if not entry or "runs" not in entry:
         return None
     summary = entry.get("summary") or summarize_runs(entry["runs"])
-    return median_of(summary["drain"].get(label))
-
-
-def _enqueue_median(results: dict, peer: str | None, label: str) -> float | None:
-    sections = results["sections"]
-    entry = sections.get("taskhub") if peer is None else sections.get("peers", {}).get(peer)
-    if not entry or "runs" not in entry:
-        return None
-    summary = entry.get("summary") or summarize_runs(entry["runs"])
-    return median_of(summary["enqueue"].get(label))
+    return median_of(summary[kind].get(label))
 
 
 def targets(results: dict) -> list[tuple[str, float | None, float, bool]]:
     """Return (what, measured ratio, target, higher_is_better) for every target of issue 8."""
-    th2 = _drain_median(results, None, "2 workers")
+    th2 = _median(results, None, "drain", "2 workers")
     rows = [
         (
             "TaskHub drain, 2 workers ÷ django-tasks-db 2 workers",
-            ratio(th2, _drain_median(results, "django-tasks-db", "2 workers")),
+            ratio(th2, _median(results, "django-tasks-db", "drain", "2 workers")),
             2.0,
             True,
         ),
         (
             "TaskHub drain, 2 workers ÷ Celery+Redis 2×c1",
-            ratio(th2, _drain_median(results, "celery", "2×c1")),
+            ratio(th2, _median(results, "celery", "drain", "2×c1")),
             1.0,
             True,
         ),
         (
             "TaskHub drain, 2 workers ÷ raw SQL ceiling 2 workers",
-            ratio(th2, _drain_median(results, "raw", "2 workers")),
+            ratio(th2, _median(results, "raw", "drain", "2 workers")),
             0.5,
             True,
         ),
         (
             "TaskHub enqueue per task (service) ÷ django-tasks-db .enqueue()",
-            ratio(_enqueue_median(results, None, "per-task"), _enqueue_median(results, "django-tasks-db", "per task")),
+            ratio(
+                _median(results, None, "enqueue", "per-task"),
+                _median(results, "django-tasks-db", "enqueue", "per task"),
+            ),
             1.5,
             True,
         ),
@@ -163,11 +158,9 @@ def _targets_table(results: dict) -> list[str]:
 
 
 def _scale(results: dict) -> list[str]:
-    entry = results["sections"].get("scale")
-    lines = ["## 2. Statistics and queue status at scale", ""]
-    problem = _status(entry)
-    if problem:
-        return lines + [problem, ""]
+    entry, lines = _heading(results, "scale", "2. Statistics and queue status at scale")
+    if entry is None:
+        return lines
     lines += ["p50 / p95 in ms over HTTP (gunicorn, sequential requests after warm-up).", ""]
     head = "| rows | load | statistics (own) | statistics ?scope=all | queue-status | claim+complete |"
     lines += [head, "|---|---|---|---|---|---|"]
@@ -198,12 +191,18 @@ def _scale(results: dict) -> list[str]:
     return lines + [""]
 
 
-def _auth(results: dict) -> list[str]:
-    entry = results["sections"].get("auth")
-    lines = ["## 3. Auth overhead", ""]
+def _heading(results: dict, key: str, title: str) -> tuple[dict | None, list[str]]:
+    """Return a section's entry and heading lines; the entry is None (and the reason shown) if it has no figures."""
+    entry = results["sections"].get(key)
     problem = _status(entry)
-    if problem:
-        return lines + [problem, ""]
+    lines = [f"## {title}", ""]
+    return (None, [*lines, problem, ""]) if problem else (entry, lines)
+
+
+def _auth(results: dict) -> list[str]:
+    entry, lines = _heading(results, "auth", "3. Auth overhead")
+    if entry is None:
+        return lines
     live, auth = entry["liveness"], entry["authenticated"]
     lines += [
         f"gunicorn, {entry['gunicorn_workers']} workers; load generator: {live['tool']}.",
@@ -219,11 +218,9 @@ def _auth(results: dict) -> list[str]:
 
 
 def _memory(results: dict) -> list[str]:
-    entry = results["sections"].get("memory")
-    lines = ["## 4. Worker memory", ""]
-    problem = _status(entry)
-    if problem:
-        return lines + [problem, ""]
+    entry, lines = _heading(results, "memory", "4. Worker memory")
+    if entry is None:
+        return lines
     lines += [
         f"One `run_worker --burst` draining {entry['tasks']:,} echo tasks, RSS sampled every 0.5 s.",
         "",
@@ -264,6 +261,7 @@ def render(results: dict) -> str:
 
 
 def main(argv: list[str]) -> None:
+    """Re-render RESULTS.md from a saved JSON run."""
     source = Path(argv[0])
     target = Path(argv[1]) if len(argv) > 1 else Path("bench/RESULTS.md")
     results = json.loads(source.read_text())

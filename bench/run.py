@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from bench import auth, db, machine, memory, report, scale, taskhub
 from bench.config import OUT_DIR, load_config
-from bench.context import Context, Unavailable
+from bench.context import Context, OutOfTime, Unavailable
 from bench.peers import celery_bench, djtasks, rawsql
 from bench.procs import Children
 
@@ -30,7 +30,8 @@ def _measure(ctx: Context, name: str, func: Callable[[Context], dict], *, taskhu
     try:
         return func(ctx)
     except Unavailable as exc:
-        reason = f"TaskHub side unavailable: {exc}" if taskhub_side else str(exc)
+        prefixed = taskhub_side and not isinstance(exc, OutOfTime)
+        reason = f"TaskHub side unavailable: {exc}" if prefixed else str(exc)
         ctx.log(f"{name}: {reason}")
         return {"unavailable": reason}
     except Exception as exc:
@@ -56,6 +57,7 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 
 
 def main() -> int:
+    """Run the configured sections, always clean up, and write the JSON and Markdown results."""
     cfg = load_config()
     stamp = datetime.now(UTC)
     log_dir = OUT_DIR / "logs" / stamp.strftime("%Y%m%dT%H%M%SZ")

@@ -25,6 +25,7 @@ def size_label(rows: int) -> str:
 
 
 def database_for(rows: int) -> str:
+    """Return the bench database of one data-set size."""
     return f"bench_scale_{size_label(rows).lower()}"
 
 

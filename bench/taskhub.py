@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bench import db, taskhub_side
 from bench.context import Context, Unavailable
-from bench.procs import StepFailed, python
+from bench.procs import StepFailed, python, workers_label
 from bench.stats import rate
 
 DATABASE = "bench_taskhub"
@@ -60,23 +60,19 @@ def missing(found: dict[str, str | None], *features: str) -> str | None:
 
 
 def reset(ctx: Context, database: str) -> None:
+    """Empty the task tables and counters of `database` (users and queues stay)."""
     db.truncate(ctx.cfg, database, TASK_TABLES)
 
 
 def drain(ctx: Context, database: str, *, workers: int, expected: int, first_id: int = 1) -> dict:
     """Run `workers` burst workers until they exit; return the count and span from DB timestamps."""
-    procs = [
-        ctx.children.spawn(python(*taskhub_side.worker_args()), env=ctx.taskhub_env(database), name=f"worker{i}")
-        for i in range(workers)
-    ]
-    finished = ctx.children.wait(procs, ctx.cfg.step_timeout(expected))
-    for proc in procs:
-        ctx.children.stop(proc)
-    if not finished:
-        raise StepFailed(f"{workers} run_worker --burst process(es) did not drain {expected} tasks in time")
-    bad = [(ctx.children.log_of(p).name, p.returncode) for p in procs if p.returncode]
-    if bad:
-        raise StepFailed(f"run_worker exited non-zero: {bad} (logs under bench/out/logs)")
+    ctx.children.run_workers(
+        python(*taskhub_side.worker_args()),
+        env=ctx.taskhub_env(database),
+        count=workers,
+        name="run_worker",
+        timeout=ctx.cfg.step_timeout(expected),
+    )
     done = db.span(ctx.cfg, database, "task_queue", "id >= %s AND status = 'succeeded'", [first_id])
     if done["finished"] != expected:
         counts = db.status_counts(ctx.cfg, database, "task_queue", "id >= %s", [first_id])
@@ -97,7 +93,7 @@ def run_throughput(ctx: Context) -> dict:
     runs = []
     for rep in range(cfg.repeats):
         for workers, mode in ((1, "per-task"), (2, "bulk")):
-            ctx.require_time(cfg.step_timeout(cfg.tasks), "TaskHub throughput")
+            ctx.require_time(cfg.step_estimate(cfg.tasks), "TaskHub throughput")
             ctx.log(f"taskhub: rep {rep + 1}, enqueue {mode}, {workers} worker(s), {cfg.tasks} tasks")
             reset(ctx, database)
             run: dict = {"rep": rep, "workers": workers}
@@ -115,7 +111,7 @@ def run_throughput(ctx: Context) -> dict:
                 child(ctx, database, "pending", "--rows", str(cfg.tasks), name="pending")
             if not no_worker:
                 done = drain(ctx, database, workers=workers, expected=cfg.tasks)
-                run.update(label=f"{workers} worker" + ("s" if workers > 1 else ""), drain_rate=done["rate"])
+                run.update(label=workers_label(workers), drain_rate=done["rate"])
                 run["drain_seconds"] = done["seconds"]
             runs.append(run)
     return {"runs": runs, "unavailable": unavailable}

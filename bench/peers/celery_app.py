@@ -40,6 +40,7 @@ def _redis() -> redis.Redis:
 
 @app.task(name="bench.noop", ignore_result=True)
 def noop(payload: dict[str, Any]) -> dict[str, Any]:
+    """Return the payload, recording this process's first start, last finish and the count in Redis."""
     started = time.time()
     result = payload
     pid = os.getpid()

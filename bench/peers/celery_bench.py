@@ -54,7 +54,7 @@ def run(ctx: Context) -> dict:
         for rep in range(cfg.repeats):
             for processes, concurrency in CONFIGS:
                 label = _label(processes, concurrency)
-                ctx.require_time(cfg.step_timeout(cfg.tasks), "Celery")
+                ctx.require_time(cfg.step_estimate(cfg.tasks), "Celery")
                 ctx.log(f"celery: rep {rep + 1}, {label}, {cfg.tasks} tasks")
                 client.flushdb()  # only the benchmark's own Redis database
                 enq = ctx.children.run(

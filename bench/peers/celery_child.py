@@ -10,6 +10,7 @@ from bench.procs import emit_result
 
 
 def main(argv: list[str]) -> None:
+    """Send N tasks with `.delay()` and print how long it took."""
     count = int(argv[1])
     started = time.perf_counter()
     for i in range(count):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bench import db
 from bench.context import Context
-from bench.procs import StepFailed, python
+from bench.procs import StepFailed, python, workers_label
 from bench.stats import rate
 
 DATABASE = "bench_djtasks"
@@ -26,38 +26,33 @@ def run(ctx: Context) -> dict:
     ctx.own_database(DATABASE)
     ctx.children.run(python("-m", CHILD, "migrate"), env=env, name="djtasks-migrate", timeout=300)
     runs = []
-    for rep in range(cfg.repeats):
-        for workers in (1, 2):
-            ctx.require_time(cfg.step_timeout(cfg.tasks), "django-tasks-db")
-            ctx.log(f"django-tasks-db: rep {rep + 1}, {workers} worker(s), {cfg.tasks} tasks")
-            db.truncate(cfg, DATABASE, [TABLE])
-            enq = ctx.children.run(
-                python("-m", CHILD, "enqueue", str(cfg.tasks)),
-                env=env,
-                name="djtasks-enqueue",
-                timeout=cfg.step_timeout(cfg.tasks),
-            )
-            procs = [
-                ctx.children.spawn(python("-m", "django", *WORKER_ARGS), env=env, name=f"djtasks-worker{i}")
-                for i in range(workers)
-            ]
-            finished = ctx.children.wait(procs, cfg.step_timeout(cfg.tasks))
-            for proc in procs:
-                ctx.children.stop(proc)
-            if not finished:
-                raise StepFailed(f"django-tasks-db workers did not drain {cfg.tasks} tasks in time")
-            done = db.span(cfg, DATABASE, TABLE, "status = %s", ["SUCCESSFUL"])
-            if done["finished"] != cfg.tasks:
-                counts = db.status_counts(cfg, DATABASE, TABLE)
-                raise StepFailed(f"django-tasks-db finished {done['finished']} of {cfg.tasks} tasks: {counts}")
-            runs.append(
-                {
-                    "label": f"{workers} worker" + ("s" if workers > 1 else ""),
-                    "workers": workers,
-                    "rep": rep,
-                    "enqueue_rate": rate(enq["count"], enq["seconds"]),
-                    "drain_rate": rate(done["finished"], done["seconds"]),
-                    "drain_seconds": done["seconds"],
-                }
-            )
+    for rep, workers in ctx.rounds("django-tasks-db", (1, 2)):
+        db.truncate(cfg, DATABASE, [TABLE])
+        enq = ctx.children.run(
+            python("-m", CHILD, "enqueue", str(cfg.tasks)),
+            env=env,
+            name="djtasks-enqueue",
+            timeout=cfg.step_timeout(cfg.tasks),
+        )
+        ctx.children.run_workers(
+            python("-m", "django", *WORKER_ARGS),
+            env=env,
+            count=workers,
+            name="djtasks-worker",
+            timeout=cfg.step_timeout(cfg.tasks),
+        )
+        done = db.span(cfg, DATABASE, TABLE, "status = %s", ["SUCCESSFUL"])
+        if done["finished"] != cfg.tasks:
+            counts = db.status_counts(cfg, DATABASE, TABLE)
+            raise StepFailed(f"django-tasks-db finished {done['finished']} of {cfg.tasks} tasks: {counts}")
+        runs.append(
+            {
+                "label": workers_label(workers),
+                "workers": workers,
+                "rep": rep,
+                "enqueue_rate": rate(enq["count"], enq["seconds"]),
+                "drain_rate": rate(done["finished"], done["seconds"]),
+                "drain_seconds": done["seconds"],
+            }
+        )
     return {"runs": runs}

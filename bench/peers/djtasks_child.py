@@ -10,6 +10,7 @@ import django
 
 
 def main(argv: list[str]) -> None:
+    """Migrate the peer's database, or enqueue N tasks and print how long it took."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.peers.djtasks_settings")
     django.setup()
     from django.core.management import call_command

@@ -7,4 +7,5 @@ from django_tasks import task
 
 @task()
 def noop(payload: dict[str, Any]) -> dict[str, Any]:
+    """Return the payload unchanged."""
     return payload

@@ -16,7 +16,7 @@ import MySQLdb
 
 from bench import db
 from bench.context import Context
-from bench.procs import StepFailed, python
+from bench.procs import StepFailed, python, workers_label
 from bench.stats import rate
 
 DATABASE = "bench_raw"
@@ -101,35 +101,30 @@ def run(ctx: Context) -> dict:
     db.execute_all(cfg, DATABASE, [SCHEMA])
     env = ctx.mysql_env()
     runs = []
-    for rep in range(cfg.repeats):
-        for workers in (1, 2):
-            ctx.require_time(cfg.step_timeout(cfg.tasks), "raw SQL")
-            ctx.log(f"raw SQL: rep {rep + 1}, {workers} worker(s), {cfg.tasks} tasks")
-            db.truncate(cfg, DATABASE, [TABLE])
-            insert_seconds = _insert(ctx, cfg.tasks)
-            procs = [
-                ctx.children.spawn(python("-m", "bench.peers.rawsql", "worker"), env=env, name=f"raw-worker{i}")
-                for i in range(workers)
-            ]
-            finished = ctx.children.wait(procs, cfg.step_timeout(cfg.tasks))
-            for proc in procs:
-                ctx.children.stop(proc)
-            if not finished or any(p.returncode for p in procs):
-                raise StepFailed(f"raw SQL workers failed or timed out (exit codes {[p.returncode for p in procs]})")
-            done = db.span(cfg, DATABASE, TABLE, "status = 'succeeded'")
-            if done["finished"] != cfg.tasks:
-                raise StepFailed(f"raw SQL finished {done['finished']} of {cfg.tasks}")
-            runs.append(
-                {
-                    "label": f"{workers} worker" + ("s" if workers > 1 else ""),
-                    "workers": workers,
-                    "rep": rep,
-                    "enqueue_label": "multi-row INSERT",
-                    "enqueue_rate": rate(cfg.tasks, insert_seconds),
-                    "drain_rate": rate(done["finished"], done["seconds"]),
-                    "drain_seconds": done["seconds"],
-                }
-            )
+    for rep, workers in ctx.rounds("raw SQL", (1, 2)):
+        db.truncate(cfg, DATABASE, [TABLE])
+        insert_seconds = _insert(ctx, cfg.tasks)
+        ctx.children.run_workers(
+            python("-m", "bench.peers.rawsql", "worker"),
+            env=env,
+            count=workers,
+            name="raw-worker",
+            timeout=cfg.step_timeout(cfg.tasks),
+        )
+        done = db.span(cfg, DATABASE, TABLE, "status = 'succeeded'")
+        if done["finished"] != cfg.tasks:
+            raise StepFailed(f"raw SQL finished {done['finished']} of {cfg.tasks}")
+        runs.append(
+            {
+                "label": workers_label(workers),
+                "workers": workers,
+                "rep": rep,
+                "enqueue_label": "multi-row INSERT",
+                "enqueue_rate": rate(cfg.tasks, insert_seconds),
+                "drain_rate": rate(done["finished"], done["seconds"]),
+                "drain_seconds": done["seconds"],
+            }
+        )
     return {"runs": runs}
 
 
