@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test superuser lint venv clean
+.PHONY: run test superuser lint venv clean bench
 
 $(VENV)/.runtime-installed: requirements.txt
 	scripts/ensure-system-deps
@@ -31,4 +31,17 @@ lint: $(VENV)/.test-installed
 	$(VENV)/bin/ruff check .
 
 clean:
-	rm -rf $(VENV) var/test
+	rm -rf $(VENV) var/test bench/.venv
+
+# Benchmarks (bench/README.md): their own venv, so the peers never enter the project's.
+BENCH_VENV := bench/.venv
+$(BENCH_VENV)/.installed: requirements.txt bench/requirements.txt
+	scripts/ensure-system-deps
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install --quiet -r bench/requirements.txt
+	touch $@
+
+bench: $(BENCH_VENV)/.installed
+	bench/ensure-wrk
+	$(BENCH_VENV)/bin/python -m bench

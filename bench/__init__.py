@@ -1,0 +1,1 @@
+"""TaskHub's benchmark suite: `make bench` (see bench/README.md)."""

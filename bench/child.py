@@ -1,0 +1,68 @@
+"""Child processes on a TaskHub database: `python -m bench.child <command> [options]`.
+
+Runs with TaskHub's own settings (the environment names the bench_* database), prints its
+result as one JSON line for the orchestrator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import django
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bench.child")
+    sub = parser.add_subparsers(dest="command", required=True)
+    users = sub.add_parser("users", help="create the bench users (idempotent)")
+    users.add_argument("--count", type=int, default=50)
+    load = sub.add_parser("load", help="bulk-load task_queue and its counters")
+    load.add_argument("--rows", type=int, required=True)
+    load.add_argument("--users", type=int, default=50)
+    load.add_argument("--days", type=int, default=90)
+    load.add_argument("--seed", type=int, default=1)
+    pending = sub.add_parser("pending", help="add fresh runnable echo tasks (counted)")
+    pending.add_argument("--rows", type=int, required=True)
+    probe = sub.add_parser("probe", help="which TaskHub interfaces exist")
+    probe.add_argument("--liveness", required=True)
+    probe.add_argument("--auth", required=True)
+    enqueue = sub.add_parser("enqueue", help="enqueue echo tasks through TaskHub's services")
+    enqueue.add_argument("--mode", choices=("per-task", "bulk"), required=True)
+    enqueue.add_argument("--count", type=int, required=True)
+    enqueue.add_argument("--chunk", type=int, default=500)
+    return parser
+
+
+def main(argv: list[str]) -> None:
+    """Parse the command, set Django up on TaskHub's settings, run it and print its result."""
+    args = _parser().parse_args(argv)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    django.setup()
+    from bench import loader, taskhub_side
+    from bench.procs import emit_result
+
+    password = os.environ.get("BENCH_PASSWORD", "")
+    if args.command == "users":
+        emit_result(loader.ensure_users(args.count, password=password))
+    elif args.command == "load":
+        owners = loader.ensure_users(args.users, password=password)
+        emit_result(loader.load(args.rows, owner_ids=owners["owner_ids"], days=args.days, seed=args.seed))
+    elif args.command == "pending":
+        emit_result(loader.add_pending(args.rows, username=loader.USER_NAME.format(0)))
+    elif args.command == "probe":
+        emit_result(taskhub_side.probe(liveness_path=args.liveness, auth_path=args.auth))
+    elif args.command == "enqueue":
+        from django.contrib.auth import get_user_model
+
+        user = get_user_model().objects.get(username=loader.USER_NAME.format(0))
+        if args.mode == "per-task":
+            seconds = taskhub_side.enqueue_per_task(user=user, count=args.count)
+        else:
+            seconds = taskhub_side.enqueue_bulk(user=user, count=args.count, chunk=args.chunk)
+        emit_result({"count": args.count, "seconds": seconds})
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

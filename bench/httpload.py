@@ -1,0 +1,164 @@
+"""HTTP measurements against TaskHub under gunicorn on 127.0.0.1: latency percentiles and load."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import shutil
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from bench import taskhub_side
+from bench.context import Context
+from bench.procs import StepFailed, free_port, log_tail, python
+from bench.stats import percentile
+
+HOST = "127.0.0.1"
+READY_SECONDS = 60.0
+
+
+@contextmanager
+def gunicorn(ctx: Context, database: str) -> Iterator[int]:
+    """Serve TaskHub on `database` with gunicorn on a free loopback port; yield the port."""
+    port = free_port()
+    args = ["-m", "gunicorn", "config.wsgi:application", "--bind", f"{HOST}:{port}"]
+    args += ["--workers", str(ctx.cfg.gunicorn_workers), "--log-level", "warning", "--timeout", "60"]
+    proc = ctx.children.spawn(python(*args), env=ctx.taskhub_env(database), name="gunicorn")
+    try:
+        _wait_ready(port, proc, ctx)
+        yield port
+    finally:
+        ctx.children.stop(proc)
+
+
+def _wait_ready(port: int, proc: subprocess.Popen, ctx: Context) -> None:
+    deadline = time.monotonic() + READY_SECONDS
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise StepFailed(f"gunicorn exited {proc.returncode}:\n{log_tail(ctx.children.log_of(proc))}")
+        try:
+            status, _ = request(port, "GET", "/")
+            if status:
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise StepFailed(f"gunicorn did not answer on {HOST}:{port} within {READY_SECONDS:.0f}s")
+
+
+def request(
+    port: int, method: str, path: str, *, token: str | None = None, body: dict | None = None, conn=None
+) -> tuple[int, bytes]:
+    """Send one request (on `conn` when given, kept alive) and return (status, body)."""
+    own = conn is None
+    conn = conn or http.client.HTTPConnection(HOST, port, timeout=30)
+    headers = {"Accept": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    try:
+        conn.request(method, path, body=data, headers=headers)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        if own:
+            conn.close()
+
+
+def obtain_token(port: int, username: str, password: str) -> str:
+    """Log in through the token endpoint and return the access token."""
+    status, body = request(port, "POST", taskhub_side.TOKEN_PATH, body={"username": username, "password": password})
+    if status != 200:
+        raise StepFailed(f"POST {taskhub_side.TOKEN_PATH} as {username} answered {status}: {body[:200]!r}")
+    return json.loads(body)["access"]
+
+
+def latency(port: int, path: str, *, token: str | None, requests: int, warmup: int) -> dict:
+    """Return p50/p95/mean (ms) of `requests` sequential GETs after `warmup`, on one kept-alive connection."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=30)
+    samples: list[float] = []
+    statuses: Counter[int] = Counter()
+    try:
+        for i in range(warmup + requests):
+            started = time.perf_counter()
+            status, body = request(port, "GET", path, token=token, conn=conn)
+            elapsed = (time.perf_counter() - started) * 1000
+            if i >= warmup:
+                samples.append(elapsed)
+                statuses[status] += 1
+            if status != 200:
+                raise StepFailed(f"GET {path} answered {status}: {body[:200]!r}")
+    finally:
+        conn.close()
+    return {
+        "p50_ms": percentile(samples, 50),
+        "p95_ms": percentile(samples, 95),
+        "mean_ms": sum(samples) / len(samples),
+        "requests": len(samples),
+    }
+
+
+def load(port: int, path: str, *, token: str | None, seconds: float, connections: int) -> dict:
+    """Return requests/s of `path` under a bounded load (wrk if installed, else Python threads)."""
+    if shutil.which("wrk"):
+        return _wrk(port, path, token=token, seconds=seconds, connections=connections)
+    return _python_load(port, path, token=token, seconds=seconds, connections=connections)
+
+
+def _wrk(port: int, path: str, *, token: str | None, seconds: float, connections: int) -> dict:
+    args = ["wrk", "-t2", f"-c{connections}", f"-d{max(int(seconds), 1)}s", "--timeout", "10s"]
+    if token:
+        args += ["-H", f"Authorization: Bearer {token}"]
+    args.append(f"http://{HOST}:{port}{path}")
+    out = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 60, check=False).stdout
+    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if not match:
+        raise StepFailed(f"wrk printed no Requests/sec:\n{out[-500:]}")
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    total = re.search(r"(\d+) requests in", out)
+    return {
+        "tool": "wrk",
+        "rps": float(match.group(1)),
+        "requests": int(total.group(1)) if total else None,
+        "non_2xx": int(bad.group(1)) if bad else 0,
+    }
+
+
+def _python_load(port: int, path: str, *, token: str | None, seconds: float, connections: int) -> dict:
+    deadline = time.monotonic() + seconds
+    statuses: Counter[int] = Counter()
+    lock = threading.Lock()
+
+    def hammer() -> None:
+        conn = http.client.HTTPConnection(HOST, port, timeout=10)
+        local: Counter[int] = Counter()
+        try:
+            while time.monotonic() < deadline:
+                status, _ = request(port, "GET", path, token=token, conn=conn)
+                local[status] += 1
+        finally:
+            conn.close()
+            with lock:
+                statuses.update(local)
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=hammer, daemon=True) for _ in range(connections)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=seconds + 30)
+    elapsed = time.monotonic() - started
+    total = sum(statuses.values())
+    return {
+        "tool": f"python threads ×{connections}",
+        "rps": total / elapsed if elapsed else 0.0,
+        "requests": total,
+        "non_2xx": total - sum(n for s, n in statuses.items() if 200 <= s < 400),
+    }

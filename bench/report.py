@@ -1,0 +1,273 @@
+"""Turn a run's raw results (bench/out/*.json) into RESULTS.md: figures, ratios, targets, context.
+
+`python -m bench.report bench/out/latest.json [RESULTS.md]` re-renders a saved run.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from bench.stats import median_of, ratio, summarize
+
+PEERS = (("django-tasks-db", "django-tasks-db"), ("celery", "Celery + Redis"), ("raw", "raw SQL ceiling"))
+
+
+def summarize_runs(runs: list[dict]) -> dict:
+    """Group repeated runs by label: {"drain": {label: summary}, "enqueue": {label: summary}}."""
+    drain, enqueue = defaultdict(list), defaultdict(list)
+    for run in runs:
+        if run.get("drain_rate") is not None:
+            drain[run["label"]].append(run["drain_rate"])
+        if run.get("enqueue_rate") is not None:
+            enqueue[run.get("enqueue_label", "per task")].append(run["enqueue_rate"])
+    return {
+        "drain": {k: summarize(v) for k, v in drain.items()},
+        "enqueue": {k: summarize(v) for k, v in enqueue.items()},
+    }
+
+
+def add_summaries(results: dict) -> None:
+    """Add a "summary" next to every list of throughput runs, in place."""
+    sections = results.get("sections", {})
+    for entry in [*sections.get("peers", {}).values(), sections.get("taskhub", {})]:
+        if isinstance(entry, dict) and "runs" in entry:
+            entry["summary"] = summarize_runs(entry["runs"])
+
+
+def _spread(summary: dict | None, unit: str = "/s", digits: int = 0) -> str:
+    if not summary:
+        return "–"
+    fmt = f"{{:,.{digits}f}}"
+    if summary["n"] == 1:
+        return fmt.format(summary["median"]) + unit
+    return f"{fmt.format(summary['median'])}{unit} ({fmt.format(summary['min'])}–{fmt.format(summary['max'])})"
+
+
+def _num(value: float | None, fmt: str = "{:.2f}") -> str:
+    return "–" if value is None else fmt.format(value)
+
+
+def _status(entry: dict | None) -> str | None:
+    """Return why a section or peer has no figures, or None if it has."""
+    if not entry:
+        return "not run"
+    if isinstance(entry.get("unavailable"), str):
+        return entry["unavailable"]
+    if "error" in entry:
+        return f"error: {entry['error']}"
+    return None
+
+
+def _throughput(results: dict) -> list[str]:
+    sections = results["sections"]
+    lines = ["## 1. Worker throughput", ""]
+    n = results["meta"]["tasks"]
+    lines += [
+        f"{n:,} no-op tasks per run, {results['meta']['repeats']} repetition(s); median (min–max). The queue is "
+        "refilled before every drain, so each enqueue rate is the median of all its fills. Drain = tasks ÷ "
+        "(last finish − first start), from the systems' own timestamps.",
+        "",
+    ]
+    lines += ["| system | enqueue | enqueue rate | drain | drain rate |", "|---|---|---|---|---|"]
+    entries = [(sections.get("peers", {}).get(key), title) for key, title in PEERS]
+    entries.append((sections.get("taskhub"), "TaskHub"))
+    for entry, title in entries:
+        problem = _status(entry)
+        if problem:
+            lines.append(f"| {title} | – | {problem} | – | – |")
+            continue
+        summary = entry.get("summary") or summarize_runs(entry["runs"])
+        enq, drain = list(summary["enqueue"].items()), list(summary["drain"].items())
+        for i in range(max(len(enq), len(drain), 1)):
+            e_label, e_sum = enq[i] if i < len(enq) else ("", None)
+            d_label, d_sum = drain[i] if i < len(drain) else ("", None)
+            lines.append(f"| {title if i == 0 else ''} | {e_label} | {_spread(e_sum)} | {d_label} | {_spread(d_sum)} |")
+        for key, reason in (entry.get("unavailable") or {}).items():
+            lines.append(f"| | {key}: TaskHub side unavailable: {reason} | | | |")
+    return lines + [""]
+
+
+def _median(results: dict, peer: str | None, kind: str, label: str) -> float | None:
+    """Return the median `kind` ("drain"/"enqueue") rate of `label` for a peer, or TaskHub when peer is None."""
+    sections = results["sections"]
+    entry = sections.get("taskhub") if peer is None else sections.get("peers", {}).get(peer)
+    if not entry or "runs" not in entry:
+        return None
+    summary = entry.get("summary") or summarize_runs(entry["runs"])
+    return median_of(summary[kind].get(label))
+
+
+def targets(results: dict) -> list[tuple[str, float | None, float, bool]]:
+    """Return (what, measured ratio, target, higher_is_better) for every target of issue 8."""
+    th2 = _median(results, None, "drain", "2 workers")
+    rows = [
+        (
+            "TaskHub drain, 2 workers ÷ django-tasks-db 2 workers",
+            ratio(th2, _median(results, "django-tasks-db", "drain", "2 workers")),
+            2.0,
+            True,
+        ),
+        (
+            "TaskHub drain, 2 workers ÷ Celery+Redis 2×c1",
+            ratio(th2, _median(results, "celery", "drain", "2×c1")),
+            1.0,
+            True,
+        ),
+        (
+            "TaskHub drain, 2 workers ÷ raw SQL ceiling 2 workers",
+            ratio(th2, _median(results, "raw", "drain", "2 workers")),
+            0.5,
+            True,
+        ),
+        (
+            "TaskHub enqueue per task (service) ÷ django-tasks-db .enqueue()",
+            ratio(
+                _median(results, None, "enqueue", "per-task"),
+                _median(results, "django-tasks-db", "enqueue", "per task"),
+            ),
+            1.5,
+            True,
+        ),
+    ]
+    scale = results["sections"].get("scale") or {}
+    sizes = scale.get("sizes", [])
+    if len(sizes) >= 2:
+        small, big = sizes[0], sizes[-1]
+        for name in ("statistics (own)", "statistics ?scope=all (staff)", "queue-status"):
+            p95 = [s.get("http", {}).get(name, {}).get("p95_ms") for s in (big, small)]
+            rows.append((f"p95 {name}: {big['label']} ÷ {small['label']}", ratio(*p95), 2.0, False))
+        claims = [s.get("claim", {}).get("rate") for s in (big, small)]
+        rows.append((f"claim+complete rate: {big['label']} ÷ {small['label']}", ratio(*claims), 0.8, True))
+    auth = results["sections"].get("auth") or {}
+    rows.append(("authenticated ÷ liveness requests/s", auth.get("ratio"), 0.75, True))
+    memory = results["sections"].get("memory") or {}
+    rows.append(("worker RSS growth after warm-up (%)", memory.get("growth_pct"), 10.0, False))
+    return rows
+
+
+def _targets_table(results: dict) -> list[str]:
+    lines = ["## Ratios and the targets of issue 8", "", "| measure | measured | target | |", "|---|---|---|---|"]
+    for what, value, target, higher in targets(results):
+        sign = "≥" if higher else ("<" if "%" in what else "≤")
+        verdict = "–" if value is None else ("met" if (value >= target if higher else value <= target) else "missed")
+        lines.append(f"| {what} | {_num(value)} | {sign} {target:g} | {verdict} |")
+    return lines + ["", "A ratio is – when either side could not be measured in this run (see the sections).", ""]
+
+
+def _scale(results: dict) -> list[str]:
+    entry, lines = _heading(results, "scale", "2. Statistics and queue status at scale")
+    if entry is None:
+        return lines
+    lines += ["p50 / p95 in ms over HTTP (gunicorn, sequential requests after warm-up).", ""]
+    head = "| rows | load | statistics (own) | statistics ?scope=all | queue-status | claim+complete |"
+    lines += [head, "|---|---|---|---|---|---|"]
+    for size in entry["sizes"]:
+        load = size.get("load", {})
+        load_text = "reused" if load.get("reused") else f"{_num(load.get('total_seconds'), '{:.1f}')} s"
+        http = size.get("http", {})
+        cells = []
+        for name in ("statistics (own)", "statistics ?scope=all (staff)", "queue-status"):
+            if "unavailable" in http:
+                cells.append("TaskHub side unavailable")
+            elif "error" in http:
+                cells.append("error")
+            else:
+                m = http.get(name, {})
+                cells.append(f"{_num(m.get('p50_ms'), '{:.1f}')} / {_num(m.get('p95_ms'), '{:.1f}')}")
+        claim = size.get("claim", {})
+        claim_text = _num(claim.get("rate"), "{:,.0f}/s") if "rate" in claim else "TaskHub side unavailable"
+        lines.append(f"| {size['table_rows']:,} | {load_text} | {' | '.join(cells)} | {claim_text} |")
+    lines.append("")
+    for size in entry["sizes"]:
+        for part in ("http", "claim"):
+            info = size.get(part, {})
+            if "unavailable" in info:
+                lines.append(f"- {size['label']} {part}: TaskHub side unavailable: {info['unavailable']}")
+            elif "error" in info:
+                lines.append(f"- {size['label']} {part}: error: {info['error']}")
+    return lines + [""]
+
+
+def _heading(results: dict, key: str, title: str) -> tuple[dict | None, list[str]]:
+    """Return a section's entry and heading lines; the entry is None (and the reason shown) if it has no figures."""
+    entry = results["sections"].get(key)
+    problem = _status(entry)
+    lines = [f"## {title}", ""]
+    return (None, [*lines, problem, ""]) if problem else (entry, lines)
+
+
+def _auth(results: dict) -> list[str]:
+    entry, lines = _heading(results, "auth", "3. Auth overhead")
+    if entry is None:
+        return lines
+    live, auth = entry["liveness"], entry["authenticated"]
+    lines += [
+        f"gunicorn, {entry['gunicorn_workers']} workers; load generator: {live['tool']}.",
+        "",
+        "| endpoint | requests/s | non-2xx |",
+        "|---|---|---|",
+        f"| `{entry['liveness_path']}` (no auth) | {live['rps']:,.0f} | {live['non_2xx']} |",
+        f"| `{entry['auth_path']}` (bearer JWT) | {auth['rps']:,.0f} | {auth['non_2xx']} |",
+        "",
+        f"Authenticated ÷ liveness: **{_num(entry['ratio'])}**.",
+    ]
+    return lines + [""]
+
+
+def _memory(results: dict) -> list[str]:
+    entry, lines = _heading(results, "memory", "4. Worker memory")
+    if entry is None:
+        return lines
+    lines += [
+        f"One `run_worker --burst` draining {entry['tasks']:,} echo tasks, RSS sampled every 0.5 s.",
+        "",
+        f"- RSS after {_num(entry.get('warm_tasks'), '{:,}')} tasks: {_num(entry.get('warm_rss_mb'), '{:.1f}')} MiB",
+        f"- RSS at the end ({_num(entry.get('end_tasks'), '{:,}')} tasks): {_num(entry.get('end_rss_mb'), '{:.1f}')} MiB",
+        f"- peak: {_num(entry.get('peak_rss_mb'), '{:.1f}')} MiB; growth after warm-up: "
+        f"**{_num(entry.get('growth_pct'), '{:.1f}')} %**",
+    ]
+    return lines + [""]
+
+
+def render(results: dict) -> str:
+    """Return RESULTS.md for one run."""
+    meta, mach, vers = results["meta"], results["machine"], results["versions"]
+    lines = ["# TaskHub benchmark results", ""]
+    if meta.get("quick"):
+        lines += ["> **Quick smoke run (BENCH_QUICK=1): tiny sizes, one repetition — not figures to quote.**", ""]
+    lines += [
+        f"Run {meta['date']} (took {meta['duration_seconds']:.0f} s) by `make bench`; raw numbers in "
+        f"`bench/out/{meta['json_name']}`.",
+        "",
+        f"- Machine: {mach['cpu_model']}, {mach['cores']} cores, {mach['ram_gib']} GiB RAM, Linux {mach['kernel']}; "
+        f"load average at start {mach['loadavg']}, at end {results.get('machine_end', {}).get('loadavg')}",
+        "- Versions: " + ", ".join(f"{k} {v}" for k, v in vers.items()),
+        "- One MariaDB server for TaskHub, django-tasks-db and the raw loop (utf8mb4, READ COMMITTED, "
+        "persistent connections); Celery's broker is the local Redis.",
+        "",
+    ]
+    cores = mach.get("cores") or 1
+    if mach["loadavg"][0] > 0.5 * cores:
+        lines += [f"> ⚠️ The machine was busy when the run started (load {mach['loadavg'][0]}): figures are noisy.", ""]
+    lines += _targets_table(results)
+    lines += _throughput(results) + _scale(results) + _auth(results) + _memory(results)
+    errors = results.get("errors") or []
+    if errors:
+        lines += ["## Problems during the run", ""] + [f"- {e}" for e in errors] + [""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> None:
+    """Re-render RESULTS.md from a saved JSON run."""
+    source = Path(argv[0])
+    target = Path(argv[1]) if len(argv) > 1 else Path("bench/RESULTS.md")
+    results = json.loads(source.read_text())
+    add_summaries(results)
+    target.write_text(render(results))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,121 @@
+"""Statistics at scale: load task_queue to each size, then time the statistics endpoints and claiming."""
+
+from __future__ import annotations
+
+from bench import db, httpload, taskhub
+from bench.config import STAFF_NAME, USER_NAME
+from bench.context import Context
+from bench.taskhub_side import QUEUE_STATUS_PATH, STATISTICS_ALL_PATH, STATISTICS_PATH
+
+META_TABLE = "bench_meta"
+ENDPOINTS = {
+    "statistics (own)": (STATISTICS_PATH, "user"),
+    "statistics ?scope=all (staff)": (STATISTICS_ALL_PATH, "staff"),
+    "queue-status": (QUEUE_STATUS_PATH, "user"),
+}
+
+
+def size_label(rows: int) -> str:
+    """Return 10k / 1M style labels for row counts."""
+    if rows >= 1_000_000 and rows % 1_000_000 == 0:
+        return f"{rows // 1_000_000}M"
+    if rows >= 1000 and rows % 1000 == 0:
+        return f"{rows // 1000}k"
+    return str(rows)
+
+
+def database_for(rows: int) -> str:
+    """Return the bench database of one data-set size."""
+    return f"bench_scale_{size_label(rows).lower()}"
+
+
+def _loaded_rows(ctx: Context, database: str) -> int | None:
+    """Return the size recorded by a completed earlier load of `database`, if any."""
+    if not db.database_exists(ctx.cfg, database):
+        return None
+    tables = db.query(ctx.cfg, database, "SHOW TABLES LIKE %s", [META_TABLE])
+    if not tables:
+        return None
+    rows = db.query(ctx.cfg, database, f"SELECT v FROM {META_TABLE} WHERE k = 'loaded_rows'")
+    return int(rows[0][0]) if rows else None
+
+
+def _mark_loaded(ctx: Context, database: str, rows: int) -> None:
+    db.execute_all(
+        ctx.cfg,
+        database,
+        [
+            f"CREATE TABLE IF NOT EXISTS {META_TABLE} (k VARCHAR(64) PRIMARY KEY, v TEXT NOT NULL)",
+            f"REPLACE INTO {META_TABLE} (k, v) VALUES ('loaded_rows', '{int(rows)}')",
+        ],
+    )
+
+
+def _dataset(ctx: Context, rows: int, *, keep: bool) -> tuple[str, dict]:
+    """Return a database holding `rows` loaded tasks, reusing a kept one when allowed."""
+    database = database_for(rows)
+    if keep and _loaded_rows(ctx, database) == rows:
+        ctx.log(f"scale: reusing the kept {size_label(rows)} data set in {database}")
+        taskhub.prepare(ctx, database, fresh=False)
+        return database, {"reused": True}
+    taskhub.prepare(ctx, database)
+    ctx.log(f"scale: loading {rows} rows into {database}")
+    loaded = taskhub.child(
+        ctx, database, "load", "--rows", str(rows), "--users", str(taskhub.BENCH_USERS), name="load", timeout=1800
+    )
+    _mark_loaded(ctx, database, rows)
+    return database, {"reused": False, **loaded}
+
+
+def _http(ctx: Context, database: str) -> dict:
+    cfg = ctx.cfg
+    results = {}
+    with httpload.gunicorn(ctx, database) as port:
+        tokens = {
+            "user": httpload.obtain_token(port, USER_NAME.format(0), ctx.password),
+            "staff": httpload.obtain_token(port, STAFF_NAME, ctx.password),
+        }
+        for name, (path, who) in ENDPOINTS.items():
+            results[name] = httpload.latency(
+                port, path, token=tokens[who], requests=cfg.http_requests, warmup=cfg.http_warmup
+            )
+    return results
+
+
+def _claim(ctx: Context, database: str) -> dict:
+    """Drain `claim_tasks` fresh tasks added on top of the data set with one burst worker."""
+    added = taskhub.child(ctx, database, "pending", "--rows", str(ctx.cfg.claim_tasks), name="pending")
+    return taskhub.drain(ctx, database, workers=1, expected=added["count"], first_id=added["first_id"])
+
+
+def run(ctx: Context) -> dict:
+    """Measure every size in BENCH_SCALE_SIZES; unavailable parts are reported per size."""
+    cfg = ctx.cfg
+    found = taskhub.probe(ctx)
+    no_http = taskhub.missing(found, "token_url", "statistics_url", "queue_status_url")
+    no_worker = taskhub.missing(found, "run_worker")
+    largest = max(cfg.scale_sizes)
+    sizes = []
+    for rows in cfg.scale_sizes:
+        ctx.require_time(120 + rows / 2000, f"scale {size_label(rows)}")
+        keep = cfg.keep_dataset and rows == largest
+        database, loaded = _dataset(ctx, rows, keep=keep)
+        entry: dict = {"rows": rows, "label": size_label(rows), "load": loaded}
+        entry["table_rows"] = db.query(cfg, database, "SELECT COUNT(*) FROM task_queue")[0][0]
+        entry["http"] = {"unavailable": no_http} if no_http else _guard(_http, ctx, database)
+        entry["claim"] = {"unavailable": no_worker} if no_worker else _guard(_claim, ctx, database)
+        if keep:
+            ctx.kept_databases.add(database)
+        else:
+            db.drop_database(cfg, database)
+        sizes.append(entry)
+    return {"sizes": sizes}
+
+
+def _guard(step, ctx: Context, database: str) -> dict:
+    """Run one measurement; a failure is recorded for this size and the next sizes still run."""
+    try:
+        return step(ctx, database)
+    except Exception as exc:  # a benchmark reports failures; it never stops on them
+        ctx.log(f"scale: {step.__name__.strip('_')} failed: {exc}")
+        return {"error": str(exc)}

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from bench.report import add_summaries, render, summarize_runs, targets
+
+
+def _runs(label: str, drains: list[float], enqueue: float, enqueue_label: str = "per task") -> list[dict]:
+    return [{"label": label, "drain_rate": d, "enqueue_label": enqueue_label, "enqueue_rate": enqueue} for d in drains]
+
+
+def _results(taskhub: dict) -> dict:
+    return {
+        "meta": {
+            "date": "2026-01-01T00:00:00+00:00",
+            "quick": False,
+            "tasks": 5000,
+            "repeats": 3,
+            "duration_seconds": 60.0,
+            "json_name": "results.json",
+        },
+        "machine": {"cpu_model": "CPU", "cores": 2, "ram_gib": 24, "kernel": "6", "loadavg": [0.1, 0.1, 0.1]},
+        "versions": {"Python": "3.11"},
+        "sections": {
+            "peers": {
+                "django-tasks-db": {"runs": _runs("2 workers", [400, 460, 500], 800)},
+                "celery": {"runs": _runs("2×c1", [800, 820, 900], 1000)},
+                "raw": {"runs": _runs("2 workers", [2900, 3000, 3100], 20000, "multi-row INSERT")},
+            },
+            "taskhub": taskhub,
+            "auth": {"unavailable": "TaskHub side unavailable: no URL route for /api/auth/me/"},
+        },
+        "errors": [],
+    }
+
+
+def test_it_groups_repeated_runs_into_medians_by_label() -> None:
+    summary = summarize_runs(_runs("1 worker", [3.0, 1.0, 2.0], 10.0))
+    assert summary["drain"]["1 worker"]["median"] == 2.0
+    assert summary["enqueue"]["per task"]["n"] == 3
+
+
+def test_it_reports_ratios_of_taskhub_to_the_peers_measured_in_the_same_run() -> None:
+    results = _results({"runs": _runs("2 workers", [1800, 1840, 1900], 1380, "per-task")})
+    add_summaries(results)
+    measured = {what: value for what, value, _, _ in targets(results)}
+    assert measured["TaskHub drain, 2 workers ÷ django-tasks-db 2 workers"] == 1840 / 460
+    assert measured["TaskHub drain, 2 workers ÷ Celery+Redis 2×c1"] == 1840 / 820
+    assert measured["TaskHub enqueue per task (service) ÷ django-tasks-db .enqueue()"] == 1380 / 800
+    text = render(results)
+    assert "| TaskHub drain, 2 workers ÷ django-tasks-db 2 workers | 4.00 | ≥ 2 | met |" in text
+    assert "1,840/s (1,800–1,900)" in text
+
+
+def test_it_says_why_the_taskhub_side_is_missing_instead_of_a_number() -> None:
+    results = _results({"unavailable": "TaskHub side unavailable: manage.py has no run_worker command"})
+    text = render(results)
+    assert "TaskHub side unavailable: manage.py has no run_worker command" in text
+    assert "TaskHub side unavailable: no URL route for /api/auth/me/" in text
+    assert "| TaskHub drain, 2 workers ÷ django-tasks-db 2 workers | – | ≥ 2 | – |" in text
