@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import permissions, status
-from rest_framework.exceptions import PermissionDenied
+from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from tasks import selectors, services
 from tasks.api_errors import translated_errors
-from tasks.models import QueueConfig, TaskQueue
+from tasks.models import QueueConfig, TaskQueue, queue_name_validator
 from tasks.openapi import error_responses
 from tasks.pagination import TaskCursorPagination
 from tasks.parsers import BoundedJSONParser, bounded_json_parser
@@ -32,11 +31,25 @@ from tasks.serializers import (
 from tasks.specs import TaskSpec
 
 BULK_BODY_MAX_BYTES = max(8 * 1024 * 1024, settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
+QUEUE_NAME_PARAMETER = OpenApiParameter(
+    "name", str, OpenApiParameter.PATH, pattern=queue_name_validator.regex.pattern, description="Queue name."
+)
 
 
 def _task_for(request: Request, pk: int) -> TaskQueue:
     """Return a task the caller may see, or 404 (another user's task does not exist for them)."""
-    return get_object_or_404(TaskQueue.objects.visible_to(request.user).select_related("queue"), pk=pk)
+    task = TaskQueue.objects.visible_to(request.user).select_related("queue").filter(pk=pk).first()
+    if task is None:
+        raise NotFound(f"Task {pk} not found.")
+    return task
+
+
+def _queue_named(name: str) -> QueueConfig:
+    # NotFound rather than Http404: the API's error handler gives only APIExceptions a `code`.
+    queue = QueueConfig.objects.filter(name=name).first()
+    if queue is None:
+        raise NotFound("Queue not found.")
+    return queue
 
 
 class IsStaffOrReadOnly(permissions.BasePermission):
@@ -180,19 +193,24 @@ class QueueDetailApi(APIView):
     parser_classes = [BoundedJSONParser]
     permission_classes = [permissions.IsAuthenticated, IsStaffOrReadOnly]
 
-    @extend_schema(operation_id="queues_retrieve", responses={200: QueueSerializer, **error_responses(404)})
+    @extend_schema(
+        operation_id="queues_retrieve",
+        parameters=[QUEUE_NAME_PARAMETER],
+        responses={200: QueueSerializer, **error_responses(404)},
+    )
     def get(self, request: Request, name: str) -> Response:
         """Return one queue."""
-        return Response(QueueSerializer(get_object_or_404(QueueConfig, name=name)).data)
+        return Response(QueueSerializer(_queue_named(name)).data)
 
     @extend_schema(
         operation_id="queues_partial_update",
+        parameters=[QUEUE_NAME_PARAMETER],
         request=QueueUpdateSerializer,
         responses={200: QueueSerializer, **error_responses(400, 403, 404, 413, 415)},
     )
     def patch(self, request: Request, name: str) -> Response:
         """Staff: pause/resume a queue or change its limits."""
-        queue = get_object_or_404(QueueConfig, name=name)
+        queue = _queue_named(name)
         serializer = QueueUpdateSerializer(queue, data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
         with translated_errors():

@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
-from drf_spectacular.extensions import OpenApiSerializerExtension
+from drf_spectacular.extensions import OpenApiSerializerExtension, OpenApiSerializerFieldExtension
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers
+
+from tasks import registry
 
 
 class ErrorSerializer(serializers.Serializer):
@@ -16,7 +18,9 @@ class ErrorSerializer(serializers.Serializer):
 
 
 class ValidationErrorSerializer(ErrorSerializer):
-    errors = serializers.JSONField(help_text="Every message, keyed by field (`tasks.<index>.<field>` in bulk).")
+    errors = serializers.JSONField(
+        required=False, help_text="Validation errors only: every message by field (`tasks.<index>.<field>` in bulk)."
+    )
 
 
 class ConflictSerializer(ErrorSerializer):
@@ -52,6 +56,17 @@ class StrictRequestExtension(OpenApiSerializerExtension):
         schema = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)
         if direction == "request":
             schema["additionalProperties"] = False
+        return schema
+
+
+class TaskTypeFieldExtension(OpenApiSerializerFieldExtension):
+    """List the task types registered when the schema is generated."""
+
+    target_class = "tasks.serializers.TaskTypeField"
+
+    def map_serializer_field(self, auto_schema: Any, direction: str) -> dict[str, Any]:
+        schema = auto_schema._map_serializer_field(self.target, direction, bypass_extensions=True)
+        schema["enum"] = registry.registered_types()
         return schema
 
 

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from datetime import UTC
 from typing import Any
 
+from django.db import models
 from rest_framework import serializers
 
 from tasks.models import (
@@ -37,6 +38,33 @@ def reject_surrogates(value: str) -> None:
         raise serializers.ValidationError("Must be valid Unicode text (no unpaired surrogates).") from None
 
 
+class StrictCharField(serializers.CharField):
+    """Text only: DRF would also take a number and turn it into text."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """JSON integers only: DRF would also take "5", 5.0 and true."""
+
+    def to_internal_value(self, data: Any) -> int:
+        if not isinstance(data, int) or isinstance(data, bool):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictBooleanField(serializers.BooleanField):
+    """JSON booleans only: DRF would also take "yes", "on" and 1."""
+
+    def to_internal_value(self, data: Any) -> bool:
+        if not isinstance(data, bool):
+            self.fail("invalid")
+        return data
+
+
 class StrictFieldsMixin:
     """Reject input fields the serializer does not declare, naming them."""
 
@@ -49,28 +77,42 @@ class StrictFieldsMixin:
         return super().to_internal_value(data)
 
 
+class TaskTypeField(StrictCharField):
+    """A task type; the schema lists the registered ones (the service refuses the others)."""
+
+
+class QueryParamsMixin:
+    """Read query parameters strictly: a parameter given empty (`?status=`) is an error, not absent."""
+
+    ignored: tuple[str, ...] = ()
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            data = {key: value for key, value in data.items() if key not in self.ignored}
+            blank = sorted(_printable(key) for key, value in data.items() if value == "" and key in self.fields)
+            if blank:
+                raise serializers.ValidationError({key: ["May not be blank."] for key in blank})
+        return super().to_internal_value(data)
+
+
 class TaskCreateSerializer(StrictFieldsMixin, serializers.Serializer):
-    task_type = serializers.CharField(
-        max_length=100,
-        validators=[reject_surrogates],
-        help_text="A registered handler: GET /api/schema/ lists the built-in ones (echo, sleep, fail).",
-    )
+    task_type = TaskTypeField(max_length=100, validators=[reject_surrogates], help_text="A registered handler.")
     payload = serializers.DictField(
         default=dict,
         help_text="A JSON object: at most TASK_PAYLOAD_MAX_BYTES bytes as compact JSON (413 beyond), 31 levels deep.",
     )
-    priority = serializers.IntegerField(min_value=PRIORITY_MIN, max_value=PRIORITY_MAX, default=0)
-    queue = serializers.CharField(max_length=64, default=DEFAULT_QUEUE_NAME, validators=[reject_surrogates])
+    priority = StrictIntegerField(min_value=PRIORITY_MIN, max_value=PRIORITY_MAX, default=0)
+    queue = StrictCharField(max_length=64, default=DEFAULT_QUEUE_NAME, validators=[reject_surrogates])
     run_at = serializers.DateTimeField(
         default_timezone=UTC,
         required=False,
         allow_null=True,
         help_text="ISO 8601; without an offset it is read as UTC. Not run before this time. Default: now.",
     )
-    max_attempts = serializers.IntegerField(
+    max_attempts = StrictIntegerField(
         min_value=1, max_value=MAX_ATTEMPTS_LIMIT, required=False, allow_null=True, help_text="Default: the queue's."
     )
-    idempotency_key = serializers.CharField(
+    idempotency_key = StrictCharField(
         max_length=IDEMPOTENCY_KEY_MAX_LENGTH,
         required=False,
         allow_null=True,
@@ -131,7 +173,9 @@ class TaskBulkResultSerializer(serializers.Serializer):
     tasks = TaskSerializer(many=True)
 
 
-class TaskListQuerySerializer(StrictFieldsMixin, serializers.Serializer):
+class TaskListQuerySerializer(QueryParamsMixin, StrictFieldsMixin, serializers.Serializer):
+    ignored = ("cursor", "page_size")  # read by the pagination
+
     status = serializers.ChoiceField(choices=TaskStatus.choices, required=False)
     queue = serializers.CharField(max_length=64, required=False, help_text="Queue name.")
     task_type = serializers.CharField(max_length=100, required=False)
@@ -141,14 +185,8 @@ class TaskListQuerySerializer(StrictFieldsMixin, serializers.Serializer):
         max_length=150, required=False, help_text="Staff: an owner's id or username. Others see only their own."
     )
 
-    def to_internal_value(self, data: Any) -> Any:
-        # Pagination reads its own parameters; only they may appear beside the filters.
-        if isinstance(data, Mapping):
-            data = {key: value for key, value in data.items() if key not in ("cursor", "page_size")}
-        return super().to_internal_value(data)
 
-
-class StatisticsQuerySerializer(serializers.Serializer):
+class StatisticsQuerySerializer(QueryParamsMixin, serializers.Serializer):
     # Not strict: monitors that have long called this path may add parameters of their own.
 
     scope = serializers.ChoiceField(
@@ -206,6 +244,14 @@ class QueueSerializer(serializers.ModelSerializer):
 
 
 class QueueUpdateSerializer(StrictFieldsMixin, serializers.ModelSerializer):
+    serializer_field_mapping = {
+        **serializers.ModelSerializer.serializer_field_mapping,
+        models.BooleanField: StrictBooleanField,
+        models.PositiveIntegerField: StrictIntegerField,
+        models.PositiveSmallIntegerField: StrictIntegerField,
+        models.TextField: StrictCharField,
+    }
+
     class Meta:
         model = QueueConfig
         fields = QUEUE_EDITABLE_FIELDS
