@@ -52,6 +52,19 @@ def _queue_named(name: str) -> QueueConfig:
     return queue
 
 
+def _enqueue_responses(body: type, *, created: str, existing: str) -> dict:
+    """Document an enqueue: 201 when something was created, 200 when idempotency keys matched."""
+    return {
+        201: OpenApiResponse(body, description=created),
+        200: OpenApiResponse(body, description=existing),
+        **error_responses(400, 413, 415, 429),
+    }
+
+
+def _enqueue_status(created: int | bool) -> int:
+    return status.HTTP_201_CREATED if created else status.HTTP_200_OK
+
+
 class IsStaffOrReadOnly(permissions.BasePermission):
     def has_permission(self, request: Request, view: APIView) -> bool:
         return request.method in permissions.SAFE_METHODS or bool(request.user and request.user.is_staff)
@@ -79,11 +92,9 @@ class TaskListCreateApi(APIView):
     @extend_schema(
         operation_id="tasks_create",
         request=TaskCreateSerializer,
-        responses={
-            201: OpenApiResponse(TaskSerializer, description="Created."),
-            200: OpenApiResponse(TaskSerializer, description="The task created earlier with this idempotency key."),
-            **error_responses(400, 413, 415, 429),
-        },
+        responses=_enqueue_responses(
+            TaskSerializer, created="Created.", existing="The task created earlier with this idempotency key."
+        ),
     )
     def post(self, request: Request) -> Response:
         """Enqueue a task."""
@@ -91,8 +102,7 @@ class TaskListCreateApi(APIView):
         serializer.is_valid(raise_exception=True)
         with translated_errors():
             result = services.task_enqueue(user=request.user, **serializer.validated_data)
-        code = status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
-        return Response(TaskSerializer(result.task).data, status=code)
+        return Response(TaskSerializer(result.task).data, status=_enqueue_status(result.created))
 
 
 class TaskBulkCreateApi(APIView):
@@ -101,11 +111,11 @@ class TaskBulkCreateApi(APIView):
     @extend_schema(
         operation_id="tasks_bulk_create",
         request=TaskBulkCreateSerializer,
-        responses={
-            201: OpenApiResponse(TaskBulkResultSerializer, description="At least one task was created."),
-            200: OpenApiResponse(TaskBulkResultSerializer, description="Every task existed (idempotency keys)."),
-            **error_responses(400, 413, 415, 429),
-        },
+        responses=_enqueue_responses(
+            TaskBulkResultSerializer,
+            created="At least one task was created.",
+            existing="Every task existed (idempotency keys).",
+        ),
     )
     def post(self, request: Request) -> Response:
         """Enqueue up to 1000 tasks at once: all are checked first, then all or none are written."""
@@ -115,7 +125,7 @@ class TaskBulkCreateApi(APIView):
         with translated_errors(bulk=True):
             result = services.tasks_enqueue_bulk(user=request.user, specs=specs)
         body = TaskBulkResultSerializer({"created": result.created, "tasks": result.tasks}).data
-        return Response(body, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
+        return Response(body, status=_enqueue_status(result.created))
 
 
 class TaskDetailApi(APIView):

@@ -16,7 +16,7 @@ from diagnostics.db_errors import is_retryable_contention
 from tasks import counters
 from tasks.exceptions import TaskStateConflict
 from tasks.models import ACTIVE_STATUSES, DEFAULT_QUEUE_NAME, QueueConfig, TaskQueue, TaskStatus
-from tasks.specs import TaskSpec, check_spec
+from tasks.specs import TaskSpec, TaskSpecInvalid, check_spec
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
@@ -106,9 +106,15 @@ def tasks_enqueue_bulk(*, user: AbstractBaseUser, specs: Sequence[TaskSpec]) -> 
         try:
             with transaction.atomic():
                 return _insert_specs(user=user, specs=specs, queues=queues)
-        except IntegrityError:
-            if attempt == ENQUEUE_ATTEMPTS or not any(s.idempotency_key for s in specs):
+        except IntegrityError as exc:
+            if not any(s.idempotency_key for s in specs):
                 raise
+            if attempt == ENQUEUE_ATTEMPTS:
+                # Not a race (the winner would have been found): two keys of this very request
+                # that the database's collation deems equal (MySQL: "Key" = "key").
+                raise TaskSpecInvalid(
+                    {"idempotency_key": "Two tasks of this request have the same key (compared case-insensitively)."}
+                ) from exc
         except Exception as exc:
             if attempt == ENQUEUE_ATTEMPTS or not retry_allowed or not is_retryable_contention(exc):
                 raise
@@ -119,9 +125,7 @@ def _insert_specs(
     *, user: AbstractBaseUser, specs: list[TaskSpec], queues: dict[str, QueueConfig]
 ) -> BulkEnqueueResult:
     keys = {s.idempotency_key for s in specs if s.idempotency_key is not None}
-    by_key = (
-        {t.idempotency_key: t for t in TaskQueue.objects.filter(owner=user, idempotency_key__in=keys)} if keys else {}
-    )
+    by_key = _existing_by_key(user=user, keys=keys)
     now = timezone.now()
     new: list[TaskQueue] = []
     for spec in specs:
@@ -150,6 +154,24 @@ def _insert_specs(
     created = iter(new)
     tasks = [by_key[s.idempotency_key] if s.idempotency_key is not None else next(created) for s in specs]
     return BulkEnqueueResult(tasks=tasks, created=len(new))
+
+
+def _existing_by_key(*, user: AbstractBaseUser, keys: set[str]) -> dict[str, TaskQueue]:
+    """Return `user`'s tasks with these idempotency keys, as the database compares keys.
+
+    MySQL's collation equates keys Python tells apart ("Key" = "key", "é" = "e", trailing
+    spaces): a row found for no exact key is matched to its key one query at a time (rare).
+    """
+    if not keys:
+        return {}
+    found = list(TaskQueue.objects.filter(owner=user, idempotency_key__in=keys))
+    by_key = {task.idempotency_key: task for task in found if task.idempotency_key in keys}
+    if len(by_key) < len(found):
+        for key in sorted(keys - by_key.keys()):
+            task = TaskQueue.objects.filter(owner=user, idempotency_key=key).first()
+            if task is not None:
+                by_key[key] = task
+    return by_key
 
 
 def _check_quotas(*, user: AbstractBaseUser, tasks: list[TaskQueue]) -> None:

@@ -205,3 +205,23 @@ def test_queue_update_validates_like_the_admin(default_queue):
 def test_queue_update_refuses_fields_that_are_not_editable(default_queue):
     with pytest.raises(ValueError, match="name"):
         services.queue_update(queue=default_queue, changes={"name": "other"})
+
+
+@pytest.mark.mysql
+def test_keys_the_database_deems_equal_return_the_existing_task(alice, default_queue):
+    first = services.task_enqueue(user=alice, task_type="echo", idempotency_key="Order-1").task
+    again = services.task_enqueue(user=alice, task_type="echo", idempotency_key="order-1")
+    assert (again.created, again.task.pk) == (False, first.pk)
+    bulk = services.tasks_enqueue_bulk(
+        user=alice, specs=[TaskSpec("echo", idempotency_key="ORDER-1"), TaskSpec("echo")]
+    )
+    assert (bulk.created, bulk.tasks[0].pk) == (1, first.pk)
+
+
+@pytest.mark.mysql
+def test_one_request_with_two_keys_the_database_deems_equal_is_refused(alice, default_queue):
+    specs = [TaskSpec("echo", idempotency_key="x"), TaskSpec("echo", idempotency_key="X")]
+    with pytest.raises(TaskSpecInvalid) as caught:
+        services.tasks_enqueue_bulk(user=alice, specs=specs)
+    assert "idempotency_key" in caught.value.errors
+    assert not TaskQueue.objects.exists()
