@@ -9,7 +9,7 @@ from statistics import mean
 from unittest import mock
 
 import pytest
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -225,3 +225,28 @@ def test_statistics_and_queue_status_read_task_queue_only_through_indexes(alice,
         ]
     assert plans["carol"]["key"].startswith("task_owner_") and int(plans["carol"]["rows"]) <= 10, plans
     assert "filesort" not in (plans["alice"]["extra"] or ""), plans
+
+
+@pytest.mark.mysql
+@pytest.mark.django_db(transaction=True)
+def test_statistics_and_queue_status_are_not_blocked_by_a_worker_holding_locks(alice, default_queue):
+    """A worker mid-claim (task rows locked) and mid-finish (counter rows locked) blocks no reader."""
+    services.tasks_enqueue_bulk(user=alice, specs=[TaskSpec("echo")] * 5)
+    done = services.task_enqueue(user=alice, task_type="echo").task
+    services.task_cancel(task=done)
+    worker = connections.create_connection("default")
+    try:
+        with worker.cursor() as cursor:
+            cursor.execute("START TRANSACTION")
+            cursor.execute("SELECT id FROM task_queue WHERE status = 'pending' FOR UPDATE")
+            cursor.execute("UPDATE task_status_count SET count = count + 0")
+            cursor.execute("UPDATE task_hourly_stats SET created = created + 0")
+        with connection.cursor() as cursor:
+            cursor.execute("SET SESSION innodb_lock_wait_timeout = 1")
+        stats = selectors.task_statistics(user=alice)
+        statuses = selectors.queue_statuses()
+    finally:
+        worker.rollback()
+        worker.close()
+    assert (stats.by_status["pending"], stats.by_status["cancelled"]) == (5, 1)
+    assert statuses[0].pending == 5
