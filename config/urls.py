@@ -2,10 +2,13 @@
 
 from django.contrib import admin
 from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/auth/", include("accounts.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     # Checked before tasks.urls: the DB monitor lives under /api/tasks/ for existing monitors.
     path("api/tasks/", include("diagnostics.api_urls")),
     path("api/", include("tasks.urls")),

@@ -148,6 +148,9 @@ class TaskQueue(models.Model):
             models.Index(fields=["owner", "created_at"], name="task_owner_created_idx"),
             # Staff windows and retention by creation time.
             models.Index(fields=["created_at"], name="task_created_idx"),
+            # A user's own list, newest first: WHERE owner_id=? ORDER BY id DESC (cursor pages).
+            # On InnoDB no owner-only index exists (the FK reuses the composite ones above).
+            models.Index(fields=["owner", "id"], name="task_owner_id_idx"),
         ]
         constraints = [
             models.UniqueConstraint(fields=["owner", "idempotency_key"], name="task_owner_idempotency_uniq"),

@@ -3,18 +3,215 @@
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
-from django.db import transaction
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 
+from diagnostics.db_errors import is_retryable_contention
 from tasks import counters
 from tasks.exceptions import TaskStateConflict
-from tasks.models import QueueConfig, TaskQueue, TaskStatus
+from tasks.models import ACTIVE_STATUSES, DEFAULT_QUEUE_NAME, QueueConfig, TaskQueue, TaskStatus
+from tasks.specs import TaskSpec, TaskSpecInvalid, check_spec
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
     from django.db.models import QuerySet
+
+# Rows per multi-row INSERT: large enough to amortise round trips, small enough for max_allowed_packet.
+ENQUEUE_BATCH_SIZE = 500
+# A race on an idempotency key or a deadlock is resolved by running the whole enqueue again.
+ENQUEUE_ATTEMPTS = 3
+QUEUE_EDITABLE_FIELDS = (
+    "description",
+    "is_paused",
+    "max_concurrency",
+    "max_attempts",
+    "retry_backoff_seconds",
+    "retry_backoff_max_seconds",
+    "task_timeout_seconds",
+    "max_active_per_user",
+)
+
+
+class QuotaExceeded(Exception):
+    """Enqueueing would take a user past a queue's `max_active_per_user`."""
+
+    def __init__(self, *, queue: QueueConfig, active: int, requested: int) -> None:
+        self.queue, self.active, self.requested = queue, active, requested
+        super().__init__(
+            f"queue {queue.name!r} allows {queue.max_active_per_user} active tasks per user; "
+            f"you have {active} and asked for {requested} more"
+        )
+
+
+@dataclass(frozen=True)
+class EnqueueResult:
+    task: TaskQueue
+    created: bool
+
+
+@dataclass(frozen=True)
+class BulkEnqueueResult:
+    tasks: list[TaskQueue]  # in the order of the specs; a repeated idempotency key repeats its task
+    created: int
+
+
+def task_enqueue(
+    *,
+    user: AbstractBaseUser,
+    task_type: str,
+    payload: dict[str, Any] | None = None,
+    queue: str = DEFAULT_QUEUE_NAME,
+    priority: int = 0,
+    run_at: datetime | None = None,
+    max_attempts: int | None = None,
+    idempotency_key: str | None = None,
+) -> EnqueueResult:
+    """Enqueue one task; with a known idempotency key return the existing task instead."""
+    spec = TaskSpec(
+        task_type=task_type,
+        payload={} if payload is None else payload,
+        queue=queue,
+        priority=priority,
+        run_at=run_at,
+        max_attempts=max_attempts,
+        idempotency_key=idempotency_key,
+    )
+    result = tasks_enqueue_bulk(user=user, specs=[spec])
+    return EnqueueResult(task=result.tasks[0], created=bool(result.created))
+
+
+def tasks_enqueue_bulk(*, user: AbstractBaseUser, specs: Sequence[TaskSpec]) -> BulkEnqueueResult:
+    """Enqueue many tasks at once, all or none: one multi-row INSERT per batch, counters once.
+
+    1. Check every spec (raises TaskSpecInvalid / PayloadTooLarge naming the first bad one).
+    2. In one transaction: find tasks whose idempotency keys already exist, enforce per-user
+       queue quotas (raises QuotaExceeded), insert the rest and count them.
+    3. A concurrent insert of the same idempotency key makes the unique constraint fail; the
+       transaction is rolled back and step 2 runs again, now finding the winner's task.
+    """
+    if not specs:
+        return BulkEnqueueResult(tasks=[], created=0)
+    queues = {
+        q.name: q for q in QueueConfig.objects.filter(name__in={s.queue for s in specs if isinstance(s.queue, str)})
+    }
+    specs = [check_spec(spec, queues, index=i if len(specs) > 1 else None) for i, spec in enumerate(specs)]
+    retry_allowed = not connection.in_atomic_block  # a deadlock aborts the caller's whole transaction
+    for attempt in range(1, ENQUEUE_ATTEMPTS + 1):
+        try:
+            with transaction.atomic():
+                return _insert_specs(user=user, specs=specs, queues=queues)
+        except IntegrityError as exc:
+            if not any(s.idempotency_key for s in specs):
+                raise
+            if attempt == ENQUEUE_ATTEMPTS:
+                # Not a race (the winner would have been found): two keys of this very request
+                # that the database's collation deems equal (MySQL: "Key" = "key").
+                raise TaskSpecInvalid(
+                    {"idempotency_key": "Two tasks of this request have the same key (compared case-insensitively)."}
+                ) from exc
+        except Exception as exc:
+            if attempt == ENQUEUE_ATTEMPTS or not retry_allowed or not is_retryable_contention(exc):
+                raise
+    raise AssertionError("unreachable")
+
+
+def _insert_specs(
+    *, user: AbstractBaseUser, specs: list[TaskSpec], queues: dict[str, QueueConfig]
+) -> BulkEnqueueResult:
+    keys = {s.idempotency_key for s in specs if s.idempotency_key is not None}
+    by_key = _existing_by_key(user=user, keys=keys)
+    now = timezone.now()
+    new: list[TaskQueue] = []
+    for spec in specs:
+        if spec.idempotency_key is not None and spec.idempotency_key in by_key:
+            continue
+        queue = queues[spec.queue]
+        task = TaskQueue(
+            owner=user,
+            queue=queue,
+            task_type=spec.task_type,
+            payload=spec.payload,
+            priority=spec.priority,
+            run_at=spec.run_at or now,
+            max_attempts=spec.max_attempts or queue.max_attempts,
+            idempotency_key=spec.idempotency_key,
+            created_at=now,
+        )
+        new.append(task)
+        if spec.idempotency_key is not None:
+            by_key[spec.idempotency_key] = task
+    _check_quotas(user=user, tasks=new)
+    TaskQueue.objects.bulk_create(new, batch_size=ENQUEUE_BATCH_SIZE)
+    if new and new[0].pk is None:
+        _fetch_ids(user=user, tasks=new, created_at=now)
+    counters.record_created(new)
+    created = iter(new)
+    tasks = [by_key[s.idempotency_key] if s.idempotency_key is not None else next(created) for s in specs]
+    return BulkEnqueueResult(tasks=tasks, created=len(new))
+
+
+def _existing_by_key(*, user: AbstractBaseUser, keys: set[str]) -> dict[str, TaskQueue]:
+    """Return `user`'s tasks with these idempotency keys, as the database compares keys.
+
+    MySQL's collation equates keys Python tells apart ("Key" = "key", "é" = "e", trailing
+    spaces): a row found for no exact key is matched to its key one query at a time (rare).
+    """
+    if not keys:
+        return {}
+    found = list(TaskQueue.objects.filter(owner=user, idempotency_key__in=keys))
+    by_key = {task.idempotency_key: task for task in found if task.idempotency_key in keys}
+    if len(by_key) < len(found):
+        for key in sorted(keys - by_key.keys()):
+            task = TaskQueue.objects.filter(owner=user, idempotency_key=key).first()
+            if task is not None:
+                by_key[key] = task
+    return by_key
+
+
+def _check_quotas(*, user: AbstractBaseUser, tasks: list[TaskQueue]) -> None:
+    """Refuse tasks that would exceed a queue's per-user active limit.
+
+    The user's row is locked first, so two enqueues by one user into limited queues count one
+    after the other (no lost update); other users and the workers are not held up.
+    """
+    requested: dict[int, int] = {}
+    limited = {}
+    for task in tasks:
+        if task.queue.max_active_per_user is not None:
+            limited[task.queue_id] = task.queue
+            requested[task.queue_id] = requested.get(task.queue_id, 0) + 1
+    if not limited:
+        return
+    list(get_user_model().objects.select_for_update().filter(pk=user.pk).values_list("pk", flat=True))
+    active = dict(
+        TaskQueue.objects.filter(owner=user, status__in=ACTIVE_STATUSES, queue_id__in=limited)
+        .values_list("queue_id")
+        .annotate(n=models.Count("id"))
+        .order_by()
+    )
+    for queue_id, queue in sorted(limited.items()):
+        if active.get(queue_id, 0) + requested[queue_id] > queue.max_active_per_user:
+            raise QuotaExceeded(queue=queue, active=active.get(queue_id, 0), requested=requested[queue_id])
+
+
+def _fetch_ids(*, user: AbstractBaseUser, tasks: list[TaskQueue], created_at: datetime) -> None:
+    """Set the ids of just-inserted tasks where the backend cannot return them (MySQL 8).
+
+    One enqueue call stamps all its tasks with the same created_at, and a multi-row INSERT
+    assigns increasing ids in row order, so the rows read back in id order match `tasks`.
+    """
+    ids = list(TaskQueue.objects.filter(owner=user, created_at=created_at).order_by("id").values_list("id", flat=True))
+    if len(ids) != len(tasks):
+        raise RuntimeError(f"expected {len(tasks)} new tasks stamped {created_at}, found {len(ids)}")
+    for task, pk in zip(tasks, ids, strict=True):
+        task.pk = pk
+        task._state.adding = False
 
 
 class CancelOutcome(enum.Enum):
@@ -91,3 +288,17 @@ def tasks_delete(*, queryset: QuerySet[TaskQueue]) -> int:
         TaskQueue.objects.filter(pk__in=[pk for pk, *_ in rows]).delete()
         counters.record_deleted([(owner_id, queue_id, status) for _, owner_id, queue_id, status in rows])
     return len(rows)
+
+
+def queue_update(*, queue: QueueConfig, changes: dict[str, Any]) -> QueueConfig:
+    """Change a queue's settings with the admin's validation; raise ValidationError if invalid."""
+    unknown = set(changes) - set(QUEUE_EDITABLE_FIELDS)
+    if unknown:
+        raise ValueError(f"not editable: {', '.join(sorted(unknown))}")
+    with transaction.atomic():
+        locked = QueueConfig.objects.select_for_update().get(pk=queue.pk)
+        for name, value in changes.items():
+            setattr(locked, name, value)
+        locked.full_clean(validate_unique=False)
+        locked.save(update_fields=[*changes, "updated_at"])
+    return locked

@@ -1,3 +1,18 @@
 """Task and queue endpoints under /api/."""
 
-urlpatterns: list = []
+from django.urls import path, re_path
+
+from tasks import apis
+
+urlpatterns = [
+    path("tasks/", apis.TaskListCreateApi.as_view(), name="task-list"),
+    path("tasks/bulk/", apis.TaskBulkCreateApi.as_view(), name="task-bulk"),
+    # Existing clients and monitors call these exactly, with or without the slash: no redirect.
+    re_path(r"^tasks/statistics/?$", apis.TaskStatisticsApi.as_view(), name="task-statistics"),
+    re_path(r"^tasks/queue-status/?$", apis.QueueStatusApi.as_view(), name="task-queue-status"),
+    path("tasks/<int:pk>/", apis.TaskDetailApi.as_view(), name="task-detail"),
+    path("tasks/<int:pk>/cancel/", apis.TaskCancelApi.as_view(), name="task-cancel"),
+    path("tasks/<int:pk>/retry/", apis.TaskRetryApi.as_view(), name="task-retry"),
+    path("queues/", apis.QueueListApi.as_view(), name="queue-list"),
+    path("queues/<str:name>/", apis.QueueDetailApi.as_view(), name="queue-detail"),
+]

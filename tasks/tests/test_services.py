@@ -1,12 +1,19 @@
-"""Cancel and retry: allowed transitions happen, the others conflict and change nothing."""
+"""Task and queue services: enqueue, cancel, retry and queue updates do what they say, or nothing."""
 
 from __future__ import annotations
 
+import math
+from datetime import UTC, datetime
+
 import pytest
+from django.core.exceptions import ValidationError
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from tasks import services
 from tasks.exceptions import TaskStateConflict
-from tasks.models import TaskStatus, TaskStatusCount
+from tasks.models import QueueConfig, TaskHourlyStats, TaskQueue, TaskStatus, TaskStatusCount
+from tasks.specs import TaskSpec, TaskSpecInvalid
 from tasks.tests.factories import finished_fields, make_task
 
 pytestmark = pytest.mark.django_db
@@ -54,3 +61,167 @@ def test_retry_of_other_states_conflicts(alice, status):
         services.task_retry(task=task, by=alice)
     task.refresh_from_db()
     assert task.status == status
+
+
+# --- Enqueue ------------------------------------------------------------------------------
+
+
+def test_enqueue_inserts_a_pending_task_and_counts_it(alice, default_queue):
+    result = services.task_enqueue(user=alice, task_type="echo", payload={"a": 1}, priority=5)
+    assert result.created
+    task = TaskQueue.objects.get(pk=result.task.pk)
+    assert (task.status, task.priority, task.payload, task.max_attempts) == (TaskStatus.PENDING, 5, {"a": 1}, 3)
+    assert task.run_at == task.created_at
+    assert TaskHourlyStats.objects.get(owner=alice, queue=default_queue).created == 1
+
+
+def test_enqueue_reads_a_naive_run_at_as_utc(alice, default_queue):
+    task = services.task_enqueue(user=alice, task_type="echo", run_at=datetime(2031, 5, 1, 12, 0)).task
+    task.refresh_from_db()
+    assert task.run_at == datetime(2031, 5, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("fields", "bad"),
+    [
+        ({"task_type": "nope"}, "task_type"),
+        ({"task_type": "echo", "queue": "nope"}, "queue"),
+        ({"task_type": "echo", "queue": ["default"]}, "queue"),
+        ({"task_type": "echo", "priority": True}, "priority"),
+        ({"task_type": "echo", "max_attempts": 0}, "max_attempts"),
+        ({"task_type": "echo", "idempotency_key": ""}, "idempotency_key"),
+        ({"task_type": "echo", "run_at": "2030-01-01"}, "run_at"),
+        ({"task_type": "echo", "payload": [1]}, "payload"),
+        ({"task_type": "echo", "payload": {"when": datetime(2030, 1, 1)}}, "payload"),
+    ],
+)
+def test_enqueue_refuses_bad_specs_from_any_caller_and_writes_nothing(alice, default_queue, fields, bad):
+    with pytest.raises(TaskSpecInvalid) as caught:
+        services.task_enqueue(user=alice, **fields)
+    assert bad in caught.value.errors
+    assert not TaskQueue.objects.exists()
+
+
+def test_enqueue_refuses_a_self_containing_payload(alice, default_queue):
+    payload: dict = {}
+    payload["self"] = payload
+    with pytest.raises(TaskSpecInvalid):
+        services.task_enqueue(user=alice, task_type="echo", payload=payload)
+
+
+def test_an_insert_that_loses_an_idempotency_race_returns_the_winner(alice, default_queue, monkeypatch):
+    """The pre-check misses a task committed meanwhile; the unique constraint catches it."""
+    winner = make_task(alice, idempotency_key="k")
+    real_filter = TaskQueue.objects.filter
+    calls = {"lookups": 0}
+
+    def blind_first_lookup(*args, **kwargs):
+        if "idempotency_key__in" in kwargs:
+            calls["lookups"] += 1
+            if calls["lookups"] == 1:
+                return TaskQueue.objects.none()
+        return real_filter(*args, **kwargs)
+
+    monkeypatch.setattr(TaskQueue.objects, "filter", blind_first_lookup)
+    result = services.task_enqueue(user=alice, task_type="echo", idempotency_key="k")
+    assert (result.created, result.task.pk, calls["lookups"]) == (False, winner.pk, 2)
+    assert TaskQueue.objects.count() == 1
+    assert not TaskHourlyStats.objects.exists()
+
+
+def test_quota_counts_only_active_tasks_of_that_user_and_queue(alice, bob, default_queue):
+    other = QueueConfig.objects.create(name="other")
+    QueueConfig.objects.filter(pk=default_queue.pk).update(max_active_per_user=2)
+    make_task(alice, **finished_fields(TaskStatus.SUCCEEDED))
+    make_task(alice, queue=other)
+    make_task(bob)
+    services.task_enqueue(user=alice, task_type="echo")
+    services.task_enqueue(user=alice, task_type="echo")
+    with pytest.raises(services.QuotaExceeded) as caught:
+        services.task_enqueue(user=alice, task_type="echo")
+    assert (caught.value.active, caught.value.requested) == (2, 1)
+
+
+def test_bulk_enqueue_writes_one_multi_row_insert_per_batch_and_counts_once(alice, default_queue):
+    specs = [TaskSpec(task_type="echo", payload={"n": n}) for n in range(services.ENQUEUE_BATCH_SIZE + 10)]
+    with CaptureQueriesContext(connection) as captured:
+        result = services.tasks_enqueue_bulk(user=alice, specs=specs)
+    inserts = [q["sql"] for q in captured.captured_queries if q["sql"].startswith("INSERT INTO `task_queue`")]
+    inserts += [q["sql"] for q in captured.captured_queries if q["sql"].startswith('INSERT INTO "task_queue"')]
+    # SQLite caps the parameters of one statement; MySQL takes each batch in one INSERT.
+    fields = [f for f in TaskQueue._meta.concrete_fields if not f.primary_key]
+    per_insert = min(services.ENQUEUE_BATCH_SIZE, connection.ops.bulk_batch_size(fields, specs))
+    assert len(inserts) == math.ceil(len(specs) / per_insert)
+    if connection.vendor == "mysql":
+        assert len(inserts) == 2
+    # Besides the INSERTs: the queue lookup, a counter UPDATE (+ upsert the first time), savepoints.
+    assert len(captured.captured_queries) - len(inserts) <= 6
+    assert result.created == len(specs)
+    assert [t.payload["n"] for t in TaskQueue.objects.order_by("id")] == list(range(len(specs)))
+    assert [t.pk for t in result.tasks] == list(TaskQueue.objects.order_by("id").values_list("id", flat=True))
+    assert TaskHourlyStats.objects.get(owner=alice).created == len(specs)
+
+
+def test_bulk_enqueue_reads_ids_back_where_the_backend_cannot_return_them(alice, default_queue, monkeypatch):
+    monkeypatch.setattr(type(connection.features), "can_return_rows_from_bulk_insert", False)
+    make_task(alice)
+    result = services.tasks_enqueue_bulk(user=alice, specs=[TaskSpec("echo", {"n": n}) for n in range(5)])
+    assert all(t.pk for t in result.tasks)
+    assert [TaskQueue.objects.get(pk=t.pk).payload["n"] for t in result.tasks] == list(range(5))
+
+
+def test_bulk_enqueue_names_the_first_bad_spec_and_writes_nothing(alice, default_queue):
+    specs = [TaskSpec("echo"), TaskSpec("echo", priority=500), TaskSpec("nope")]
+    with pytest.raises(TaskSpecInvalid) as caught:
+        services.tasks_enqueue_bulk(user=alice, specs=specs)
+    assert (caught.value.index, list(caught.value.errors)) == (1, ["priority"])
+    assert not TaskQueue.objects.exists()
+
+
+def test_bulk_enqueue_of_nothing_does_nothing(alice, django_assert_num_queries):
+    with django_assert_num_queries(0):
+        assert services.tasks_enqueue_bulk(user=alice, specs=[]).tasks == []
+
+
+# --- Queues -------------------------------------------------------------------------------
+
+
+def test_queue_update_changes_only_the_given_fields(default_queue):
+    services.queue_update(queue=default_queue, changes={"max_concurrency": 3, "is_paused": True})
+    default_queue.refresh_from_db()
+    assert (default_queue.max_concurrency, default_queue.is_paused, default_queue.max_attempts) == (3, True, 3)
+
+
+def test_queue_update_validates_like_the_admin(default_queue):
+    with pytest.raises(ValidationError) as caught:
+        services.queue_update(
+            queue=default_queue, changes={"retry_backoff_seconds": 100, "retry_backoff_max_seconds": 5}
+        )
+    assert "retry_backoff_max_seconds" in caught.value.message_dict
+    default_queue.refresh_from_db()
+    assert default_queue.retry_backoff_seconds == 10
+
+
+def test_queue_update_refuses_fields_that_are_not_editable(default_queue):
+    with pytest.raises(ValueError, match="name"):
+        services.queue_update(queue=default_queue, changes={"name": "other"})
+
+
+@pytest.mark.mysql
+def test_keys_the_database_deems_equal_return_the_existing_task(alice, default_queue):
+    first = services.task_enqueue(user=alice, task_type="echo", idempotency_key="Order-1").task
+    again = services.task_enqueue(user=alice, task_type="echo", idempotency_key="order-1")
+    assert (again.created, again.task.pk) == (False, first.pk)
+    bulk = services.tasks_enqueue_bulk(
+        user=alice, specs=[TaskSpec("echo", idempotency_key="ORDER-1"), TaskSpec("echo")]
+    )
+    assert (bulk.created, bulk.tasks[0].pk) == (1, first.pk)
+
+
+@pytest.mark.mysql
+def test_one_request_with_two_keys_the_database_deems_equal_is_refused(alice, default_queue):
+    specs = [TaskSpec("echo", idempotency_key="x"), TaskSpec("echo", idempotency_key="X")]
+    with pytest.raises(TaskSpecInvalid) as caught:
+        services.tasks_enqueue_bulk(user=alice, specs=specs)
+    assert "idempotency_key" in caught.value.errors
+    assert not TaskQueue.objects.exists()

@@ -1,0 +1,213 @@
+"""Reads for the statistics and queue-status endpoints, computed in the database.
+
+Neither reader's cost grows with `task_queue`: finished tasks are read from the counter tables
+that `tasks.counters` keeps in step, and only pending/running rows (few, by design) are
+counted live, through indexes. All queries are plain consistent reads: no locks on any row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db.models import Count, Min, Q, QuerySet, Sum
+from django.utils import timezone
+
+from tasks.counters import hour_of
+from tasks.models import (
+    ACTIVE_STATUSES,
+    QueueConfig,
+    TaskHourlyStats,
+    TaskQueue,
+    TaskStatus,
+    TaskStatusCount,
+    WorkerProcess,
+)
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser
+
+STATUSES = tuple(TaskStatus.values)
+
+
+@dataclass(frozen=True)
+class Throughput:
+    since: datetime
+    created: int
+    succeeded: int
+    failed: int
+    cancelled: int
+
+
+@dataclass(frozen=True)
+class TaskStatistics:
+    scope: str
+    by_status: dict[str, int]
+    by_queue: dict[str, dict[str, int]]
+    last_hour: Throughput
+    last_24_hours: Throughput
+    window_hours: int
+    window_since: datetime
+    failure_rate: float | None
+    mean_wait_seconds: float | None
+    mean_run_seconds: float | None
+    generated_at: datetime
+
+
+@dataclass(frozen=True)
+class QueueStatus:
+    name: str
+    is_paused: bool
+    max_concurrency: int
+    max_active_per_user: int | None
+    pending: int
+    scheduled: int
+    running: int
+    oldest_pending_age_seconds: float | None
+    live_workers: int
+
+
+def window_start(now: datetime, hours: int) -> datetime:
+    """Return the start of an `hours`-long window of whole UTC hours: the current one and those before."""
+    return hour_of(now) - timedelta(hours=max(hours, 1) - 1)
+
+
+def task_statistics(*, user: AbstractBaseUser | None, now: datetime | None = None) -> TaskStatistics:
+    """Return task statistics for `user`'s tasks, or for everyone's when `user` is None.
+
+    Four queries: queue names; finished counts from `task_status_count`; pending/running counted
+    live (index on owner+status, or the claim index for everyone); the hourly windows summed
+    from `task_hourly_stats`. Windows are whole UTC hours, the current one included.
+    """
+    now = now or timezone.now()
+    names = dict(QueueConfig.objects.values_list("id", "name"))
+    by_queue = {name: dict.fromkeys(STATUSES, 0) for name in names.values()}
+
+    finished = TaskStatusCount.objects.all() if user is None else TaskStatusCount.objects.filter(owner=user)
+    active = TaskQueue.objects.filter(status__in=ACTIVE_STATUSES)
+    active = active if user is None else active.filter(owner=user)
+    rows = list(finished.values_list("queue_id", "status").annotate(n=Sum("count")).order_by())
+    rows += list(active.values_list("queue_id", "status").annotate(n=Count("id")).order_by())
+    for queue_id, status, n in rows:
+        if queue_id in names:
+            by_queue[names[queue_id]][status] += n or 0
+    by_status = {status: sum(counts[status] for counts in by_queue.values()) for status in STATUSES}
+
+    window_hours = settings.TASKHUB_STATS_WINDOW_HOURS
+    hour_since, day_since, window_since = (window_start(now, h) for h in (1, 24, window_hours))
+    sums = _hourly_sums(user=user, hour_since=hour_since, day_since=day_since, window_since=window_since)
+    finished_in_window = sums["w_succeeded"] + sums["w_failed"]
+    return TaskStatistics(
+        scope="all" if user is None else "own",
+        by_status=by_status,
+        by_queue=by_queue,
+        last_hour=Throughput(hour_since, *(sums[f"h_{c}"] for c in ("created", "succeeded", "failed", "cancelled"))),
+        last_24_hours=Throughput(day_since, *(sums[f"d_{c}"] for c in ("created", "succeeded", "failed", "cancelled"))),
+        window_hours=window_hours,
+        window_since=window_since,
+        failure_rate=sums["w_failed"] / finished_in_window if finished_in_window else None,
+        mean_wait_seconds=sums["w_wait"] / sums["w_started"] if sums["w_started"] else None,
+        mean_run_seconds=sums["w_run"] / sums["w_started"] if sums["w_started"] else None,
+        generated_at=now,
+    )
+
+
+def _hourly_sums(
+    *, user: AbstractBaseUser | None, hour_since: datetime, day_since: datetime, window_since: datetime
+) -> dict[str, float]:
+    """Sum the hourly counters of three windows in one query over the widest one."""
+    rows = TaskHourlyStats.objects.filter(hour__gte=min(hour_since, day_since, window_since))
+    if user is not None:
+        rows = rows.filter(owner=user)
+    aggregates = {}
+    for prefix, since in (("h", hour_since), ("d", day_since)):
+        for column in ("created", "succeeded", "failed", "cancelled"):
+            aggregates[f"{prefix}_{column}"] = Sum(column, filter=Q(hour__gte=since))
+    for key, column in (("succeeded", "succeeded"), ("failed", "failed"), ("started", "started")):
+        aggregates[f"w_{key}"] = Sum(column, filter=Q(hour__gte=window_since))
+    aggregates["w_wait"] = Sum("wait_seconds_sum", filter=Q(hour__gte=window_since))
+    aggregates["w_run"] = Sum("run_seconds_sum", filter=Q(hour__gte=window_since))
+    return {key: value or 0 for key, value in rows.aggregate(**aggregates).items()}
+
+
+def queue_statuses(*, now: datetime | None = None) -> list[QueueStatus]:
+    """Return every queue's limits, backlog and live workers, in three queries.
+
+    Backlog counts read only the claim index's (status, queue_id, priority, run_at) entries of
+    pending and running rows; live workers are the rows whose heartbeat is fresh.
+    """
+    now = now or timezone.now()
+    runnable = Q(status=TaskStatus.PENDING, run_at__lte=now)
+    backlog = {
+        row["queue_id"]: row
+        for row in TaskQueue.objects.filter(status__in=ACTIVE_STATUSES)
+        .values("queue_id")
+        .annotate(
+            pending=Count("id", filter=runnable),
+            scheduled=Count("id", filter=Q(status=TaskStatus.PENDING, run_at__gt=now)),
+            running=Count("id", filter=Q(status=TaskStatus.RUNNING)),
+            oldest=Min("run_at", filter=runnable),
+        )
+        .order_by()
+    }
+    fresh_since = now - timedelta(seconds=settings.TASKHUB_WORKER_STALE_SECONDS)
+    workers = list(WorkerProcess.objects.filter(last_heartbeat_at__gte=fresh_since).values_list("queues", flat=True))
+    statuses = []
+    for queue in QueueConfig.objects.order_by("name"):
+        row = backlog.get(queue.id, {})
+        oldest = row.get("oldest")
+        statuses.append(
+            QueueStatus(
+                name=queue.name,
+                is_paused=queue.is_paused,
+                max_concurrency=queue.max_concurrency,
+                max_active_per_user=queue.max_active_per_user,
+                pending=row.get("pending", 0),
+                scheduled=row.get("scheduled", 0),
+                running=row.get("running", 0),
+                oldest_pending_age_seconds=max((now - oldest).total_seconds(), 0.0) if oldest else None,
+                live_workers=sum(1 for queues in workers if _serves(queues, queue.name)),
+            )
+        )
+    return statuses
+
+
+def _serves(queues: object, name: str) -> bool:
+    """Return True if a worker listening on `queues` (empty = all) takes tasks from `name`."""
+    return not queues or (isinstance(queues, list) and name in queues)
+
+
+def task_list(
+    *,
+    user: AbstractBaseUser,
+    status: str | None = None,
+    queue: str | None = None,
+    task_type: str | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    owner: str | None = None,
+) -> QuerySet[TaskQueue]:
+    """Return the tasks `user` may see (staff: everyone's), filtered; newest first.
+
+    `owner` is a user id or username; for non-staff it can only narrow their own tasks.
+    Unknown queue, type or owner values give an empty result, not an error.
+    """
+    # Queues are prefetched, not joined: with a join MySQL may drive the page from queue_config
+    # through the queue_id index and sort every task of the queue instead of walking (owner, id).
+    tasks = TaskQueue.objects.visible_to(user).prefetch_related("queue")
+    if owner is not None:
+        match = Q(username=owner)
+        if owner.isdecimal() and len(owner) < 19:
+            match |= Q(pk=int(owner))
+        tasks = tasks.filter(owner_id__in=list(get_user_model().objects.filter(match).values_list("pk", flat=True)))
+    filters = {
+        "status": status,
+        "queue__name": queue,
+        "task_type": task_type,
+        "created_at__gte": created_after,
+        "created_at__lt": created_before,
+    }
+    return tasks.filter(**{lookup: value for lookup, value in filters.items() if value is not None}).order_by("-id")

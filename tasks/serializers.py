@@ -1,0 +1,270 @@
+"""Input and output shapes of the task and queue endpoints."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC
+from typing import Any
+
+from django.db import models
+from rest_framework import serializers
+
+from tasks.models import (
+    DEFAULT_QUEUE_NAME,
+    MAX_ATTEMPTS_LIMIT,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    QueueConfig,
+    TaskQueue,
+    TaskStatus,
+)
+from tasks.services import QUEUE_EDITABLE_FIELDS
+from tasks.specs import IDEMPOTENCY_KEY_MAX_LENGTH
+
+BULK_MAX_TASKS = 1000
+INT32_MAX = 2**31 - 1
+
+
+def _printable(name: object) -> str:
+    """Return `name` safe to put in a JSON answer (unpaired surrogates escaped)."""
+    return str(name).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def reject_surrogates(value: str) -> None:
+    """Refuse text that is not valid Unicode (it can be neither stored nor answered)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise serializers.ValidationError("Must be valid Unicode text (no unpaired surrogates).") from None
+
+
+class StrictCharField(serializers.CharField):
+    """Text only: DRF would also take a number and turn it into text."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """JSON integers only: DRF would also take "5", 5.0 and true."""
+
+    def to_internal_value(self, data: Any) -> int:
+        if not isinstance(data, int) or isinstance(data, bool):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictBooleanField(serializers.BooleanField):
+    """JSON booleans only: DRF would also take "yes", "on" and 1."""
+
+    def to_internal_value(self, data: Any) -> bool:
+        if not isinstance(data, bool):
+            self.fail("invalid")
+        return data
+
+
+class StrictFieldsMixin:
+    """Reject input fields the serializer does not declare, naming them."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            writable = {name for name, field in self.fields.items() if not field.read_only}
+            unknown = sorted(_printable(name) for name in set(data) - writable)
+            if unknown:
+                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+        return super().to_internal_value(data)
+
+
+class TaskTypeField(StrictCharField):
+    """A task type; the schema lists the registered ones (the service refuses the others)."""
+
+
+class QueryParamsMixin:
+    """Read query parameters strictly: a parameter given empty (`?status=`) is an error, not absent."""
+
+    ignored: tuple[str, ...] = ()
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            data = {key: value for key, value in data.items() if key not in self.ignored}
+            blank = sorted(_printable(key) for key, value in data.items() if value == "" and key in self.fields)
+            if blank:
+                raise serializers.ValidationError({key: ["May not be blank."] for key in blank})
+        return super().to_internal_value(data)
+
+
+class TaskCreateSerializer(StrictFieldsMixin, serializers.Serializer):
+    task_type = TaskTypeField(max_length=100, validators=[reject_surrogates], help_text="A registered handler.")
+    payload = serializers.DictField(
+        default=dict,
+        help_text="A JSON object: at most TASK_PAYLOAD_MAX_BYTES bytes as compact JSON (413 beyond), 31 levels deep.",
+    )
+    priority = StrictIntegerField(min_value=PRIORITY_MIN, max_value=PRIORITY_MAX, default=0)
+    queue = StrictCharField(max_length=64, default=DEFAULT_QUEUE_NAME, validators=[reject_surrogates])
+    run_at = serializers.DateTimeField(
+        default_timezone=UTC,
+        required=False,
+        allow_null=True,
+        help_text="ISO 8601; without an offset it is read as UTC. Not run before this time. Default: now.",
+    )
+    max_attempts = StrictIntegerField(
+        min_value=1, max_value=MAX_ATTEMPTS_LIMIT, required=False, allow_null=True, help_text="Default: the queue's."
+    )
+    idempotency_key = StrictCharField(
+        max_length=IDEMPOTENCY_KEY_MAX_LENGTH,
+        required=False,
+        allow_null=True,
+        validators=[reject_surrogates],
+        help_text="Posting again with the same key returns the task created first (200), not a new one.",
+    )
+
+
+class TaskBulkCreateSerializer(StrictFieldsMixin, serializers.Serializer):
+    tasks = TaskCreateSerializer(many=True, min_length=1, max_length=BULK_MAX_TASKS)
+
+    def to_internal_value(self, data: Any) -> Any:
+        try:
+            return super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            # DRF reports a list with an empty entry for every valid task; keep only the bad ones.
+            errors = exc.detail
+            if isinstance(errors, dict) and isinstance(errors.get("tasks"), list):
+                items = errors["tasks"]
+                if any(isinstance(item, dict) for item in items):
+                    errors["tasks"] = {str(i): item for i, item in enumerate(items) if item}
+            raise serializers.ValidationError(errors) from exc
+
+
+class TaskSerializer(serializers.ModelSerializer):
+    queue = serializers.SlugRelatedField(slug_field="name", read_only=True)
+
+    class Meta:
+        model = TaskQueue
+        fields = (
+            "id",
+            "owner",
+            "queue",
+            "task_type",
+            "payload",
+            "priority",
+            "status",
+            "attempts",
+            "max_attempts",
+            "run_at",
+            "progress",
+            "progress_message",
+            "result",
+            "error",
+            "cancel_requested",
+            "idempotency_key",
+            "claimed_by",
+            "lease_expires_at",
+            "created_at",
+            "started_at",
+            "finished_at",
+        )
+        read_only_fields = fields
+
+
+class TaskBulkResultSerializer(serializers.Serializer):
+    created = serializers.IntegerField(help_text="Tasks inserted; the others already existed (idempotency keys).")
+    tasks = TaskSerializer(many=True)
+
+
+class TaskListQuerySerializer(QueryParamsMixin, StrictFieldsMixin, serializers.Serializer):
+    ignored = ("cursor", "page_size")  # read by the pagination
+
+    status = serializers.ChoiceField(choices=TaskStatus.choices, required=False)
+    queue = serializers.CharField(max_length=64, required=False, help_text="Queue name.")
+    task_type = serializers.CharField(max_length=100, required=False)
+    created_after = serializers.DateTimeField(default_timezone=UTC, required=False, help_text="Inclusive.")
+    created_before = serializers.DateTimeField(default_timezone=UTC, required=False, help_text="Exclusive.")
+    user = serializers.CharField(
+        max_length=150, required=False, help_text="Staff: an owner's id or username. Others see only their own."
+    )
+
+
+class StatisticsQuerySerializer(QueryParamsMixin, serializers.Serializer):
+    # Not strict: monitors that have long called this path may add parameters of their own.
+
+    scope = serializers.ChoiceField(
+        choices=[("own", "own"), ("all", "all")], default="own", help_text="`all` (everyone's tasks) is for staff."
+    )
+
+
+class ThroughputSerializer(serializers.Serializer):
+    since = serializers.DateTimeField(help_text="Start of the window (a whole UTC hour).")
+    created = serializers.IntegerField()
+    succeeded = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    cancelled = serializers.IntegerField()
+
+
+class TaskStatisticsSerializer(serializers.Serializer):
+    scope = serializers.ChoiceField(choices=[("own", "own"), ("all", "all")])
+    by_status = serializers.DictField(child=serializers.IntegerField(), help_text="Every status, zeros included.")
+    by_queue = serializers.DictField(
+        child=serializers.DictField(child=serializers.IntegerField()), help_text="Queue name → status → count."
+    )
+    last_hour = ThroughputSerializer()
+    last_24_hours = ThroughputSerializer()
+    window_hours = serializers.IntegerField(help_text="TASKHUB_STATS_WINDOW_HOURS.")
+    window_since = serializers.DateTimeField()
+    failure_rate = serializers.FloatField(allow_null=True, help_text="failed / (succeeded + failed) in the window.")
+    mean_wait_seconds = serializers.FloatField(
+        allow_null=True, help_text="Created → started, tasks finished in the window."
+    )
+    mean_run_seconds = serializers.FloatField(
+        allow_null=True, help_text="Started → finished, tasks finished in the window."
+    )
+    generated_at = serializers.DateTimeField()
+
+
+class QueueStatusSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    is_paused = serializers.BooleanField()
+    max_concurrency = serializers.IntegerField(help_text="0 = unlimited.")
+    max_active_per_user = serializers.IntegerField(allow_null=True)
+    pending = serializers.IntegerField(help_text="Runnable now.")
+    scheduled = serializers.IntegerField(help_text="Pending with run_at in the future.")
+    running = serializers.IntegerField()
+    oldest_pending_age_seconds = serializers.FloatField(
+        allow_null=True, help_text="Since the oldest runnable task's run_at."
+    )
+    live_workers = serializers.IntegerField(help_text="Workers with a fresh heartbeat serving this queue.")
+
+
+class QueueSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = QueueConfig
+        fields = ("name", *QUEUE_EDITABLE_FIELDS, "created_at", "updated_at")
+        read_only_fields = fields
+
+
+class QueueUpdateSerializer(StrictFieldsMixin, serializers.ModelSerializer):
+    serializer_field_mapping = {
+        **serializers.ModelSerializer.serializer_field_mapping,
+        models.BooleanField: StrictBooleanField,
+        models.PositiveIntegerField: StrictIntegerField,
+        models.PositiveSmallIntegerField: StrictIntegerField,
+        models.TextField: StrictCharField,
+    }
+
+    class Meta:
+        model = QueueConfig
+        fields = QUEUE_EDITABLE_FIELDS
+        # The same bounds on every backend (a signed 32-bit INT holds them everywhere).
+        extra_kwargs = {
+            "description": {"validators": [reject_surrogates]},
+            **{
+                name: {"max_value": INT32_MAX}
+                for name in (
+                    "max_concurrency",
+                    "retry_backoff_seconds",
+                    "retry_backoff_max_seconds",
+                    "max_active_per_user",
+                )
+            },
+        }

@@ -1,0 +1,130 @@
+"""What a caller asks to enqueue, and the rules it must meet before anything is written."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from django.conf import settings
+from django.utils import timezone
+
+from tasks import registry
+from tasks.models import DEFAULT_QUEUE_NAME, MAX_ATTEMPTS_LIMIT, PRIORITY_MAX, PRIORITY_MIN, QueueConfig
+
+IDEMPOTENCY_KEY_MAX_LENGTH = 128
+# MariaDB's JSON_VALID (the CHECK on every JSON column) refuses documents nested 32 levels deep.
+PAYLOAD_MAX_DEPTH = 31
+# Both bounds fit every backend's DATETIME (MySQL: years 1000-9999) with room for time zones.
+RUN_AT_MIN = datetime(1970, 1, 1, tzinfo=UTC)
+RUN_AT_MAX = datetime(9999, 12, 30, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task to enqueue, as a caller describes it."""
+
+    task_type: str
+    payload: dict[str, Any] = field(default_factory=dict)
+    queue: str = DEFAULT_QUEUE_NAME
+    priority: int = 0
+    run_at: datetime | None = None
+    max_attempts: int | None = None
+    idempotency_key: str | None = None
+
+
+class TaskSpecInvalid(ValueError):
+    """A task spec breaks a rule; `errors` maps each offending field to a message."""
+
+    def __init__(self, errors: dict[str, str], *, index: int | None = None) -> None:
+        self.errors = errors
+        self.index = index
+        where = f"task {index}: " if index is not None else ""
+        super().__init__(where + "; ".join(f"{name}: {message}" for name, message in errors.items()))
+
+
+class PayloadTooLarge(ValueError):
+    """A payload is larger than `TASK_PAYLOAD_MAX_BYTES` once serialised."""
+
+    def __init__(self, size: int, limit: int, *, index: int | None = None) -> None:
+        self.size, self.limit, self.index = size, limit, index
+        where = f"task {index}: " if index is not None else ""
+        super().__init__(f"{where}payload is {size} bytes as JSON; the limit is {limit} bytes")
+
+
+def payload_size(payload: Any) -> int:
+    """Return the size in bytes of `payload` as compact UTF-8 JSON."""
+    return len(json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+
+
+def nests_deeper_than(value: Any, limit: int) -> bool:
+    """Return True if `value` nests lists/objects more than `limit` levels (`{}` is one level)."""
+    stack = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        if level > limit:
+            return True
+        stack.extend((child, level + 1) for child in children)
+    return False
+
+
+def check_spec(spec: TaskSpec, queues: dict[str, QueueConfig], *, index: int | None = None) -> TaskSpec:
+    """Return `spec` with its run_at made aware, or raise TaskSpecInvalid / PayloadTooLarge."""
+    errors: dict[str, str] = {}
+    if not isinstance(spec.task_type, str) or not registry.is_registered(spec.task_type):
+        errors["task_type"] = (
+            f"Unknown task type {spec.task_type!r}. Registered types: {', '.join(registry.registered_types())}."
+        )
+    if not isinstance(spec.queue, str) or spec.queue not in queues:
+        errors["queue"] = f"Unknown queue {spec.queue!r}."
+    if not _is_int(spec.priority) or not PRIORITY_MIN <= spec.priority <= PRIORITY_MAX:
+        errors["priority"] = f"Must be an integer from {PRIORITY_MIN} to {PRIORITY_MAX}."
+    if spec.max_attempts is not None and (
+        not _is_int(spec.max_attempts) or not 1 <= spec.max_attempts <= MAX_ATTEMPTS_LIMIT
+    ):
+        errors["max_attempts"] = f"Must be an integer from 1 to {MAX_ATTEMPTS_LIMIT}."
+    key = spec.idempotency_key
+    if key is not None and (not isinstance(key, str) or not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX_LENGTH):
+        errors["idempotency_key"] = f"Must be a string of 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} characters."
+    run_at = _aware(spec.run_at)
+    if spec.run_at is not None and (run_at is None or not RUN_AT_MIN <= run_at <= RUN_AT_MAX):
+        errors["run_at"] = f"Must be a datetime between {RUN_AT_MIN:%Y-%m-%d} and {RUN_AT_MAX:%Y-%m-%d}."
+    if not isinstance(spec.payload, dict):
+        errors["payload"] = "Must be a JSON object."
+    elif nests_deeper_than(spec.payload, PAYLOAD_MAX_DEPTH):
+        errors["payload"] = f"Must not nest deeper than {PAYLOAD_MAX_DEPTH} levels."
+    else:
+        try:
+            size = payload_size(spec.payload)
+        except UnicodeEncodeError:
+            errors["payload"] = "Must be valid Unicode text (no unpaired surrogates)."
+        except (TypeError, ValueError):
+            errors["payload"] = "Must contain only JSON values."
+    if errors:
+        raise TaskSpecInvalid(errors, index=index)
+    limit = settings.TASK_PAYLOAD_MAX_BYTES
+    if size > limit:
+        raise PayloadTooLarge(size, limit, index=index)
+    if run_at is spec.run_at:
+        return spec
+    return TaskSpec(**{**spec.__dict__, "run_at": run_at})
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _aware(value: Any) -> datetime | None:
+    """Return `value` as an aware datetime; a naive one is read as UTC (never the server's zone)."""
+    if not isinstance(value, datetime):
+        return None
+    if timezone.is_naive(value):
+        return value.replace(tzinfo=UTC)
+    return value
