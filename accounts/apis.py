@@ -25,6 +25,7 @@ from accounts.serializers import (
     VerifySerializer,
 )
 from accounts.throttles import LoginAddressThrottle, LoginUserThrottle
+from config.openapi import error_responses
 
 
 class PublicTokenApi(TokenViewBase):
@@ -40,7 +41,7 @@ class LoginApi(PublicTokenApi):
     serializer_class = LoginSerializer
     throttle_classes = [LoginAddressThrottle, LoginUserThrottle]
 
-    @extend_schema(responses=TokenPairSerializer)
+    @extend_schema(responses={200: TokenPairSerializer, **error_responses(400, 429, public=True)})
     def post(self, request: Request) -> Response:
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -68,7 +69,7 @@ class TokenCheckApi(PublicTokenApi):
         return Response(self.result_serializer_class(result).data)
 
 
-@extend_schema(responses=TokenPairSerializer)
+@extend_schema(responses={200: TokenPairSerializer, **error_responses(400, 401, public=True)})
 class RefreshApi(TokenCheckApi):
     """Rotate a refresh token; within the reuse grace, a replay gets the same successor."""
 
@@ -79,7 +80,7 @@ class RefreshApi(TokenCheckApi):
         return services.session_refresh(raw_refresh=data["refresh"])
 
 
-@extend_schema(responses=VerifiedTokenSerializer)
+@extend_schema(responses={200: VerifiedTokenSerializer, **error_responses(400, 401, public=True)})
 class VerifyApi(TokenCheckApi):
     """Say whether an access or refresh token is currently valid, and whose it is."""
 
@@ -95,7 +96,7 @@ class LogoutApi(GenericAPIView):
 
     serializer_class = LogoutSerializer
 
-    @extend_schema(responses=LogoutResultSerializer)
+    @extend_schema(responses={200: LogoutResultSerializer, **error_responses(400)})
     def post(self, request: Request) -> Response:
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -117,5 +118,6 @@ class MeApi(GenericAPIView):
 
     serializer_class = MeSerializer
 
+    @extend_schema(responses={200: MeSerializer, **error_responses()})
     def get(self, request: Request) -> Response:
         return Response(self.get_serializer(request.user).data)

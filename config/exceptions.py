@@ -7,7 +7,8 @@ import sys
 from typing import Any
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -55,6 +56,10 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         response.data = {"detail": str(exc.detail), "code": "token_missing"}
     elif isinstance(exc, exceptions.APIException):
         response.data = _detail_and_code(exc)
+    elif isinstance(exc, Http404):
+        response.data = {"detail": "Not found.", "code": "not_found"}
+    elif isinstance(exc, DjangoPermissionDenied):
+        response.data = {"detail": "You do not have permission to perform this action.", "code": "permission_denied"}
     return response
 
 

@@ -10,6 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.permissions import IsStaff
+from config.openapi import error_responses
 from diagnostics.monitor import db_monitor_snapshot
 from diagnostics.scrape import ScrapeRefused, authorize_scrape, render_metrics
 
@@ -19,7 +20,7 @@ class DbMonitorView(APIView):
 
     permission_classes = [IsStaff]
 
-    @extend_schema(responses=OpenApiTypes.OBJECT)
+    @extend_schema(responses={200: OpenApiTypes.OBJECT, **error_responses(403)})
     def get(self, request: Request) -> Response:
         return Response(db_monitor_snapshot())
 

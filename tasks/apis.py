@@ -10,10 +10,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.openapi import error_responses
 from tasks import selectors, services
 from tasks.api_errors import translated_errors
 from tasks.models import QueueConfig, TaskQueue, queue_name_validator
-from tasks.openapi import error_responses
 from tasks.pagination import TaskCursorPagination
 from tasks.parsers import BoundedJSONParser, bounded_json_parser
 from tasks.serializers import (

@@ -7,6 +7,6 @@ class TasksConfig(AppConfig):
     verbose_name = _("Tasks")
 
     def ready(self) -> None:
-        from tasks import registry
+        from tasks import openapi, registry  # noqa: F401 - openapi registers drf-spectacular extensions
 
         registry.autodiscover()

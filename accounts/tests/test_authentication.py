@@ -15,7 +15,15 @@ from accounts.tests.helpers import bearer, claims, failures, forge, issued_at, r
 pytestmark = pytest.mark.django_db
 
 # Every GET endpoint that needs a token; other parts append theirs (e.g. "/api/tasks/statistics").
-PROTECTED_PATHS = ["/api/auth/me/"]
+# The paths the old deployment guide's curl check and existing monitors call, plus the caller.
+PROTECTED_PATHS = [
+    "/api/auth/me/",
+    "/api/tasks/statistics",
+    "/api/tasks/statistics/",
+    "/api/tasks/queue-status",
+    "/api/tasks/db-monitor",
+    "/api/tasks/",
+]
 OTHER_KEY = "another-instance-jwt-secret-0123456789abcdef"
 OUR_KID = key_fingerprint(settings.JWT_SECRET_KEY)
 

@@ -9,8 +9,8 @@ from collections import Counter
 import pytest
 from django.db import connection
 from rest_framework.test import APIClient
-from rest_framework_simplejwt.tokens import AccessToken
 
+from accounts.services import session_start
 from tasks.models import QueueConfig, TaskHourlyStats, TaskQueue
 
 pytestmark = [pytest.mark.mysql, pytest.mark.django_db(transaction=True)]
@@ -20,7 +20,7 @@ POSTERS = 20
 
 def race(user, body: dict, *, posters: int = POSTERS) -> list[tuple[int, dict]]:
     """POST `body` from `posters` threads at once, each on its own connection; return the answers."""
-    token = f"Bearer {AccessToken.for_user(user)}"
+    token = f"Bearer {session_start(user=user).access}"
     start = threading.Barrier(posters, timeout=60)
     answers: list[tuple[int, dict]] = []
     errors: list[BaseException] = []

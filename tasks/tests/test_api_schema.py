@@ -11,10 +11,10 @@ from django.core.signals import request_finished, request_started
 from django.core.wsgi import get_wsgi_application
 from django.db import close_old_connections
 from hypothesis import HealthCheck, given, settings
-from rest_framework_simplejwt.tokens import AccessToken
 from schemathesis.generation.modes import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from accounts.services import session_start
 from tasks.models import TaskStatus
 from tasks.tests.factories import finished_fields, make_task
 
@@ -96,7 +96,7 @@ EXAMPLES_PER_OPERATION = 25
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
 def test_schemathesis_finds_no_server_error_and_no_schema_violation(wsgi_schema, staff, alice, default_queue, mode):
-    headers = {"Authorization": f"Bearer {AccessToken.for_user(staff)}"}
+    headers = {"Authorization": f"Bearer {session_start(user=staff).access}"}
     failed = make_task(alice, **finished_fields(TaskStatus.FAILED))
     operations = [result.ok() for result in wsgi_schema.get_all_operations()]
     assert len(operations) >= 11
