@@ -1,81 +1,41 @@
-"""The worker's child processes: each runs handlers one at a time for its parent.
+"""The parent's side of the worker's child processes: start them, feed them, watch them, replace them.
 
-The parent claims, records and keeps leases; a child only runs handlers, so a handler that
-hangs, leaks or crashes costs one child, which the parent kills and replaces. Messages go over
-one duplex pipe per child:
-
-    parent -> child   ("run", [TaskSpec, ...])   tasks to run, in order
-                      ("cancel", [task_id, ...]) cancellation requested
-                      ("stop",)                  finish the current task, then exit
-    child -> parent   ("done", task_id, kind, result, error, started, finished)
-                      ("progress", task_id, percent, message)
-
-A child reports each task the moment it ends, before it starts the next, so after a kill the
-parent knows exactly which task was running.
+The parent claims, records and keeps leases; a child only runs handlers (worker_child), so a
+handler that hangs, leaks or crashes costs one child, which the parent kills and replaces.
 """
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import multiprocessing
 import os
-import signal
-import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
-from typing import Any, NamedTuple
 
-from django.db import close_old_connections, connections
+from django.db import connections
 
-from diagnostics.db_session import ensure_clean_session
-from diagnostics.request_context import reset_request_id, set_request_id
-from tasks.context import WorkerTaskContext
-from tasks.exceptions import TaskCancelled
-from tasks.outcomes import Outcome, OutcomeKind, check_result, format_error
-from tasks.registry import UnknownTaskType, get_handler
+from tasks.worker_child import TaskSpec, child_main
 
 logger = logging.getLogger("taskhub.worker")
 
-# How often a handler's `cancel_requested` looks at the pipe for news from the parent.
-CANCEL_POLL_SECONDS = 0.05
-PR_SET_PDEATHSIG = 1
-
 _fork = multiprocessing.get_context("fork")
-# Connection objects inherited from the parent at fork: kept referenced, never closed, because
-# closing one would end the parent's session on the shared socket.
-_inherited: list[Any] = []
-
-
-class TaskSpec(NamedTuple):
-    task_id: int
-    task_type: str
-    payload: Any
-    attempt: int
-    cancel_requested: bool
-
-
-class Done(NamedTuple):
-    outcome: Outcome
-    started: float  # time.monotonic() in the child (the same clock as the parent's)
-    finished: float
 
 
 class ChildProcess:
-    """The parent's handle on one child: its pipe and the tasks sent to it, oldest first."""
+    """One child: its pipe and the tasks sent to it that it has not reported done, oldest first."""
 
-    def __init__(self, *, worker_id: str, siblings: Iterable[ChildProcess] = ()) -> None:
+    def __init__(self, *, worker_id: str, siblings: list[ChildProcess]) -> None:
         parent_end, child_end = _fork.Pipe(duplex=True)
         inherited = [sibling.conn for sibling in siblings]
         self.process = _fork.Process(
-            target=_child_main, args=(child_end, worker_id, os.getpid(), inherited), daemon=True
+            target=child_main, args=(child_end, worker_id, os.getpid(), inherited), daemon=True
         )
         self.process.start()
         child_end.close()
         self.conn: Connection = parent_end
         self.outstanding: deque[int] = deque()
-        # When the oldest outstanding task began (monotonic), None while the child is idle.
+        # When the oldest outstanding task began (monotonic); None while the child is idle.
         self.current_started: float | None = None
         self.stopping = False
         self.dead = False
@@ -84,182 +44,118 @@ class ChildProcess:
     def pid(self) -> int | None:
         return self.process.pid
 
-    def send_tasks(self, specs: list[TaskSpec], now: float) -> None:
-        if not self.outstanding:
-            self.current_started = now
-        self.outstanding.extend(spec.task_id for spec in specs)
-        self._send(("run", specs))
+    @property
+    def exitcode(self) -> int | None:
+        return self.process.exitcode
 
-    def send_cancel(self, task_ids: list[int]) -> None:
-        self._send(("cancel", task_ids))
-
-    def send_stop(self) -> None:
-        self.stopping = True
-        self._send(("stop",))
+    def send(self, message: tuple) -> None:
+        try:
+            self.conn.send(message)
+        except OSError:  # it died; collect() notices
+            self.dead = True
 
     def receive(self) -> list[tuple]:
-        """Return every message waiting in the pipe; mark the child dead at end of file."""
+        """Return every message waiting in the pipe, noting when a "done" ends a task."""
         messages = []
         try:
-            while not self.dead and self.conn.poll():
+            # Read on after death too: what it wrote before it died is still in the pipe.
+            while self.conn.poll():
                 messages.append(self.conn.recv())
         except (EOFError, OSError):
             self.dead = True
+        for message in messages:
+            if message[0] == "done":
+                self._task_done(message[1], finished=message[6])
         return messages
 
-    def task_done(self, task_id: int, finished: float) -> None:
-        """Forget a finished task; the next one began when this one ended."""
+    def _task_done(self, task_id: int, *, finished: float) -> None:
+        # The child runs tasks in the order sent, so the next one began when this one ended.
         if self.outstanding and self.outstanding[0] == task_id:
             self.outstanding.popleft()
-        else:
+        elif task_id in self.outstanding:
             self.outstanding.remove(task_id)
         self.current_started = finished if self.outstanding else None
 
+    def has_exited(self) -> bool:
+        return self.dead or not self.process.is_alive()
+
     def kill(self) -> None:
-        """Kill the child at once and reap it."""
         if self.process.is_alive():
             self.process.kill()
         self.process.join(5)
         self.dead = True
+
+    def close(self) -> None:
+        self.process.join(1)
         self.conn.close()
 
-    def join(self, timeout: float) -> bool:
-        """Wait up to `timeout` s for the child to exit; return True if it did."""
-        self.process.join(timeout)
-        if self.process.exitcode is None:
-            return False
-        self.dead = True
-        self.conn.close()
-        return True
 
-    def _send(self, message: tuple) -> None:
-        try:
-            self.conn.send(message)
-        except (BrokenPipeError, OSError):
-            self.dead = True
+class Pool:
+    """The worker's children, kept at `size` while the worker runs."""
 
-
-def _child_main(conn: Connection, worker_id: str, parent_pid: int, inherited: list[Connection]) -> None:
-    _detach_from_parent(parent_pid, inherited)
-    _Runner(conn, worker_id).serve()
-
-
-def _detach_from_parent(parent_pid: int, inherited: list[Connection]) -> None:
-    """Undo what fork copied from the parent that a child must not use."""
-    # The parent decides when to stop: Ctrl-C and `kill` of the whole process group (systemd
-    # does that) must not interrupt the handler before the parent's grace period ends.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.set_wakeup_fd(-1)
-    try:
-        # Die with the parent (Linux), so a SIGKILLed worker leaves no handler running on.
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (AttributeError, OSError):
-        pass
-    if os.getppid() != parent_pid:
-        os._exit(0)
-    for sibling in inherited:
-        sibling.close()
-    for wrapper in connections.all(initialized_only=True):
-        if wrapper.connection is not None:
-            _inherited.append(wrapper.connection)
-            wrapper.connection = None
-
-
-class _Runner:
-    def __init__(self, conn: Connection, worker_id: str) -> None:
-        self.conn = conn
+    def __init__(self, *, worker_id: str, size: int) -> None:
         self.worker_id = worker_id
-        self.queue: deque[TaskSpec] = deque()
-        self.cancelled: set[int] = set()
-        self.stopping = False
-        self.next_poll = 0.0
+        self.size = size
+        self.children: list[ChildProcess] = []
 
-    def serve(self) -> None:
-        while not self.stopping:
-            if not self.queue:
-                try:
-                    self._handle(self.conn.recv())
-                except (EOFError, OSError):
-                    return
+    def __iter__(self) -> Iterator[ChildProcess]:
+        return iter(list(self.children))
+
+    def fill(self) -> None:
+        """Start children until there are `size` of them."""
+        while len(self.children) < self.size:
+            # A forked child must not share this process's database sockets.
+            connections.close_all()
+            self.children.append(ChildProcess(worker_id=self.worker_id, siblings=self.children))
+
+    def pipes(self) -> list[Connection]:
+        return [child.conn for child in self.children if not child.dead]
+
+    def busy(self) -> bool:
+        return any(child.outstanding for child in self.children)
+
+    def has_idle_child(self) -> bool:
+        return any(not child.outstanding for child in self.children)
+
+    def running(self) -> Iterator[tuple[ChildProcess, int, float]]:
+        """Yield (child, task id, started) for each task a child is running now."""
+        for child in list(self.children):
+            if child.outstanding and child.current_started is not None:
+                yield child, child.outstanding[0], child.current_started
+
+    def dispatch(self, ready: deque[int], spec_of: Callable[[int], TaskSpec], depth: int, now: float) -> None:
+        """Send ready tasks to the least loaded children, each up to `depth` queued, in one message."""
+        children = sorted((c for c in self.children if not c.dead and not c.stopping), key=lambda c: len(c.outstanding))
+        for index, child in enumerate(children):
+            share = -(-len(ready) // (len(children) - index))  # ceil: spread the batch evenly
+            take = min(depth - len(child.outstanding), share)
+            if take <= 0:
                 continue
-            self._poll()
-            if not self.stopping:
-                self._run(self.queue.popleft())
+            specs = [spec_of(ready.popleft()) for _ in range(take)]
+            if not child.outstanding:
+                child.current_started = now
+            child.outstanding.extend(spec.task_id for spec in specs)
+            child.send(("run", specs))
 
-    def _poll(self) -> None:
-        try:
-            while self.conn.poll():
-                self._handle(self.conn.recv())
-        except (EOFError, OSError):
-            self.stopping = True
+    def stop(self) -> None:
+        """Ask every child to finish its current task and exit."""
+        for child in self.children:
+            child.stopping = True
+            child.send(("stop",))
 
-    def _handle(self, message: tuple) -> None:
-        kind = message[0]
-        if kind == "run":
-            self.queue.extend(message[1])
-        elif kind == "cancel":
-            self.cancelled.update(message[1])
-        elif kind == "stop":
-            self.stopping = True
+    def remove(self, child: ChildProcess) -> list[tuple]:
+        """Forget an exited (or killed) child; return the messages it wrote before it went."""
+        messages = child.receive()
+        self.children.remove(child)
+        child.close()
+        return messages
 
-    def is_cancelled(self, task_id: int) -> bool:
-        now = time.monotonic()
-        if now >= self.next_poll:
-            self.next_poll = now + CANCEL_POLL_SECONDS
-            self._poll()
-        return task_id in self.cancelled
+    def kill(self, child: ChildProcess) -> list[tuple]:
+        """Kill `child` at once; return what it reported before it died."""
+        messages = child.receive()
+        child.kill()
+        return messages + self.remove(child)
 
-    def send_progress(self, task_id: int, percent: int, message: str) -> None:
-        self.conn.send(("progress", task_id, percent, message))
-
-    def _run(self, spec: TaskSpec) -> None:
-        if spec.cancel_requested:
-            self.cancelled.add(spec.task_id)
-        context_id = f"task-{spec.task_id}"
-        token = set_request_id(context_id)
-        started = time.monotonic()
-        try:
-            close_old_connections()
-            outcome = self._execute(spec)
-        finally:
-            ensure_clean_session(context_id=context_id)
-            close_old_connections()
-            reset_request_id(token)
-        self.cancelled.discard(spec.task_id)
-        message = ("done", spec.task_id, outcome.kind.value, outcome.result, outcome.error, started, time.monotonic())
-        try:
-            self.conn.send(message)
-        except Exception as exc:  # the result pickled badly: report that instead
-            error = f"the handler's result could not be passed on: {exc}"
-            self.conn.send(("done", spec.task_id, OutcomeKind.FAILED.value, None, error, started, time.monotonic()))
-
-    def _execute(self, spec: TaskSpec) -> Outcome:
-        task_id = spec.task_id
-        context = WorkerTaskContext(
-            task_id=task_id,
-            attempt=spec.attempt,
-            worker_id=self.worker_id,
-            send_progress=self.send_progress,
-            is_cancelled=self.is_cancelled,
-        )
-        try:
-            if task_id in self.cancelled:
-                raise TaskCancelled("cancelled before it started")
-            result = get_handler(spec.task_type).func(spec.payload, context)
-        except TaskCancelled as exc:
-            return Outcome(task_id, OutcomeKind.CANCELLED, error=str(exc) or "cancelled")
-        except UnknownTaskType as exc:
-            return Outcome(task_id, OutcomeKind.FAILED, error=str(exc))
-        except Exception as exc:
-            return Outcome(task_id, OutcomeKind.ERROR, error=format_error(exc))
-        problem = check_result(result)
-        if problem:
-            return Outcome(task_id, OutcomeKind.FAILED, error=problem)
-        return Outcome(task_id, OutcomeKind.SUCCEEDED, result=result)
-
-
-def parse_done(message: tuple) -> Done:
-    """Turn a child's "done" message into an Outcome with its timing."""
-    _, task_id, kind, result, error, started, finished = message
-    return Done(Outcome(task_id, OutcomeKind(kind), result=result, error=error), started, finished)
+    def kill_all(self) -> None:
+        for child in list(self.children):
+            self.kill(child)

@@ -185,12 +185,12 @@ def test_a_lost_connection_is_closed_and_retried_later(monkeypatch):
     def lost() -> None:
         raise OperationalError(2013, "Lost connection to server during query")
 
-    assert worker._db_call("testing", lost) is None
+    assert worker.ledger.db_call("testing", lost) is None
     assert connection.connection is None
     assert metrics.DB_RECONNECTS._value.get() == reconnects + 1
-    assert worker._db_call("testing", lambda: "too soon") is None  # backing off
-    worker._db_retry_at = 0
-    assert worker._db_call("testing", lambda: QueueConfig.objects.count() >= 0) is True
+    assert worker.ledger.db_call("testing", lambda: "too soon") is None  # backing off
+    worker.ledger.db_retry_at = 0
+    assert worker.ledger.db_call("testing", lambda: QueueConfig.objects.count() >= 0) is True
 
 
 @pytest.mark.parametrize(
@@ -205,7 +205,7 @@ def test_a_database_error_that_waiting_cannot_cure_is_raised(error):
         raise error
 
     with pytest.raises(type(error)):
-        Worker()._db_call("testing", broken)
+        Worker().ledger.db_call("testing", broken)
 
 
 def test_run_worker_refuses_unknown_queues(default_queue):
