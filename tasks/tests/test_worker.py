@@ -7,10 +7,9 @@ from datetime import timedelta
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import DataError, OperationalError, connection, connections
+from django.db import connection, connections
 from django.utils import timezone
 
-from diagnostics import metrics
 from tasks import claims
 from tasks.models import QueueConfig, TaskQueue, TaskStatus, TaskStatusCount, WorkerProcess
 from tasks.outcomes import ERROR_MAX_CHARS
@@ -175,37 +174,6 @@ def test_the_worker_carries_on_after_its_connection_is_killed_mid_task(alice, de
         worker.close()
         observer.close()
     assert set(statuses().values()) == {TaskStatus.SUCCEEDED}
-
-
-def test_a_lost_connection_is_closed_and_retried_later(monkeypatch):
-    worker = Worker()
-    connection.ensure_connection()
-    reconnects = metrics.DB_RECONNECTS._value.get()
-
-    def lost() -> None:
-        raise OperationalError(2013, "Lost connection to server during query")
-
-    assert worker.ledger.db_call("testing", lost) is None
-    assert connection.connection is None
-    assert metrics.DB_RECONNECTS._value.get() == reconnects + 1
-    assert worker.ledger.db_call("testing", lambda: "too soon") is None  # backing off
-    worker.ledger.db_retry_at = 0
-    assert worker.ledger.db_call("testing", lambda: QueueConfig.objects.count() >= 0) is True
-
-
-@pytest.mark.parametrize(
-    "error",
-    [
-        DataError(1406, "Data too long for column"),
-        pytest.param(OperationalError(1054, "Unknown column"), marks=pytest.mark.mysql),
-    ],
-)
-def test_a_database_error_that_waiting_cannot_cure_is_raised(error):
-    def broken() -> None:
-        raise error
-
-    with pytest.raises(type(error)):
-        Worker().ledger.db_call("testing", broken)
 
 
 def test_run_worker_refuses_unknown_queues(default_queue):
