@@ -103,18 +103,18 @@ class Claim:
 
 def claim_tasks(*, worker_id: str, queues: Sequence[QueueConfig], limit: int, now: datetime | None = None) -> Claim:
     """Claim up to `limit` runnable tasks from `queues` for `worker_id`, best first."""
-    if limit <= 0 or not queues:
-        return Claim()
-    return with_contention_retry(lambda: _claim(worker_id, queues, limit, now or timezone.now()), what="claim")
+    return record_and_claim(worker_id=worker_id, claim_from=queues, limit=limit, now=now)[1]
 
 
 def _claim(worker_id: str, queues: Sequence[QueueConfig], limit: int, now: datetime) -> Claim:
-    with transaction.atomic():
-        budgets, contended = _budgets(queues, limit)
-        leases = {queue.pk: queue.task_timeout_seconds for queue in queues}
-        tasks = TaskQueue.objects.claim_batch(
-            worker_id=worker_id, budgets=budgets, limit=limit, now=now, lease_seconds=leases
-        )
+    """Claim inside the caller's transaction."""
+    if limit <= 0 or not queues:
+        return Claim()
+    budgets, contended = _budgets(queues, limit)
+    leases = {queue.pk: queue.task_timeout_seconds for queue in queues}
+    tasks = TaskQueue.objects.claim_batch(
+        worker_id=worker_id, budgets=budgets, limit=limit, now=now, lease_seconds=leases
+    )
     return Claim(tasks=tasks, contended=contended)
 
 
@@ -162,12 +162,37 @@ def record_outcomes(
     taken back is left alone). Successes are saved in one UPDATE, other outcomes one UPDATE
     each, and the finished tasks are counted once for the whole batch.
     """
-    if not results:
-        return []
+    return record_and_claim(
+        worker_id=worker_id, results=results, queues=queues, cancel_requested=cancel_requested, now=now
+    )[0]
+
+
+def record_and_claim(
+    *,
+    worker_id: str,
+    results: Sequence[tuple[TaskQueue, Outcome]] = (),
+    queues: dict[int, QueueConfig] | None = None,
+    cancel_requested: Iterable[int] = (),
+    claim_from: Sequence[QueueConfig] = (),
+    limit: int = 0,
+    now: datetime | None = None,
+) -> tuple[list[Recorded], Claim]:
+    """Record a batch of outcomes, then claim the next batch: one short transaction, one commit.
+
+    Recording first frees the finished tasks' places under each queue's max_concurrency.
+    """
+    if not results and (limit <= 0 or not claim_from):
+        return [], Claim()
     cancels = set(cancel_requested)
-    return with_contention_retry(
-        lambda: _record(results, worker_id, queues, cancels, now or timezone.now()), what="recording outcomes"
-    )
+    backoff = {**(queues or {}), **{queue.pk: queue for queue in claim_from}}
+
+    def work() -> tuple[list[Recorded], Claim]:
+        moment = now or timezone.now()
+        with transaction.atomic():
+            recorded = _record(results, worker_id, backoff, cancels, moment) if results else []
+            return recorded, _claim(worker_id, claim_from, limit, moment)
+
+    return with_contention_retry(work, what="recording and claiming")
 
 
 def _record(
@@ -177,23 +202,25 @@ def _record(
     cancels: set[int],
     now: datetime,
 ) -> list[Recorded]:
+    """Record inside the caller's transaction."""
     recorded: list[Recorded] = []
     successes: dict[int, object] = {}
-    with transaction.atomic():
-        held = TaskQueue.objects.lock_held(worker_id=worker_id, attempts={t.pk: t.attempts for t, _ in results})
-        for task, outcome in results:
-            if task.pk not in held:
-                continue
-            # A copy: should the transaction roll back, the caller's instance is unchanged.
+    held = TaskQueue.objects.lock_held(worker_id=worker_id, attempts={t.pk: t.attempts for t, _ in results})
+    for task, outcome in results:
+        if task.pk not in held:
+            continue
+        if outcome.kind is OutcomeKind.SUCCEEDED:
+            # Only this transaction's UPDATE saves it; a retry after a rollback redoes both.
+            task.mark_succeeded(result=outcome.result, now=now, save=False)
+            successes[task.pk] = outcome.result
+        else:
+            # A copy: its guarded UPDATE changes the claim fields a retry would need.
             task = copy.copy(task)
-            if outcome.kind is OutcomeKind.SUCCEEDED:
-                task.mark_succeeded(result=outcome.result, now=now, save=False)
-                successes[task.pk] = outcome.result
-            elif _apply(task, outcome, queues.get(task.queue_id), task.pk in cancels, now) is None:
+            if _apply(task, outcome, queues.get(task.queue_id), task.pk in cancels, now) is None:
                 continue
-            recorded.append(Recorded(task, outcome, task.status))
-        TaskQueue.objects.succeed(worker_id=worker_id, results=successes, now=now)
-        counters.record_finished([r.task for r in recorded if r.status != TaskStatus.PENDING])
+        recorded.append(Recorded(task, outcome, task.status))
+    TaskQueue.objects.succeed(worker_id=worker_id, results=successes, now=now)
+    counters.record_finished([r.task for r in recorded if r.status != TaskStatus.PENDING])
     return recorded
 
 

@@ -114,13 +114,11 @@ class Worker:
         self._enforce_deadlines()
         if self._stop_reason and not self._stopping:
             self._begin_stop()
-        if self._flush_due():
-            self.ledger.flush_results()
+        self._record_and_claim()
         self.ledger.flush_releases()
         self.ledger.flush_progress()
         self._maintain()
         if not self._stopping:
-            self._claim()
             self.pool.dispatch(self.ledger.ready, self.ledger.spec, self._depth(), time.monotonic())
         return not self._done()
 
@@ -136,7 +134,7 @@ class Worker:
             self._handle(self.pool.kill(child))
         ledger.to_release.update(pk for pk in ledger.held if pk not in ledger.results)
         ledger.db_retry_at = 0.0
-        ledger.flush_results()
+        ledger.sync(flush=True, claim_limit=0)
         ledger.flush_releases()
         ledger.db_call("unregistering", lambda: worker_registry.worker_unregister(worker_id=self.worker_id))
         self._signals.restore()
@@ -257,23 +255,32 @@ class Worker:
             if wanted:
                 child.send(("cancel", wanted))
 
-    def _claim(self) -> None:
+    def _record_and_claim(self) -> None:
+        """Record finished tasks and claim more, together when both are due (one commit)."""
+        flush = self._flush_due()
+        limit = 0 if self._stopping else self._claim_limit()
+        if not (flush or limit):
+            return
+        had_work = self.ledger.active > 0
+        claim = self.ledger.sync(flush=flush, claim_limit=limit)
+        if claim is None:
+            return
         now = time.monotonic()
-        room = self._room()
-        if room <= 0 or (now < self._next_claim and not (self.burst and not self.ledger.held)):
-            return
-        had_work = bool(self.ledger.held)
-        result = self.ledger.claim(room)
-        if result is None:
-            return
-        if result.tasks:
+        if claim.tasks:
             self._idle_claims = 0
             self._next_claim = now
         else:
             self._idle_claims += 1
             step = min(self.poll_interval, IDLE_BACKOFF_START * 2**self._idle_claims)
             self._next_claim = now + random.uniform(step / 2, step)
-        self._nothing_runnable = not result.tasks and not result.contended and not had_work
+        self._nothing_runnable = not claim.tasks and not claim.contended and not had_work
+
+    def _claim_limit(self) -> int:
+        room = self._room()
+        backing_off = time.monotonic() < self._next_claim
+        if room <= 0 or (backing_off and not (self.burst and self.ledger.active == 0)):
+            return 0
+        return room
 
     def _room(self) -> int:
         """Return how many tasks to claim now (0 while the children are well supplied)."""

@@ -29,6 +29,7 @@ logger = logging.getLogger("taskhub.worker")
 T = TypeVar("T")
 
 PROGRESS_WRITE_INTERVAL = 1.0
+QUEUE_REFRESH_SECONDS = 1.0
 DB_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0)
 # Too many connections (server-wide, per user): the server is up but full for now.
 TRANSIENT_CODES = frozenset({1040, 1203})
@@ -56,7 +57,9 @@ class Ledger:
         self.to_release: set[int] = set()
         self.progress: dict[int, tuple[int, str]] = {}
         self.next_progress_write = 0.0
-        self.queues: dict[int, QueueConfig] = {}
+        self.queues: dict[int, QueueConfig] = {}  # every queue seen: timeouts and back-off
+        self._runnable: list[QueueConfig] = []
+        self._queues_read_at = float("-inf")
         self.renew_at = float("inf")
         self.processed = 0
         self.db_retry_at = 0.0
@@ -96,53 +99,85 @@ class Ledger:
 
     # --- Writes -------------------------------------------------------------------------------
 
-    def claim(self, limit: int) -> claims.Claim | None:
-        """Claim up to `limit` tasks into `ready`; None if the database is unavailable."""
+    def sync(self, *, flush: bool, claim_limit: int) -> claims.Claim | None:
+        """Record the outcomes reported so far (if `flush`) and claim up to `claim_limit` more.
 
-        def claim() -> claims.Claim:
-            close_old_connections()
-            queues = claims.runnable_queues(self.queue_names)
-            self.queues.update((queue.pk, queue) for queue in queues)
-            return claims.claim_tasks(worker_id=self.worker_id, queues=queues, limit=limit)
+        Both in one transaction. Returns the claim, or None when none was made (not asked
+        for, or the database is unavailable: everything is kept for a later round).
+        """
+        batch = self._batch() if flush else []
+        if batch and not self._write_last_progress(batch):
+            return None
+        cancels = [task.pk for task, _ in batch if self.held[task.pk].cancel_requested]
+
+        def work() -> tuple[list[claims.Recorded], claims.Claim]:
+            claim_from = []
+            if claim_limit > 0:
+                close_old_connections()  # the worker's stand-in for Django's per-request cleanup
+                claim_from = self._runnable_queues()
+            return claims.record_and_claim(
+                worker_id=self.worker_id,
+                results=batch,
+                queues=self.queues,
+                cancel_requested=cancels,
+                claim_from=claim_from,
+                limit=claim_limit,
+            )
 
         now = time.monotonic()
-        result = self.db_call("claiming", claim)
-        for task in result.tasks if result else ():
+        try:
+            synced = self.db_call("recording outcomes and claiming", work)
+        except DatabaseError as exc:
+            if not batch:
+                raise
+            # The database refused the batch: record one by one so one bad row fails alone.
+            logger.error("could not record %d outcomes together (%s); recording them one by one", len(batch), exc)
+            recorded = self.db_call("recording outcomes", lambda: self._record_one_by_one(batch, cancels))
+            if recorded is not None:
+                self._forget_recorded(batch, recorded)
+            return None
+        if synced is None:
+            return None
+        recorded, claim = synced
+        if batch:
+            self._forget_recorded(batch, recorded)
+        for task in claim.tasks:
             lease = self.queues[task.queue_id].task_timeout_seconds
             self.held[task.pk] = Held(task, lease_seconds=lease, lease_deadline=now + lease)
             self.renew_at = min(self.renew_at, now + lease / 2)
             self.ready.append(task.pk)
-        return result
+        return claim if claim_limit > 0 else None
 
-    def flush_results(self) -> None:
-        """Record the outcomes reported so far, in one transaction."""
-        if not self.results:
-            return
-        batch = [(self.held[task_id].task, outcome) for task_id, outcome in self.results.items()]
-        last = {pk: self.progress.pop(pk) for pk in self.results if pk in self.progress}
+    def _batch(self) -> list[tuple[TaskQueue, Outcome]]:
+        return [(self.held[task_id].task, outcome) for task_id, outcome in self.results.items()]
+
+    def _write_last_progress(self, batch: list[tuple[TaskQueue, Outcome]]) -> bool:
+        """Write the last progress of finishing tasks first: their rows stop being ours after."""
+        last = {task.pk: self.progress.pop(task.pk) for task, _ in batch if task.pk in self.progress}
         if last and self.db_call("writing progress", lambda: self._write_progress(last)) is None:
             self.progress.update(last)
-            return
-        cancels = [pk for pk in self.results if self.held[pk].cancel_requested]
-        recorded = self.db_call("recording outcomes", lambda: self._record(batch, cancels))
-        if recorded is None:
-            return
-        for task_id in self.results:
-            del self.held[task_id]
-        self.processed += len(self.results)
-        self.results = {}
+            return False
+        return True
+
+    def _runnable_queues(self) -> list[QueueConfig]:
+        # Re-read often enough that pausing a queue stops claims within a second.
+        now = time.monotonic()
+        if now >= self._queues_read_at + QUEUE_REFRESH_SECONDS:
+            self._runnable = claims.runnable_queues(self.queue_names)
+            self.queues.update((queue.pk, queue) for queue in self._runnable)
+            self._queues_read_at = now
+        return self._runnable
+
+    def _forget_recorded(self, batch: list[tuple[TaskQueue, Outcome]], recorded: list[claims.Recorded]) -> None:
+        for task, _ in batch:
+            self.held.pop(task.pk, None)
+            self.results.pop(task.pk, None)
+        self.processed += len(batch)
         for entry in recorded:
             _log_outcome(entry)
         ensure_clean_session(context_id=f"worker-{self.worker_id}")
 
-    def _record(self, batch: list[tuple[TaskQueue, Outcome]], cancels: list[int]) -> list[claims.Recorded]:
-        """Record a batch; if the database refuses it, record one by one so one bad row fails alone."""
-        try:
-            return claims.record_outcomes(batch, worker_id=self.worker_id, queues=self.queues, cancel_requested=cancels)
-        except DatabaseError as exc:
-            if _transient(exc):
-                raise
-            logger.error("could not record %d outcomes together (%s); recording them one by one", len(batch), exc)
+    def _record_one_by_one(self, batch: list[tuple[TaskQueue, Outcome]], cancels: list[int]) -> list[claims.Recorded]:
         recorded: list[claims.Recorded] = []
         for task, outcome in batch:
             try:

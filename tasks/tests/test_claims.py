@@ -101,6 +101,20 @@ def test_unlimited_and_limited_queues_share_one_claim(alice, default_queue):
     assert sorted(t.queue_id for t in claimed) == sorted([default_queue.pk] * 3 + [limited.pk])
 
 
+def test_recording_a_finished_task_frees_its_place_for_the_claim_in_the_same_transaction(alice):
+    limited = QueueConfig.objects.create(name="single", max_concurrency=1)
+    first, second = enqueue_many(alice, 2, queue=limited)
+    (running,) = claim().tasks
+    recorded, claimed = claims.record_and_claim(
+        worker_id=ME,
+        results=[(running, Outcome(running.pk, OutcomeKind.SUCCEEDED, result=1))],
+        claim_from=[limited],
+        limit=5,
+    )
+    assert [r.task.pk for r in recorded] == [first.pk]
+    assert [t.pk for t in claimed.tasks] == [second.pk]
+
+
 @pytest.mark.mysql
 @pytest.mark.django_db(transaction=True)
 def test_it_skips_rows_locked_by_another_worker(alice, default_queue):

@@ -22,7 +22,7 @@ def ledger() -> Ledger:
 
 def test_claimed_tasks_wait_in_line_with_their_lease(ledger, alice, default_queue):
     tasks = enqueue_many(alice, 3)
-    result = ledger.claim(10)
+    result = ledger.sync(flush=False, claim_limit=10)
     assert [t.pk for t in result.tasks] == list(ledger.ready) == [t.pk for t in tasks]
     spec = ledger.spec(tasks[0].pk)
     assert (spec.task_id, spec.task_type, spec.attempt, spec.cancel_requested) == (tasks[0].pk, "echo", 1, False)
@@ -61,37 +61,37 @@ def test_a_database_error_that_waiting_cannot_cure_is_raised(ledger, error):
 
 def test_outcomes_that_could_not_be_written_are_kept_for_the_next_round(ledger, alice, default_queue, monkeypatch):
     task = enqueue_many(alice)[0]
-    ledger.claim(1)
+    ledger.sync(flush=False, claim_limit=1)
     ledger.add_result(Outcome(task.pk, OutcomeKind.SUCCEEDED, result="ok"))
 
     def unavailable(*args, **kwargs):
         raise OperationalError(2006, "Server has gone away")
 
     with monkeypatch.context() as patch:
-        patch.setattr(claims, "record_outcomes", unavailable)
-        ledger.flush_results()
+        patch.setattr(claims, "record_and_claim", unavailable)
+        ledger.sync(flush=True, claim_limit=0)
     assert task.pk in ledger.results and task.pk in ledger.held
 
     ledger.db_retry_at = 0
-    ledger.flush_results()
+    ledger.sync(flush=True, claim_limit=0)
     assert (ledger.results, ledger.held) == ({}, {})
     assert TaskQueue.objects.get(pk=task.pk).status == TaskStatus.SUCCEEDED
 
 
 def test_a_batch_the_database_refuses_is_recorded_one_by_one(ledger, alice, default_queue, monkeypatch):
     good, bad = enqueue_many(alice, 2)
-    ledger.claim(2)
+    ledger.sync(flush=False, claim_limit=2)
     ledger.add_result(Outcome(good.pk, OutcomeKind.SUCCEEDED, result="fine"))
     ledger.add_result(Outcome(bad.pk, OutcomeKind.SUCCEEDED, result="refused"))
-    real = claims.record_outcomes
+    real = claims.record_and_claim
 
-    def picky(results, **kwargs):
+    def picky(*, results, **kwargs):
         if len(results) > 1 or results[0][1].result == "refused":
             raise IntegrityError(4025, "CONSTRAINT failed")
-        return real(results, **kwargs)
+        return real(results=results, **kwargs)
 
-    monkeypatch.setattr(claims, "record_outcomes", picky)
-    ledger.flush_results()
+    monkeypatch.setattr(claims, "record_and_claim", picky)
+    ledger.sync(flush=True, claim_limit=0)
 
     assert TaskQueue.objects.get(pk=good.pk).result == "fine"
     refused = TaskQueue.objects.get(pk=bad.pk)
@@ -101,7 +101,7 @@ def test_a_batch_the_database_refuses_is_recorded_one_by_one(ledger, alice, defa
 
 def test_a_task_taken_back_by_another_worker_is_let_go(ledger, alice, default_queue):
     kept, lost = enqueue_many(alice, 2)
-    ledger.claim(2)
+    ledger.sync(flush=False, claim_limit=2)
     TaskQueue.objects.filter(pk=lost.pk).update(claimed_by="host:2:bbbbbb")
     TaskQueue.objects.filter(pk=kept.pk).update(cancel_requested=True)
 
@@ -114,7 +114,7 @@ def test_a_task_taken_back_by_another_worker_is_let_go(ledger, alice, default_qu
 
 def test_progress_is_written_only_for_tasks_still_held(ledger, alice, default_queue):
     task = enqueue_many(alice)[0]
-    ledger.claim(1)
+    ledger.sync(flush=False, claim_limit=1)
     ledger.add_progress(task.pk, 40, "halfway-ish")
     ledger.add_progress(task.pk + 999, 10, "not ours")
     ledger.flush_progress()
