@@ -162,15 +162,18 @@ class Worker:
     def _on_child_exit(self, child: ChildProcess, last_words: list[tuple]) -> None:
         self._handle(last_words)
         unfinished = list(child.outstanding)
-        if child.stopping:
-            self.ledger.to_release.update(unfinished)
+        if child.stopping and child.exitcode == 0:
+            self.ledger.to_release.update(unfinished)  # never started: it stopped between tasks
             return
-        logger.error("worker process %s exited unexpectedly (exit code %s); replacing it", child.pid, child.exitcode)
+        logger.error("worker process %s exited unexpectedly (exit code %s)", child.pid, child.exitcode)
         if unfinished and child.current_started is not None:
             died = f"the worker process running it died (exit code {child.exitcode})"
             self.ledger.add_result(Outcome(unfinished.pop(0), OutcomeKind.ERROR, error=died))
-        self._requeue(unfinished)
-        self.pool.fill()
+        if self._stopping:
+            self.ledger.to_release.update(unfinished)
+        else:
+            self._requeue(unfinished)
+            self.pool.fill()
 
     def _requeue(self, task_ids: list[int]) -> None:
         """Put tasks a child never started back at the front of the line."""
