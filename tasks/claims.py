@@ -239,7 +239,7 @@ def _apply(task: TaskQueue, outcome: Outcome, queue: QueueConfig | None, cancell
 
 
 def release_tasks(tasks: Iterable[TaskQueue]) -> int:
-    """Hand claimed tasks back to the queue unstarted; return how many were still held."""
+    """Hand claimed tasks back to the queue, their attempt not counted; return how many were held."""
     tasks = list(tasks)
     if not tasks:
         return 0

@@ -4,10 +4,11 @@ One round of `Worker.run_one()`:
     1. wait for reports from the children (or a signal, or the next timer);
     2. collect them: outcomes, progress, children that exited;
     3. kill a child whose task outlived its timeout (the task is retried or failed) and replace it;
-    4. record outcomes, one transaction per batch, and progress at most once a second;
+    4. record the finished batch and claim the next (when the children run low) in one
+       transaction; hand back what must go back; write progress at most once a second;
     5. renew leases (half-way through them) and, each heartbeat, refresh the worker row, take
        back expired leases of dead workers and prune their rows;
-    6. claim a batch when the children are running low, and send it to them.
+    6. send claimed tasks to the children.
 """
 
 from __future__ import annotations
@@ -337,15 +338,17 @@ class Worker:
     def _wait_timeout(self) -> float:
         ledger = self.ledger
         now = time.monotonic()
-        moments = [self._next_heartbeat, ledger.renew_at, self._grace_deadline, max(now, ledger.db_retry_at) + MAX_WAIT]
+        database = [self._next_heartbeat, ledger.renew_at]  # moments with database work due
         if ledger.results:
-            moments.append(ledger.results_since + FLUSH_DELAY)
+            database.append(ledger.results_since + FLUSH_DELAY)
         if ledger.progress:
-            moments.append(ledger.next_progress_write)
-        if ledger.to_release or (self._stop_reason and not self._stopping):
-            moments.append(now)
+            database.append(ledger.next_progress_write)
+        if ledger.to_release:
+            database.append(now)
         if not self._stopping and self._room() > 0:
-            moments.append(self._next_claim)
+            database.append(self._next_claim)
+        moments = [max(moment, ledger.db_retry_at) for moment in database]  # no spinning while it is away
+        moments += [self._grace_deadline, now if self._stop_reason and not self._stopping else now + MAX_WAIT]
         for _, task_id, started in self.pool.running():
             if task_id in ledger.held:
                 moments.append(min(started + ledger.timeout_of(task_id), ledger.held[task_id].lease_deadline))

@@ -46,6 +46,8 @@ class Held:
 
 
 class Ledger:
+    """The worker parent's book of tasks in hand, and the database writes that settle it."""
+
     def __init__(self, *, worker_id: str, queue_names: Sequence[str], concurrency: int) -> None:
         self.worker_id = worker_id
         self.queue_names = list(queue_names)
@@ -90,7 +92,7 @@ class Ledger:
             self.progress[task_id] = (percent, message)
 
     def drop(self, task_id: int) -> None:
-        """Forget a task whose lease this worker lost; another worker takes it back."""
+        """Forget a task: handed back, or lost with its lease (another worker takes it back)."""
         self.held.pop(task_id, None)
         self.progress.pop(task_id, None)
         self.results.pop(task_id, None)

@@ -10,7 +10,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection, connections
 from django.utils import timezone
 
-from tasks import claims
+from tasks import claims, services
 from tasks.models import QueueConfig, TaskQueue, TaskStatus, TaskStatusCount, WorkerProcess
 from tasks.outcomes import ERROR_MAX_CHARS
 from tasks.tests.conftest import enqueue_many
@@ -126,6 +126,22 @@ def test_shutdown_finishes_the_running_task_and_hands_back_the_rest(alice, defau
     assert [t.status for t in stored] == [TaskStatus.SUCCEEDED] + [TaskStatus.PENDING] * 3
     assert [t.attempts for t in stored[1:]] == [0, 0, 0]
     assert {t.claimed_by for t in stored[1:]} == {""}
+
+
+def test_a_task_cancelled_while_queued_in_a_child_ends_cancelled_without_running(alice, default_queue, settings):
+    settings.TASKHUB_WORKER_HEARTBEAT_SECONDS = 0.1
+    first, queued = enqueue_many(alice, 2, task_type="sleep", payload={"seconds": 1.5})
+    worker = Worker(concurrency=1, prefetch=2)
+    worker.start()
+    try:
+        run_until(worker, lambda: TaskQueue.objects.filter(pk=first.pk, progress_message__startswith="slept").exists())
+        assert services.task_cancel(task=queued, by=alice) is services.CancelOutcome.CANCEL_REQUESTED
+        run_until(worker, lambda: not TaskQueue.objects.filter(status=TaskStatus.RUNNING).exists())
+    finally:
+        worker.close()
+    assert TaskQueue.objects.get(pk=first.pk).status == TaskStatus.SUCCEEDED
+    cancelled = TaskQueue.objects.get(pk=queued.pk)
+    assert (cancelled.status, cancelled.progress_message) == (TaskStatus.CANCELLED, "cancelled before it started")
 
 
 def test_max_tasks_runs_exactly_that_many(alice, default_queue):
