@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import random
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
@@ -115,43 +117,48 @@ def test_recording_a_finished_task_frees_its_place_for_the_claim_in_the_same_tra
     assert [t.pk for t in claimed.tasks] == [second.pk]
 
 
-@pytest.mark.mysql
-@pytest.mark.django_db(transaction=True)
-def test_it_skips_rows_locked_by_another_worker(alice, default_queue):
-    """A second worker claiming while the first's claim transaction is open gets other rows, at once."""
-    enqueue_many(alice, 6)
+@contextmanager
+def another_worker_holding(work) -> Iterator[list]:
+    """Run `work` in another connection's open transaction until the block ends; yield its result."""
+    result: list = []
     held_open, release = threading.Event(), threading.Event()
-    first: list[int] = []
 
-    def first_worker() -> None:
+    def other_worker() -> None:
         try:
             with transaction.atomic():
-                queues = claims.runnable_queues()
-                first.extend(
-                    t.pk
-                    for t in TaskQueue.objects.claim_batch(
-                        worker_id=OTHER,
-                        budgets={queues[0].pk: 3},
-                        limit=3,
-                        now=timezone.now(),
-                        lease_seconds={queues[0].pk: 60},
-                    )
-                )
+                result.extend(work())
                 held_open.set()
                 release.wait(30)
         finally:
             connections.close_all()
 
-    thread = threading.Thread(target=first_worker)
+    thread = threading.Thread(target=other_worker)
     thread.start()
     try:
         assert held_open.wait(30)
         with connection.cursor() as cursor:
             cursor.execute("SET SESSION innodb_lock_wait_timeout = 2")  # a wait would fail, not hang
-        second = [t.pk for t in claim(limit=10).tasks]
+        yield result
     finally:
         release.set()
         thread.join(30)
+
+
+@pytest.mark.mysql
+@pytest.mark.django_db(transaction=True)
+def test_it_skips_rows_locked_by_another_worker(alice, default_queue):
+    """A second worker claiming while the first's claim transaction is open gets other rows, at once."""
+    enqueue_many(alice, 6)
+    budgets, leases = {default_queue.pk: 3}, {default_queue.pk: 60}
+
+    def first_claim() -> list[int]:
+        batch = TaskQueue.objects.claim_batch(
+            worker_id=OTHER, budgets=budgets, limit=3, now=timezone.now(), lease_seconds=leases
+        )
+        return [t.pk for t in batch]
+
+    with another_worker_holding(first_claim) as first:
+        second = [t.pk for t in claim(limit=10).tasks]
     assert len(first) == 3
     assert len(second) == 3
     assert not set(first) & set(second)
@@ -163,25 +170,9 @@ def test_a_limited_queue_being_claimed_elsewhere_is_skipped_not_waited_for(alice
     limited = QueueConfig.objects.create(name="limited", max_concurrency=5)
     enqueue_many(alice, 2, queue=limited)
     enqueue_many(alice, 2)
-    locked, release = threading.Event(), threading.Event()
 
-    def other_worker() -> None:
-        try:
-            with transaction.atomic():
-                list(QueueConfig.objects.filter(pk=limited.pk).select_for_update())
-                locked.set()
-                release.wait(30)
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=other_worker)
-    thread.start()
-    try:
-        assert locked.wait(30)
+    with another_worker_holding(lambda: QueueConfig.objects.filter(pk=limited.pk).select_for_update()):
         result = claim(limit=10)
-    finally:
-        release.set()
-        thread.join(30)
     assert {t.queue_id for t in result.tasks} == {default_queue.pk}
     assert result.contended is True
     assert len(claim(limit=10).tasks) == 2

@@ -62,20 +62,16 @@ def test_a_running_worker_is_registered_and_heartbeats(alice, default_queue, set
     assert not WorkerProcess.objects.exists()
 
 
-def test_an_unserialisable_result_fails_the_task_with_a_clear_error(alice, default_queue):
-    task = enqueue_many(alice, task_type="test.unserialisable", max_attempts=3)[0]
+@pytest.mark.parametrize(
+    ("task_type", "error"),
+    [("test.unserialisable", "not JSON-serialisable"), ("no.such.type", "unknown task type 'no.such.type'")],
+)
+def test_a_task_retrying_cannot_help_fails_at_once_with_a_clear_error(alice, default_queue, task_type, error):
+    task = enqueue_many(alice, task_type=task_type, max_attempts=3)[0]
     Worker(burst=True).run(install_signal_handlers=False)
     stored = TaskQueue.objects.get(pk=task.pk)
     assert (stored.status, stored.attempts) == (TaskStatus.FAILED, 1)
-    assert "not JSON-serialisable" in stored.error
-
-
-def test_an_unknown_task_type_fails_without_retrying(alice, default_queue):
-    task = enqueue_many(alice, task_type="no.such.type", max_attempts=3)[0]
-    Worker(burst=True).run(install_signal_handlers=False)
-    stored = TaskQueue.objects.get(pk=task.pk)
-    assert (stored.status, stored.attempts) == (TaskStatus.FAILED, 1)
-    assert "unknown task type 'no.such.type'" in stored.error
+    assert error in stored.error
 
 
 def test_a_failing_handler_ends_failed_with_a_bounded_traceback(alice, default_queue):
