@@ -279,7 +279,7 @@ TASKHUB_WORKER_STALE_SECONDS = env.float("TASKHUB_WORKER_STALE_SECONDS", default
 TASKHUB_POLL_INTERVAL_SECONDS = env.float("TASKHUB_POLL_INTERVAL_SECONDS", default=1.0)
 TASKHUB_CLAIM_BATCH_SIZE = env.int("TASKHUB_CLAIM_BATCH_SIZE", default=20)
 TASKHUB_SHUTDOWN_GRACE_SECONDS = env.float("TASKHUB_SHUTDOWN_GRACE_SECONDS", default=30.0)
-# Handler modules to import besides the apps' `handlers.py` (dotted paths, comma-separated).
+# Handler modules the worker imports besides the apps' `handlers.py` (dotted paths, comma-separated).
 TASKHUB_EXTRA_HANDLER_MODULES = env.list("TASKHUB_EXTRA_HANDLER_MODULES", default=[])
 TASKHUB_BACKLOG_MAX_AGE_SECONDS = env.int("TASKHUB_BACKLOG_MAX_AGE_SECONDS", default=600)
 TASKHUB_STATS_WINDOW_HOURS = env.int("TASKHUB_STATS_WINDOW_HOURS", default=24)
