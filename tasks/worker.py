@@ -55,11 +55,12 @@ class Worker:
         self.concurrency = concurrency
         self.burst = burst
         self.max_tasks = max_tasks
-        self.poll_interval = poll_interval or settings.TASKHUB_POLL_INTERVAL_SECONDS
-        self.batch_size = batch_size or settings.TASKHUB_CLAIM_BATCH_SIZE
+        # Floors keep a mistyped setting from turning the worker into a busy loop.
+        self.poll_interval = max(0.01, poll_interval or settings.TASKHUB_POLL_INTERVAL_SECONDS)
+        self.batch_size = max(1, batch_size or settings.TASKHUB_CLAIM_BATCH_SIZE)
         self.prefetch = prefetch  # tasks queued per child; None = adapt to how long tasks take
-        self.heartbeat_seconds = settings.TASKHUB_WORKER_HEARTBEAT_SECONDS
-        self.grace_seconds = settings.TASKHUB_SHUTDOWN_GRACE_SECONDS
+        self.heartbeat_seconds = max(0.1, settings.TASKHUB_WORKER_HEARTBEAT_SECONDS)
+        self.grace_seconds = max(0.0, settings.TASKHUB_SHUTDOWN_GRACE_SECONDS)
         self.worker_id = worker_registry.new_worker_id()
         self.ledger = Ledger(worker_id=self.worker_id, queue_names=self.queue_names, concurrency=concurrency)
         self.pool = Pool(worker_id=self.worker_id, size=concurrency)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -18,6 +19,7 @@ from django.utils import timezone
 from tasks import counters
 from tasks.models import QueueConfig, TaskQueue
 from tasks.tests import worker_handlers
+from tasks.worker_child import PR_SET_PDEATHSIG
 
 BASE_DIR = Path(settings.BASE_DIR)
 # Short timers so lease, heartbeat and shutdown behaviour shows within seconds.
@@ -82,6 +84,14 @@ def subprocess_env(**overrides: str) -> dict[str, str]:
     return env
 
 
+def _die_with_the_tests() -> None:
+    """Even if the test run itself is killed, its worker processes do not linger (Linux)."""
+    try:
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL))
+    except (AttributeError, OSError):
+        pass
+
+
 class WorkerProc:
     """A `manage.py run_worker` process started by a test, with its output in a file."""
 
@@ -94,6 +104,7 @@ class WorkerProc:
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_the_tests,
         )
 
     @property
@@ -145,10 +156,3 @@ def wait_for(condition: Callable[[], object], *, timeout: float = 60, interval: 
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what or condition}")
         time.sleep(interval)
-
-
-def kill_quietly(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
