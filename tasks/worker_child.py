@@ -83,6 +83,8 @@ def _detach_from_parent(parent_pid: int, inherited: list[Connection]) -> None:
 
 
 class _Runner:
+    """The child's loop: take tasks from the pipe, run them in order, report each at once."""
+
     def __init__(self, conn: Connection, worker_id: str) -> None:
         self.conn = conn
         self.worker_id = worker_id

@@ -155,7 +155,3 @@ class Pool:
         messages = child.receive()
         child.kill()
         return messages + self.remove(child)
-
-    def kill_all(self) -> None:
-        for child in list(self.children):
-            self.kill(child)
