@@ -1,0 +1,400 @@
+"""Claiming, outcomes, leases and hand-backs: the SQL side of the worker, one call at a time."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+
+import pytest
+from django.db import OperationalError, connection, connections, transaction
+from django.utils import timezone
+
+from tasks import claims
+from tasks.models import QueueConfig, TaskQueue, TaskStatus, TaskStatusCount
+from tasks.outcomes import Outcome, OutcomeKind
+from tasks.querysets import CLAIM_SQL_MYSQL
+from tasks.tests.conftest import enqueue_many
+
+pytestmark = pytest.mark.django_db
+
+ME = "host:1:aaaaaa"
+OTHER = "host:2:bbbbbb"
+
+
+def claim(limit: int = 10, *, names: tuple[str, ...] = (), worker_id: str = ME, now=None) -> claims.Claim:
+    queues = claims.runnable_queues(names)
+    return claims.claim_tasks(worker_id=worker_id, queues=queues, limit=limit, now=now)
+
+
+def fresh(task: TaskQueue) -> TaskQueue:
+    return TaskQueue.objects.get(pk=task.pk)
+
+
+def test_it_claims_by_priority_then_run_at_then_id(alice, default_queue):
+    now = timezone.now()
+    low = enqueue_many(alice, priority=-5, run_at=now - timedelta(minutes=9))[0]
+    late = enqueue_many(alice, priority=10, run_at=now - timedelta(minutes=1))[0]
+    early = enqueue_many(alice, priority=10, run_at=now - timedelta(minutes=5))[0]
+    same_a, same_b = enqueue_many(alice, 2, priority=0, run_at=now - timedelta(minutes=2))
+    claimed = claim(now=now).tasks
+    assert [t.pk for t in claimed] == [early.pk, late.pk, same_a.pk, same_b.pk, low.pk]
+
+
+def test_a_claim_marks_tasks_running_under_a_lease_with_one_more_attempt(alice):
+    queue = QueueConfig.objects.create(name="leased", task_timeout_seconds=120)
+    task = enqueue_many(alice, queue=queue)[0]
+    now = timezone.now()
+    (claimed,) = claim(now=now).tasks
+    stored = fresh(task)
+    assert (stored.status, stored.attempts, stored.claimed_by) == (TaskStatus.RUNNING, 1, ME)
+    assert stored.lease_expires_at == now + timedelta(seconds=120)
+    assert stored.started_at == now
+    assert (claimed.status, claimed.attempts, claimed.lease_expires_at) == ("running", 1, stored.lease_expires_at)
+
+
+def test_it_claims_at_most_the_limit_and_never_the_same_task_twice(alice, default_queue):
+    enqueue_many(alice, 7)
+    first = {t.pk for t in claim(limit=5).tasks}
+    second = {t.pk for t in claim(limit=5).tasks}
+    assert (len(first), len(second)) == (5, 2)
+    assert not first & second
+    assert claim().tasks == []
+
+
+def test_it_leaves_tasks_scheduled_for_later(alice, default_queue):
+    later = enqueue_many(alice, run_at=timezone.now() + timedelta(minutes=5))[0]
+    assert claim().tasks == []
+    assert fresh(later).status == TaskStatus.PENDING
+
+
+def test_paused_queues_are_not_runnable(alice, default_queue):
+    paused = QueueConfig.objects.create(name="paused", is_paused=True)
+    enqueue_many(alice, 3, queue=paused)
+    assert [q.name for q in claims.runnable_queues()] == ["default"]
+    assert claim().tasks == []
+    assert claims.runnable_queues(("paused",)) == []
+
+
+def test_it_claims_only_from_the_named_queues(alice, default_queue):
+    emails = QueueConfig.objects.create(name="emails")
+    enqueue_many(alice, 2)
+    wanted = enqueue_many(alice, 2, queue=emails)
+    assert {t.pk for t in claim(names=("emails",)).tasks} == {t.pk for t in wanted}
+
+
+def test_max_concurrency_counts_tasks_running_on_any_worker(alice):
+    limited = QueueConfig.objects.create(name="limited", max_concurrency=3)
+    enqueue_many(alice, 1, queue=limited, status=TaskStatus.RUNNING, claimed_by=OTHER, attempts=1)
+    enqueue_many(alice, 5, queue=limited)
+    assert len(claim().tasks) == 2
+    assert claim(worker_id=OTHER).tasks == []
+    assert TaskQueue.objects.filter(queue=limited, status=TaskStatus.RUNNING).count() == 3
+
+
+def test_unlimited_and_limited_queues_share_one_claim(alice, default_queue):
+    limited = QueueConfig.objects.create(name="limited", max_concurrency=1)
+    enqueue_many(alice, 3, queue=limited, priority=50)
+    enqueue_many(alice, 3)
+    claimed = claim(limit=10).tasks
+    assert sorted(t.queue_id for t in claimed) == sorted([default_queue.pk] * 3 + [limited.pk])
+
+
+def test_recording_a_finished_task_frees_its_place_for_the_claim_in_the_same_transaction(alice):
+    limited = QueueConfig.objects.create(name="single", max_concurrency=1)
+    first, second = enqueue_many(alice, 2, queue=limited)
+    (running,) = claim().tasks
+    recorded, claimed = claims.record_and_claim(
+        worker_id=ME,
+        results=[(running, Outcome(running.pk, OutcomeKind.SUCCEEDED, result=1))],
+        claim_from=[limited],
+        limit=5,
+    )
+    assert [r.task.pk for r in recorded] == [first.pk]
+    assert [t.pk for t in claimed.tasks] == [second.pk]
+
+
+@contextmanager
+def another_worker_holding(work) -> Iterator[list]:
+    """Run `work` in another connection's open transaction until the block ends; yield its result."""
+    result: list = []
+    held_open, release = threading.Event(), threading.Event()
+
+    def other_worker() -> None:
+        try:
+            with transaction.atomic():
+                result.extend(work())
+                held_open.set()
+                release.wait(30)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=other_worker)
+    thread.start()
+    try:
+        assert held_open.wait(30)
+        with connection.cursor() as cursor:
+            cursor.execute("SET SESSION innodb_lock_wait_timeout = 2")  # a wait would fail, not hang
+        yield result
+    finally:
+        release.set()
+        thread.join(30)
+
+
+@pytest.mark.mysql
+@pytest.mark.django_db(transaction=True)
+def test_it_skips_rows_locked_by_another_worker(alice, default_queue):
+    """A second worker claiming while the first's claim transaction is open gets other rows, at once."""
+    enqueue_many(alice, 6)
+    budgets, leases = {default_queue.pk: 3}, {default_queue.pk: 60}
+
+    def first_claim() -> list[int]:
+        batch = TaskQueue.objects.claim_batch(
+            worker_id=OTHER, budgets=budgets, limit=3, now=timezone.now(), lease_seconds=leases
+        )
+        return [t.pk for t in batch]
+
+    with another_worker_holding(first_claim) as first:
+        second = [t.pk for t in claim(limit=10).tasks]
+    assert len(first) == 3
+    assert len(second) == 3
+    assert not set(first) & set(second)
+
+
+@pytest.mark.mysql
+@pytest.mark.django_db(transaction=True)
+def test_a_limited_queue_being_claimed_elsewhere_is_skipped_not_waited_for(alice, default_queue):
+    limited = QueueConfig.objects.create(name="limited", max_concurrency=5)
+    enqueue_many(alice, 2, queue=limited)
+    enqueue_many(alice, 2)
+
+    with another_worker_holding(lambda: QueueConfig.objects.filter(pk=limited.pk).select_for_update()):
+        result = claim(limit=10)
+    assert {t.queue_id for t in result.tasks} == {default_queue.pk}
+    assert result.contended is True
+    assert len(claim(limit=10).tasks) == 2
+
+
+@pytest.mark.mysql
+def test_the_claim_query_uses_task_claim_idx_without_a_filesort(alice, default_queue):
+    """No filesort: a locking read locks every row it sorts, which would serialise the workers."""
+    other = QueueConfig.objects.create(name="other")
+    enqueue_many(alice, 100, queue=other)
+    enqueue_many(alice, 100, status=TaskStatus.SUCCEEDED)
+    enqueue_many(alice, 100, priority=5)
+    params = [default_queue.pk, connection.ops.adapt_datetimefield_value(timezone.now()), 20]
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("EXPLAIN FORMAT=JSON " + CLAIM_SQL_MYSQL, params)
+        plan = json.loads(cursor.fetchone()[0])
+    (step,) = plan["query_block"]["nested_loop"]
+    assert step["table"]["key"] == "task_claim_idx", plan
+    assert step["table"]["used_key_parts"] == ["status", "queue_id"], plan
+    assert "filesort" not in json.dumps(plan), plan
+
+
+def test_success_stores_the_result_and_counts_the_task(alice, default_queue):
+    task = enqueue_many(alice)[0]
+    (claimed,) = claim().tasks
+    recorded = claims.record_outcomes(
+        [(claimed, Outcome(task.pk, OutcomeKind.SUCCEEDED, result={"ok": "数据 🚀"}))],
+        worker_id=ME,
+        queues={default_queue.pk: default_queue},
+    )
+    stored = fresh(task)
+    assert [r.status for r in recorded] == [TaskStatus.SUCCEEDED]
+    assert (stored.status, stored.result, stored.progress, stored.lease_expires_at) == (
+        "succeeded",
+        {"ok": "数据 🚀"},
+        100,
+        None,
+    )
+    assert stored.finished_at is not None
+    assert TaskStatusCount.objects.get(owner=alice, status=TaskStatus.SUCCEEDED).count == 1
+
+
+def test_a_null_result_is_stored_as_null(alice, default_queue):
+    task = enqueue_many(alice)[0]
+    (claimed,) = claim().tasks
+    claims.record_outcomes([(claimed, Outcome(task.pk, OutcomeKind.SUCCEEDED))], worker_id=ME, queues={})
+    assert (fresh(task).status, fresh(task).result) == (TaskStatus.SUCCEEDED, None)
+
+
+def test_an_error_is_retried_with_backoff_while_attempts_remain(alice):
+    queue = QueueConfig.objects.create(name="q", retry_backoff_seconds=40, retry_backoff_max_seconds=1000)
+    task = enqueue_many(alice, queue=queue, max_attempts=3)[0]
+    (claimed,) = claim().tasks
+    now = timezone.now()
+    claims.record_outcomes(
+        [(claimed, Outcome(task.pk, OutcomeKind.ERROR, error="ValueError: nope"))],
+        worker_id=ME,
+        queues={queue.pk: queue},
+        now=now,
+    )
+    stored = fresh(task)
+    assert (stored.status, stored.attempts, stored.error, stored.claimed_by) == ("pending", 1, "ValueError: nope", "")
+    assert now + timedelta(seconds=20) <= stored.run_at <= now + timedelta(seconds=40)
+    assert not TaskStatusCount.objects.exists()
+
+
+def test_the_last_failed_attempt_fails_the_task_with_its_error(alice, default_queue):
+    task = enqueue_many(alice, max_attempts=1)[0]
+    (claimed,) = claim().tasks
+    claims.record_outcomes([(claimed, Outcome(task.pk, OutcomeKind.ERROR, error="boom"))], worker_id=ME, queues={})
+    stored = fresh(task)
+    assert (stored.status, stored.error, stored.attempts) == (TaskStatus.FAILED, "boom", 1)
+    assert TaskStatusCount.objects.get(owner=alice, status=TaskStatus.FAILED).count == 1
+
+
+def test_a_final_outcome_fails_at_once_even_with_attempts_left(alice, default_queue):
+    task = enqueue_many(alice, max_attempts=5)[0]
+    (claimed,) = claim().tasks
+    claims.record_outcomes(
+        [(claimed, Outcome(task.pk, OutcomeKind.FAILED, error="unknown task type"))], worker_id=ME, queues={}
+    )
+    assert fresh(task).status == TaskStatus.FAILED
+
+
+@pytest.mark.parametrize("kind", [OutcomeKind.CANCELLED, OutcomeKind.ERROR])
+def test_a_cancel_request_ends_the_task_cancelled(alice, default_queue, kind):
+    task = enqueue_many(alice, max_attempts=5)[0]
+    (claimed,) = claim().tasks
+    claims.record_outcomes(
+        [(claimed, Outcome(task.pk, kind, error="stopped at 40%"))],
+        worker_id=ME,
+        queues={},
+        cancel_requested=[task.pk],
+    )
+    stored = fresh(task)
+    assert (stored.status, stored.progress_message) == (TaskStatus.CANCELLED, "stopped at 40%")
+    assert TaskStatusCount.objects.get(owner=alice, status=TaskStatus.CANCELLED).count == 1
+
+
+def test_an_outcome_for_a_task_taken_back_meanwhile_changes_nothing(alice, default_queue):
+    task = enqueue_many(alice)[0]
+    (claimed,) = claim().tasks
+    TaskQueue.objects.filter(pk=task.pk).update(status=TaskStatus.PENDING, claimed_by="")
+    (reclaimed,) = claim(worker_id=OTHER).tasks
+    recorded = claims.record_outcomes(
+        [(claimed, Outcome(task.pk, OutcomeKind.SUCCEEDED, result=1))], worker_id=ME, queues={}
+    )
+    assert recorded == []
+    stored = fresh(task)
+    assert (stored.status, stored.claimed_by, stored.attempts) == (TaskStatus.RUNNING, OTHER, 2)
+    assert not TaskStatusCount.objects.exists()
+
+
+def test_a_batch_of_outcomes_costs_the_same_queries_as_one(alice, default_queue, django_assert_max_num_queries):
+    enqueue_many(alice, 21)
+    one, *many = claim(limit=21).tasks
+
+    def record(tasks) -> None:
+        outcomes = [(t, Outcome(t.pk, OutcomeKind.SUCCEEDED, result={"n": t.pk})) for t in tasks]
+        claims.record_outcomes(outcomes, worker_id=ME, queues={})
+
+    with django_assert_max_num_queries(10) as single:
+        record([one])
+    with django_assert_max_num_queries(len(single.captured_queries)):
+        record(many)
+    assert TaskStatusCount.objects.get(owner=alice, status=TaskStatus.SUCCEEDED).count == 21
+    assert {t.pk: t.result for t in TaskQueue.objects.all()} == {t.pk: {"n": t.pk} for t in [one, *many]}
+
+
+def test_expired_leases_are_retried_or_failed_as_worker_lost(alice, default_queue):
+    now = timezone.now()
+    expired = now - timedelta(seconds=1)
+    common = {"status": TaskStatus.RUNNING, "claimed_by": OTHER, "lease_expires_at": expired, "started_at": expired}
+    retried = enqueue_many(alice, attempts=1, max_attempts=3, **common)[0]
+    spent = enqueue_many(alice, attempts=3, max_attempts=3, **common)[0]
+    common["lease_expires_at"] = now + timedelta(minutes=1)
+    alive = enqueue_many(alice, attempts=1, **common)[0]
+
+    recovered = claims.recover_expired_leases(now=now)
+
+    assert {t.pk for t in recovered} == {retried.pk, spent.pk}
+    assert (fresh(retried).status, fresh(retried).error, fresh(retried).attempts) == ("pending", "worker lost", 1)
+    assert fresh(retried).run_at > now
+    assert (fresh(spent).status, fresh(spent).error) == (TaskStatus.FAILED, claims.WORKER_LOST)
+    assert fresh(alive).status == TaskStatus.RUNNING
+    assert TaskStatusCount.objects.get(owner=alice, status=TaskStatus.FAILED).count == 1
+
+
+def test_renewing_leases_extends_them_and_reports_cancels_and_losses(alice, default_queue):
+    enqueue_many(alice, 3)
+    kept, cancelled, lost = claim().tasks
+    TaskQueue.objects.filter(pk=cancelled.pk).update(cancel_requested=True)
+    TaskQueue.objects.filter(pk=lost.pk).update(claimed_by=OTHER)
+    later = timezone.now() + timedelta(hours=1)
+
+    check = claims.renew_leases(
+        worker_id=ME, tasks=[kept, cancelled, lost], lease_seconds={default_queue.pk: 50}, now=later
+    )
+
+    assert check.held == {kept.pk, cancelled.pk}
+    assert check.cancel_requested == {cancelled.pk}
+    assert fresh(kept).lease_expires_at == later + timedelta(seconds=50)
+    assert fresh(lost).lease_expires_at != later + timedelta(seconds=50)
+
+
+def test_handing_back_does_not_use_up_an_attempt(alice, default_queue):
+    enqueue_many(alice, 2, run_at=timezone.now() - timedelta(hours=1))
+    tasks = claim().tasks
+    assert claims.release_tasks(tasks) == 2
+    for task in tasks:
+        stored = fresh(task)
+        assert (stored.status, stored.attempts, stored.claimed_by, stored.lease_expires_at) == ("pending", 0, "", None)
+    assert len(claim().tasks) == 2
+
+
+def test_retry_delay_grows_exponentially_with_jitter_up_to_the_cap():
+    rng = random.Random(3)
+    for attempt, step in [(1, 10), (2, 20), (3, 40), (4, 80), (9, 100)]:
+        delays = [claims.retry_delay(attempt=attempt, base=10, cap=100, rng=rng) for _ in range(200)]
+        assert step / 2 <= min(delays) and max(delays) <= step
+        assert max(delays) - min(delays) > step / 4  # jittered, not constant
+
+
+@pytest.mark.parametrize(
+    ("is_mariadb", "version", "ok"),
+    [
+        (True, (10, 5, 22), False),
+        (True, (10, 6, 0), True),
+        (True, (11, 4), True),
+        (False, (5, 7, 44), False),
+        (False, (8, 0, 0), False),
+        (False, (8, 0, 1), True),
+        (False, (8, 4, 3), True),
+    ],
+)
+def test_servers_without_skip_locked_are_refused(is_mariadb, version, ok):
+    problem = claims.skip_locked_problem(vendor="mysql", is_mariadb=is_mariadb, version=version)
+    assert (problem is None) == ok
+    if not ok:
+        assert "SKIP LOCKED" in problem and "upgrade" in problem
+
+
+def test_sqlite_needs_no_skip_locked():
+    assert claims.skip_locked_problem(vendor="sqlite") is None
+    claims.ensure_skip_locked(connection)
+
+
+def test_deadlocks_are_retried_and_other_errors_are_not(monkeypatch):
+    monkeypatch.setattr(claims.time, "sleep", lambda s: None)
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise OperationalError(1213, "Deadlock found when trying to get lock")
+        return "done"
+
+    assert claims.with_contention_retry(flaky, what="test") == "done"
+    assert len(calls) == 3
+
+    def broken():
+        raise OperationalError(1146, "Table doesn't exist")
+
+    with pytest.raises(OperationalError):
+        claims.with_contention_retry(broken, what="test")

@@ -1,0 +1,209 @@
+"""The Worker class run in this process (its handlers still run in forked child processes)."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection, connections
+from django.utils import timezone
+
+from tasks import claims, services
+from tasks.models import QueueConfig, TaskQueue, TaskStatus, TaskStatusCount, WorkerProcess
+from tasks.outcomes import ERROR_MAX_CHARS
+from tasks.tests.conftest import enqueue_many
+from tasks.worker import Worker
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def statuses(**filters) -> dict[int, str]:
+    return dict(TaskQueue.objects.filter(**filters).values_list("pk", "status"))
+
+
+def run_until(worker: Worker, condition, *, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert worker.run_one(), "the worker stopped early"
+        assert time.monotonic() < deadline, "condition not reached in time"
+
+
+def test_burst_runs_every_task_stores_results_and_unregisters(alice, default_queue):
+    tasks = [enqueue_many(alice, payload={"n": n, "text": "数据 🚀"})[0] for n in range(30)]
+    stale = WorkerProcess.objects.create(
+        worker_id="gone:1:abc", hostname="gone", pid=1, last_heartbeat_at=timezone.now() - timedelta(hours=1)
+    )
+    Worker(burst=True, concurrency=2).run(install_signal_handlers=False)
+    for task in tasks:
+        stored = TaskQueue.objects.get(pk=task.pk)
+        assert (stored.status, stored.result, stored.attempts) == (TaskStatus.SUCCEEDED, stored.payload, 1)
+    assert TaskStatusCount.objects.get(owner=alice, status=TaskStatus.SUCCEEDED).count == 30
+    assert not WorkerProcess.objects.filter(pk=stale.pk).exists(), "stale rows of dead workers are pruned"
+    assert not WorkerProcess.objects.exists(), "a worker deletes its own row on a clean exit"
+
+
+def test_a_running_worker_is_registered_and_heartbeats(alice, default_queue, settings):
+    from accounts.fingerprint import key_fingerprint
+
+    settings.TASKHUB_WORKER_HEARTBEAT_SECONDS = 0.1
+    enqueue_many(alice, 3)
+    worker = Worker(queues=["default"], concurrency=2)
+    worker.start()
+    try:
+        row = WorkerProcess.objects.get(worker_id=worker.worker_id)
+        assert (row.queues, row.concurrency) == (["default"], 2)
+        assert row.key_fingerprint == key_fingerprint(settings.JWT_SECRET_KEY)
+        run_until(worker, lambda: WorkerProcess.objects.get(worker_id=worker.worker_id).tasks_processed == 3)
+        assert WorkerProcess.objects.get(worker_id=worker.worker_id).last_heartbeat_at > row.last_heartbeat_at
+    finally:
+        worker.close()
+    assert not WorkerProcess.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("task_type", "error"),
+    [("test.unserialisable", "not JSON-serialisable"), ("no.such.type", "unknown task type 'no.such.type'")],
+)
+def test_a_task_retrying_cannot_help_fails_at_once_with_a_clear_error(alice, default_queue, task_type, error):
+    task = enqueue_many(alice, task_type=task_type, max_attempts=3)[0]
+    Worker(burst=True).run(install_signal_handlers=False)
+    stored = TaskQueue.objects.get(pk=task.pk)
+    assert (stored.status, stored.attempts) == (TaskStatus.FAILED, 1)
+    assert error in stored.error
+
+
+def test_a_failing_handler_ends_failed_with_a_bounded_traceback(alice, default_queue):
+    task = enqueue_many(alice, task_type="fail", payload={"message": "boom " + "x" * 50_000}, max_attempts=1)[0]
+    Worker(burst=True).run(install_signal_handlers=False)
+    stored = TaskQueue.objects.get(pk=task.pk)
+    assert stored.status == TaskStatus.FAILED
+    assert stored.error.startswith("TaskFailure: boom xxx")
+    assert "Traceback (most recent call last)" in stored.error
+    assert 'raise TaskFailure(str(payload.get("message"' in stored.error  # the tail, where it raised
+    assert len(stored.error) <= ERROR_MAX_CHARS
+
+
+def test_a_handler_over_its_timeout_is_killed_and_the_worker_carries_on(alice):
+    queue = QueueConfig.objects.create(name="short", task_timeout_seconds=1)
+    hung = enqueue_many(alice, queue=queue, task_type="test.hang", priority=10, max_attempts=1)[0]
+    after = enqueue_many(alice, 5, queue=queue)
+    Worker(burst=True, concurrency=1).run(install_signal_handlers=False)
+    stored = TaskQueue.objects.get(pk=hung.pk)
+    assert stored.status == TaskStatus.FAILED
+    assert "task timeout (1s)" in stored.error
+    assert set(statuses(pk__in=[t.pk for t in after]).values()) == {TaskStatus.SUCCEEDED}
+
+
+def test_a_crashed_child_is_replaced_and_its_task_retried_then_failed(alice, default_queue):
+    crashed = enqueue_many(alice, task_type="test.crash", priority=10, max_attempts=1)[0]
+    after = enqueue_many(alice, 3)
+    Worker(burst=True).run(install_signal_handlers=False)
+    stored = TaskQueue.objects.get(pk=crashed.pk)
+    assert stored.status == TaskStatus.FAILED
+    assert "died (exit code 3)" in stored.error
+    assert set(statuses(pk__in=[t.pk for t in after]).values()) == {TaskStatus.SUCCEEDED}
+
+
+def test_shutdown_finishes_the_running_task_and_hands_back_the_rest(alice, default_queue):
+    tasks = enqueue_many(alice, 4, task_type="sleep", payload={"seconds": 1})
+    worker = Worker(concurrency=1, prefetch=4)
+    worker.start()
+    try:
+        # Running for sure: its handler has reported progress.
+        run_until(worker, lambda: TaskQueue.objects.filter(progress_message__startswith="slept").exists())
+        worker.shutdown("test")
+        while worker.run_one():
+            pass
+    finally:
+        worker.close()
+    stored = list(TaskQueue.objects.filter(pk__in=[t.pk for t in tasks]).order_by("pk"))
+    assert [t.status for t in stored] == [TaskStatus.SUCCEEDED] + [TaskStatus.PENDING] * 3
+    assert [t.attempts for t in stored[1:]] == [0, 0, 0]
+    assert {t.claimed_by for t in stored[1:]} == {""}
+
+
+def test_a_task_cancelled_while_queued_in_a_child_ends_cancelled_without_running(alice, default_queue, settings):
+    settings.TASKHUB_WORKER_HEARTBEAT_SECONDS = 0.1
+    first, queued = enqueue_many(alice, 2, task_type="sleep", payload={"seconds": 1.5})
+    worker = Worker(concurrency=1, prefetch=2)
+    worker.start()
+    try:
+        run_until(worker, lambda: TaskQueue.objects.filter(pk=first.pk, progress_message__startswith="slept").exists())
+        assert services.task_cancel(task=queued, by=alice) is services.CancelOutcome.CANCEL_REQUESTED
+        run_until(worker, lambda: not TaskQueue.objects.filter(status=TaskStatus.RUNNING).exists())
+    finally:
+        worker.close()
+    assert TaskQueue.objects.get(pk=first.pk).status == TaskStatus.SUCCEEDED
+    cancelled = TaskQueue.objects.get(pk=queued.pk)
+    assert (cancelled.status, cancelled.progress_message) == (TaskStatus.CANCELLED, "cancelled before it started")
+
+
+def test_max_tasks_runs_exactly_that_many(alice, default_queue):
+    enqueue_many(alice, 10)
+    Worker(max_tasks=3, concurrency=2).run(install_signal_handlers=False)
+    assert sorted(statuses().values()).count(TaskStatus.SUCCEEDED) == 3
+    assert TaskQueue.objects.filter(status=TaskStatus.PENDING, attempts=0).count() == 7
+
+
+def test_progress_reports_reach_the_task_row(alice, default_queue):
+    task = enqueue_many(alice, task_type="sleep", payload={"seconds": 1.5})[0]
+    worker = Worker(concurrency=1)
+    worker.start()
+    try:
+        run_until(worker, lambda: 0 < TaskQueue.objects.get(pk=task.pk).progress < 100)
+        assert TaskQueue.objects.get(pk=task.pk).progress_message.startswith("slept ")
+        run_until(worker, lambda: TaskQueue.objects.get(pk=task.pk).status == TaskStatus.SUCCEEDED)
+    finally:
+        worker.close()
+    assert TaskQueue.objects.get(pk=task.pk).progress_message == "done"
+
+
+@pytest.mark.mysql
+def test_the_worker_carries_on_after_its_connection_is_killed_mid_task(alice, default_queue):
+    tasks = enqueue_many(alice, 3, task_type="sleep", payload={"seconds": 0.5})
+    observer = connections.create_connection("default")  # this thread's connection is the worker's
+
+    def succeeded() -> int:
+        with observer.cursor() as cursor:
+            cursor.execute("SELECT COUNT(*) FROM task_queue WHERE status = 'succeeded'")
+            return cursor.fetchone()[0]
+
+    worker = Worker(concurrency=1)
+    worker.start()
+    try:
+        run_until(worker, lambda: TaskQueue.objects.filter(progress_message__startswith="slept").exists())
+        killed = connection.connection.thread_id()
+        with observer.cursor() as cursor:
+            cursor.execute("KILL %s", [killed])
+        connection.health_check_done = True  # no ping before reuse: the worker meets the dead connection
+        deadline = time.monotonic() + 60
+        while succeeded() < len(tasks):
+            assert worker.run_one() and time.monotonic() < deadline
+        assert connection.connection.thread_id() != killed
+    finally:
+        worker.close()
+        observer.close()
+    assert set(statuses().values()) == {TaskStatus.SUCCEEDED}
+
+
+def test_run_worker_refuses_unknown_queues(default_queue):
+    with pytest.raises(CommandError, match="Unknown queue.*nope.*Known queues: default"):
+        call_command("run_worker", "--queue", "nope", "--burst")
+
+
+@pytest.mark.parametrize("args", [["--concurrency", "0"], ["--max-tasks", "-1"], ["--poll-interval", "nan"]])
+def test_run_worker_refuses_bad_numbers(args):
+    with pytest.raises(CommandError, match="must be"):
+        call_command("run_worker", *args)
+
+
+def test_run_worker_refuses_a_server_without_skip_locked(monkeypatch, default_queue):
+    def old_server(connection) -> None:
+        raise claims.UnsupportedDatabase("MariaDB 10.5.1 has no SELECT ... FOR UPDATE SKIP LOCKED")
+
+    monkeypatch.setattr(claims, "ensure_skip_locked", old_server)
+    with pytest.raises(CommandError, match="SKIP LOCKED"):
+        call_command("run_worker", "--burst")
+    assert not WorkerProcess.objects.exists()

@@ -1,0 +1,123 @@
+"""The worker's ledger: database trouble costs a back-off, never a task or the worker."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import DataError, IntegrityError, OperationalError, connection
+
+from diagnostics import metrics
+from tasks import claims
+from tasks.models import QueueConfig, TaskQueue, TaskStatus
+from tasks.outcomes import Outcome, OutcomeKind
+from tasks.tests.conftest import enqueue_many
+from tasks.worker_ledger import Ledger
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def ledger() -> Ledger:
+    return Ledger(worker_id="host:1:aaaaaa", queue_names=[], concurrency=1)
+
+
+def test_claimed_tasks_wait_in_line_with_their_lease(ledger, alice, default_queue):
+    tasks = enqueue_many(alice, 3)
+    result = ledger.sync(flush=False, claim_limit=10)
+    assert [t.pk for t in result.tasks] == list(ledger.ready) == [t.pk for t in tasks]
+    spec = ledger.spec(tasks[0].pk)
+    assert (spec.task_id, spec.task_type, spec.attempt, spec.cancel_requested) == (tasks[0].pk, "echo", 1, False)
+    assert ledger.timeout_of(tasks[0].pk) == default_queue.task_timeout_seconds
+
+
+def test_a_lost_connection_is_closed_counted_and_retried_later(ledger):
+    connection.ensure_connection()
+    reconnects = metrics.DB_RECONNECTS._value.get()
+
+    def lost() -> None:
+        raise OperationalError(2013, "Lost connection to server during query")
+
+    assert ledger.db_call("testing", lost) is None
+    assert connection.connection is None
+    assert metrics.DB_RECONNECTS._value.get() == reconnects + 1
+    assert ledger.db_call("testing", lambda: "too soon") is None  # backing off
+    ledger.db_retry_at = 0
+    assert ledger.db_call("testing", lambda: QueueConfig.objects.count() >= 0) is True
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        DataError(1406, "Data too long for column"),
+        pytest.param(OperationalError(1054, "Unknown column"), marks=pytest.mark.mysql),
+    ],
+)
+def test_a_database_error_that_waiting_cannot_cure_is_raised(ledger, error):
+    def broken() -> None:
+        raise error
+
+    with pytest.raises(type(error)):
+        ledger.db_call("testing", broken)
+
+
+def test_outcomes_that_could_not_be_written_are_kept_for_the_next_round(ledger, alice, default_queue, monkeypatch):
+    task = enqueue_many(alice)[0]
+    ledger.sync(flush=False, claim_limit=1)
+    ledger.add_result(Outcome(task.pk, OutcomeKind.SUCCEEDED, result="ok"))
+
+    def unavailable(*args, **kwargs):
+        raise OperationalError(2006, "Server has gone away")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(claims, "record_and_claim", unavailable)
+        ledger.sync(flush=True, claim_limit=0)
+    assert task.pk in ledger.results and task.pk in ledger.held
+
+    ledger.db_retry_at = 0
+    ledger.sync(flush=True, claim_limit=0)
+    assert (ledger.results, ledger.held) == ({}, {})
+    assert TaskQueue.objects.get(pk=task.pk).status == TaskStatus.SUCCEEDED
+
+
+def test_a_batch_the_database_refuses_is_recorded_one_by_one(ledger, alice, default_queue, monkeypatch):
+    good, bad = enqueue_many(alice, 2)
+    ledger.sync(flush=False, claim_limit=2)
+    ledger.add_result(Outcome(good.pk, OutcomeKind.SUCCEEDED, result="fine"))
+    ledger.add_result(Outcome(bad.pk, OutcomeKind.SUCCEEDED, result="refused"))
+    real = claims.record_and_claim
+
+    def picky(*, results, **kwargs):
+        if len(results) > 1 or results[0][1].result == "refused":
+            raise IntegrityError(4025, "CONSTRAINT failed")
+        return real(results=results, **kwargs)
+
+    monkeypatch.setattr(claims, "record_and_claim", picky)
+    ledger.sync(flush=True, claim_limit=0)
+
+    assert TaskQueue.objects.get(pk=good.pk).result == "fine"
+    refused = TaskQueue.objects.get(pk=bad.pk)
+    assert refused.status == TaskStatus.FAILED
+    assert refused.error.startswith("the worker could not store this task's outcome: ")
+
+
+def test_a_task_taken_back_by_another_worker_is_let_go(ledger, alice, default_queue):
+    kept, lost = enqueue_many(alice, 2)
+    ledger.sync(flush=False, claim_limit=2)
+    TaskQueue.objects.filter(pk=lost.pk).update(claimed_by="host:2:bbbbbb")
+    TaskQueue.objects.filter(pk=kept.pk).update(cancel_requested=True)
+
+    assert ledger.renew_leases() == [kept.pk]
+    assert list(ledger.held) == [kept.pk] and list(ledger.ready) == [kept.pk]
+    assert ledger.spec(kept.pk).cancel_requested is True
+    ledger.add_result(Outcome(lost.pk, OutcomeKind.SUCCEEDED))  # a late report is ignored
+    assert lost.pk not in ledger.results
+
+
+def test_progress_is_written_only_for_tasks_still_held(ledger, alice, default_queue):
+    task = enqueue_many(alice)[0]
+    ledger.sync(flush=False, claim_limit=1)
+    ledger.add_progress(task.pk, 40, "halfway-ish")
+    ledger.add_progress(task.pk + 999, 10, "not ours")
+    ledger.flush_progress()
+    stored = TaskQueue.objects.get(pk=task.pk)
+    assert (stored.progress, stored.progress_message) == (40, "halfway-ish")
+    assert ledger.progress == {}

@@ -1,0 +1,157 @@
+"""The parent's side of the worker's child processes: start them, feed them, watch them, replace them.
+
+The parent claims, records and keeps leases; a child only runs handlers (worker_child), so a
+handler that hangs, leaks or crashes costs one child, which the parent kills and replaces.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import Callable, Iterator
+from multiprocessing.connection import Connection
+
+from django.db import connections
+
+from tasks.worker_child import TaskSpec, child_main
+
+logger = logging.getLogger("taskhub.worker")
+
+_fork = multiprocessing.get_context("fork")
+
+
+class ChildProcess:
+    """One child: its pipe and the tasks sent to it that it has not reported done, oldest first."""
+
+    def __init__(self, *, worker_id: str, siblings: list[ChildProcess]) -> None:
+        parent_end, child_end = _fork.Pipe(duplex=True)
+        inherited = [sibling.conn for sibling in siblings]
+        self.process = _fork.Process(
+            target=child_main, args=(child_end, worker_id, os.getpid(), inherited), daemon=True
+        )
+        self.process.start()
+        child_end.close()
+        self.conn: Connection = parent_end
+        self.outstanding: deque[int] = deque()
+        # When the oldest outstanding task began (monotonic); None while the child is idle.
+        self.current_started: float | None = None
+        self.stopping = False
+        self.dead = False
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid
+
+    @property
+    def exitcode(self) -> int | None:
+        return self.process.exitcode
+
+    def send(self, message: tuple) -> None:
+        try:
+            self.conn.send(message)
+        except OSError:  # it died; collect() notices
+            self.dead = True
+
+    def receive(self) -> list[tuple]:
+        """Return every message waiting in the pipe, noting when a "done" ends a task."""
+        messages = []
+        try:
+            # Read on after death too: what it wrote before it died is still in the pipe.
+            while self.conn.poll():
+                messages.append(self.conn.recv())
+        except (EOFError, OSError):
+            self.dead = True
+        for message in messages:
+            if message[0] == "done":
+                self._task_done(message[1], finished=message[6])
+        return messages
+
+    def _task_done(self, task_id: int, *, finished: float) -> None:
+        # The child runs tasks in the order sent, so the next one began when this one ended.
+        if self.outstanding and self.outstanding[0] == task_id:
+            self.outstanding.popleft()
+        elif task_id in self.outstanding:
+            self.outstanding.remove(task_id)
+        self.current_started = finished if self.outstanding else None
+
+    def has_exited(self) -> bool:
+        return self.dead or not self.process.is_alive()
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(5)
+        self.dead = True
+
+    def close(self) -> None:
+        self.process.join(1)
+        self.conn.close()
+
+
+class Pool:
+    """The worker's children, kept at `size` while the worker runs."""
+
+    def __init__(self, *, worker_id: str, size: int) -> None:
+        self.worker_id = worker_id
+        self.size = size
+        self.children: list[ChildProcess] = []
+
+    def __iter__(self) -> Iterator[ChildProcess]:
+        return iter(list(self.children))
+
+    def fill(self) -> None:
+        """Start children until there are `size` of them."""
+        while len(self.children) < self.size:
+            # A forked child must not share this process's database sockets.
+            connections.close_all()
+            self.children.append(ChildProcess(worker_id=self.worker_id, siblings=self.children))
+
+    def pipes(self) -> list[Connection]:
+        return [child.conn for child in self.children if not child.dead]
+
+    def busy(self) -> bool:
+        return any(child.outstanding for child in self.children)
+
+    def has_idle_child(self) -> bool:
+        return any(not child.outstanding for child in self.children)
+
+    def running(self) -> Iterator[tuple[ChildProcess, int, float]]:
+        """Yield (child, task id, started) for each task a child is running now."""
+        for child in list(self.children):
+            if child.outstanding and child.current_started is not None:
+                yield child, child.outstanding[0], child.current_started
+
+    def dispatch(self, ready: deque[int], spec_of: Callable[[int], TaskSpec], depth: int, now: float) -> None:
+        """Send ready tasks to the least loaded children, each up to `depth` queued, in one message."""
+        children = sorted((c for c in self.children if not c.dead and not c.stopping), key=lambda c: len(c.outstanding))
+        for index, child in enumerate(children):
+            share = -(-len(ready) // (len(children) - index))  # ceil: spread the batch evenly
+            take = min(depth - len(child.outstanding), share)
+            if take <= 0:
+                continue
+            specs = [spec_of(ready.popleft()) for _ in range(take)]
+            if not child.outstanding:
+                child.current_started = now
+            child.outstanding.extend(spec.task_id for spec in specs)
+            child.send(("run", specs))
+
+    def stop(self) -> None:
+        """Ask every child to finish its current task and exit."""
+        for child in self.children:
+            child.stopping = True
+            child.send(("stop",))
+
+    def remove(self, child: ChildProcess) -> list[tuple]:
+        """Forget an exited (or killed) child; return the messages it wrote before it went."""
+        messages = child.receive()
+        self.children.remove(child)
+        child.close()
+        return messages
+
+    def kill(self, child: ChildProcess) -> list[tuple]:
+        """Kill `child` at once; return what it reported before it died."""
+        messages = child.receive()
+        child.kill()
+        return messages + self.remove(child)
