@@ -194,3 +194,11 @@ def test_retry_of_a_type_with_no_failures_changes_nothing(staff_client, alice, d
         response = staff_client.post(reverse("taskhub-dashboard-retry"), {"task_type": task_type})
         assert response.status_code == 302
     assert TaskQueue.objects.get(pk=task.pk).status == TaskStatus.FAILED
+
+
+def test_page_speaks_the_staff_members_language(staff_client, default_queue):
+    html = staff_client.get(PAGE, HTTP_ACCEPT_LANGUAGE="zh-CN").content.decode()
+    labels = json.loads(html.split('<script id="th-labels" type="application/json">')[1].split("</script>")[0])
+    assert "TaskHub 监控面板" in html and labels["pause"] == "暂停"
+    answer = staff_client.post(pause_url("default"), HTTP_ACCEPT="application/json", HTTP_ACCEPT_LANGUAGE="zh-hans")
+    assert answer.json()["message"] == "队列 default 已暂停。"
