@@ -152,6 +152,14 @@ def test_both_guides_show_the_same_commands_sql_settings_and_output():
     assert guide.shell_commands(ENGLISH)
 
 
+def test_both_guides_have_the_same_sections_and_name_the_same_things():
+    english, chinese = (path.read_text() for path in GUIDES)
+    headings = [[line.split()[0] for line in text.splitlines() if line.startswith("#")] for text in (english, chinese)]
+    assert headings[0] == headings[1]
+    spans = [set(re.findall(r"`([^`\n]+)`", text)) for text in (english, chinese)]
+    assert spans[0] ^ spans[1] == set(), "the guides differ in what they quote"
+
+
 def test_each_guide_links_the_other():
     assert "DEPLOY.zh-CN.md" in ENGLISH.read_text()
     assert "DEPLOY.md" in CHINESE.read_text()
