@@ -230,6 +230,7 @@ def test_the_prometheus_example_scrapes_metrics_with_the_token():
     assert job["metrics_path"] == "/metrics" and "METRICS_TOKEN" in job["authorization"]["credentials"]
 
 
+@pytest.mark.django_db
 def test_the_mysql_settings_name_real_options_and_the_same_sql_mode_as_taskhub(settings):
     parser = configparser.ConfigParser()
     parser.read_string(guide.fenced_blocks(ENGLISH, "ini")[0])
@@ -245,6 +246,7 @@ def test_the_mysql_settings_name_real_options_and_the_same_sql_mode_as_taskhub(s
 
 
 @pytest.mark.mysql
+@pytest.mark.django_db
 def test_the_sql_of_the_guides_parses_on_the_server():
     """PREPARE parses a statement without running it: a dry run of CREATE DATABASE/USER and GRANT."""
     statements = [s.strip() for s in guide.fenced_blocks(ENGLISH, "sql")[0].split(";") if s.strip()]
