@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test superuser lint venv clean bench
+.PHONY: run test superuser lint venv clean bench messages
 
 $(VENV)/.runtime-installed: requirements.txt
 	scripts/ensure-system-deps
@@ -18,7 +18,11 @@ $(VENV)/.test-installed: $(VENV)/.runtime-installed requirements-test.txt
 
 venv: $(VENV)/.runtime-installed
 
-run: $(VENV)/.runtime-installed
+# Compiled translations (.mo) are generated, never committed.
+messages: $(VENV)/.runtime-installed
+	DEBUG=$${DEBUG:-1} $(PY) manage.py compilemessages --ignore .venv --ignore bench >/dev/null
+
+run: $(VENV)/.runtime-installed messages
 	scripts/run-dev
 
 test: $(VENV)/.test-installed

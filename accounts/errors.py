@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions, status
 
 TOKEN_MISSING = "token_missing"
@@ -12,15 +13,16 @@ USER_INACTIVE = "user_inactive"
 USER_NOT_FOUND = "user_not_found"
 PASSWORD_CHANGED = "password_changed"
 
-# What the client reads in `detail`; the log gets the precise (operator-facing) reason.
+# What the client reads in `detail`, in its language (Accept-Language); the log gets the precise
+# operator-facing reason, always in English.
 CLIENT_DETAILS = {
-    TOKEN_MISSING: "Authentication credentials were not provided.",
-    TOKEN_EXPIRED: "The token has expired; refresh it and retry.",
-    TOKEN_INVALID: "The token is not valid.",
-    TOKEN_REVOKED: "The token has been revoked; log in again.",
-    USER_INACTIVE: "The user account is disabled.",
-    USER_NOT_FOUND: "The user of this token no longer exists.",
-    PASSWORD_CHANGED: "The password was changed after this token was issued; log in again.",
+    TOKEN_MISSING: _("Authentication credentials were not provided."),
+    TOKEN_EXPIRED: _("The token has expired; refresh it and retry."),
+    TOKEN_INVALID: _("The token is not valid."),
+    TOKEN_REVOKED: _("The token has been revoked; log in again."),
+    USER_INACTIVE: _("The user account is disabled."),
+    USER_NOT_FOUND: _("The user of this token no longer exists."),
+    PASSWORD_CHANGED: _("The password was changed after this token was issued; log in again."),
 }
 
 # RFC 6750 §3: a request that carried no credentials gets the challenge without an error code.
@@ -58,5 +60,5 @@ class InvalidCredentials(exceptions.APIException):
     """400 for a wrong username or password: the caller holds no token, so this is not a 401 (RFC 6749 §5.2)."""
 
     status_code = status.HTTP_400_BAD_REQUEST
-    default_detail = "No active account found with the given username and password."
+    default_detail = _("No active account found with the given username and password.")
     default_code = "invalid_credentials"

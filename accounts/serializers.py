@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
 TOKEN_MAX_LENGTH = 4096
@@ -16,7 +17,7 @@ class StrictSerializer(serializers.Serializer):
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         unknown = sorted(set(self.initial_data) - set(self.fields)) if isinstance(self.initial_data, dict) else []
         if unknown:
-            raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+            raise serializers.ValidationError({name: [_("Unknown field.")] for name in unknown})
         return attrs
 
 
@@ -51,7 +52,7 @@ class LogoutSerializer(StrictSerializer):
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         attrs = super().validate(attrs)
         if attrs["all"] == ("refresh" in attrs):
-            raise serializers.ValidationError('Give either "refresh" (this session) or "all": true (every session).')
+            raise serializers.ValidationError(_('Give either "refresh" (this session) or "all": true (every session).'))
         return attrs
 
 

@@ -9,6 +9,8 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -20,13 +22,13 @@ from diagnostics.db_session import handle_database_error
 
 logger = logging.getLogger("taskhub.api")
 
-DATABASE_UNAVAILABLE_DETAIL = "The database is temporarily unavailable; retry shortly."
+DATABASE_UNAVAILABLE_DETAIL = gettext_lazy("The database is temporarily unavailable; retry shortly.")
 
 
 def database_unavailable_payload() -> tuple[dict[str, str], dict[str, str]]:
     """Return the body and headers of a 503 `database_unavailable` answer."""
     retry_after = str(getattr(settings, "DB_UNAVAILABLE_RETRY_AFTER_SECONDS", 5))
-    return {"detail": DATABASE_UNAVAILABLE_DETAIL, "code": "database_unavailable"}, {"Retry-After": retry_after}
+    return {"detail": str(DATABASE_UNAVAILABLE_DETAIL), "code": "database_unavailable"}, {"Retry-After": retry_after}
 
 
 def database_unavailable_response() -> JsonResponse:
@@ -57,9 +59,9 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     elif isinstance(exc, exceptions.APIException):
         response.data = _detail_and_code(exc)
     elif isinstance(exc, Http404):
-        response.data = {"detail": "Not found.", "code": "not_found"}
+        response.data = {"detail": _("Not found."), "code": "not_found"}
     elif isinstance(exc, DjangoPermissionDenied):
-        response.data = {"detail": "You do not have permission to perform this action.", "code": "permission_denied"}
+        response.data = {"detail": _("You do not have permission to perform this action."), "code": "permission_denied"}
     return response
 
 
@@ -100,7 +102,7 @@ def json_not_found(request: HttpRequest, exception: Exception | None = None) -> 
     """Answer unknown URLs with the API's JSON error shape (the admin keeps its HTML page)."""
     if not _wants_json(request):
         return defaults.page_not_found(request, exception or Exception())
-    return JsonResponse({"detail": "Not found.", "code": "not_found"}, status=404)
+    return JsonResponse({"detail": _("Not found."), "code": "not_found"}, status=404)
 
 
 def json_server_error(request: HttpRequest) -> HttpResponse:
@@ -115,4 +117,4 @@ def json_server_error(request: HttpRequest) -> HttpResponse:
         return database_unavailable_response()
     if not _wants_json(request):
         return defaults.server_error(request)
-    return JsonResponse({"detail": "Internal server error.", "code": "server_error"}, status=500)
+    return JsonResponse({"detail": _("Internal server error."), "code": "server_error"}, status=500)

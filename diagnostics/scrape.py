@@ -7,6 +7,7 @@ import os
 
 from django.conf import settings
 from django.http import HttpRequest
+from django.utils.translation import gettext as _
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 
 from diagnostics import metrics
@@ -33,14 +34,14 @@ def authorize_scrape(request: HttpRequest) -> None:
         if expected and token and hmac.compare_digest(token.encode(), expected.encode()):
             return
         metrics.AUTH_FAILURES.labels(code="token_invalid").inc()
-        raise ScrapeRefused(401, "token_invalid", "The metrics token is not valid.")
+        raise ScrapeRefused(401, "token_invalid", _("The metrics token is not valid."))
     user = request.user
     if user.is_authenticated and user.is_staff:
         return
     if user.is_authenticated:
-        raise ScrapeRefused(403, "permission_denied", "Only staff may read the metrics.")
+        raise ScrapeRefused(403, "permission_denied", _("Only staff may read the metrics."))
     metrics.AUTH_FAILURES.labels(code="token_missing").inc()
-    raise ScrapeRefused(401, "token_missing", "Send the metrics token as a bearer token, or sign in as staff.")
+    raise ScrapeRefused(401, "token_missing", _("Send the metrics token as a bearer token, or sign in as staff."))
 
 
 def render_metrics() -> tuple[bytes, str]:

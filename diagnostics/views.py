@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils.translation import gettext as _
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework.request import Request
@@ -28,7 +29,10 @@ class DbMonitorView(APIView):
 def metrics_view(request: HttpRequest) -> HttpResponse:
     """Serve Prometheus text to a `METRICS_TOKEN` bearer or a staff session."""
     if request.method not in ("GET", "HEAD"):
-        body = {"detail": f'Method "{request.method}" not allowed.', "code": "method_not_allowed"}
+        body = {
+            "detail": _('Method "%(method)s" not allowed.') % {"method": request.method},
+            "code": "method_not_allowed",
+        }
         return JsonResponse(body, status=405, headers={"Allow": "GET, HEAD"})
     try:
         authorize_scrape(request)

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.utils.translation import gettext_lazy as _
 from rest_framework import status
 from rest_framework.exceptions import APIException, ValidationError
 
@@ -16,19 +17,19 @@ from tasks.specs import PayloadTooLarge, TaskSpecInvalid
 
 class Conflict(APIException):
     status_code = status.HTTP_409_CONFLICT
-    default_detail = "The task's state does not allow this."
+    default_detail = _("The task's state does not allow this.")
     default_code = "conflict"
 
 
 class PayloadTooLargeError(APIException):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-    default_detail = "Payload too large."
+    default_detail = _("Payload too large.")
     default_code = "payload_too_large"
 
 
 class QuotaExceededError(APIException):
     status_code = status.HTTP_429_TOO_MANY_REQUESTS
-    default_detail = "Too many active tasks in this queue."
+    default_detail = _("Too many active tasks in this queue.")
     default_code = "quota_exceeded"
 
 

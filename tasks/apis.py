@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.utils.translation import gettext as _
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import permissions, status
 from rest_framework.exceptions import NotFound, PermissionDenied
@@ -40,7 +41,7 @@ def _task_for(request: Request, pk: int) -> TaskQueue:
     """Return a task the caller may see, or 404 (another user's task does not exist for them)."""
     task = TaskQueue.objects.visible_to(request.user).select_related("queue").filter(pk=pk).first()
     if task is None:
-        raise NotFound(f"Task {pk} not found.")
+        raise NotFound(_("Task %(id)s not found.") % {"id": pk})
     return task
 
 
@@ -48,7 +49,7 @@ def _queue_named(name: str) -> QueueConfig:
     # NotFound rather than Http404: the API's error handler gives only APIExceptions a `code`.
     queue = QueueConfig.objects.filter(name=name).first()
     if queue is None:
-        raise NotFound("Queue not found.")
+        raise NotFound(_("Queue not found."))
     return queue
 
 
@@ -178,7 +179,7 @@ class TaskStatisticsApi(APIView):
         query.is_valid(raise_exception=True)
         everyone = query.validated_data["scope"] == "all"
         if everyone and not request.user.is_staff:
-            raise PermissionDenied("Only staff may ask for scope=all.")
+            raise PermissionDenied(_("Only staff may ask for scope=all."))
         stats = selectors.task_statistics(user=None if everyone else request.user)
         return Response(TaskStatisticsSerializer(stats).data)
 

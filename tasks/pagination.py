@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.utils.translation import gettext as _
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.request import Request
@@ -24,7 +25,13 @@ class TaskCursorPagination(CursorPagination):
         if raw is None:
             return self.page_size
         if not raw.isdecimal() or not 1 <= int(raw) <= self.max_page_size:
-            raise ValidationError({self.page_size_query_param: [f"Must be an integer from 1 to {self.max_page_size}."]})
+            raise ValidationError(
+                {
+                    self.page_size_query_param: [
+                        _("Must be an integer from %(min)d to %(max)d.") % {"min": 1, "max": self.max_page_size}
+                    ]
+                }
+            )
         return int(raw)
 
     def decode_cursor(self, request: Request) -> Cursor | None:
@@ -48,4 +55,4 @@ class TaskCursorPagination(CursorPagination):
 
 
 def _invalid_cursor(name: str) -> ValidationError:
-    return ValidationError({name: ["Invalid cursor."]})
+    return ValidationError({name: [_("Invalid cursor.")]})

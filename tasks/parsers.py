@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from django.conf import settings
+from django.utils.translation import gettext as _
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import BaseParser
 from rest_framework.renderers import JSONRenderer
@@ -29,12 +30,12 @@ class BoundedJSONParser(BaseParser):
         limit = self.max_bytes or settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         raw = stream.read(limit + 1)
         if len(raw) > limit:
-            raise PayloadTooLargeError(f"The request body is larger than {limit} bytes.")
+            raise PayloadTooLargeError(_("The request body is larger than %(limit)d bytes.") % {"limit": limit})
         encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
         try:
             return json.loads(raw.decode(encoding), parse_constant=_refuse_constant)
         except (ValueError, LookupError, RecursionError) as exc:
-            raise ParseError(f"JSON parse error - {exc}") from None
+            raise ParseError(_("JSON parse error - %(error)s") % {"error": exc}) from None
 
 
 def bounded_json_parser(max_bytes: int) -> type[BoundedJSONParser]:

@@ -7,6 +7,7 @@ from datetime import UTC
 from typing import Any
 
 from django.db import models
+from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
 from tasks.models import (
@@ -35,7 +36,7 @@ def reject_surrogates(value: str) -> None:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise serializers.ValidationError("Must be valid Unicode text (no unpaired surrogates).") from None
+        raise serializers.ValidationError(_("Must be valid Unicode text (no unpaired surrogates).")) from None
 
 
 class StrictCharField(serializers.CharField):
@@ -73,7 +74,7 @@ class StrictFieldsMixin:
             writable = {name for name, field in self.fields.items() if not field.read_only}
             unknown = sorted(_printable(name) for name in set(data) - writable)
             if unknown:
-                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+                raise serializers.ValidationError({name: [_("Unknown field.")] for name in unknown})
         return super().to_internal_value(data)
 
 
@@ -91,7 +92,7 @@ class QueryParamsMixin:
             data = {key: value for key, value in data.items() if key not in self.ignored}
             blank = sorted(_printable(key) for key, value in data.items() if value == "" and key in self.fields)
             if blank:
-                raise serializers.ValidationError({key: ["May not be blank."] for key in blank})
+                raise serializers.ValidationError({key: [_("May not be blank.")] for key in blank})
         return super().to_internal_value(data)
 
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from diagnostics.db_errors import is_retryable_contention
 from tasks import counters
@@ -44,8 +45,10 @@ class QuotaExceeded(Exception):
     def __init__(self, *, queue: QueueConfig, active: int, requested: int) -> None:
         self.queue, self.active, self.requested = queue, active, requested
         super().__init__(
-            f"queue {queue.name!r} allows {queue.max_active_per_user} active tasks per user; "
-            f"you have {active} and asked for {requested} more"
+            _(
+                "queue %(queue)s allows %(limit)d active tasks per user; you have %(active)d and asked for %(requested)d more"
+            )
+            % {"queue": repr(queue.name), "limit": queue.max_active_per_user, "active": active, "requested": requested}
         )
 
 
@@ -113,7 +116,7 @@ def tasks_enqueue_bulk(*, user: AbstractBaseUser, specs: Sequence[TaskSpec]) -> 
                 # Not a race (the winner would have been found): two keys of this very request
                 # that the database's collation deems equal (MySQL: "Key" = "key").
                 raise TaskSpecInvalid(
-                    {"idempotency_key": "Two tasks of this request have the same key (compared case-insensitively)."}
+                    {"idempotency_key": _("Two tasks of this request have the same key (compared case-insensitively).")}
                 ) from exc
         except Exception as exc:
             if attempt == ENQUEUE_ATTEMPTS or not retry_allowed or not is_retryable_contention(exc):
@@ -238,7 +241,10 @@ def task_cancel(*, task: TaskQueue, by: AbstractBaseUser | None = None) -> Cance
     task.refresh_from_db()
     if requested:
         return CancelOutcome.CANCEL_REQUESTED
-    raise TaskStateConflict(f"task {task.pk} is {task.status} and cannot be cancelled", status=task.status)
+    raise TaskStateConflict(
+        _("task %(id)s is %(status)s and cannot be cancelled") % {"id": task.pk, "status": task.status},
+        status=task.status,
+    )
 
 
 def task_retry(*, task: TaskQueue, by: AbstractBaseUser | None = None) -> TaskQueue:
@@ -253,7 +259,9 @@ def task_retry(*, task: TaskQueue, by: AbstractBaseUser | None = None) -> TaskQu
         if old_status is None:
             task.refresh_from_db()
             raise TaskStateConflict(
-                f"task {task.pk} is {task.status}; only failed or cancelled tasks can be retried", status=task.status
+                _("task %(id)s is %(status)s; only failed or cancelled tasks can be retried")
+                % {"id": task.pk, "status": task.status},
+                status=task.status,
             )
         TaskQueue.objects.filter(pk=task.pk).update(
             status=TaskStatus.PENDING,
@@ -302,3 +310,20 @@ def queue_update(*, queue: QueueConfig, changes: dict[str, Any]) -> QueueConfig:
         locked.full_clean(validate_unique=False)
         locked.save(update_fields=[*changes, "updated_at"])
     return locked
+
+
+def tasks_retry_failed(*, task_type: str, since: datetime, limit: int, by: AbstractBaseUser | None = None) -> int:
+    """Retry the newest `limit` failed tasks of `task_type` created since `since`; return how many were retried."""
+    ids = list(
+        TaskQueue.objects.filter(status=TaskStatus.FAILED, task_type=task_type, created_at__gte=since)
+        .order_by("-id")
+        .values_list("id", flat=True)[:limit]
+    )
+    retried = 0
+    for task in TaskQueue.objects.filter(pk__in=ids).order_by("id"):
+        try:
+            task_retry(task=task, by=by)
+        except TaskStateConflict:
+            continue  # retried (or finished otherwise) by someone else meanwhile
+        retried += 1
+    return retried

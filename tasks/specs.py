@@ -9,6 +9,7 @@ from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from tasks import registry
 from tasks.models import DEFAULT_QUEUE_NAME, MAX_ATTEMPTS_LIMIT, PRIORITY_MAX, PRIORITY_MIN, QueueConfig
@@ -40,7 +41,7 @@ class TaskSpecInvalid(ValueError):
     def __init__(self, errors: dict[str, str], *, index: int | None = None) -> None:
         self.errors = errors
         self.index = index
-        where = f"task {index}: " if index is not None else ""
+        where = _("task %(index)d: ") % {"index": index} if index is not None else ""
         super().__init__(where + "; ".join(f"{name}: {message}" for name, message in errors.items()))
 
 
@@ -49,8 +50,9 @@ class PayloadTooLarge(ValueError):
 
     def __init__(self, size: int, limit: int, *, index: int | None = None) -> None:
         self.size, self.limit, self.index = size, limit, index
-        where = f"task {index}: " if index is not None else ""
-        super().__init__(f"{where}payload is {size} bytes as JSON; the limit is {limit} bytes")
+        where = _("task %(index)d: ") % {"index": index} if index is not None else ""
+        message = _("payload is %(size)d bytes as JSON; the limit is %(limit)d bytes") % {"size": size, "limit": limit}
+        super().__init__(where + message)
 
 
 def payload_size(payload: Any) -> int:
@@ -79,34 +81,46 @@ def check_spec(spec: TaskSpec, queues: dict[str, QueueConfig], *, index: int | N
     """Return `spec` with its run_at made aware, or raise TaskSpecInvalid / PayloadTooLarge."""
     errors: dict[str, str] = {}
     if not isinstance(spec.task_type, str) or not registry.is_registered(spec.task_type):
-        errors["task_type"] = (
-            f"Unknown task type {spec.task_type!r}. Registered types: {', '.join(registry.registered_types())}."
-        )
+        errors["task_type"] = _("Unknown task type %(type)s. Registered types: %(types)s.") % {
+            "type": repr(spec.task_type),
+            "types": ", ".join(registry.registered_types()),
+        }
     if not isinstance(spec.queue, str) or spec.queue not in queues:
-        errors["queue"] = f"Unknown queue {spec.queue!r}."
+        errors["queue"] = _("Unknown queue %(name)s.") % {"name": repr(spec.queue)}
     if not _is_int(spec.priority) or not PRIORITY_MIN <= spec.priority <= PRIORITY_MAX:
-        errors["priority"] = f"Must be an integer from {PRIORITY_MIN} to {PRIORITY_MAX}."
+        errors["priority"] = _("Must be an integer from %(min)d to %(max)d.") % {
+            "min": PRIORITY_MIN,
+            "max": PRIORITY_MAX,
+        }
     if spec.max_attempts is not None and (
         not _is_int(spec.max_attempts) or not 1 <= spec.max_attempts <= MAX_ATTEMPTS_LIMIT
     ):
-        errors["max_attempts"] = f"Must be an integer from 1 to {MAX_ATTEMPTS_LIMIT}."
+        errors["max_attempts"] = _("Must be an integer from %(min)d to %(max)d.") % {
+            "min": 1,
+            "max": MAX_ATTEMPTS_LIMIT,
+        }
     key = spec.idempotency_key
     if key is not None and (not isinstance(key, str) or not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX_LENGTH):
-        errors["idempotency_key"] = f"Must be a string of 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} characters."
+        errors["idempotency_key"] = _("Must be a string of 1 to %(max)d characters.") % {
+            "max": IDEMPOTENCY_KEY_MAX_LENGTH
+        }
     run_at = _aware(spec.run_at)
     if spec.run_at is not None and (run_at is None or not RUN_AT_MIN <= run_at <= RUN_AT_MAX):
-        errors["run_at"] = f"Must be a datetime between {RUN_AT_MIN:%Y-%m-%d} and {RUN_AT_MAX:%Y-%m-%d}."
+        errors["run_at"] = _("Must be a datetime between %(min)s and %(max)s.") % {
+            "min": f"{RUN_AT_MIN:%Y-%m-%d}",
+            "max": f"{RUN_AT_MAX:%Y-%m-%d}",
+        }
     if not isinstance(spec.payload, dict):
-        errors["payload"] = "Must be a JSON object."
+        errors["payload"] = _("Must be a JSON object.")
     elif nests_deeper_than(spec.payload, PAYLOAD_MAX_DEPTH):
-        errors["payload"] = f"Must not nest deeper than {PAYLOAD_MAX_DEPTH} levels."
+        errors["payload"] = _("Must not nest deeper than %(depth)d levels.") % {"depth": PAYLOAD_MAX_DEPTH}
     else:
         try:
             size = payload_size(spec.payload)
         except UnicodeEncodeError:
-            errors["payload"] = "Must be valid Unicode text (no unpaired surrogates)."
+            errors["payload"] = _("Must be valid Unicode text (no unpaired surrogates).")
         except (TypeError, ValueError):
-            errors["payload"] = "Must contain only JSON values."
+            errors["payload"] = _("Must contain only JSON values.")
     if errors:
         raise TaskSpecInvalid(errors, index=index)
     limit = settings.TASK_PAYLOAD_MAX_BYTES
