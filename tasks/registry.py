@@ -13,8 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import import_module
 from typing import Any, Protocol
 
+from django.conf import settings
 from django.utils.module_loading import autodiscover_modules
 
 
@@ -81,5 +83,11 @@ def registered_types() -> list[str]:
 
 
 def autodiscover() -> None:
-    """Import every installed app's `handlers` module."""
+    """Import every installed app's `handlers` module and the TASKHUB_EXTRA_HANDLER_MODULES.
+
+    The web tier and the worker both call this at start-up, so a task type the worker can run
+    is also one the API accepts.
+    """
     autodiscover_modules("handlers")
+    for module in settings.TASKHUB_EXTRA_HANDLER_MODULES:
+        import_module(module)

@@ -17,7 +17,6 @@ import logging
 import random
 import time
 from collections.abc import Sequence
-from importlib import import_module
 
 from django.conf import settings
 from django.db import connection, connections
@@ -92,8 +91,6 @@ class Worker:
 
     def start(self, *, install_signal_handlers: bool = False) -> None:
         """Check the database, register this worker and start its child processes."""
-        for module in settings.TASKHUB_EXTRA_HANDLER_MODULES:
-            import_module(module)
         connection.ensure_connection()
         claims.ensure_skip_locked(connection)
         worker_registry.worker_register(worker_id=self.worker_id, queues=self.queue_names, concurrency=self.concurrency)
