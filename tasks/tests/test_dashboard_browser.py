@@ -2,7 +2,7 @@
 
 No browser is downloaded (`playwright install` is never run): Playwright launches
 /usr/bin/chromium. Without it the test is skipped loudly; with CI=true it fails, because CI
-installs Chromium (`scripts/ensure-browser`).
+installs Chromium (`scripts/ensure-test-tools`).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def require_chromium() -> None:
         return
     reason = (
         f"BROWSER TEST NOT RUN: {CHROMIUM} is missing. Install it with `apt-get install chromium` "
-        "(scripts/ensure-browser does so in CI)."
+        "(scripts/ensure-test-tools does so in CI)."
     )
     if os.environ.get("CI") == "true":
         pytest.fail(f"CI=true and {reason}")
