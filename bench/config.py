@@ -58,6 +58,7 @@ class BenchConfig:
     load_seconds: float
     load_connections: int
     gunicorn_workers: int
+    gunicorn_threads: int
     bulk_chunk: int
     liveness_path: str
     auth_path: str
@@ -106,6 +107,7 @@ def load_config() -> BenchConfig:
         load_seconds=_env_float("BENCH_LOAD_SECONDS", 2.0 if quick else 10.0),
         load_connections=_env_int("BENCH_LOAD_CONNECTIONS", 8),
         gunicorn_workers=_env_int("BENCH_GUNICORN_WORKERS", 2),
+        gunicorn_threads=_env_int("BENCH_GUNICORN_THREADS", 4),
         bulk_chunk=_env_int("BENCH_BULK_CHUNK", 500),
         liveness_path=os.environ.get("BENCH_LIVENESS_PATH", "/health/live"),
         auth_path=os.environ.get("BENCH_AUTH_PATH", "/api/auth/me/"),
