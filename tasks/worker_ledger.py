@@ -30,6 +30,10 @@ T = TypeVar("T")
 
 PROGRESS_WRITE_INTERVAL = 1.0
 QUEUE_REFRESH_SECONDS = 1.0
+# Django's per-request connection upkeep (CONN_MAX_AGE, health-check ping, no transaction left
+# open), done at most this often while busy: before every batch it would cost two round trips
+# per batch, and a connection that dies in between fails its next query, which db_call handles.
+SESSION_UPKEEP_SECONDS = 1.0
 DB_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0)
 # Too many connections (server-wide, per user): the server is up but full for now.
 TRANSIENT_CODES = frozenset({1040, 1203})
@@ -62,6 +66,7 @@ class Ledger:
         self.queues: dict[int, QueueConfig] = {}  # every queue seen: timeouts and back-off
         self._runnable: list[QueueConfig] = []
         self._queues_read_at = float("-inf")
+        self._session_kept_at = float("-inf")
         self.renew_at = float("inf")
         self.processed = 0
         self.db_retry_at = 0.0
@@ -115,7 +120,7 @@ class Ledger:
         def work() -> tuple[list[claims.Recorded], claims.Claim]:
             claim_from = []
             if claim_limit > 0:
-                close_old_connections()  # the worker's stand-in for Django's per-request cleanup
+                self._session_upkeep()
                 claim_from = self._runnable_queues()
             return claims.record_and_claim(
                 worker_id=self.worker_id,
@@ -161,6 +166,15 @@ class Ledger:
             return False
         return True
 
+    def _session_upkeep(self) -> None:
+        """Do the worker's stand-in for Django's per-request cleanup, at most once a second."""
+        now = time.monotonic()
+        if now < self._session_kept_at + SESSION_UPKEEP_SECONDS:
+            return
+        ensure_clean_session(context_id=f"worker-{self.worker_id}")
+        close_old_connections()
+        self._session_kept_at = now
+
     def _runnable_queues(self) -> list[QueueConfig]:
         # Re-read often enough that pausing a queue stops claims within a second.
         now = time.monotonic()
@@ -177,7 +191,6 @@ class Ledger:
         self.processed += len(batch)
         for entry in recorded:
             _log_outcome(entry)
-        ensure_clean_session(context_id=f"worker-{self.worker_id}")
 
     def _record_one_by_one(self, batch: list[tuple[TaskQueue, Outcome]], cancels: list[int]) -> list[claims.Recorded]:
         recorded: list[claims.Recorded] = []

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+from types import SimpleNamespace
+
 import pytest
 from django.db import DataError, IntegrityError, OperationalError, connection
 
 from diagnostics import metrics
-from tasks import claims
+from diagnostics.db_session import FORCED_ROLLBACK_MARKER
+from tasks import claims, worker_ledger
 from tasks.models import QueueConfig, TaskQueue, TaskStatus
 from tasks.outcomes import Outcome, OutcomeKind
 from tasks.tests.conftest import enqueue_many
@@ -121,3 +125,32 @@ def test_progress_is_written_only_for_tasks_still_held(ledger, alice, default_qu
     stored = TaskQueue.objects.get(pk=task.pk)
     assert (stored.progress, stored.progress_message) == (40, "halfway-ish")
     assert ledger.progress == {}
+
+
+def test_connection_upkeep_runs_before_a_claim_at_most_once_a_second(ledger, alice, default_queue, monkeypatch):
+    enqueue_many(alice, 3)
+    upkeeps: list[float] = []
+    clock = [1000.0]
+    monkeypatch.setattr(worker_ledger, "close_old_connections", lambda: upkeeps.append(clock[0]))
+    monkeypatch.setattr(worker_ledger, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    for _ in range(3):
+        ledger.sync(flush=False, claim_limit=1)
+        clock[0] += worker_ledger.SESSION_UPKEEP_SECONDS / 4
+    assert upkeeps == [1000.0]
+    clock[0] = 1000.0 + worker_ledger.SESSION_UPKEEP_SECONDS
+    ledger.sync(flush=False, claim_limit=1)
+    assert upkeeps == [1000.0, 1000.0 + worker_ledger.SESSION_UPKEEP_SECONDS]
+
+
+def test_a_transaction_left_open_on_the_workers_connection_is_rolled_back_before_it_claims(
+    ledger, alice, default_queue, caplog
+):
+    task = enqueue_many(alice)[0]
+    with connection.cursor() as cursor:
+        cursor.execute("BEGIN" if connection.vendor == "sqlite" else "START TRANSACTION")
+        cursor.execute("UPDATE task_queue SET priority = 7 WHERE id = %s", [task.pk])
+    with caplog.at_level(logging.ERROR, logger="taskhub.db"):
+        claim = ledger.sync(flush=False, claim_limit=1)
+    assert FORCED_ROLLBACK_MARKER.format(context_id=f"worker-{ledger.worker_id}") in caplog.text
+    assert [t.pk for t in claim.tasks] == [task.pk]
+    assert TaskQueue.objects.get(pk=task.pk).priority == 0
