@@ -99,6 +99,10 @@ class Claim:
     # True when a limited queue was skipped because another worker was claiming from it:
     # "nothing claimed" then does not mean "nothing runnable".
     contended: bool = False
+    # Queues searched that had nothing runnable (or nothing another worker was not claiming).
+    empty_queues: set[int] = field(default_factory=set)
+    # True when the caller left out some of its queues: "nothing claimed" proves nothing either.
+    partial: bool = False
 
 
 def claim_tasks(*, worker_id: str, queues: Sequence[QueueConfig], limit: int, now: datetime | None = None) -> Claim:
@@ -112,10 +116,10 @@ def _claim(worker_id: str, queues: Sequence[QueueConfig], limit: int, now: datet
         return Claim()
     budgets, contended = _budgets(queues, limit)
     leases = {queue.pk: queue.task_timeout_seconds for queue in queues}
-    tasks = TaskQueue.objects.claim_batch(
+    tasks, empty = TaskQueue.objects.claim_batch(
         worker_id=worker_id, budgets=budgets, limit=limit, now=now, lease_seconds=leases
     )
-    return Claim(tasks=tasks, contended=contended)
+    return Claim(tasks=tasks, contended=contended, empty_queues=empty)
 
 
 def _budgets(queues: Sequence[QueueConfig], limit: int) -> tuple[dict[int, int], bool]:

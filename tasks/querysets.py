@@ -105,8 +105,10 @@ class TaskQuerySet(models.QuerySet):
 
     def claim_batch(
         self, *, worker_id: str, budgets: dict[int, int], limit: int, now: datetime, lease_seconds: dict[int, int]
-    ) -> list[TaskQueue]:
+    ) -> tuple[list[TaskQueue], set[int]]:
         """Take up to `limit` runnable tasks, at most `budgets[q]` from queue q; inside a transaction.
+
+        Return them, and the queues searched that had nothing to take.
 
         1. Lock candidates per queue with SKIP LOCKED: rows another worker is claiming are
            passed over, never waited for. The SELECT reads task_queue alone (no join), so no
@@ -115,9 +117,13 @@ class TaskQuerySet(models.QuerySet):
         3. Mark them running in one UPDATE per queue (the lease differs per queue).
         """
         candidates: list[TaskQueue] = []
+        empty: set[int] = set()
         for queue_id, budget in budgets.items():
             if budget > 0:
-                candidates.extend(self.lock_claimable(queue_id, now, min(budget, limit)))
+                found = self.lock_claimable(queue_id, now, min(budget, limit))
+                candidates.extend(found)
+                if not found:
+                    empty.add(queue_id)
         candidates.sort(key=lambda task: (-task.priority, task.run_at, task.pk))
         chosen = candidates[:limit]
         by_queue: dict[int, list[TaskQueue]] = {}
@@ -137,7 +143,7 @@ class TaskQuerySet(models.QuerySet):
                 )
             for task in tasks:
                 task.mark_running(worker_id=worker_id, now=now, lease_expires_at=lease_expires_at, save=False)
-        return chosen
+        return chosen, empty
 
     def held_by(self, worker_id: str) -> TaskQuerySet:
         """Return the tasks `worker_id` is running under its claim."""

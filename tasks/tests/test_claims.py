@@ -153,7 +153,7 @@ def test_it_skips_rows_locked_by_another_worker(alice, default_queue):
     budgets, leases = {default_queue.pk: 3}, {default_queue.pk: 60}
 
     def first_claim() -> list[int]:
-        batch = TaskQueue.objects.claim_batch(
+        batch, _ = TaskQueue.objects.claim_batch(
             worker_id=OTHER, budgets=budgets, limit=3, now=timezone.now(), lease_seconds=leases
         )
         return [t.pk for t in batch]
@@ -301,6 +301,16 @@ def test_a_batch_of_outcomes_costs_the_same_queries_as_one(alice, default_queue,
         record(many)
     assert TaskStatusCount.objects.get(owner=alice, status=TaskStatus.SUCCEEDED).count == 21
     assert {t.pk: t.result for t in TaskQueue.objects.all()} == {t.pk: {"n": t.pk} for t in [one, *many]}
+
+
+def test_a_claim_names_the_queues_that_had_nothing_runnable(alice, default_queue):
+    later = QueueConfig.objects.create(name="later")
+    idle = QueueConfig.objects.create(name="idle")
+    enqueue_many(alice, 2)
+    enqueue_many(alice, 3, queue=later, run_at=timezone.now() + timedelta(hours=1))
+    result = claim(limit=10)
+    assert len(result.tasks) == 2
+    assert result.empty_queues == {later.pk, idle.pk}
 
 
 def test_a_batch_of_successes_is_one_guarded_update_without_a_locking_read(alice, default_queue):

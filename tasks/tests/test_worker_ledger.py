@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import re
 from types import SimpleNamespace
 
 import pytest
 from django.db import DataError, IntegrityError, OperationalError, connection
+from django.test.utils import CaptureQueriesContext
 
 from diagnostics import metrics
 from diagnostics.db_session import FORCED_ROLLBACK_MARKER
@@ -154,3 +156,49 @@ def test_a_transaction_left_open_on_the_workers_connection_is_rolled_back_before
     assert FORCED_ROLLBACK_MARKER.format(context_id=f"worker-{ledger.worker_id}") in caplog.text
     assert [t.pk for t in claim.tasks] == [task.pk]
     assert TaskQueue.objects.get(pk=task.pk).priority == 0
+
+
+@pytest.fixture
+def clock(monkeypatch) -> list[float]:
+    """The ledger's monotonic clock, moved by hand."""
+    now = [1000.0]
+    monkeypatch.setattr(worker_ledger, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    return now
+
+
+def _searched_queues(ledger: Ledger, limit: int = 1) -> set[int]:
+    with CaptureQueriesContext(connection) as captured:
+        ledger.sync(flush=False, claim_limit=limit)
+    searched = set()
+    for query in captured.captured_queries:
+        match = re.search(r"queue_id\W+= (\d+)", query["sql"])
+        if match and "LIMIT" in query["sql"]:  # the claim's locking read, one per queue searched
+            searched.add(int(match.group(1)))
+    return searched
+
+
+def test_a_queue_found_idle_is_left_out_for_a_second_while_others_keep_the_worker_busy(
+    ledger, alice, default_queue, clock
+):
+    idle = QueueConfig.objects.create(name="idle")
+    enqueue_many(alice, 5)
+    assert _searched_queues(ledger) == {default_queue.pk, idle.pk}
+    enqueue_many(alice, 1, queue=idle)
+    assert _searched_queues(ledger) == {default_queue.pk}
+    clock[0] += worker_ledger.IDLE_QUEUE_RECHECK_SECONDS
+    assert _searched_queues(ledger, limit=10) == {default_queue.pk, idle.pk}
+    assert {ledger.held[pk].task.queue_id for pk in ledger.ready} == {default_queue.pk, idle.pk}
+
+
+def test_when_the_busy_queues_run_dry_every_queue_is_searched_before_nothing_counts_as_runnable(
+    ledger, alice, default_queue, clock
+):
+    idle = QueueConfig.objects.create(name="idle")
+    (first,) = enqueue_many(alice, 1)
+    ledger.sync(flush=False, claim_limit=1)  # finds the idle queue empty
+    (late,) = enqueue_many(alice, 1, queue=idle)
+    claim = ledger.sync(flush=False, claim_limit=1)
+    assert (claim.tasks, claim.partial) == ([], True)  # only the drained queue was searched
+    claim = ledger.sync(flush=False, claim_limit=1)
+    assert ([t.pk for t in claim.tasks], claim.partial) == ([late.pk], False)
+    assert list(ledger.ready) == [first.pk, late.pk]
