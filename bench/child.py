@@ -23,6 +23,9 @@ def _parser() -> argparse.ArgumentParser:
     load.add_argument("--users", type=int, default=50)
     load.add_argument("--days", type=int, default=90)
     load.add_argument("--seed", type=int, default=1)
+    live = sub.add_parser("live", help="add live (scheduled or running) tasks to a loaded table (counted)")
+    live.add_argument("--rows", type=int, required=True)
+    live.add_argument("--users", type=int, default=50)
     pending = sub.add_parser("pending", help="add fresh runnable echo tasks (counted)")
     pending.add_argument("--rows", type=int, required=True)
     enqueue = sub.add_parser("enqueue", help="enqueue echo tasks through TaskHub's services")
@@ -46,6 +49,9 @@ def main(argv: list[str]) -> None:
     elif args.command == "load":
         owners = loader.ensure_users(args.users, password=password)
         emit_result(loader.load(args.rows, owner_ids=owners["owner_ids"], days=args.days, seed=args.seed))
+    elif args.command == "live":
+        owners = loader.ensure_users(args.users, password=password)
+        emit_result(loader.add_live(args.rows, owner_ids=owners["owner_ids"]))
     elif args.command == "pending":
         emit_result(loader.add_pending(args.rows, username=loader.USER_NAME.format(0)))
     elif args.command == "enqueue":

@@ -71,6 +71,8 @@ class BenchConfig:
     mysql_password: str
     budget_seconds: float
     results_path: Path
+    before_path: Path | None
+    before_label: str
 
     def step_timeout(self, tasks: int) -> float:
         """Return a generous bound for a step that processes `tasks` tasks (a loaded machine is slow)."""
@@ -93,6 +95,7 @@ def load_config() -> BenchConfig:
     redis_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/5")
     _require_loopback(urlparse(redis_url).hostname or "", "BENCH_REDIS_URL")
     results = os.environ.get("BENCH_RESULTS_PATH", "").strip()
+    before = os.environ.get("BENCH_BEFORE", "").strip()
     default_results = OUT_DIR / "RESULTS.quick.md" if quick else ROOT / "bench" / "RESULTS.md"
     return BenchConfig(
         quick=quick,
@@ -120,4 +123,6 @@ def load_config() -> BenchConfig:
         mysql_password=os.environ.get("MYSQL_PASSWORD", ""),
         budget_seconds=_env_float("BENCH_BUDGET_SECONDS", 1200.0 if quick else 5400.0),
         results_path=Path(results) if results else default_results,
+        before_path=Path(before) if before else None,
+        before_label=os.environ.get("BENCH_BEFORE_LABEL", "").strip() or "an earlier run",
     )

@@ -10,7 +10,7 @@ import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from bench import auth, db, machine, memory, report, scale, taskhub
+from bench import auth, compare, db, machine, memory, report, scale, taskhub
 from bench.config import OUT_DIR, load_config
 from bench.context import Context, Unavailable
 from bench.peers import celery_bench, djtasks, rawsql
@@ -93,6 +93,8 @@ def main() -> int:
     results["errors"] = errors
     results["meta"]["duration_seconds"] = time.monotonic() - ctx.started
     results["machine_end"] = {"loadavg": machine.machine()["loadavg"]}
+    if cfg.before_path:
+        results["before"] = compare.load_before(cfg.before_path, cfg.before_label)
     report.add_summaries(results)
     (OUT_DIR / json_name).write_text(json.dumps(results, indent=2, default=str))
     (OUT_DIR / "latest.json").write_text(json.dumps(results, indent=2, default=str))

@@ -1,6 +1,13 @@
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import pytest
+
+from bench import compare
 from bench.report import add_summaries, render, summarize_runs, targets
+from bench.scale import ENDPOINTS
 
 
 def _runs(label: str, drains: list[float], enqueue: float, enqueue_label: str = "per task") -> list[dict]:
@@ -77,3 +84,50 @@ def test_it_reports_the_auth_ratio_of_medians_over_interleaved_rounds() -> None:
     assert "| authenticated ÷ liveness requests/s | 0.75 | ≥ 0.75 | met |" in text
     assert "| `/api/auth/me/` (bearer JWT) | 1,500 (1,400–1,550) | 0 |" in text
     assert "per round: 0.74 (0.70–0.78)" in text
+
+
+def test_it_puts_the_ratios_of_an_earlier_run_next_to_this_runs(tmp_path: Path) -> None:
+    earlier = _results({"runs": _runs("2 workers", [900], 500, "per-task")})
+    earlier["meta"]["json_name"] = "results-before.json"
+    (tmp_path / "before.json").write_text(json.dumps(earlier))
+    results = _results({"runs": _runs("2 workers", [1840], 1380, "per-task")})
+    results["before"] = compare.load_before(tmp_path / "before.json", "the product before the fixes")
+    text = render(results)
+    assert "Before: the product before the fixes — run 2026-01-01T00:00:00+00:00 (`bench/out/before.json`" in text
+    assert "| TaskHub drain, 2 workers ÷ django-tasks-db 2 workers | 1.96 | 4.00 | ≥ 2 |" in text
+    assert "| TaskHub enqueue per task (service) ÷ django-tasks-db .enqueue() | 0.62 | 1.73 | ≥ 1.5 |" in text
+
+
+def test_it_ends_with_the_findings_written_by_hand(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    findings = tmp_path / "FINDINGS.md"
+    findings.write_text("## Findings\n\nThe claim scan steps over delete-marked index entries.\n")
+    monkeypatch.setattr(compare, "FINDINGS", findings)
+    text = render(_results({"runs": _runs("2 workers", [1840], 1380, "per-task")}))
+    assert text.rstrip().endswith("The claim scan steps over delete-marked index entries.")
+
+
+def test_it_shows_what_a_bigger_live_backlog_costs_apart_from_the_table_size() -> None:
+    def http(p95: float) -> dict:
+        return {name: {"p50_ms": p95 - 1, "p95_ms": p95} for name in ENDPOINTS}
+
+    results = _results({"runs": _runs("2 workers", [1840], 1380, "per-task")})
+    results["sections"]["scale"] = {
+        "sizes": [
+            {"rows": 10_000, "label": "10k", "table_rows": 10_000, "live_tasks": 300, "load": {}, "http": http(10.0)},
+            {
+                "rows": 1_000_000,
+                "label": "1M",
+                "table_rows": 1_000_000,
+                "live_tasks": 300,
+                "load": {"reused": True},
+                "http": http(12.0),
+                "claim": {"rate": 2000.0},
+                "backlog": {"live": 30_000, "http": http(30.0)},
+            },
+        ]
+    }
+    text = render(results)
+    assert "| p95 queue-status: 1M ÷ 10k | 1.20 | ≤ 2 | met |" in text
+    assert "| 1,000,000, 30,000 of them live | – | 29.0 / 30.0 | 29.0 / 30.0 | 29.0 / 30.0 | – |" in text
+    assert "Every size has the same live set (300 pending and running tasks)" in text
+    assert "queue-status 3.00×" in text
