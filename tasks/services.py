@@ -167,7 +167,8 @@ def _queues_named(names: set[str]) -> dict[str, QueueConfig]:
     fields = ("id", "name", "max_attempts", "max_active_per_user")
     marks = ", ".join(["%s"] * len(names))
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT {', '.join(fields)} FROM queue_config WHERE name IN ({marks})", sorted(names))
+        table = QueueConfig._meta.db_table
+        cursor.execute(f"SELECT {', '.join(fields)} FROM {table} WHERE name IN ({marks})", sorted(names))
         rows = cursor.fetchall()
     queues = (QueueConfig.from_db(connection.alias, fields, row) for row in rows)
     return {queue.name: queue for queue in queues}
