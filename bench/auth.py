@@ -4,34 +4,48 @@ from __future__ import annotations
 
 from bench import httpload, taskhub
 from bench.config import USER_NAME
-from bench.context import Context, Unavailable
+from bench.context import Context
 from bench.procs import StepFailed
-from bench.stats import ratio
+from bench.stats import ratio, summarize
+
+WARMUP_SECONDS = 2.0
 
 
 def run(ctx: Context) -> dict:
-    """Load each endpoint for BENCH_LOAD_SECONDS under gunicorn; return both rates and their ratio."""
+    """Load each endpoint in turn, `repeats` rounds, under gunicorn; return both rates and their ratio."""
     cfg = ctx.cfg
-    found = taskhub.probe(ctx)
-    reason = taskhub.missing(found, "token_url", "auth_url", "liveness_url")
-    if reason:
-        raise Unavailable(reason)
     database = taskhub.shared_database(ctx)
-    ctx.log(f"auth: {cfg.auth_path} vs {cfg.liveness_path}, {cfg.load_seconds:.0f}s each")
+    ctx.log(f"auth: {cfg.auth_path} vs {cfg.liveness_path}, {cfg.repeats} × {cfg.load_seconds:.0f}s each")
+    paths = {"liveness": cfg.liveness_path, "authenticated": cfg.auth_path}
+    loads: dict[str, list[dict]] = {name: [] for name in paths}
     with httpload.gunicorn(ctx, database) as port:
         token = httpload.obtain_token(port, USER_NAME.format(0), ctx.password)
-        for path, bearer in ((cfg.liveness_path, None), (cfg.auth_path, token)):
-            status, body = httpload.request(port, "GET", path, token=bearer)
+        tokens = {"liveness": None, "authenticated": token}
+        for name, path in paths.items():
+            status, body = httpload.request(port, "GET", path, token=tokens[name])
             if status != 200:
                 raise StepFailed(f"GET {path} answered {status} before the load: {body[:200]!r}")
-        kwargs = {"seconds": cfg.load_seconds, "connections": cfg.load_connections}
-        liveness = httpload.load(port, cfg.liveness_path, token=None, **kwargs)
-        authenticated = httpload.load(port, cfg.auth_path, token=token, **kwargs)
+            # Warm-up: every gunicorn thread opens its DB connection and fills its caches.
+            httpload.load(port, path, token=tokens[name], seconds=WARMUP_SECONDS, connections=cfg.load_connections)
+        # Interleaved rounds, so a burst of noise from elsewhere hits both sides alike.
+        for _ in range(cfg.repeats):
+            for name, path in paths.items():
+                loads[name].append(
+                    httpload.load(
+                        port, path, token=tokens[name], seconds=cfg.load_seconds, connections=cfg.load_connections
+                    )
+                )
+    rps = {name: summarize([run["rps"] for run in runs]) for name, runs in loads.items()}
+    rounds = [ratio(a["rps"], b["rps"]) for a, b in zip(loads["authenticated"], loads["liveness"], strict=True)]
     return {
         "liveness_path": cfg.liveness_path,
         "auth_path": cfg.auth_path,
-        "gunicorn_workers": cfg.gunicorn_workers,
-        "liveness": liveness,
-        "authenticated": authenticated,
-        "ratio": ratio(authenticated["rps"], liveness["rps"]),
+        "server": f"gunicorn -c gunicorn.conf.py (gthread), {cfg.gunicorn_workers} workers × {cfg.gunicorn_threads} threads",
+        "tool": loads["liveness"][0]["tool"],
+        "connections": cfg.load_connections,
+        "loads": loads,
+        "rps": rps,
+        "non_2xx": {name: sum(run["non_2xx"] for run in runs) for name, runs in loads.items()},
+        "ratio": ratio(rps["authenticated"]["median"], rps["liveness"]["median"]),
+        "round_ratios": summarize([r for r in rounds if r is not None]),
     }

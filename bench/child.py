@@ -23,11 +23,11 @@ def _parser() -> argparse.ArgumentParser:
     load.add_argument("--users", type=int, default=50)
     load.add_argument("--days", type=int, default=90)
     load.add_argument("--seed", type=int, default=1)
+    live = sub.add_parser("live", help="add live (scheduled or running) tasks to a loaded table (counted)")
+    live.add_argument("--rows", type=int, required=True)
+    live.add_argument("--users", type=int, default=50)
     pending = sub.add_parser("pending", help="add fresh runnable echo tasks (counted)")
     pending.add_argument("--rows", type=int, required=True)
-    probe = sub.add_parser("probe", help="which TaskHub interfaces exist")
-    probe.add_argument("--liveness", required=True)
-    probe.add_argument("--auth", required=True)
     enqueue = sub.add_parser("enqueue", help="enqueue echo tasks through TaskHub's services")
     enqueue.add_argument("--mode", choices=("per-task", "bulk"), required=True)
     enqueue.add_argument("--count", type=int, required=True)
@@ -49,10 +49,11 @@ def main(argv: list[str]) -> None:
     elif args.command == "load":
         owners = loader.ensure_users(args.users, password=password)
         emit_result(loader.load(args.rows, owner_ids=owners["owner_ids"], days=args.days, seed=args.seed))
+    elif args.command == "live":
+        owners = loader.ensure_users(args.users, password=password)
+        emit_result(loader.add_live(args.rows, owner_ids=owners["owner_ids"]))
     elif args.command == "pending":
         emit_result(loader.add_pending(args.rows, username=loader.USER_NAME.format(0)))
-    elif args.command == "probe":
-        emit_result(taskhub_side.probe(liveness_path=args.liveness, auth_path=args.auth))
     elif args.command == "enqueue":
         from django.contrib.auth import get_user_model
 

@@ -58,6 +58,7 @@ class BenchConfig:
     load_seconds: float
     load_connections: int
     gunicorn_workers: int
+    gunicorn_threads: int
     bulk_chunk: int
     liveness_path: str
     auth_path: str
@@ -70,6 +71,8 @@ class BenchConfig:
     mysql_password: str
     budget_seconds: float
     results_path: Path
+    before_path: Path | None
+    before_label: str
 
     def step_timeout(self, tasks: int) -> float:
         """Return a generous bound for a step that processes `tasks` tasks (a loaded machine is slow)."""
@@ -92,6 +95,7 @@ def load_config() -> BenchConfig:
     redis_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/5")
     _require_loopback(urlparse(redis_url).hostname or "", "BENCH_REDIS_URL")
     results = os.environ.get("BENCH_RESULTS_PATH", "").strip()
+    before = os.environ.get("BENCH_BEFORE", "").strip()
     default_results = OUT_DIR / "RESULTS.quick.md" if quick else ROOT / "bench" / "RESULTS.md"
     return BenchConfig(
         quick=quick,
@@ -106,6 +110,7 @@ def load_config() -> BenchConfig:
         load_seconds=_env_float("BENCH_LOAD_SECONDS", 2.0 if quick else 10.0),
         load_connections=_env_int("BENCH_LOAD_CONNECTIONS", 8),
         gunicorn_workers=_env_int("BENCH_GUNICORN_WORKERS", 2),
+        gunicorn_threads=_env_int("BENCH_GUNICORN_THREADS", 4),
         bulk_chunk=_env_int("BENCH_BULK_CHUNK", 500),
         liveness_path=os.environ.get("BENCH_LIVENESS_PATH", "/health/live"),
         auth_path=os.environ.get("BENCH_AUTH_PATH", "/api/auth/me/"),
@@ -118,4 +123,6 @@ def load_config() -> BenchConfig:
         mysql_password=os.environ.get("MYSQL_PASSWORD", ""),
         budget_seconds=_env_float("BENCH_BUDGET_SECONDS", 1200.0 if quick else 5400.0),
         results_path=Path(results) if results else default_results,
+        before_path=Path(before) if before else None,
+        before_label=os.environ.get("BENCH_BEFORE_LABEL", "").strip() or "an earlier run",
     )

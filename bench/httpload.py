@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from bench import taskhub_side
+from bench.config import ROOT
 from bench.context import Context
 from bench.procs import StepFailed, free_port, log_tail, python
 from bench.stats import percentile
@@ -24,11 +25,19 @@ READY_SECONDS = 60.0
 
 @contextmanager
 def gunicorn(ctx: Context, database: str) -> Iterator[int]:
-    """Serve TaskHub on `database` with gunicorn on a free loopback port; yield the port."""
+    """Serve TaskHub on `database` under gunicorn.conf.py (gthread) on a free loopback port; yield the port."""
     port = free_port()
-    args = ["-m", "gunicorn", "config.wsgi:application", "--bind", f"{HOST}:{port}"]
-    args += ["--workers", str(ctx.cfg.gunicorn_workers), "--log-level", "warning", "--timeout", "60"]
-    proc = ctx.children.spawn(python(*args), env=ctx.taskhub_env(database), name="gunicorn")
+    env = ctx.taskhub_env(database)
+    env.update(
+        GUNICORN_BIND=f"{HOST}:{port}",
+        GUNICORN_WORKERS=str(ctx.cfg.gunicorn_workers),
+        GUNICORN_THREADS=str(ctx.cfg.gunicorn_threads),
+        # No recycling mid-measurement: a worker restarting inside one timed window (but not the
+        # other) would be counted as that endpoint's cost.
+        GUNICORN_MAX_REQUESTS="0",
+    )
+    args = ["-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "config.wsgi:application"]
+    proc = ctx.children.spawn(python(*args), env=env, name="gunicorn")
     try:
         _wait_ready(port, proc, ctx)
         yield port

@@ -1,6 +1,7 @@
 """Fast bulk loader: fills `task_queue` and its counter tables for the statistics-at-scale runs.
 
-Rows are spread over statuses, queues, users and ~90 days and written with multi-row INSERTs.
+Rows come from `bench.dataset` (history spread over statuses, queues, users and ~90 days, plus
+a live set of the same size at every table size) and are written with multi-row INSERTs.
 The counters (`task_status_count`, `task_hourly_stats`) are accumulated while generating, with
 the same rules as `tasks.counters.rebuild()`, and inserted in bulk: `rebuild()` itself issues
 one statement per counter row, far too slow for a million tasks.
@@ -8,32 +9,22 @@ one statement per counter row, far too slow for a million tasks.
 
 from __future__ import annotations
 
-import itertools
-import json
 import random
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from bench import dataset
 from bench.config import STAFF_NAME, USER_NAME
 from tasks import counters
-from tasks.models import FINISHED_STATUSES, QueueConfig, TaskHourlyStats, TaskQueue, TaskStatus, TaskStatusCount
+from tasks.models import FINISHED_STATUSES, QueueConfig, TaskHourlyStats, TaskQueue, TaskStatusCount
 
-QUEUES = {"default": 0.5, "emails": 0.2, "reports": 0.2, "media": 0.1}
-# Plain strings (not the enum) because rows go to the driver without Django's value preparation.
-STATUSES = {
-    TaskStatus.SUCCEEDED.value: 0.88,
-    TaskStatus.FAILED.value: 0.06,
-    TaskStatus.CANCELLED.value: 0.03,
-    TaskStatus.PENDING.value: 0.02,  # scheduled in the future, so workers leave them alone
-    TaskStatus.RUNNING.value: 0.01,  # leases far ahead, so lease recovery leaves them alone
-}
 CHUNK = 5000
 TASK_COLUMNS = (
     "owner_id",
@@ -85,7 +76,7 @@ def ensure_users(count: int, *, password: str) -> dict:
 
 def ensure_queues() -> list[int]:
     """Return the ids of the bench queues, creating the missing ones."""
-    return [QueueConfig.objects.get_or_create(name=name)[0].pk for name in QUEUES]
+    return [QueueConfig.objects.get_or_create(name=name)[0].pk for name in dataset.QUEUES]
 
 
 def load(rows: int, *, owner_ids: Sequence[int], days: int = 90, seed: int = 1, now: datetime | None = None) -> dict:
@@ -100,7 +91,7 @@ def load(rows: int, *, owner_ids: Sequence[int], days: int = 90, seed: int = 1, 
     queue_ids = ensure_queues()
     statuses: dict[tuple[int, int, str], int] = defaultdict(int)
     hourly: dict[tuple[int, datetime, int], list[float]] = {}
-    generated = _generate(rng, rows, owner_ids, queue_ids, days, now)
+    generated = dataset.generate(rng, rows, owner_ids, queue_ids, days, now)
     with _bulk_session():
         for chunk in _chunks(generated, CHUNK):
             params = []
@@ -142,55 +133,18 @@ def add_pending(rows: int, *, username: str, queue_name: str = "default") -> dic
     return {"count": rows, "first_id": before + 1, "last_id": after, "seconds": time.perf_counter() - started}
 
 
-def _generate(
-    rng: random.Random, rows: int, owner_ids: Sequence[int], queue_ids: Sequence[int], days: int, now: datetime
-) -> Iterator[dict]:
-    """Yield task rows in creation order (ids grow with time, as in production)."""
-    span = timedelta(days=days).total_seconds()
-    first = now - timedelta(days=days)
-    queue_cum = list(itertools.accumulate(QUEUES.values()))
-    status_names, status_cum = list(STATUSES), list(itertools.accumulate(STATUSES.values()))
-    for i in range(rows):
-        status = rng.choices(status_names, cum_weights=status_cum)[0]
-        # Kept a minute back from now so created + wait + run is never in the future.
-        created = first + timedelta(seconds=span * i / max(rows, 1) - 60)
-        if status == TaskStatus.RUNNING:
-            created = now - timedelta(seconds=rng.uniform(60, 3600))
-        wait = min(rng.expovariate(0.5), 25.0)
-        run = min(rng.expovariate(2.0), 25.0)
-        started = created + timedelta(seconds=wait)
-        row = {
-            "owner_id": rng.choice(owner_ids),
-            "queue_id": rng.choices(queue_ids, cum_weights=queue_cum)[0],
-            "status": status,
-            "created_at": created,
-            "run_at": created,
-            "started_at": None,
-            "finished_at": None,
-            "lease_expires_at": None,
-            "claimed_by": "",
-            "attempts": 0,
-            "task_type": "echo",
-            "result": None,
-            "error": "",
-            "progress": 0,
-            "cancel_requested": False,
-            "payload": json.dumps({"n": i}),
-        }
-        if status == TaskStatus.PENDING:
-            row["run_at"] = now + timedelta(days=rng.uniform(1, 30))
-        elif status == TaskStatus.RUNNING:
-            row.update(started_at=started, lease_expires_at=now + timedelta(days=7), claimed_by="bench-ghost")
-            row.update(attempts=1, progress=50)
-        elif status == TaskStatus.CANCELLED:
-            row.update(finished_at=created + timedelta(seconds=wait), cancel_requested=True)
-        else:
-            row.update(started_at=started, finished_at=started + timedelta(seconds=run), attempts=1, progress=100)
-            if status == TaskStatus.FAILED:
-                row.update(task_type="fail", error="TaskFailure: failed on purpose", attempts=3)
-            else:
-                row["result"] = row["payload"]
-        yield row
+def add_live(rows: int, *, owner_ids: Sequence[int], seed: int = 2) -> dict:
+    """Add `rows` live (scheduled or running) tasks to a loaded table, counted as created."""
+    started = time.perf_counter()
+    generated = dataset.live_rows(random.Random(seed), rows, owner_ids, ensure_queues())
+    for chunk in _chunks(generated, CHUNK):
+        # Stand-ins for counting: record_created reads only owner, queue and creation time.
+        counted = [TaskQueue(owner_id=r["owner_id"], queue_id=r["queue_id"], created_at=r["created_at"]) for r in chunk]
+        with transaction.atomic():
+            _insert("task_queue", TASK_COLUMNS, [_adapt(row) for row in chunk])
+            counters.record_created(counted)
+    live = TaskQueue.objects.filter(status__in=dataset.LIVE).count()
+    return {"added": rows, "live": live, "seconds": time.perf_counter() - started}
 
 
 def _count(row: dict, statuses: dict, hourly: dict) -> None:

@@ -7,7 +7,7 @@ import time
 import psutil
 
 from bench import db, taskhub
-from bench.context import Context, Unavailable
+from bench.context import Context
 from bench.procs import StepFailed, python
 from bench.taskhub_side import worker_args
 
@@ -26,12 +26,16 @@ def _rss(proc: psutil.Process) -> int:
     return total
 
 
-def growth(samples: list[tuple[float, int, int]], warmup: int) -> dict:
-    """Return RSS after `warmup` tasks, at the end, the peak and the growth in % from (t, done, rss) samples."""
+def growth(samples: list[tuple[float, int, int]], warmup: int, total: int) -> dict:
+    """Return RSS after `warmup` tasks, at the end, the peak and the growth in % from (t, done, rss) samples.
+
+    The end is the last sample taken while tasks were still running: once all `total` are done
+    the worker stops its child processes, and the shrinking RSS would hide any growth.
+    """
     warm = next((s for s in samples if s[1] >= warmup), None)
     if warm is None or not samples:
         return {"error": f"no sample after {warmup} tasks"}
-    end = samples[-1]
+    end = next((s for s in reversed(samples) if s[1] < total and s[0] >= warm[0]), samples[-1])
     return {
         "warm_tasks": warm[1],
         "warm_rss_mb": warm[2] / 2**20,
@@ -45,9 +49,6 @@ def growth(samples: list[tuple[float, int, int]], warmup: int) -> dict:
 def run(ctx: Context) -> dict:
     """Fill the queue with BENCH_MEMORY_TASKS echo tasks and sample one worker draining them."""
     cfg = ctx.cfg
-    reason = taskhub.missing(taskhub.probe(ctx), "run_worker")
-    if reason:
-        raise Unavailable(reason)
     database = taskhub.shared_database(ctx)
     ctx.require_time(cfg.step_estimate(cfg.memory_tasks), "worker memory")
     taskhub.reset(ctx, database)
@@ -77,6 +78,6 @@ def run(ctx: Context) -> dict:
     return {
         "tasks": cfg.memory_tasks,
         "warmup": cfg.memory_warmup,
-        **growth(samples, cfg.memory_warmup),
+        **growth(samples, cfg.memory_warmup, cfg.memory_tasks),
         "samples": [{"t": t, "done": d, "rss": r} for t, d, r in samples[::step]],
     }

@@ -10,6 +10,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from bench import compare
+from bench.scale import ENDPOINTS
 from bench.stats import median_of, ratio, summarize
 
 PEERS = (("django-tasks-db", "django-tasks-db"), ("celery", "Celery + Redis"), ("raw", "raw SQL ceiling"))
@@ -85,8 +87,6 @@ def _throughput(results: dict) -> list[str]:
             e_label, e_sum = enq[i] if i < len(enq) else ("", None)
             d_label, d_sum = drain[i] if i < len(drain) else ("", None)
             lines.append(f"| {title if i == 0 else ''} | {e_label} | {_spread(e_sum)} | {d_label} | {_spread(d_sum)} |")
-        for key, reason in (entry.get("unavailable") or {}).items():
-            lines.append(f"| | {key}: TaskHub side unavailable: {reason} | | | |")
     return lines + [""]
 
 
@@ -136,7 +136,7 @@ def targets(results: dict) -> list[tuple[str, float | None, float, bool]]:
     sizes = scale.get("sizes", [])
     if len(sizes) >= 2:
         small, big = sizes[0], sizes[-1]
-        for name in ("statistics (own)", "statistics ?scope=all (staff)", "queue-status"):
+        for name in ENDPOINTS:
             p95 = [s.get("http", {}).get(name, {}).get("p95_ms") for s in (big, small)]
             rows.append((f"p95 {name}: {big['label']} ÷ {small['label']}", ratio(*p95), 2.0, False))
         claims = [s.get("claim", {}).get("rate") for s in (big, small)]
@@ -168,27 +168,50 @@ def _scale(results: dict) -> list[str]:
         load = size.get("load", {})
         load_text = "reused" if load.get("reused") else f"{_num(load.get('total_seconds'), '{:.1f}')} s"
         http = size.get("http", {})
-        cells = []
-        for name in ("statistics (own)", "statistics ?scope=all (staff)", "queue-status"):
-            if "unavailable" in http:
-                cells.append("TaskHub side unavailable")
-            elif "error" in http:
-                cells.append("error")
-            else:
-                m = http.get(name, {})
-                cells.append(f"{_num(m.get('p50_ms'), '{:.1f}')} / {_num(m.get('p95_ms'), '{:.1f}')}")
         claim = size.get("claim", {})
-        claim_text = _num(claim.get("rate"), "{:,.0f}/s") if "rate" in claim else "TaskHub side unavailable"
-        lines.append(f"| {size['table_rows']:,} | {load_text} | {' | '.join(cells)} | {claim_text} |")
+        claim_text = _num(claim.get("rate"), "{:,.0f}/s") if "rate" in claim else "error"
+        lines.append(f"| {size['table_rows']:,} | {load_text} | {' | '.join(_latencies(http))} | {claim_text} |")
+        backlog = size.get("backlog") or {}
+        if "http" in backlog:
+            cells = " | ".join(_latencies(backlog["http"]))
+            lines.append(f"| {size['table_rows']:,}, {backlog['live']:,} of them live | – | {cells} | – |")
     lines.append("")
+    lines += _backlog_note(entry["sizes"])
     for size in entry["sizes"]:
-        for part in ("http", "claim"):
+        for part in ("http", "claim", "backlog"):
             info = size.get(part, {})
-            if "unavailable" in info:
-                lines.append(f"- {size['label']} {part}: TaskHub side unavailable: {info['unavailable']}")
-            elif "error" in info:
+            if "error" in info:
                 lines.append(f"- {size['label']} {part}: error: {info['error']}")
     return lines + [""]
+
+
+def _latencies(http: dict) -> list[str]:
+    """Return "p50 / p95" of each endpoint, or "error"."""
+    if "error" in http:
+        return ["error"] * len(ENDPOINTS)
+    return [
+        f"{_num(http.get(n, {}).get('p50_ms'), '{:.1f}')} / {_num(http.get(n, {}).get('p95_ms'), '{:.1f}')}"
+        for n in ENDPOINTS
+    ]
+
+
+def _backlog_note(sizes: list[dict]) -> list[str]:
+    """Say how the largest size's p95 moved when its live set grew, against the smallest size."""
+    backlog = (sizes[-1].get("backlog") or {}) if sizes else {}
+    if "http" not in backlog or len(sizes) < 2:
+        return []
+    small = sizes[0].get("http", {})
+    ratios = ", ".join(
+        f"{name} {_num(ratio(backlog['http'].get(name, {}).get('p95_ms'), small.get(name, {}).get('p95_ms')))}×"
+        for name in ENDPOINTS
+    )
+    return [
+        f"Every size has the same live set ({sizes[0].get('live_tasks', '–')} pending and running tasks): "
+        "history grows, the backlog does not. The last row grows the largest size's live set to "
+        f"{backlog['live']:,} tasks; its p95 ÷ the {sizes[0]['label']} p95: {ratios}. Live tasks are counted "
+        "through the claim index, so that cost follows the backlog, not the table.",
+        "",
+    ]
 
 
 def _heading(results: dict, key: str, title: str) -> tuple[dict | None, list[str]]:
@@ -203,16 +226,17 @@ def _auth(results: dict) -> list[str]:
     entry, lines = _heading(results, "auth", "3. Auth overhead")
     if entry is None:
         return lines
-    live, auth = entry["liveness"], entry["authenticated"]
+    rps, bad = entry["rps"], entry["non_2xx"]
     lines += [
-        f"gunicorn, {entry['gunicorn_workers']} workers; load generator: {live['tool']}.",
+        f"{entry['server']}; load generator: {entry['tool']}, {entry['connections']} connections; the two "
+        "endpoints loaded in turn, median (min–max) over the rounds.",
         "",
         "| endpoint | requests/s | non-2xx |",
         "|---|---|---|",
-        f"| `{entry['liveness_path']}` (no auth) | {live['rps']:,.0f} | {live['non_2xx']} |",
-        f"| `{entry['auth_path']}` (bearer JWT) | {auth['rps']:,.0f} | {auth['non_2xx']} |",
+        f"| `{entry['liveness_path']}` (no auth, no database) | {_spread(rps['liveness'], '')} | {bad['liveness']} |",
+        f"| `{entry['auth_path']}` (bearer JWT) | {_spread(rps['authenticated'], '')} | {bad['authenticated']} |",
         "",
-        f"Authenticated ÷ liveness: **{_num(entry['ratio'])}**.",
+        f"Authenticated ÷ liveness: **{_num(entry['ratio'])}** (per round: {_spread(entry.get('round_ratios'), '', 2)}).",
     ]
     return lines + [""]
 
@@ -252,12 +276,12 @@ def render(results: dict) -> str:
     cores = mach.get("cores") or 1
     if mach["loadavg"][0] > 0.5 * cores:
         lines += [f"> ⚠️ The machine was busy when the run started (load {mach['loadavg'][0]}): figures are noisy.", ""]
-    lines += _targets_table(results)
+    lines += _targets_table(results) + compare.before_after(results, targets(results))
     lines += _throughput(results) + _scale(results) + _auth(results) + _memory(results)
     errors = results.get("errors") or []
     if errors:
         lines += ["## Problems during the run", ""] + [f"- {e}" for e in errors] + [""]
-    return "\n".join(lines)
+    return "\n".join(lines + compare.findings())
 
 
 def main(argv: list[str]) -> None:

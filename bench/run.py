@@ -10,9 +10,9 @@ import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from bench import auth, db, machine, memory, report, scale, taskhub
+from bench import auth, compare, db, machine, memory, report, scale, taskhub
 from bench.config import OUT_DIR, load_config
-from bench.context import Context, OutOfTime, Unavailable
+from bench.context import Context, Unavailable
 from bench.peers import celery_bench, djtasks, rawsql
 from bench.procs import Children
 
@@ -25,15 +25,13 @@ TASKHUB_SECTIONS = {
 PEERS = {"django-tasks-db": djtasks.run, "celery": celery_bench.run, "raw": rawsql.run}
 
 
-def _measure(ctx: Context, name: str, func: Callable[[Context], dict], *, taskhub_side: bool, errors: list) -> dict:
+def _measure(ctx: Context, name: str, func: Callable[[Context], dict], *, errors: list) -> dict:
     """Run one measurement; return its figures, or why it could not run. Never raises."""
     try:
         return func(ctx)
     except Unavailable as exc:
-        prefixed = taskhub_side and not isinstance(exc, OutOfTime)
-        reason = f"TaskHub side unavailable: {exc}" if prefixed else str(exc)
-        ctx.log(f"{name}: {reason}")
-        return {"unavailable": reason}
+        ctx.log(f"{name}: {exc}")
+        return {"unavailable": str(exc)}
     except Exception as exc:
         ctx.log(f"{name} failed: {exc}\n{traceback.format_exc()}")
         errors.append(f"{name}: {exc}")
@@ -83,11 +81,11 @@ def main() -> int:
     try:
         if "peers" in cfg.sections:
             results["sections"]["peers"] = {
-                name: _measure(ctx, name, func, taskhub_side=False, errors=errors) for name, func in PEERS.items()
+                name: _measure(ctx, name, func, errors=errors) for name, func in PEERS.items()
             }
         for name, func in TASKHUB_SECTIONS.items():
             if name in cfg.sections:
-                results["sections"][name] = _measure(ctx, name, func, taskhub_side=True, errors=errors)
+                results["sections"][name] = _measure(ctx, name, func, errors=errors)
     except KeyboardInterrupt:
         errors.append("interrupted: results are partial")
     finally:
@@ -95,6 +93,8 @@ def main() -> int:
     results["errors"] = errors
     results["meta"]["duration_seconds"] = time.monotonic() - ctx.started
     results["machine_end"] = {"loadavg": machine.machine()["loadavg"]}
+    if cfg.before_path:
+        results["before"] = compare.load_before(cfg.before_path, cfg.before_label)
     report.add_summaries(results)
     (OUT_DIR / json_name).write_text(json.dumps(results, indent=2, default=str))
     (OUT_DIR / "latest.json").write_text(json.dumps(results, indent=2, default=str))

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 from bench import db, httpload, taskhub
 from bench.config import STAFF_NAME, USER_NAME
 from bench.context import Context
 from bench.taskhub_side import QUEUE_STATUS_PATH, STATISTICS_ALL_PATH, STATISTICS_PATH
 
 META_TABLE = "bench_meta"
+# After the largest size is measured, its live set is grown to this share of the rows (the mix of
+# the first full run's data set) and the endpoints measured again: what a big backlog costs.
+BACKLOG_SHARE = 0.03
 ENDPOINTS = {
     "statistics (own)": (STATISTICS_PATH, "user"),
     "statistics ?scope=all (staff)": (STATISTICS_ALL_PATH, "staff"),
@@ -88,12 +94,25 @@ def _claim(ctx: Context, database: str) -> dict:
     return taskhub.drain(ctx, database, workers=1, expected=added["count"], first_id=added["first_id"])
 
 
+def _live_tasks(ctx: Context, database: str) -> int:
+    return db.query(ctx.cfg, database, "SELECT COUNT(*) FROM task_queue WHERE status IN ('pending', 'running')")[0][0]
+
+
+def _backlog(ctx: Context, database: str, rows: int) -> dict:
+    """Grow the live set to BACKLOG_SHARE of `rows`, then time the endpoints again."""
+    live = _live_tasks(ctx, database)
+    extra = int(rows * BACKLOG_SHARE) - live
+    if extra <= 0:
+        return {"skipped": f"the live set ({live}) is already {BACKLOG_SHARE:.0%} of the rows"}
+    ctx.log(f"scale: adding {extra} live tasks to {database}")
+    _mark_loaded(ctx, database, 0)  # no longer the data set a later run may reuse
+    added = taskhub.child(ctx, database, "live", "--rows", str(extra), name="live", timeout=900)
+    return {"live": added["live"], "http": _http(ctx, database)}
+
+
 def run(ctx: Context) -> dict:
-    """Measure every size in BENCH_SCALE_SIZES; unavailable parts are reported per size."""
+    """Measure every size in BENCH_SCALE_SIZES; a failed part is reported for its size."""
     cfg = ctx.cfg
-    found = taskhub.probe(ctx)
-    no_http = taskhub.missing(found, "token_url", "statistics_url", "queue_status_url")
-    no_worker = taskhub.missing(found, "run_worker")
     largest = max(cfg.scale_sizes)
     sizes = []
     for rows in cfg.scale_sizes:
@@ -102,8 +121,11 @@ def run(ctx: Context) -> dict:
         database, loaded = _dataset(ctx, rows, keep=keep)
         entry: dict = {"rows": rows, "label": size_label(rows), "load": loaded}
         entry["table_rows"] = db.query(cfg, database, "SELECT COUNT(*) FROM task_queue")[0][0]
-        entry["http"] = {"unavailable": no_http} if no_http else _guard(_http, ctx, database)
-        entry["claim"] = {"unavailable": no_worker} if no_worker else _guard(_claim, ctx, database)
+        entry["live_tasks"] = _live_tasks(ctx, database)
+        entry["http"] = _guard("http", partial(_http, ctx, database), ctx)
+        entry["claim"] = _guard("claim", partial(_claim, ctx, database), ctx)
+        if rows == largest:
+            entry["backlog"] = _guard("backlog", partial(_backlog, ctx, database, rows), ctx)
         if keep:
             ctx.kept_databases.add(database)
         else:
@@ -112,10 +134,10 @@ def run(ctx: Context) -> dict:
     return {"sizes": sizes}
 
 
-def _guard(step, ctx: Context, database: str) -> dict:
+def _guard(what: str, step: Callable[[], dict], ctx: Context) -> dict:
     """Run one measurement; a failure is recorded for this size and the next sizes still run."""
     try:
-        return step(ctx, database)
+        return step()
     except Exception as exc:  # a benchmark reports failures; it never stops on them
-        ctx.log(f"scale: {step.__name__.strip('_')} failed: {exc}")
+        ctx.log(f"scale: {what} failed: {exc}")
         return {"error": str(exc)}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bench import db, taskhub_side
-from bench.context import Context, Unavailable
+from bench.context import Context
 from bench.procs import StepFailed, python, workers_label
 from bench.stats import rate
 
@@ -43,22 +43,6 @@ def shared_database(ctx: Context) -> str:
     return ctx.memo["taskhub_db"]
 
 
-def probe(ctx: Context) -> dict[str, str | None]:
-    """Return which TaskHub interfaces exist (None) or why not, probed once per run."""
-    if "probe" not in ctx.memo:
-        database = shared_database(ctx)
-        ctx.memo["probe"] = child(
-            ctx, database, "probe", "--liveness", ctx.cfg.liveness_path, "--auth", ctx.cfg.auth_path, name="probe"
-        )
-    return ctx.memo["probe"]
-
-
-def missing(found: dict[str, str | None], *features: str) -> str | None:
-    """Return why any of `features` is unavailable ("; "-joined), or None if all are there."""
-    reasons = [found[f] for f in features if found.get(f)]
-    return "; ".join(reasons) or None
-
-
 def reset(ctx: Context, database: str) -> None:
     """Empty the task tables and counters of `database` (users and queues stay)."""
     db.truncate(ctx.cfg, database, TASK_TABLES)
@@ -83,35 +67,30 @@ def drain(ctx: Context, database: str, *, workers: int, expected: int, first_id:
 def run_throughput(ctx: Context) -> dict:
     """Enqueue per task (1 worker drains) and in bulk (2 workers drain), `repeats` times."""
     cfg = ctx.cfg
-    found = probe(ctx)
-    no_worker = missing(found, "run_worker")
-    no_enqueue = {"per-task": missing(found, "task_enqueue"), "bulk": missing(found, "tasks_enqueue_bulk")}
-    if no_worker and all(no_enqueue.values()):
-        raise Unavailable(f"{no_worker}; {'; '.join(no_enqueue.values())}")
     database = shared_database(ctx)
-    unavailable = {k: v for k, v in {"drain": no_worker, **no_enqueue}.items() if v}
     runs = []
     for rep in range(cfg.repeats):
         for workers, mode in ((1, "per-task"), (2, "bulk")):
             ctx.require_time(cfg.step_estimate(cfg.tasks), "TaskHub throughput")
             ctx.log(f"taskhub: rep {rep + 1}, enqueue {mode}, {workers} worker(s), {cfg.tasks} tasks")
             reset(ctx, database)
-            run: dict = {"rep": rep, "workers": workers}
-            if not no_enqueue[mode]:
-                enq = child(
-                    ctx,
-                    database,
-                    *("enqueue", "--mode", mode, "--count", str(cfg.tasks), "--chunk", str(cfg.bulk_chunk)),
-                    name=f"enqueue-{mode}",
-                    timeout=cfg.step_timeout(cfg.tasks),
-                )
-                run.update(enqueue_label=mode, enqueue_rate=rate(enq["count"], enq["seconds"]))
-            elif not no_worker:
-                # No service to measure: fill the queue with the loader so the drain still runs.
-                child(ctx, database, "pending", "--rows", str(cfg.tasks), name="pending")
-            if not no_worker:
-                done = drain(ctx, database, workers=workers, expected=cfg.tasks)
-                run.update(label=workers_label(workers), drain_rate=done["rate"])
-                run["drain_seconds"] = done["seconds"]
-            runs.append(run)
-    return {"runs": runs, "unavailable": unavailable}
+            enq = child(
+                ctx,
+                database,
+                *("enqueue", "--mode", mode, "--count", str(cfg.tasks), "--chunk", str(cfg.bulk_chunk)),
+                name=f"enqueue-{mode}",
+                timeout=cfg.step_timeout(cfg.tasks),
+            )
+            done = drain(ctx, database, workers=workers, expected=cfg.tasks)
+            runs.append(
+                {
+                    "rep": rep,
+                    "workers": workers,
+                    "label": workers_label(workers),
+                    "enqueue_label": mode,
+                    "enqueue_rate": rate(enq["count"], enq["seconds"]),
+                    "drain_rate": done["rate"],
+                    "drain_seconds": done["seconds"],
+                }
+            )
+    return {"runs": runs}

@@ -99,6 +99,10 @@ class Claim:
     # True when a limited queue was skipped because another worker was claiming from it:
     # "nothing claimed" then does not mean "nothing runnable".
     contended: bool = False
+    # Queues searched that had nothing runnable (or nothing another worker was not claiming).
+    empty_queues: set[int] = field(default_factory=set)
+    # True when the caller left out some of its queues: "nothing claimed" proves nothing either.
+    partial: bool = False
 
 
 def claim_tasks(*, worker_id: str, queues: Sequence[QueueConfig], limit: int, now: datetime | None = None) -> Claim:
@@ -112,10 +116,10 @@ def _claim(worker_id: str, queues: Sequence[QueueConfig], limit: int, now: datet
         return Claim()
     budgets, contended = _budgets(queues, limit)
     leases = {queue.pk: queue.task_timeout_seconds for queue in queues}
-    tasks = TaskQueue.objects.claim_batch(
+    tasks, empty = TaskQueue.objects.claim_batch(
         worker_id=worker_id, budgets=budgets, limit=limit, now=now, lease_seconds=leases
     )
-    return Claim(tasks=tasks, contended=contended)
+    return Claim(tasks=tasks, contended=contended, empty_queues=empty)
 
 
 def _budgets(queues: Sequence[QueueConfig], limit: int) -> tuple[dict[int, int], bool]:
@@ -203,6 +207,8 @@ def _record(
     now: datetime,
 ) -> list[Recorded]:
     """Record inside the caller's transaction."""
+    if all(outcome.kind is OutcomeKind.SUCCEEDED for _, outcome in results):
+        return _record_successes(results, worker_id, now)
     recorded: list[Recorded] = []
     successes: dict[int, object] = {}
     held = TaskQueue.objects.lock_held(worker_id=worker_id, attempts={t.pk: t.attempts for t, _ in results})
@@ -219,8 +225,31 @@ def _record(
             if _apply(task, outcome, queues.get(task.queue_id), task.pk in cancels, now) is None:
                 continue
         recorded.append(Recorded(task, outcome, task.status))
-    TaskQueue.objects.succeed(worker_id=worker_id, results=successes, now=now)
+    attempts = {task.pk: task.attempts for task, _ in results if task.pk in successes}
+    TaskQueue.objects.succeed(worker_id=worker_id, results=successes, attempts=attempts, now=now)
     counters.record_finished([r.task for r in recorded if r.status != TaskStatus.PENDING])
+    return recorded
+
+
+def _record_successes(results: Sequence[tuple[TaskQueue, Outcome]], worker_id: str, now: datetime) -> list[Recorded]:
+    """Record a batch of successes (the usual batch) with one guarded UPDATE and no locking read first.
+
+    The UPDATE changes only the tasks this claim still holds; when it changed fewer than asked
+    (a lease taken back meanwhile: rare), one SELECT tells which it did finish.
+    """
+    outcomes = {task.pk: outcome.result for task, outcome in results}
+    attempts = {task.pk: task.attempts for task, _ in results}
+    changed = TaskQueue.objects.succeed(worker_id=worker_id, results=outcomes, attempts=attempts, now=now)
+    if changed == len(outcomes):
+        done = set(outcomes)
+    else:
+        done = TaskQueue.objects.finished_at_by(worker_id=worker_id, pks=list(outcomes), now=now)
+    recorded = []
+    for task, outcome in results:
+        if task.pk in done:
+            task.mark_succeeded(result=outcome.result, now=now, save=False)
+            recorded.append(Recorded(task, outcome, task.status))
+    counters.record_finished([r.task for r in recorded])
     return recorded
 
 

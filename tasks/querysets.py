@@ -61,6 +61,26 @@ class TaskQuerySet(models.QuerySet):
         """Return pending tasks whose `run_at` is still in the future."""
         return self.filter(status="pending", run_at__gt=now or timezone.now())
 
+    def insert_one(self, task: TaskQueue) -> TaskQueue:
+        """INSERT one new task in a single statement and set its id; return it.
+
+        The per-task enqueue path: for one row the ORM's insert costs several times the Python
+        the database spends on it. Each field prepares its own value, as the ORM's insert would.
+        """
+        connection = connections[self.db]
+        meta = self.model._meta
+        fields = [field for field in meta.concrete_fields if not field.primary_key]
+        values = [field.get_db_prep_save(field.pre_save(task, True), connection) for field in fields]
+        quote = connection.ops.quote_name
+        columns = ", ".join(quote(field.column) for field in fields)
+        marks = ", ".join(["%s"] * len(fields))
+        with connection.cursor() as cursor:
+            cursor.execute(f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({marks})", values)
+            task.pk = connection.ops.last_insert_id(cursor, meta.db_table, meta.pk.column)
+        task._state.adding = False
+        task._state.db = self.db
+        return task
+
     # --- Claiming (the worker's SQL lives here and nowhere else) ---------------------------
 
     def claimable(self, queue_id: int, now: datetime) -> TaskQuerySet:
@@ -85,8 +105,10 @@ class TaskQuerySet(models.QuerySet):
 
     def claim_batch(
         self, *, worker_id: str, budgets: dict[int, int], limit: int, now: datetime, lease_seconds: dict[int, int]
-    ) -> list[TaskQueue]:
+    ) -> tuple[list[TaskQueue], set[int]]:
         """Take up to `limit` runnable tasks, at most `budgets[q]` from queue q; inside a transaction.
+
+        Return them, and the queues searched that had nothing to take.
 
         1. Lock candidates per queue with SKIP LOCKED: rows another worker is claiming are
            passed over, never waited for. The SELECT reads task_queue alone (no join), so no
@@ -95,9 +117,13 @@ class TaskQuerySet(models.QuerySet):
         3. Mark them running in one UPDATE per queue (the lease differs per queue).
         """
         candidates: list[TaskQueue] = []
+        empty: set[int] = set()
         for queue_id, budget in budgets.items():
             if budget > 0:
-                candidates.extend(self.lock_claimable(queue_id, now, min(budget, limit)))
+                found = self.lock_claimable(queue_id, now, min(budget, limit))
+                candidates.extend(found)
+                if not found:
+                    empty.add(queue_id)
         candidates.sort(key=lambda task: (-task.priority, task.run_at, task.pk))
         chosen = candidates[:limit]
         by_queue: dict[int, list[TaskQueue]] = {}
@@ -117,7 +143,7 @@ class TaskQuerySet(models.QuerySet):
                 )
             for task in tasks:
                 task.mark_running(worker_id=worker_id, now=now, lease_expires_at=lease_expires_at, save=False)
-        return chosen
+        return chosen, empty
 
     def held_by(self, worker_id: str) -> TaskQuerySet:
         """Return the tasks `worker_id` is running under its claim."""
@@ -128,11 +154,13 @@ class TaskQuerySet(models.QuerySet):
         rows = self.held_by(worker_id).filter(pk__in=list(attempts)).select_for_update()
         return {pk for pk, attempt in rows.values_list("pk", "attempts") if attempts[pk] == attempt}
 
-    def succeed(self, *, worker_id: str, results: dict[int, Any], now: datetime) -> int:
-        """Mark tasks `worker_id` holds succeeded in one UPDATE; `results` maps pk to result.
+    def succeed(self, *, worker_id: str, results: dict[int, Any], attempts: dict[int, int], now: datetime) -> int:
+        """Mark tasks `worker_id` still holds succeeded in one UPDATE; return how many it changed.
 
-        Raw SQL (ignoring this queryset's filters) because the ORM's CASE WHEN for a batch
-        costs more Python than the database spends on the whole statement.
+        `results` maps pk to result, `attempts` pk to the attempt that ran: a task taken back and
+        claimed again meanwhile (another attempt, even by this worker) is left alone. Raw SQL
+        (ignoring this queryset's filters) because the ORM's CASE WHEN for a batch costs more
+        Python than the database spends on the whole statement.
         """
         if not results:
             return 0
@@ -143,15 +171,23 @@ class TaskQuerySet(models.QuerySet):
         for pk, value in results.items():
             params += [pk, None if value is None else json.dumps(value)]
         params += [*results, worker_id]
+        for pk in results:
+            params += [pk, attempts[pk]]
         placeholders = ", ".join(["%s"] * len(results))
         sql = (
             f"UPDATE {table} SET status = %s, progress = 100, error = '', finished_at = %s, "
             f"lease_expires_at = NULL, result = CASE id {cases} END "
-            f"WHERE id IN ({placeholders}) AND status = 'running' AND claimed_by = %s"
+            f"WHERE id IN ({placeholders}) AND status = 'running' AND claimed_by = %s "
+            f"AND attempts = CASE id {cases} END"
         )
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             return cursor.rowcount
+
+    def finished_at_by(self, *, worker_id: str, pks: list[int], now: datetime) -> set[int]:
+        """Return which of `pks` `worker_id` finished at `now` (the moment of one recording batch)."""
+        rows = self.filter(pk__in=pks, claimed_by=worker_id, finished_at=now).values_list("pk", flat=True)
+        return set(rows)
 
     def running_counts(self, queue_ids: list[int]) -> dict[int, int]:
         """Return how many tasks run in each queue (the task_claim_idx prefix serves it)."""

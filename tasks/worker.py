@@ -275,7 +275,7 @@ class Worker:
             self._idle_claims += 1
             step = min(self.poll_interval, IDLE_BACKOFF_START * 2**self._idle_claims)
             self._next_claim = now + random.uniform(step / 2, step)
-        self._nothing_runnable = not claim.tasks and not claim.contended and not had_work
+        self._nothing_runnable = not (claim.tasks or claim.contended or claim.partial or had_work)
 
     def _claim_limit(self) -> int:
         room = self._room()

@@ -30,6 +30,14 @@ T = TypeVar("T")
 
 PROGRESS_WRITE_INTERVAL = 1.0
 QUEUE_REFRESH_SECONDS = 1.0
+# Django's per-request connection upkeep (CONN_MAX_AGE, health-check ping, no transaction left
+# open), done at most this often while busy: before every batch it would cost two round trips
+# per batch, and a connection that dies in between fails its next query, which db_call handles.
+SESSION_UPKEEP_SECONDS = 1.0
+# A queue found with nothing runnable is left out of the claims for this long while other queues
+# keep the worker busy: each search of it reads past its scheduled (future run_at) tasks, once
+# per batch otherwise. When the other queues run dry every queue is searched again at once.
+IDLE_QUEUE_RECHECK_SECONDS = 1.0
 DB_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0)
 # Too many connections (server-wide, per user): the server is up but full for now.
 TRANSIENT_CODES = frozenset({1040, 1203})
@@ -62,6 +70,8 @@ class Ledger:
         self.queues: dict[int, QueueConfig] = {}  # every queue seen: timeouts and back-off
         self._runnable: list[QueueConfig] = []
         self._queues_read_at = float("-inf")
+        self._session_kept_at = float("-inf")
+        self._idle_until: dict[int, float] = {}  # queue id -> monotonic time to search it again
         self.renew_at = float("inf")
         self.processed = 0
         self.db_retry_at = 0.0
@@ -112,17 +122,18 @@ class Ledger:
             return None
         cancels = [task.pk for task, _ in batch if self.held[task.pk].cancel_requested]
 
+        searched: list[QueueConfig] = []
+
         def work() -> tuple[list[claims.Recorded], claims.Claim]:
-            claim_from = []
             if claim_limit > 0:
-                close_old_connections()  # the worker's stand-in for Django's per-request cleanup
-                claim_from = self._runnable_queues()
+                self._session_upkeep()
+                searched[:] = self._queues_to_search()
             return claims.record_and_claim(
                 worker_id=self.worker_id,
                 results=batch,
                 queues=self.queues,
                 cancel_requested=cancels,
-                claim_from=claim_from,
+                claim_from=searched,
                 limit=claim_limit,
             )
 
@@ -148,7 +159,28 @@ class Ledger:
             self.held[task.pk] = Held(task, lease_seconds=lease, lease_deadline=now + lease)
             self.renew_at = min(self.renew_at, now + lease / 2)
             self.ready.append(task.pk)
-        return claim if claim_limit > 0 else None
+        if claim_limit <= 0:
+            return None
+        self._note_idle(claim, searched, now)
+        return claim
+
+    def _queues_to_search(self) -> list[QueueConfig]:
+        """Return the runnable queues not found idle a moment ago, or all of them if every one was."""
+        runnable = self._runnable_queues()
+        now = time.monotonic()
+        return [queue for queue in runnable if self._idle_until.get(queue.pk, 0.0) <= now] or runnable
+
+    def _note_idle(self, claim: claims.Claim, searched: list[QueueConfig], now: float) -> None:
+        """Remember the queues this claim found idle; mark the claim partial if some were left out."""
+        claim.partial = len(searched) < len(self._runnable)
+        if claim.partial and not claim.tasks:
+            self._idle_until.clear()  # the busy queues ran dry: search every queue next time
+            return
+        for queue in searched:
+            if queue.pk in claim.empty_queues:
+                self._idle_until[queue.pk] = now + IDLE_QUEUE_RECHECK_SECONDS
+            else:
+                self._idle_until.pop(queue.pk, None)
 
     def _batch(self) -> list[tuple[TaskQueue, Outcome]]:
         return [(self.held[task_id].task, outcome) for task_id, outcome in self.results.items()]
@@ -160,6 +192,15 @@ class Ledger:
             self.progress.update(last)
             return False
         return True
+
+    def _session_upkeep(self) -> None:
+        """Do the worker's stand-in for Django's per-request cleanup, at most once a second."""
+        now = time.monotonic()
+        if now < self._session_kept_at + SESSION_UPKEEP_SECONDS:
+            return
+        ensure_clean_session(context_id=f"worker-{self.worker_id}")
+        close_old_connections()
+        self._session_kept_at = now
 
     def _runnable_queues(self) -> list[QueueConfig]:
         # Re-read often enough that pausing a queue stops claims within a second.
@@ -177,7 +218,6 @@ class Ledger:
         self.processed += len(batch)
         for entry in recorded:
             _log_outcome(entry)
-        ensure_clean_session(context_id=f"worker-{self.worker_id}")
 
     def _record_one_by_one(self, batch: list[tuple[TaskQueue, Outcome]], cancels: list[int]) -> list[claims.Recorded]:
         recorded: list[claims.Recorded] = []

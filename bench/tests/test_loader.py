@@ -75,3 +75,14 @@ def test_it_lets_only_the_first_user_and_staff_log_in_with_this_runs_password() 
     assert users[loader.STAFF_NAME].check_password("second-secret-456")
     assert users[loader.STAFF_NAME].is_staff
     assert not users[loader.USER_NAME.format(1)].has_usable_password()
+
+
+def test_added_live_tasks_are_counted_and_left_alone_by_workers() -> None:
+    owners = loader.ensure_users(3, password="")["owner_ids"]
+    loader.load(1000, owner_ids=owners, days=30, seed=5)
+    added = loader.add_live(200, owner_ids=owners)
+    assert added["live"] == TaskQueue.objects.filter(status__in=["pending", "running"]).count() == 300
+    now = timezone.now()
+    assert not TaskQueue.objects.runnable(now).exists()
+    assert not TaskQueue.objects.running().filter(lease_expires_at__lt=now + timedelta(days=1)).exists()
+    _assert_counters_equal_a_rebuild()

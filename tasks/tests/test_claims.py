@@ -11,6 +11,7 @@ from datetime import timedelta
 
 import pytest
 from django.db import OperationalError, connection, connections, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from tasks import claims
@@ -152,7 +153,7 @@ def test_it_skips_rows_locked_by_another_worker(alice, default_queue):
     budgets, leases = {default_queue.pk: 3}, {default_queue.pk: 60}
 
     def first_claim() -> list[int]:
-        batch = TaskQueue.objects.claim_batch(
+        batch, _ = TaskQueue.objects.claim_batch(
             worker_id=OTHER, budgets=budgets, limit=3, now=timezone.now(), lease_seconds=leases
         )
         return [t.pk for t in batch]
@@ -300,6 +301,56 @@ def test_a_batch_of_outcomes_costs_the_same_queries_as_one(alice, default_queue,
         record(many)
     assert TaskStatusCount.objects.get(owner=alice, status=TaskStatus.SUCCEEDED).count == 21
     assert {t.pk: t.result for t in TaskQueue.objects.all()} == {t.pk: {"n": t.pk} for t in [one, *many]}
+
+
+def test_a_claim_names_the_queues_that_had_nothing_runnable(alice, default_queue):
+    later = QueueConfig.objects.create(name="later")
+    idle = QueueConfig.objects.create(name="idle")
+    enqueue_many(alice, 2)
+    enqueue_many(alice, 3, queue=later, run_at=timezone.now() + timedelta(hours=1))
+    result = claim(limit=10)
+    assert len(result.tasks) == 2
+    assert result.empty_queues == {later.pk, idle.pk}
+
+
+def test_a_batch_of_successes_is_one_guarded_update_without_a_locking_read(alice, default_queue):
+    enqueue_many(alice, 5)
+    tasks = claim(limit=5).tasks
+    outcomes = [(t, Outcome(t.pk, OutcomeKind.SUCCEEDED, result={"n": t.pk})) for t in tasks]
+    with CaptureQueriesContext(connection) as captured:
+        recorded = claims.record_outcomes(outcomes, worker_id=ME, queues={})
+    statements = [q["sql"] for q in captured.captured_queries]
+    assert not [sql for sql in statements if "FOR UPDATE" in sql or sql.startswith("SELECT")], statements
+    assert len([sql for sql in statements if sql.startswith("UPDATE task_queue")]) == 1, statements
+    assert [r.status for r in recorded] == [TaskStatus.SUCCEEDED] * 5
+    assert TaskStatusCount.objects.get(owner=alice, status=TaskStatus.SUCCEEDED).count == 5
+
+
+def test_in_a_batch_of_successes_only_the_tasks_still_held_are_recorded_and_counted(alice, default_queue):
+    enqueue_many(alice, 3)
+    first, lost, last = claim(limit=3).tasks
+    TaskQueue.objects.filter(pk=lost.pk).update(status=TaskStatus.PENDING, claimed_by="")
+    claim(worker_id=OTHER)
+    outcomes = [(t, Outcome(t.pk, OutcomeKind.SUCCEEDED, result=t.pk)) for t in (first, lost, last)]
+    recorded = claims.record_outcomes(outcomes, worker_id=ME, queues={})
+    assert [r.task.pk for r in recorded] == [first.pk, last.pk]
+    assert {t.pk: (t.status, t.claimed_by) for t in TaskQueue.objects.all()} == {
+        first.pk: (TaskStatus.SUCCEEDED, ME),
+        lost.pk: (TaskStatus.RUNNING, OTHER),
+        last.pk: (TaskStatus.SUCCEEDED, ME),
+    }
+    assert TaskStatusCount.objects.get(owner=alice, status=TaskStatus.SUCCEEDED).count == 2
+
+
+def test_a_success_of_an_earlier_attempt_does_not_finish_the_same_workers_new_claim(alice, default_queue):
+    task = enqueue_many(alice)[0]
+    (earlier,) = claim().tasks
+    TaskQueue.objects.filter(pk=task.pk).update(status=TaskStatus.PENDING, claimed_by="")  # its lease was taken back
+    (again,) = claim().tasks
+    assert again.attempts == earlier.attempts + 1
+    assert claims.record_outcomes([(earlier, Outcome(task.pk, OutcomeKind.SUCCEEDED))], worker_id=ME, queues={}) == []
+    assert (fresh(task).status, fresh(task).attempts) == (TaskStatus.RUNNING, 2)
+    assert not TaskStatusCount.objects.exists()
 
 
 def test_expired_leases_are_retried_or_failed_as_worker_lost(alice, default_queue):

@@ -75,6 +75,41 @@ def test_enqueue_inserts_a_pending_task_and_counts_it(alice, default_queue):
     assert TaskHourlyStats.objects.get(owner=alice, queue=default_queue).created == 1
 
 
+def test_one_enqueue_is_a_queue_lookup_an_insert_and_a_counter_update(alice, default_queue):
+    services.task_enqueue(user=alice, task_type="echo")  # the hour's counter row exists from now on
+    with CaptureQueriesContext(connection) as captured:
+        services.task_enqueue(user=alice, task_type="echo", payload={"n": 2})
+    statements = [q["sql"] for q in captured.captured_queries if not q["sql"].startswith(("SAVEPOINT", "RELEASE"))]
+    assert [sql.split(" ", 2)[:2] for sql in statements] == [
+        ["SELECT", "id,"],
+        ["INSERT", "INTO"],
+        ["UPDATE", "task_hourly_stats"],
+    ], statements
+    assert "task_queue" in statements[1]
+
+
+def test_one_enqueue_stores_every_field_as_the_bulk_insert_does(alice, default_queue):
+    fields = {
+        "task_type": "echo",
+        "payload": {"text": "数据 🚀", "nested": [1, {"a": None}]},
+        "priority": -7,
+        "run_at": datetime(2031, 5, 1, 12, 30, 15, 123456, tzinfo=UTC),
+        "max_attempts": 9,
+        "idempotency_key": "order-42",
+    }
+    one = services.task_enqueue(user=alice, **fields).task
+    other = services.tasks_enqueue_bulk(
+        user=alice, specs=[TaskSpec(**{**fields, "idempotency_key": "order-43"}), TaskSpec("echo")]
+    ).tasks[0]
+    columns = [f.attname for f in TaskQueue._meta.concrete_fields if f.attname not in ("id", "idempotency_key")]
+    stored = {t.pk: t for t in TaskQueue.objects.filter(pk__in=[one.pk, other.pk])}
+    assert stored[one.pk].idempotency_key == "order-42"
+    for column in columns:
+        if column != "created_at":
+            assert getattr(stored[one.pk], column) == getattr(stored[other.pk], column), column
+        assert getattr(stored[one.pk], column) == getattr(one, column), column
+
+
 def test_enqueue_reads_a_naive_run_at_as_utc(alice, default_queue):
     task = services.task_enqueue(user=alice, task_type="echo", run_at=datetime(2031, 5, 1, 12, 0)).task
     task.refresh_from_db()

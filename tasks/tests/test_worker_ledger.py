@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+import re
+from types import SimpleNamespace
+
 import pytest
 from django.db import DataError, IntegrityError, OperationalError, connection
+from django.test.utils import CaptureQueriesContext
 
 from diagnostics import metrics
-from tasks import claims
+from diagnostics.db_session import FORCED_ROLLBACK_MARKER
+from tasks import claims, worker_ledger
 from tasks.models import QueueConfig, TaskQueue, TaskStatus
 from tasks.outcomes import Outcome, OutcomeKind
 from tasks.tests.conftest import enqueue_many
@@ -121,3 +127,78 @@ def test_progress_is_written_only_for_tasks_still_held(ledger, alice, default_qu
     stored = TaskQueue.objects.get(pk=task.pk)
     assert (stored.progress, stored.progress_message) == (40, "halfway-ish")
     assert ledger.progress == {}
+
+
+def test_connection_upkeep_runs_before_a_claim_at_most_once_a_second(ledger, alice, default_queue, monkeypatch):
+    enqueue_many(alice, 3)
+    upkeeps: list[float] = []
+    clock = [1000.0]
+    monkeypatch.setattr(worker_ledger, "close_old_connections", lambda: upkeeps.append(clock[0]))
+    monkeypatch.setattr(worker_ledger, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    for _ in range(3):
+        ledger.sync(flush=False, claim_limit=1)
+        clock[0] += worker_ledger.SESSION_UPKEEP_SECONDS / 4
+    assert upkeeps == [1000.0]
+    clock[0] = 1000.0 + worker_ledger.SESSION_UPKEEP_SECONDS
+    ledger.sync(flush=False, claim_limit=1)
+    assert upkeeps == [1000.0, 1000.0 + worker_ledger.SESSION_UPKEEP_SECONDS]
+
+
+def test_a_transaction_left_open_on_the_workers_connection_is_rolled_back_before_it_claims(
+    ledger, alice, default_queue, caplog
+):
+    task = enqueue_many(alice)[0]
+    with connection.cursor() as cursor:
+        cursor.execute("BEGIN" if connection.vendor == "sqlite" else "START TRANSACTION")
+        cursor.execute("UPDATE task_queue SET priority = 7 WHERE id = %s", [task.pk])
+    with caplog.at_level(logging.ERROR, logger="taskhub.db"):
+        claim = ledger.sync(flush=False, claim_limit=1)
+    assert FORCED_ROLLBACK_MARKER.format(context_id=f"worker-{ledger.worker_id}") in caplog.text
+    assert [t.pk for t in claim.tasks] == [task.pk]
+    assert TaskQueue.objects.get(pk=task.pk).priority == 0
+
+
+@pytest.fixture
+def clock(monkeypatch) -> list[float]:
+    """The ledger's monotonic clock, moved by hand."""
+    now = [1000.0]
+    monkeypatch.setattr(worker_ledger, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    return now
+
+
+def _searched_queues(ledger: Ledger, limit: int = 1) -> set[int]:
+    with CaptureQueriesContext(connection) as captured:
+        ledger.sync(flush=False, claim_limit=limit)
+    searched = set()
+    for query in captured.captured_queries:
+        match = re.search(r"queue_id\W+= (\d+)", query["sql"])
+        if match and "LIMIT" in query["sql"]:  # the claim's locking read, one per queue searched
+            searched.add(int(match.group(1)))
+    return searched
+
+
+def test_a_queue_found_idle_is_left_out_for_a_second_while_others_keep_the_worker_busy(
+    ledger, alice, default_queue, clock
+):
+    idle = QueueConfig.objects.create(name="idle")
+    enqueue_many(alice, 5)
+    assert _searched_queues(ledger) == {default_queue.pk, idle.pk}
+    enqueue_many(alice, 1, queue=idle)
+    assert _searched_queues(ledger) == {default_queue.pk}
+    clock[0] += worker_ledger.IDLE_QUEUE_RECHECK_SECONDS
+    assert _searched_queues(ledger, limit=10) == {default_queue.pk, idle.pk}
+    assert {ledger.held[pk].task.queue_id for pk in ledger.ready} == {default_queue.pk, idle.pk}
+
+
+def test_when_the_busy_queues_run_dry_every_queue_is_searched_before_nothing_counts_as_runnable(
+    ledger, alice, default_queue, clock
+):
+    idle = QueueConfig.objects.create(name="idle")
+    (first,) = enqueue_many(alice, 1)
+    ledger.sync(flush=False, claim_limit=1)  # finds the idle queue empty
+    (late,) = enqueue_many(alice, 1, queue=idle)
+    claim = ledger.sync(flush=False, claim_limit=1)
+    assert (claim.tasks, claim.partial) == ([], True)  # only the drained queue was searched
+    claim = ledger.sync(flush=False, claim_limit=1)
+    assert ([t.pk for t in claim.tasks], claim.partial) == ([late.pk], False)
+    assert list(ledger.ready) == [first.pk, late.pk]

@@ -1,0 +1,61 @@
+"""Before and after: the targets of a saved earlier run (BENCH_BEFORE) next to this run's, for RESULTS.md.
+
+The earlier run is a `make bench` of the product before a fix (peers measured in that same
+run), so each side's ratios compare TaskHub with peers measured alongside it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+FINDINGS = Path(__file__).resolve().parent / "FINDINGS.md"
+
+
+def load_before(path: Path, label: str) -> dict:
+    """Return what RESULTS.md shows of a saved run: its date, label and targets."""
+    from bench.report import add_summaries, targets
+
+    earlier = json.loads(path.read_text())
+    add_summaries(earlier)
+    return {
+        "label": label,
+        "date": earlier["meta"]["date"],
+        "json_name": path.name,
+        "loadavg": earlier["machine"]["loadavg"],
+        "targets": [[what, value] for what, value, _, _ in targets(earlier)],
+    }
+
+
+def before_after(results: dict, now: list[tuple[str, float | None, float, bool]]) -> list[str]:
+    """Return the "Before and after" section, or nothing when the run names no earlier run."""
+    before = results.get("before")
+    if not before:
+        return []
+    earlier = {what: value for what, value in before["targets"]}
+    lines = [
+        "## Before and after the fixes",
+        "",
+        f"Before: {before['label']} — run {before['date']} (`bench/out/{before['json_name']}`, load average "
+        f"at start {before['loadavg']}), with its own peer runs. After: this run.",
+        "",
+        "| measure | before | after | target |",
+        "|---|---|---|---|",
+    ]
+    for what, value, target, higher in now:
+        if what not in earlier:
+            continue
+        sign = "≥" if higher else ("<" if "%" in what else "≤")
+        lines.append(f"| {what} | {_num(earlier[what])} | {_num(value)} | {sign} {target:g} |")
+    return lines + [""]
+
+
+def findings() -> list[str]:
+    """Return bench/FINDINGS.md (the profiling behind missed targets), if present."""
+    if not FINDINGS.exists():
+        return []
+    return [FINDINGS.read_text().rstrip(), ""]
+
+
+def _num(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
