@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth import get_user_model
 from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
@@ -60,8 +59,15 @@ class LogoutResultSerializer(serializers.Serializer):
     revoked_sessions = serializers.IntegerField()
 
 
-class MeSerializer(serializers.ModelSerializer):
-    class Meta:
-        model = get_user_model()
-        fields = ["id", "username", "email", "first_name", "last_name", "is_staff", "date_joined", "last_login"]
-        read_only_fields = fields
+class MeSerializer(serializers.Serializer):
+    """The caller's account. Declared field by field: a ModelSerializer rebuilds its fields from the
+    model on every request, which cost more than the user lookup itself."""
+
+    id = serializers.IntegerField(read_only=True)
+    username = serializers.CharField(read_only=True)
+    email = serializers.EmailField(read_only=True)
+    first_name = serializers.CharField(read_only=True)
+    last_name = serializers.CharField(read_only=True)
+    is_staff = serializers.BooleanField(read_only=True)
+    date_joined = serializers.DateTimeField(read_only=True)
+    last_login = serializers.DateTimeField(read_only=True, allow_null=True)
