@@ -131,3 +131,13 @@ def test_it_shows_what_a_bigger_live_backlog_costs_apart_from_the_table_size() -
     assert "| 1,000,000, 30,000 of them live | – | 29.0 / 30.0 | 29.0 / 30.0 | 29.0 / 30.0 | – |" in text
     assert "Every size has the same live set (300 pending and running tasks)" in text
     assert "queue-status 3.00×" in text
+
+
+def test_it_reports_the_bulk_enqueue_service_against_the_same_peer() -> None:
+    runs = _runs("1 worker", [1500], 900, "per-task") + _runs("2 workers", [1800], 6400, "bulk")
+    results = _results({"runs": runs})
+    add_summaries(results)
+    measured = {what: value for what, value, _, _ in targets(results)}
+    assert measured["TaskHub enqueue per task (service) ÷ django-tasks-db .enqueue()"] == 900 / 800
+    assert measured["TaskHub enqueue, bulk service ÷ django-tasks-db .enqueue()"] == 6400 / 800
+    assert "| TaskHub enqueue, bulk service ÷ django-tasks-db .enqueue() | 8.00 | ≥ 1.5 | met |" in render(results)
