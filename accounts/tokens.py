@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import re
 from datetime import timedelta
 from functools import lru_cache
@@ -28,6 +31,7 @@ ALGORITHM = "HS256"
 FAMILY_CLAIM = "fam"
 PASSWORD_CLAIM = "pwd"
 
+_BASE64URL_SEGMENT = re.compile(rb"[A-Za-z0-9_-]+={0,2}")
 _PRINTABLE_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
 
 
@@ -161,9 +165,21 @@ def peek_kid(raw: Any) -> str:
 
 
 def _unverified_header(token: Any) -> dict[str, Any]:
+    """Return the token's header without verifying anything.
+
+    Only the header segment is decoded: PyJWT's `get_unverified_header` validates all three
+    segments character by character, which doubled the cost of every authenticated request (the
+    full token is validated once anyway, by the signature check that follows).
+    """
+    raw = token.encode() if isinstance(token, str) else token
+    if not isinstance(raw, bytes) or raw.count(b".") != 2:
+        raise TokenRejected(TOKEN_INVALID, "malformed token (not a JWT)")
+    segment = raw.split(b".", 1)[0]
+    if not _BASE64URL_SEGMENT.fullmatch(segment):
+        raise TokenRejected(TOKEN_INVALID, "malformed token (not a JWT)")
     try:
-        header = jwt.get_unverified_header(token)
-    except jwt.InvalidTokenError as exc:
+        header = json.loads(base64.urlsafe_b64decode(segment.rstrip(b"=") + b"=" * (-len(segment.rstrip(b"=")) % 4)))
+    except (ValueError, binascii.Error) as exc:
         raise TokenRejected(TOKEN_INVALID, "malformed token (not a JWT)") from exc
     return header if isinstance(header, dict) else {}
 

@@ -139,3 +139,22 @@ def test_the_password_claim_follows_the_password_and_is_keyed(alice):
     current = password_fingerprint(alice)
     with override_settings(SIMPLE_JWT=dict(settings.SIMPLE_JWT, SIGNING_KEY=OTHER_KEY)):
         assert password_fingerprint(alice) != current
+
+
+@pytest.mark.parametrize(
+    "raw", ["", "abc", "a.b", "!!!!.e30.sig", "e30.e30", "a.b.c.d", "eyJhbGciOiJIUzI1NiJ9x.e30.sig"]
+)
+def test_a_malformed_token_header_is_token_invalid(raw):
+    from accounts.tokens import _unverified_header
+
+    with pytest.raises(TokenRejected) as caught:
+        _unverified_header(raw)
+    assert caught.value.code == "token_invalid"
+
+
+def test_the_header_peek_reads_what_pyjwt_reads():
+    from accounts.tokens import _unverified_header
+
+    token = jwt.encode({"sub": "1"}, "k" * 32, algorithm="HS256", headers={"kid": "abc123"})
+    assert _unverified_header(token) == jwt.get_unverified_header(token)
+    assert _unverified_header(token.encode()) == jwt.get_unverified_header(token)
