@@ -48,14 +48,6 @@ class TokenAuthenticationFailed(exceptions.AuthenticationFailed):
         super().__init__(detail=CLIENT_DETAILS[code], code=code)
 
 
-class TokenMissing(exceptions.NotAuthenticated):
-    """401 `token_missing`: a protected endpoint was called without a bearer token."""
-
-    status_code = status.HTTP_401_UNAUTHORIZED
-    default_detail = CLIENT_DETAILS[TOKEN_MISSING]
-    default_code = TOKEN_MISSING
-
-
 class InvalidCredentials(exceptions.APIException):
     """400 for a wrong username or password: the caller holds no token, so this is not a 401 (RFC 6749 §5.2)."""
 

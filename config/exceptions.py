@@ -16,6 +16,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from accounts.errors import CLIENT_DETAILS, TOKEN_MISSING
 from diagnostics import metrics
 from diagnostics.db_errors import is_database_unavailable
 from diagnostics.db_session import handle_database_error
@@ -54,8 +55,8 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     if isinstance(exc, exceptions.ValidationError):
         response.data = {"detail": _first_message(exc.detail), "code": "invalid", "errors": exc.detail}
     elif isinstance(exc, exceptions.NotAuthenticated):
-        # DRF's own permission classes raise a bare NotAuthenticated: give it TaskHub's code.
-        response.data = {"detail": str(exc.detail), "code": "token_missing"}
+        # What DRF's permissions raise for a request without a token: TaskHub's code and wording.
+        response.data = {"detail": str(CLIENT_DETAILS[TOKEN_MISSING]), "code": TOKEN_MISSING}
     elif isinstance(exc, exceptions.APIException):
         response.data = _detail_and_code(exc)
     elif isinstance(exc, Http404):

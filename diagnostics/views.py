@@ -6,11 +6,11 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.translation import gettext as _
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
+from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.permissions import IsStaff
 from config.openapi import error_responses
 from diagnostics.monitor import db_monitor_snapshot
 from diagnostics.scrape import ScrapeRefused, authorize_scrape, render_metrics
@@ -19,7 +19,7 @@ from diagnostics.scrape import ScrapeRefused, authorize_scrape, render_metrics
 class DbMonitorView(APIView):
     """Staff only: this process's DB connection, the server's connection usage, hygiene counters."""
 
-    permission_classes = [IsStaff]
+    permission_classes = [IsAdminUser]
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT, **error_responses(403)})
     def get(self, request: Request) -> Response:
