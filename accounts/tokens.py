@@ -8,6 +8,7 @@ import json
 import re
 from datetime import timedelta
 from functools import lru_cache
+from types import MappingProxyType
 from typing import Any
 
 import jwt
@@ -31,6 +32,11 @@ ALGORITHM = "HS256"
 FAMILY_CLAIM = "fam"
 PASSWORD_CLAIM = "pwd"
 
+# Tokens whose signature and claims were verified, per signing key: a client sends the same access
+# token with every request for its lifetime, and checking the signature again each time was most of
+# the CPU cost of authentication. Bounded; only tokens that passed every check enter it.
+VERIFIED_TOKENS_CACHED = 4096
+
 _BASE64URL_SEGMENT = re.compile(rb"[A-Za-z0-9_-]+={0,2}")
 _PRINTABLE_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
 
@@ -41,11 +47,27 @@ class KeyIdTokenBackend(TokenBackend):
     def __init__(self, signing_key: str, leeway: timedelta) -> None:
         super().__init__(ALGORITHM, signing_key, leeway=leeway)
         self.kid = key_fingerprint(signing_key)
+        self.verified = lru_cache(maxsize=VERIFIED_TOKENS_CACHED)(self._verified)
 
     def encode(self, payload: dict[str, Any]) -> str:
         return jwt.encode(payload, self.prepared_signing_key, algorithm=ALGORITHM, headers={"kid": self.kid})
 
     def decode(self, token: Any, verify: bool = True) -> dict[str, Any]:
+        """Return the token's claims; with `verify`, only once its header, signature and claims pass.
+
+        A token verified before (the very same string, this very key) is not verified again: its
+        claims come from memory. What changes with time is still checked on every use by the
+        token class (`exp`, against the clock of this request), and what changes with the
+        database (user, family revoked, password) by the user lookup that follows.
+        """
+        if not verify or not isinstance(token, str | bytes):
+            return self._decode(token, verify=verify)
+        return dict(self.verified(token))
+
+    def _verified(self, token: Any) -> MappingProxyType:
+        return MappingProxyType(self._decode(token, verify=True))
+
+    def _decode(self, token: Any, verify: bool) -> dict[str, Any]:
         header = _unverified_header(token)
         kid = _loggable(header.get("kid"))
         if verify and header.get("alg") != ALGORITHM:
@@ -95,9 +117,26 @@ def current_kid() -> str:
 
 
 class _KeyIdBackendMixin:
+    payload: dict[str, Any]
+
     @property
     def token_backend(self) -> KeyIdTokenBackend:
         return get_token_backend()
+
+    def check_exp(self, claim: str = "exp", current_time: Any = None) -> None:
+        """simplejwt's check, raising `ExpiredTokenError` for an `exp` that has passed.
+
+        A token verified earlier is not decoded again, so this check (not PyJWT's) is the one that
+        finds it expired; a client must still be told `token_expired`, not `token_invalid`.
+        """
+        try:
+            super().check_exp(claim, current_time)  # type: ignore[misc]
+        except ExpiredTokenError:
+            raise
+        except TokenError as exc:
+            if claim != "exp" or claim not in self.payload:
+                raise
+            raise ExpiredTokenError(str(exc)) from exc
 
 
 class AccessToken(_KeyIdBackendMixin, tokens.AccessToken):
@@ -142,9 +181,13 @@ def password_fingerprint(user: Any) -> str:
 
 def hash_fingerprint(password_hash: str) -> str:
     """Return the keyed fingerprint of a stored password hash."""
-    return salted_hmac(
-        "taskhub.accounts.password", password_hash, secret=signing_key(), algorithm="sha256"
-    ).hexdigest()[:20]
+    return _keyed_fingerprint(password_hash, signing_key())
+
+
+@lru_cache(maxsize=VERIFIED_TOKENS_CACHED)
+def _keyed_fingerprint(password_hash: str, key: str) -> str:
+    # Every authenticated request compares its token's claim with this: computed once per hash.
+    return salted_hmac("taskhub.accounts.password", password_hash, secret=key, algorithm="sha256").hexdigest()[:20]
 
 
 def peek_jti(raw: Any) -> str:

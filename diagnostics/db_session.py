@@ -3,20 +3,25 @@
 Two views of "inside a transaction" are checked, because Django only knows about the
 transactions it opened itself: a raw `START TRANSACTION` (or `SET autocommit=0`) leaves
 Django's state clean while the server holds the transaction open. The server's view costs
-one cheap query on MySQL/MariaDB and none on SQLite.
+nothing when the status flags of the server's last reply say the session is clean (read from the
+client library, `diagnostics.server_status`), one cheap query on MySQL/MariaDB otherwise, and
+none on SQLite.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import TypeVar
 
 from django.db import DatabaseError, OperationalError, connection
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from diagnostics import metrics
+from diagnostics import metrics, server_status
 from diagnostics.db_errors import error_code, is_connection_lost, is_database_unavailable
 
 logger = logging.getLogger("taskhub.db")
+T = TypeVar("T")
 
 FORCED_ROLLBACK_MARKER = "❌ 数据库会话错误 [{context_id}]: ⚠️ 检测到未完成事务，强制回滚"
 CONNECTION_LOST_MARKER = "⚠️ 数据库连接已断开，关闭连接以便重连: {error}"
@@ -70,6 +75,33 @@ def handle_database_error(exc: BaseException) -> bool:
     return True
 
 
+def read_checking_connection(read: Callable[[], T]) -> T:
+    """Run `read`, a read-only statement, as the default connection's pending health check.
+
+    With `CONN_HEALTH_CHECKS`, Django pings a reused connection before its first statement in each
+    request: a round trip that only answers "still alive?". A read that is safe to repeat can
+    answer that itself: it runs without the ping, and if the connection turns out to be lost it
+    is closed and the read runs once more on a new connection — what Django does after a failed
+    ping. Outside that case (no check due, or inside a transaction) it is a plain call.
+    """
+    if not _claim_health_check():
+        return read()
+    try:
+        return read()
+    except DatabaseError as exc:
+        if not handle_database_error(exc) or connection.connection is not None:
+            raise
+        return read()
+
+
+def _claim_health_check() -> bool:
+    due = connection.connection is not None and connection.health_check_enabled and not connection.health_check_done
+    if not due or connection.in_atomic_block or not connection.get_autocommit():
+        return False
+    connection.health_check_done = True
+    return True
+
+
 def under_test_transaction(conn: BaseDatabaseWrapper) -> bool:
     """Return True when the connection runs inside a test case's wrapping transaction.
 
@@ -86,6 +118,13 @@ def server_in_transaction(conn: BaseDatabaseWrapper) -> bool:
         return conn.connection.in_transaction
     if conn.vendor != "mysql":
         return False
+    if server_status.is_clean(conn.connection):
+        return False
+    return _server_says_in_transaction(conn)
+
+
+def _server_says_in_transaction(conn: BaseDatabaseWrapper) -> bool:
+    """Ask the server itself (a round trip): the answer when the reply flags are unreadable or not clean."""
     with conn.cursor() as cursor:
         if conn.mysql_is_mariadb:
             cursor.execute(MARIADB_TRX_QUERY)

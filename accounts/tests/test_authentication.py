@@ -6,11 +6,15 @@ from datetime import timedelta
 
 import pytest
 from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from accounts.fingerprint import key_fingerprint
+from accounts.selectors import user_for_token
 from accounts.services import session_logout_all, session_start
 from accounts.tests.helpers import bearer, claims, failures, forge, issued_at, rejection_lines
+from accounts.tokens import AccessToken, decode
 
 pytestmark = pytest.mark.django_db
 
@@ -84,6 +88,22 @@ def test_a_valid_token_authenticates_with_one_query(alice, alice_pair, django_as
 
     assert response.status_code == 200
     assert response.json()["username"] == "alice"
+
+
+def test_the_authenticated_user_is_the_same_as_the_orm_loads_it(alice, alice_pair):
+    """The lookup runs precompiled SQL on a plain cursor: every field must still convert as the ORM's."""
+    alice.is_staff, alice.last_login = True, timezone.now()
+    alice.save()
+    token = decode(alice_pair.access, AccessToken)
+
+    user = user_for_token(token)
+
+    expected = get_user_model().objects.get(pk=alice.pk)
+    for field in get_user_model()._meta.concrete_fields:
+        got, want = getattr(user, field.attname), getattr(expected, field.attname)
+        assert (got, type(got)) == (want, type(want)), field.attname
+    assert user._state.adding is False and user._state.db == "default"
+    assert user.taskhub_family_revoked is False
 
 
 def test_client_for_builds_a_client_this_authentication_accepts(alice, client_for):

@@ -15,7 +15,7 @@ from accounts.errors import TOKEN_EXPIRED, TOKEN_INVALID, TokenRejected
 from accounts.fingerprint import key_fingerprint
 from accounts.services import session_start
 from accounts.tests.helpers import claims, forge, issued_at
-from accounts.tokens import AccessToken, decode, password_fingerprint
+from accounts.tokens import AccessToken, KeyIdTokenBackend, decode, get_token_backend, password_fingerprint
 
 pytestmark = pytest.mark.django_db
 
@@ -95,6 +95,54 @@ def test_an_expired_token_is_rejected_as_expired(alice):
     with pytest.raises(TokenRejected) as caught:
         decode(token, AccessToken)
     assert caught.value.code == TOKEN_EXPIRED
+
+
+def test_a_token_is_verified_once_then_its_claims_come_from_memory(alice, monkeypatch):
+    token = session_start(user=alice).access
+    verifications = []
+    real = KeyIdTokenBackend._decode
+    monkeypatch.setattr(
+        KeyIdTokenBackend, "_decode", lambda self, raw, verify: verifications.append(raw) or real(self, raw, verify)
+    )
+
+    first, second = decode(token, AccessToken), decode(token, AccessToken)
+
+    assert verifications == [token]
+    assert first.payload == second.payload and first.payload is not second.payload
+    second.payload["user_id"] = "someone-else"  # a caller's change never reaches the next request
+    assert decode(token, AccessToken)["user_id"] == str(alice.pk)
+
+
+def test_a_token_verified_while_fresh_is_token_expired_once_its_time_has_passed(alice):
+    token = session_start(user=alice).access
+    decode(token, AccessToken)
+    later = timedelta(seconds=settings.JWT_ACCESS_TOKEN_LIFETIME_SECONDS + settings.JWT_LEEWAY_SECONDS + 5)
+
+    with issued_at(later), pytest.raises(TokenRejected) as caught:
+        decode(token, AccessToken)
+    assert caught.value.code == TOKEN_EXPIRED
+    assert caught.value.jti == claims(token)["jti"]
+
+
+def test_a_token_verified_under_one_key_is_not_accepted_under_another(alice):
+    token = session_start(user=alice).access
+    decode(token, AccessToken)
+
+    with override_settings(SIMPLE_JWT=dict(settings.SIMPLE_JWT, SIGNING_KEY=OTHER_KEY)):
+        with pytest.raises(TokenRejected, match="signed with another key"):
+            decode(token, AccessToken)
+
+
+def test_rejected_tokens_are_checked_again_every_time(alice):
+    header, payload, _signature = session_start(user=alice).access.split(".")
+    forged = f"{header}.{payload}.{'A' * 43}"
+    cache = get_token_backend().verified
+    cached_before, misses_before = cache.cache_info().currsize, cache.cache_info().misses
+    for _ in range(2):
+        with pytest.raises(TokenRejected, match="bad signature"):
+            decode(forged, AccessToken)
+    assert cache.cache_info().currsize == cached_before
+    assert cache.cache_info().misses == misses_before + 2
 
 
 def test_a_token_expired_within_the_leeway_is_still_accepted(alice):

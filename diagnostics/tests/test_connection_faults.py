@@ -6,6 +6,10 @@ import threading
 import time
 
 import pytest
+from django.db import connections
+from prometheus_client import REGISTRY
+
+from accounts.services import session_start
 
 pytestmark = [pytest.mark.mysql, pytest.mark.urls("diagnostics.tests.urls"), pytest.mark.django_db(transaction=True)]
 
@@ -102,3 +106,68 @@ def test_the_app_recovers_by_itself_once_the_database_answers_again(wsgi, proxie
     proxied_database.resume()
 
     assert [wsgi.get("/t/one-query/").status for _ in range(2)] == [200, 200]
+
+
+def _bearer(user) -> dict[str, str]:
+    return {"Authorization": f"Bearer {session_start(user=user).access}"}
+
+
+def _reconnects() -> float:
+    return REGISTRY.get_sample_value("taskhub_db_reconnects_total") or 0.0
+
+
+def test_an_api_request_on_a_connection_killed_between_requests_reconnects_and_succeeds(
+    wsgi, persistent_connection, second_connection, alice
+):
+    """The user lookup is the health check of API requests: a dead connection is replaced, not a 503."""
+    headers = _bearer(alice)
+    first = wsgi.get("/t/state/").json()["connection_id"]
+    second_connection.scalar(f"KILL {int(first)}")
+    _wait_until(lambda: _connection_gone(second_connection, first), "the server dropped the connection")
+    before = _reconnects()
+
+    response = wsgi.get("/api/auth/me/", headers=headers)
+
+    assert response.status == 200, response.body
+    assert response.json()["username"] == alice.username
+    assert _reconnects() == before + 1
+    assert wsgi.get("/t/state/").json()["connection_id"] != first
+
+
+def test_an_api_request_after_wait_timeout_dropped_the_connection_succeeds(
+    wsgi, persistent_connection, second_connection, alice
+):
+    headers = _bearer(alice)
+    idle = wsgi.get("/t/short-wait/").json()["connection_id"]  # SET SESSION wait_timeout = 1
+    time.sleep(2)
+    _wait_until(lambda: _connection_gone(second_connection, idle), "the server timed the idle connection out")
+
+    assert wsgi.get("/api/auth/me/", headers=headers).status == 200
+    assert wsgi.get("/t/state/").json()["connection_id"] != idle
+
+
+def test_api_requests_on_a_live_connection_send_no_ping_other_requests_still_do(
+    wsgi, persistent_connection, alice, monkeypatch
+):
+    headers = _bearer(alice)
+    wsgi.get("/t/state/")
+    pings = []
+    wrapper = type(connections["default"])
+    real = wrapper.is_usable
+    monkeypatch.setattr(wrapper, "is_usable", lambda self: pings.append(1) or real(self))
+
+    assert [wsgi.get("/api/auth/me/", headers=headers).status for _ in range(3)] == [200, 200, 200]
+    assert pings == []
+    assert wsgi.get("/t/one-query/").status == 200
+    assert pings == [1]
+
+
+def test_a_database_that_stays_away_still_answers_503_to_api_requests(wsgi, proxied_database, alice):
+    headers = _bearer(alice)
+    assert wsgi.get("/api/auth/me/", headers=headers).status == 200
+    proxied_database.cut()
+
+    response = wsgi.get("/api/auth/me/", headers=headers)
+
+    assert response.status == 503
+    assert response.json()["code"] == "database_unavailable"

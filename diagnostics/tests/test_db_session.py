@@ -8,6 +8,7 @@ import pytest
 from django.db import InterfaceError, OperationalError, connection, transaction
 from prometheus_client import REGISTRY
 
+from diagnostics import server_status
 from diagnostics.db_session import ensure_clean_session, handle_database_error, server_in_transaction
 from tasks.models import QueueConfig
 
@@ -90,10 +91,16 @@ def _open_raw_transaction() -> None:
     QueueConfig.objects.create(name="never-committed")
 
 
+def _ask_the_server_every_time(monkeypatch) -> None:
+    """Leave the reply flags out, as with MySQL's own client library."""
+    monkeypatch.setattr(server_status, "is_clean", lambda raw: False)
+
+
 @pytest.mark.mysql
 def test_on_mysql_8_an_open_transaction_is_found_without_in_transaction_variable(monkeypatch):
     connection.ensure_connection()  # opened as MariaDB: only the check below takes the MySQL 8 path
     monkeypatch.setattr(connection, "mysql_is_mariadb", False)
+    _ask_the_server_every_time(monkeypatch)
     assert not server_in_transaction(connection)
 
     _open_raw_transaction()
@@ -113,5 +120,6 @@ def test_on_mysql_8_an_open_transaction_is_found_without_in_transaction_variable
 def test_on_mysql_8_the_check_costs_one_statement(monkeypatch, django_assert_num_queries):
     connection.ensure_connection()
     monkeypatch.setattr(connection, "mysql_is_mariadb", False)
+    _ask_the_server_every_time(monkeypatch)
     with django_assert_num_queries(1):
         assert not server_in_transaction(connection)

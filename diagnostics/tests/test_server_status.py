@@ -1,0 +1,97 @@
+"""The reply's status flags, read from the client library, agree with the server (real MariaDB)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from django.db import DatabaseError, connection
+
+from diagnostics import server_status
+from diagnostics.db_session import ensure_clean_session, server_in_transaction
+from tasks.models import QueueConfig
+
+pytestmark = [pytest.mark.mysql, pytest.mark.django_db(transaction=True)]
+
+
+def _server_view() -> tuple[bool, bool]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT @@in_transaction, @@autocommit")
+        in_transaction, autocommit = cursor.fetchone()
+    return bool(in_transaction), bool(autocommit)
+
+
+def _run(sql: str) -> None:
+    with connection.cursor() as cursor:
+        try:
+            cursor.execute(sql)
+        except DatabaseError:
+            pass  # failed statements belong to the sequences below too
+
+
+# Each step is run, then the flags are read before anything else touches the connection.
+SEQUENCES = {
+    "explicit transaction": ["START TRANSACTION", "SELECT 1", "COMMIT", "SELECT 1"],
+    "rolled back": ["BEGIN", "SELECT COUNT(*) FROM queue_config", "ROLLBACK"],
+    "autocommit off": ["SET autocommit=0", "SELECT COUNT(*) FROM queue_config", "COMMIT", "SET autocommit=1"],
+    "failed statement inside": ["START TRANSACTION", "SELECT * FROM no_such_table", "SELECT 1", "ROLLBACK"],
+    "implicit commit": ["START TRANSACTION", "SELECT COUNT(*) FROM queue_config", "CREATE TEMPORARY TABLE t (a INT)"],
+    "read only": ["START TRANSACTION READ ONLY", "SELECT COUNT(*) FROM queue_config", "COMMIT"],
+}
+
+
+@pytest.mark.parametrize("steps", SEQUENCES.values(), ids=SEQUENCES.keys())
+def test_the_flags_match_the_servers_own_answer_after_every_statement(steps):
+    connection.ensure_connection()
+    raw = connection.connection
+    for sql in steps:
+        _run(sql)
+        flags = server_status.status_flags(raw)
+        assert flags is not None, "the MariaDB client library's flags should be readable here"
+        read = (
+            bool(flags & server_status.SERVER_STATUS_IN_TRANS),
+            bool(flags & server_status.SERVER_STATUS_AUTOCOMMIT),
+        )
+        assert read == _server_view(), f"after {sql!r}"
+    raw.rollback()
+    raw.autocommit(True)
+
+
+def test_a_clean_session_is_checked_without_a_statement(django_assert_num_queries):
+    QueueConfig.objects.count()
+    with django_assert_num_queries(0):
+        assert ensure_clean_session(context_id="req-free") is False
+
+
+def test_flags_saying_in_transaction_are_confirmed_on_the_server_before_any_rollback(monkeypatch, caplog):
+    """An error reply carries no flags: stale ones must not raise a false alarm."""
+    QueueConfig.objects.count()
+    stale = server_status.SERVER_STATUS_IN_TRANS | server_status.SERVER_STATUS_AUTOCOMMIT
+    monkeypatch.setattr(server_status, "status_flags", lambda raw: stale)
+    with caplog.at_level(logging.ERROR, logger="taskhub.db"):
+        assert ensure_clean_session(context_id="req-stale") is False
+    assert "数据库会话错误" not in caplog.text
+
+
+def test_without_the_client_librarys_function_the_server_is_asked(monkeypatch, django_assert_num_queries):
+    monkeypatch.setattr(server_status, "_reader", lambda: None)
+    QueueConfig.objects.count()
+    assert server_status.status_flags(connection.connection) is None
+    with django_assert_num_queries(1):
+        assert not server_in_transaction(connection)
+    _run("START TRANSACTION")
+    assert server_in_transaction(connection)
+    connection.connection.rollback()
+
+
+def test_flags_from_a_struct_mysqlclient_does_not_use_are_not_trusted(monkeypatch):
+    """The autocommit bit is cross-checked with mysqlclient's own reading of the same struct."""
+    QueueConfig.objects.count()
+    assert connection.connection.get_autocommit()
+    monkeypatch.setattr(server_status, "_reader", lambda: lambda capsule: 0)  # "autocommit off"
+    assert server_status.status_flags(connection.connection) is None
+    assert not server_status.is_clean(connection.connection)
+
+
+def test_a_connection_of_another_driver_has_no_flags():
+    assert server_status.status_flags(object()) is None
