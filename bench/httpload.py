@@ -35,6 +35,8 @@ def gunicorn(ctx: Context, database: str) -> Iterator[int]:
         # No recycling mid-measurement: a worker restarting inside one timed window (but not the
         # other) would be counted as that endpoint's cost.
         GUNICORN_MAX_REQUESTS="0",
+        # The product's settings and URLs, plus the auth section's reference endpoint.
+        DJANGO_SETTINGS_MODULE="bench.taskhub_settings",
     )
     args = ["-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "config.wsgi:application"]
     proc = ctx.children.spawn(python(*args), env=env, name="gunicorn")

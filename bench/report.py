@@ -226,16 +226,32 @@ def _auth(results: dict) -> list[str]:
         return lines
     rps, bad = entry["rps"], entry["non_2xx"]
     lines += [
-        f"{entry['server']}; load generator: {entry['tool']}, {entry['connections']} connections; the two "
+        f"{entry['server']}; load generator: {entry['tool']}, {entry['connections']} connections; the "
         "endpoints loaded in turn, median (min–max) over the rounds.",
         "",
         "| endpoint | requests/s | non-2xx |",
         "|---|---|---|",
         f"| `{entry['liveness_path']}` (no auth, no database) | {_spread(rps['liveness'], '')} | {bad['liveness']} |",
+        *(
+            [
+                f"| `{entry['one_read_path']}` (reference: no auth, one database read) "
+                f"| {_spread(rps['one_read'], '')} | {bad.get('one_read', 0)} |"
+            ]
+            if "one_read" in rps
+            else []
+        ),
         f"| `{entry['auth_path']}` (bearer JWT) | {_spread(rps['authenticated'], '')} | {bad['authenticated']} |",
         "",
         f"Authenticated ÷ liveness: **{_num(entry['ratio'])}** (per round: {_spread(entry.get('round_ratios'), '', 2)}).",
     ]
+    if "one_read" in rps:
+        lines += [
+            "",
+            f"One read ÷ liveness: {_num(entry['one_read_ratio'])} (per round: "
+            f"{_spread(entry.get('one_read_round_ratios'), '', 2)}) — what one database round trip per request "
+            "costs by itself, the least an endpoint that reads its user from the database on each request "
+            f"(the design's rule) can cost. Authenticated ÷ one read: {_num(entry['auth_vs_one_read'])}.",
+        ]
     return lines + [""]
 
 

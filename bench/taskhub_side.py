@@ -12,6 +12,7 @@ TOKEN_PATH = "/api/auth/token/"
 STATISTICS_PATH = "/api/tasks/statistics"
 STATISTICS_ALL_PATH = "/api/tasks/statistics?scope=all"
 QUEUE_STATUS_PATH = "/api/tasks/queue-status"
+ONE_READ_PATH = "/bench/one-read"  # served by bench.taskhub_urls
 
 
 def worker_args(*extra: str) -> list[str]:

@@ -84,6 +84,34 @@ def test_it_reports_the_auth_ratio_of_medians_over_interleaved_rounds() -> None:
     assert "| authenticated ÷ liveness requests/s | 0.75 | ≥ 0.75 | met |" in text
     assert "| `/api/auth/me/` (bearer JWT) | 1,500 (1,400–1,550) | 0 |" in text
     assert "per round: 0.74 (0.70–0.78)" in text
+    assert "one database read" not in text  # a run from before the reference endpoint existed
+
+
+def test_it_shows_the_one_read_reference_next_to_the_auth_ratio() -> None:
+    results = _results({"runs": _runs("2 workers", [1800], 1380, "per-task")})
+    live = {"median": 2000.0, "min": 1900.0, "max": 2100.0, "n": 3, "values": []}
+    one_read = {"median": 1200.0, "min": 1100.0, "max": 1300.0, "n": 3, "values": []}
+    authed = {"median": 1000.0, "min": 900.0, "max": 1100.0, "n": 3, "values": []}
+    results["sections"]["auth"] = {
+        "liveness_path": "/health/live",
+        "auth_path": "/api/auth/me/",
+        "one_read_path": "/bench/one-read",
+        "server": "gunicorn -c gunicorn.conf.py (gthread), 2 workers × 4 threads",
+        "tool": "wrk",
+        "connections": 8,
+        "rps": {"liveness": live, "one_read": one_read, "authenticated": authed},
+        "non_2xx": {"liveness": 0, "one_read": 0, "authenticated": 0},
+        "ratio": 0.5,
+        "round_ratios": {"median": 0.5, "min": 0.45, "max": 0.55, "n": 3, "values": []},
+        "one_read_ratio": 0.6,
+        "one_read_round_ratios": {"median": 0.6, "min": 0.55, "max": 0.65, "n": 3, "values": []},
+        "auth_vs_one_read": 0.83,
+    }
+    text = render(results)
+    assert "| `/bench/one-read` (reference: no auth, one database read) | 1,200 (1,100–1,300) | 0 |" in text
+    assert "One read ÷ liveness: 0.60 (per round: 0.60 (0.55–0.65))" in text
+    assert "Authenticated ÷ one read: 0.83." in text
+    assert "| authenticated ÷ liveness requests/s | 0.50 | ≥ 0.75 | missed |" in text
 
 
 def test_it_puts_the_ratios_of_an_earlier_run_next_to_this_runs(tmp_path: Path) -> None:
