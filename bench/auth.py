@@ -37,8 +37,13 @@ def run(ctx: Context) -> dict:
         for _ in range(cfg.repeats):
             for name, path in paths.items():
                 loads[name].append(
-                    httpload.load(
-                        port, path, token=tokens[name], seconds=cfg.load_seconds, connections=cfg.load_connections
+                    httpload.load_spread(
+                        port,
+                        path,
+                        token=tokens[name],
+                        seconds=cfg.load_seconds,
+                        connections=cfg.load_connections,
+                        workers=cfg.gunicorn_workers,
                     )
                 )
     rps = {name: summarize([run["rps"] for run in runs]) for name, runs in loads.items()}
@@ -53,6 +58,9 @@ def run(ctx: Context) -> dict:
         "loads": loads,
         "rps": rps,
         "non_2xx": {name: sum(run["non_2xx"] for run in runs) for name, runs in loads.items()},
+        "max_redraws": httpload.MAX_REDRAWS,
+        "redrawn": sum(run.get("redrawn", 0) for runs in loads.values() for run in runs),
+        "unbalanced": sum(not run.get("balanced", True) for runs in loads.values() for run in runs),
         "ratio": ratio(rps["authenticated"]["median"], rps["liveness"]["median"]),
         "round_ratios": summarize([r for r in rounds if r is not None]),
         "one_read_path": ONE_READ_PATH,

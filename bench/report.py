@@ -228,6 +228,17 @@ def _auth(results: dict) -> list[str]:
     lines += [
         f"{entry['server']}; load generator: {entry['tool']}, {entry['connections']} connections; the "
         "endpoints loaded in turn, median (min–max) over the rounds.",
+        *(
+            [
+                "",
+                "gunicorn's workers share one listening socket and each connection stays with the worker that "
+                "accepted it: a round in which a worker held less than half its share of the connections "
+                f"measured one process, not the server, and was run again ({entry['redrawn']} time(s) in this "
+                f"run; {entry.get('unbalanced', 0)} round(s) still unbalanced after {entry.get('max_redraws')} tries).",
+            ]
+            if "redrawn" in entry
+            else []
+        ),
         "",
         "| endpoint | requests/s | non-2xx |",
         "|---|---|---|",

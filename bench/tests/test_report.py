@@ -169,3 +169,23 @@ def test_it_reports_the_bulk_enqueue_service_against_the_same_peer() -> None:
     assert measured["TaskHub enqueue per task (service) ÷ django-tasks-db .enqueue()"] == 900 / 800
     assert measured["TaskHub enqueue, bulk service ÷ django-tasks-db .enqueue()"] == 6400 / 800
     assert "| TaskHub enqueue, bulk service ÷ django-tasks-db .enqueue() | 8.00 | ≥ 1.5 | met |" in render(results)
+
+
+def test_it_says_how_many_auth_rounds_were_redrawn_for_an_unbalanced_spread() -> None:
+    results = _results({"runs": _runs("2 workers", [1800], 1380, "per-task")})
+    rate = {"median": 1000.0, "min": 900.0, "max": 1100.0, "n": 3, "values": []}
+    results["sections"]["auth"] = {
+        "liveness_path": "/health/live",
+        "auth_path": "/api/auth/me/",
+        "server": "gunicorn",
+        "tool": "wrk",
+        "connections": 8,
+        "rps": {"liveness": rate, "authenticated": rate},
+        "non_2xx": {"liveness": 0, "authenticated": 0},
+        "ratio": 1.0,
+        "round_ratios": {"median": 1.0, "min": 1.0, "max": 1.0, "n": 3, "values": []},
+        "max_redraws": 4,
+        "redrawn": 2,
+        "unbalanced": 0,
+    }
+    assert "was run again (2 time(s) in this run; 0 round(s) still unbalanced after 4 tries)" in render(results)
