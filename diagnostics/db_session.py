@@ -170,7 +170,10 @@ def _force_rollback() -> None:
 
 
 def _drop_connection() -> None:
-    connection.close()
+    try:
+        connection.close()
+    except DatabaseError:
+        pass  # a handle already closed under Django refuses to close again; Django forgets it either way
     metrics.DB_RECONNECTS.inc()
 
 

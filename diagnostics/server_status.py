@@ -41,10 +41,13 @@ def status_flags(raw_connection: Any) -> int | None:
     reader = _reader()
     if reader is None:
         return None
-    flags = reader(native())
-    # mysqlclient reads the autocommit bit from the same struct: if the two disagree, this is not
-    # the struct mysqlclient uses, and nothing read from it is trusted.
-    if flags is None or bool(flags & SERVER_STATUS_AUTOCOMMIT) != bool(raw_connection.get_autocommit()):
+    try:
+        flags = reader(native())
+        # mysqlclient reads the autocommit bit from the same struct: if the two disagree, this is
+        # not the struct mysqlclient uses, and nothing read from it is trusted.
+        if flags is None or bool(flags & SERVER_STATUS_AUTOCOMMIT) != bool(raw_connection.get_autocommit()):
+            return None
+    except Exception:  # a closed connection (mysqlclient raises its own, unwrapped errors): ask the server
         return None
     return flags
 

@@ -93,5 +93,18 @@ def test_flags_from_a_struct_mysqlclient_does_not_use_are_not_trusted(monkeypatc
     assert not server_status.is_clean(connection.connection)
 
 
+def test_a_connection_closed_under_django_is_dropped_not_raised(caplog):
+    """mysqlclient raises its own errors on a closed connection: the check must not let them out."""
+    QueueConfig.objects.count()
+    connection.connection.close()
+    assert server_status.status_flags(connection.connection) is None
+
+    with caplog.at_level(logging.WARNING, logger="taskhub.db"):
+        assert ensure_clean_session(context_id="req-closed") is False
+
+    assert connection.connection is None
+    assert QueueConfig.objects.count() >= 0  # the next user reconnects
+
+
 def test_a_connection_of_another_driver_has_no_flags():
     assert server_status.status_flags(object()) is None
