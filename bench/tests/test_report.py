@@ -39,6 +39,26 @@ def _results(taskhub: dict) -> dict:
     }
 
 
+def _spread(median: float, low: float, high: float) -> dict:
+    return {"median": median, "min": low, "max": high, "n": 3, "values": []}
+
+
+def _auth_entry(rps: dict[str, dict], ratio: float, round_ratios: dict, **extra) -> dict:
+    """An auth section as bench.auth writes it: one rate summary per endpoint, and its ratios."""
+    return {
+        "liveness_path": "/health/live",
+        "auth_path": "/api/auth/me/",
+        "server": "gunicorn -c gunicorn.conf.py (gthread), 2 workers × 4 threads",
+        "tool": "wrk",
+        "connections": 8,
+        "rps": rps,
+        "non_2xx": dict.fromkeys(rps, 0),
+        "ratio": ratio,
+        "round_ratios": round_ratios,
+        **extra,
+    }
+
+
 def test_it_groups_repeated_runs_into_medians_by_label() -> None:
     summary = summarize_runs(_runs("1 worker", [3.0, 1.0, 2.0], 10.0))
     assert summary["drain"]["1 worker"]["median"] == 2.0
@@ -67,19 +87,8 @@ def test_it_says_why_a_section_did_not_run_instead_of_a_number() -> None:
 
 def test_it_reports_the_auth_ratio_of_medians_over_interleaved_rounds() -> None:
     results = _results({"runs": _runs("2 workers", [1800], 1380, "per-task")})
-    live = {"median": 2000.0, "min": 1900.0, "max": 2100.0, "n": 3, "values": []}
-    authed = {"median": 1500.0, "min": 1400.0, "max": 1550.0, "n": 3, "values": []}
-    results["sections"]["auth"] = {
-        "liveness_path": "/health/live",
-        "auth_path": "/api/auth/me/",
-        "server": "gunicorn -c gunicorn.conf.py (gthread), 2 workers × 4 threads",
-        "tool": "wrk",
-        "connections": 8,
-        "rps": {"liveness": live, "authenticated": authed},
-        "non_2xx": {"liveness": 0, "authenticated": 0},
-        "ratio": 0.75,
-        "round_ratios": {"median": 0.74, "min": 0.7, "max": 0.78, "n": 3, "values": []},
-    }
+    rps = {"liveness": _spread(2000.0, 1900.0, 2100.0), "authenticated": _spread(1500.0, 1400.0, 1550.0)}
+    results["sections"]["auth"] = _auth_entry(rps, 0.75, _spread(0.74, 0.7, 0.78))
     text = render(results)
     assert "| authenticated ÷ liveness requests/s | 0.75 | ≥ 0.75 | met |" in text
     assert "| `/api/auth/me/` (bearer JWT) | 1,500 (1,400–1,550) | 0 |" in text
@@ -89,24 +98,20 @@ def test_it_reports_the_auth_ratio_of_medians_over_interleaved_rounds() -> None:
 
 def test_it_shows_the_one_read_reference_next_to_the_auth_ratio() -> None:
     results = _results({"runs": _runs("2 workers", [1800], 1380, "per-task")})
-    live = {"median": 2000.0, "min": 1900.0, "max": 2100.0, "n": 3, "values": []}
-    one_read = {"median": 1200.0, "min": 1100.0, "max": 1300.0, "n": 3, "values": []}
-    authed = {"median": 1000.0, "min": 900.0, "max": 1100.0, "n": 3, "values": []}
-    results["sections"]["auth"] = {
-        "liveness_path": "/health/live",
-        "auth_path": "/api/auth/me/",
-        "one_read_path": "/bench/one-read",
-        "server": "gunicorn -c gunicorn.conf.py (gthread), 2 workers × 4 threads",
-        "tool": "wrk",
-        "connections": 8,
-        "rps": {"liveness": live, "one_read": one_read, "authenticated": authed},
-        "non_2xx": {"liveness": 0, "one_read": 0, "authenticated": 0},
-        "ratio": 0.5,
-        "round_ratios": {"median": 0.5, "min": 0.45, "max": 0.55, "n": 3, "values": []},
-        "one_read_ratio": 0.6,
-        "one_read_round_ratios": {"median": 0.6, "min": 0.55, "max": 0.65, "n": 3, "values": []},
-        "auth_vs_one_read": 0.83,
+    rps = {
+        "liveness": _spread(2000.0, 1900.0, 2100.0),
+        "one_read": _spread(1200.0, 1100.0, 1300.0),
+        "authenticated": _spread(1000.0, 900.0, 1100.0),
     }
+    results["sections"]["auth"] = _auth_entry(
+        rps,
+        0.5,
+        _spread(0.5, 0.45, 0.55),
+        one_read_path="/bench/one-read",
+        one_read_ratio=0.6,
+        one_read_round_ratios=_spread(0.6, 0.55, 0.65),
+        auth_vs_one_read=0.83,
+    )
     text = render(results)
     assert "| `/bench/one-read` (reference: no auth, one database read) | 1,200 (1,100–1,300) | 0 |" in text
     assert "One read ÷ liveness: 0.60 (per round: 0.60 (0.55–0.65))" in text
@@ -173,19 +178,8 @@ def test_it_reports_the_bulk_enqueue_service_against_the_same_peer() -> None:
 
 def test_it_says_how_many_auth_rounds_were_redrawn_for_an_unbalanced_spread() -> None:
     results = _results({"runs": _runs("2 workers", [1800], 1380, "per-task")})
-    rate = {"median": 1000.0, "min": 900.0, "max": 1100.0, "n": 3, "values": []}
-    results["sections"]["auth"] = {
-        "liveness_path": "/health/live",
-        "auth_path": "/api/auth/me/",
-        "server": "gunicorn",
-        "tool": "wrk",
-        "connections": 8,
-        "rps": {"liveness": rate, "authenticated": rate},
-        "non_2xx": {"liveness": 0, "authenticated": 0},
-        "ratio": 1.0,
-        "round_ratios": {"median": 1.0, "min": 1.0, "max": 1.0, "n": 3, "values": []},
-        "max_redraws": 4,
-        "redrawn": 2,
-        "unbalanced": 0,
-    }
+    rate = _spread(1000.0, 900.0, 1100.0)
+    results["sections"]["auth"] = _auth_entry(
+        {"liveness": rate, "authenticated": rate}, 1.0, _spread(1.0, 1.0, 1.0), max_redraws=4, redrawn=2, unbalanced=0
+    )
     assert "was run again (2 time(s) in this run; 0 round(s) still unbalanced after 4 tries)" in render(results)
