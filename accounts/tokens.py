@@ -36,6 +36,8 @@ PASSWORD_CLAIM = "pwd"
 # token with every request for its lifetime, and checking the signature again each time was most of
 # the CPU cost of authentication. Bounded; only tokens that passed every check enter it.
 VERIFIED_TOKENS_CACHED = 4096
+# Keyed fingerprints of password hashes (one HMAC per request otherwise), per signing key.
+FINGERPRINTS_CACHED = 4096
 
 _BASE64URL_SEGMENT = re.compile(rb"[A-Za-z0-9_-]+={0,2}")
 _PRINTABLE_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
@@ -184,7 +186,7 @@ def hash_fingerprint(password_hash: str) -> str:
     return _keyed_fingerprint(password_hash, signing_key())
 
 
-@lru_cache(maxsize=VERIFIED_TOKENS_CACHED)
+@lru_cache(maxsize=FINGERPRINTS_CACHED)
 def _keyed_fingerprint(password_hash: str, key: str) -> str:
     # Every authenticated request compares its token's claim with this: computed once per hash.
     return salted_hmac("taskhub.accounts.password", password_hash, secret=key, algorithm="sha256").hexdigest()[:20]
