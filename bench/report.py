@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -310,11 +311,15 @@ def render(results: dict) -> str:
 
 
 def main(argv: list[str]) -> None:
-    """Re-render RESULTS.md from a saved JSON run."""
+    """Re-render RESULTS.md from a saved JSON run (with BENCH_BEFORE: next to an earlier run's ratios)."""
     source = Path(argv[0])
     target = Path(argv[1]) if len(argv) > 1 else Path("bench/RESULTS.md")
     results = json.loads(source.read_text())
     add_summaries(results)
+    before = os.environ.get("BENCH_BEFORE", "").strip()
+    if before:
+        label = os.environ.get("BENCH_BEFORE_LABEL", "").strip() or "an earlier run"
+        results["before"] = compare.load_before(Path(before), label)
     target.write_text(render(results))
 
 

@@ -7,6 +7,7 @@ import pytest
 
 from bench import compare
 from bench.report import add_summaries, render, summarize_runs, targets
+from bench.report import main as report_main
 from bench.scale import ENDPOINTS
 
 
@@ -183,3 +184,17 @@ def test_it_says_how_many_auth_rounds_were_redrawn_for_an_unbalanced_spread() ->
         {"liveness": rate, "authenticated": rate}, 1.0, _spread(1.0, 1.0, 1.0), max_redraws=4, redrawn=2, unbalanced=0
     )
     assert "was run again (2 time(s) in this run; 0 round(s) still unbalanced after 4 tries)" in render(results)
+
+
+def test_a_saved_run_is_re_rendered_next_to_an_earlier_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    earlier = _results({"runs": _runs("2 workers", [900], 500, "per-task")})
+    (tmp_path / "before.json").write_text(json.dumps(earlier))
+    (tmp_path / "run.json").write_text(json.dumps(_results({"runs": _runs("2 workers", [1840], 1380, "per-task")})))
+    monkeypatch.setenv("BENCH_BEFORE", str(tmp_path / "before.json"))
+    monkeypatch.setenv("BENCH_BEFORE_LABEL", "the product before")
+
+    report_main([str(tmp_path / "run.json"), str(tmp_path / "RESULTS.md")])
+
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "Before: the product before — run 2026-01-01T00:00:00+00:00 (`bench/out/before.json`" in text
+    assert "| TaskHub drain, 2 workers ÷ django-tasks-db 2 workers | 1.96 | 4.00 | ≥ 2 |" in text
