@@ -169,6 +169,8 @@ def _scale(results: dict) -> list[str]:
         http = size.get("http", {})
         claim = size.get("claim", {})
         claim_text = _num(claim.get("rate"), "{:,.0f}/s") if "rate" in claim else "error"
+        if len(claim.get("rates", [])) > 1:
+            claim_text += f" ({_num(min(claim['rates']), '{:,.0f}')}–{_num(max(claim['rates']), '{:,.0f}')})"
         lines.append(f"| {size['table_rows']:,} | {load_text} | {' | '.join(_latencies(http))} | {claim_text} |")
         backlog = size.get("backlog") or {}
         if "http" in backlog:

@@ -155,13 +155,14 @@ def test_it_shows_what_a_bigger_live_backlog_costs_apart_from_the_table_size() -
                 "live_tasks": 300,
                 "load": {"reused": True},
                 "http": http(12.0),
-                "claim": {"rate": 2000.0},
+                "claim": {"rate": 2000.0, "rates": [2100.0, 2000.0, 1500.0]},
                 "backlog": {"live": 30_000, "http": http(30.0)},
             },
         ]
     }
     text = render(results)
     assert "| p95 queue-status: 1M ÷ 10k | 1.20 | ≤ 2 | met |" in text
+    assert "| 2,000/s (1,500–2,100) |" in text  # the median drain, and the spread of the drains
     assert "| 1,000,000, 30,000 of them live | – | 29.0 / 30.0 | 29.0 / 30.0 | 29.0 / 30.0 | – |" in text
     assert "Every size has the same live set (300 pending and running tasks)" in text
     assert "queue-status 3.00×" in text
