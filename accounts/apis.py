@@ -25,7 +25,7 @@ from accounts.serializers import (
     VerifySerializer,
 )
 from accounts.throttles import LoginAddressThrottle, LoginUserThrottle
-from config.openapi import error_responses
+from core.openapi import error_responses
 
 
 class PublicTokenApi(TokenViewBase):

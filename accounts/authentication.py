@@ -17,7 +17,7 @@ from accounts.errors import CHALLENGE, CHALLENGE_INVALID, TOKEN_INVALID, TokenRe
 from accounts.rejections import REJECTED_ATTR, SLOW_LOOKUP_MARKER, log_missing_token, reject
 from accounts.selectors import user_for_token
 from accounts.tokens import AccessToken, decode
-from diagnostics.request_context import get_request_id
+from core.request_context import get_request_id
 
 logger = logging.getLogger("taskhub.auth")
 

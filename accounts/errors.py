@@ -5,7 +5,8 @@ from __future__ import annotations
 from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions, status
 
-TOKEN_MISSING = "token_missing"
+from core.errors import TOKEN_MISSING, TOKEN_MISSING_DETAIL
+
 TOKEN_EXPIRED = "token_expired"
 TOKEN_INVALID = "token_invalid"
 TOKEN_REVOKED = "token_revoked"
@@ -16,7 +17,7 @@ PASSWORD_CHANGED = "password_changed"
 # What the client reads in `detail`, in its language (Accept-Language); the log gets the precise
 # operator-facing reason, always in English.
 CLIENT_DETAILS = {
-    TOKEN_MISSING: _("Authentication credentials were not provided."),
+    TOKEN_MISSING: TOKEN_MISSING_DETAIL,
     TOKEN_EXPIRED: _("The token has expired; refresh it and retry."),
     TOKEN_INVALID: _("The token is not valid."),
     TOKEN_REVOKED: _("The token has been revoked; log in again."),

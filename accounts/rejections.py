@@ -10,8 +10,8 @@ from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
 
 from accounts.errors import TOKEN_MISSING, TokenAuthenticationFailed, TokenRejected
-from diagnostics import metrics
-from diagnostics.request_context import get_request_id
+from core import metrics
+from core.request_context import get_request_id
 
 logger = logging.getLogger("taskhub.auth")
 

@@ -18,7 +18,7 @@ from rest_framework_simplejwt.tokens import Token
 from accounts.errors import PASSWORD_CHANGED, TOKEN_INVALID, TOKEN_REVOKED, USER_INACTIVE, USER_NOT_FOUND, TokenRejected
 from accounts.models import PasswordRehash, TokenFamily
 from accounts.tokens import FAMILY_CLAIM, PASSWORD_CLAIM, current_kid, password_fingerprint
-from diagnostics.db_session import read_checking_connection
+from core.db.session import read_checking_connection
 
 # Hasher upgrades between a token's issue and its use: one per Django release at most.
 MAX_REHASH_CHAIN = 5

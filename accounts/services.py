@@ -36,7 +36,7 @@ from accounts.tokens import (
     hash_fingerprint,
     password_fingerprint,
 )
-from diagnostics import metrics
+from core import metrics
 
 logger = logging.getLogger("taskhub.auth")
 

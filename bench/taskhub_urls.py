@@ -16,7 +16,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from bench.taskhub_side import ONE_READ_PATH
-from diagnostics.db_session import read_checking_connection
+from core.db.session import read_checking_connection
 
 
 class OneRead(APIView):
@@ -39,5 +39,5 @@ urlpatterns = [
     path("", include("config.urls")),
 ]
 
-handler404 = "config.exceptions.json_not_found"
-handler500 = "config.exceptions.json_server_error"
+handler404 = "core.errors.json_not_found"
+handler500 = "core.errors.json_server_error"

@@ -102,6 +102,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "health_check",
+    "core",
     "accounts",
     "tasks",
     "diagnostics",
@@ -109,7 +110,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     # Outermost: gives every request an id and guarantees a clean DB session at its end.
-    "diagnostics.middleware.DatabaseSessionMiddleware",
+    "core.db.middleware.DatabaseSessionMiddleware",
     # Records this instance's JWT key fingerprint (throttled) for check_production to compare.
     "diagnostics.instances.InstanceFingerprintMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -267,7 +268,7 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "config.exceptions.api_exception_handler",
+    "EXCEPTION_HANDLER": "core.errors.api_exception_handler",
     "DEFAULT_THROTTLE_RATES": {"login": LOGIN_THROTTLE_RATE, "login_address": LOGIN_ADDRESS_THROTTLE_RATE},
     "NUM_PROXIES": NUM_PROXIES,
 }
@@ -323,7 +324,7 @@ LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "diagnostics.request_context.RequestIdLogFilter"}},
+    "filters": {"request_id": {"()": "core.request_context.RequestIdLogFilter"}},
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
     },

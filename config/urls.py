@@ -17,5 +17,5 @@ urlpatterns = [
     path("", include("diagnostics.urls")),
 ]
 
-handler404 = "config.exceptions.json_not_found"
-handler500 = "config.exceptions.json_server_error"
+handler404 = "core.errors.json_not_found"
+handler500 = "core.errors.json_server_error"

@@ -13,7 +13,7 @@ from django.utils import timezone
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from diagnostics.db_session import handle_database_error
+from core.db.session import handle_database_error
 from diagnostics.monitor import mysql_server_usage
 from tasks.models import ACTIVE_STATUSES, QueueConfig, TaskHourlyStats, TaskQueue, TaskStatus, TaskStatusCount
 

@@ -16,8 +16,8 @@ from health_check.base import HealthCheck
 from health_check.exceptions import ServiceUnavailable
 from health_check.views import HealthCheckView
 
-from diagnostics import metrics
-from diagnostics.db_session import handle_database_error
+from core import metrics
+from core.db.session import handle_database_error
 from tasks.models import TaskQueue, WorkerProcess
 
 

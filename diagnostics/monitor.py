@@ -8,8 +8,8 @@ from typing import Any
 
 from django.db import connection
 
-from diagnostics import metrics
-from diagnostics.session_setup import connection_info, read_session_variables
+from core import metrics
+from core.db.setup import connection_info, read_session_variables
 
 SERVER_STATUS_NAMES = (
     "Threads_connected",

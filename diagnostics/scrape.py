@@ -10,7 +10,7 @@ from django.http import HttpRequest
 from django.utils.translation import gettext as _
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 
-from diagnostics import metrics
+from core import metrics
 from diagnostics.collectors import DatabaseCollector
 
 BEARER_PREFIX = "bearer "

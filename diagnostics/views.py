@@ -11,7 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.openapi import error_responses
+from core.openapi import error_responses
 from diagnostics.monitor import db_monitor_snapshot
 from diagnostics.scrape import ScrapeRefused, authorize_scrape, render_metrics
 

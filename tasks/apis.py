@@ -11,7 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.openapi import error_responses
+from core.openapi import error_responses
 from tasks import selectors, services
 from tasks.api_errors import translated_errors
 from tasks.models import QueueConfig, TaskQueue, queue_name_validator

@@ -20,7 +20,7 @@ from django.db import transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 
-from diagnostics.db_errors import is_retryable_contention
+from core.db.errors import is_retryable_contention
 from tasks import counters
 from tasks.models import QueueConfig, TaskQueue, TaskStatus
 from tasks.outcomes import Outcome, OutcomeKind

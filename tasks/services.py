@@ -13,7 +13,7 @@ from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from diagnostics.db_errors import is_retryable_contention
+from core.db.errors import is_retryable_contention
 from tasks import counters
 from tasks.exceptions import TaskStateConflict
 from tasks.models import ACTIVE_STATUSES, DEFAULT_QUEUE_NAME, QueueConfig, TaskQueue, TaskStatus

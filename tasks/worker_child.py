@@ -24,8 +24,8 @@ from typing import Any, NamedTuple
 
 from django.db import close_old_connections, connections
 
-from diagnostics.db_session import ensure_clean_session
-from diagnostics.request_context import reset_request_id, set_request_id
+from core.db.session import ensure_clean_session
+from core.request_context import reset_request_id, set_request_id
 from tasks.context import WorkerTaskContext
 from tasks.exceptions import TaskCancelled
 from tasks.outcomes import Outcome, OutcomeKind, check_result, format_error

@@ -16,9 +16,9 @@ from typing import TypeVar
 
 from django.db import DatabaseError, OperationalError, close_old_connections, connection
 
-from diagnostics import metrics
-from diagnostics.db_errors import error_code, is_connection_lost, is_retryable_contention
-from diagnostics.db_session import ensure_clean_session
+from core import metrics
+from core.db.errors import error_code, is_connection_lost, is_retryable_contention
+from core.db.session import ensure_clean_session
 from tasks import claims, worker_registry
 from tasks.models import QueueConfig, TaskQueue, TaskStatus
 from tasks.outcomes import Outcome, OutcomeKind, bound_error

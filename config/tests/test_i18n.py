@@ -22,7 +22,7 @@ MAKEMESSAGES = [
     *("makemessages", "-l", "zh_Hans", "--add-location", "file"),
     *("--ignore", "tests", "--ignore", "bench", "--ignore", "var", "--ignore", "test-artifacts"),
 ]
-SOURCES = ("accounts", "config", "diagnostics", "tasks", "templates", "manage.py")
+SOURCES = ("accounts", "config", "core", "diagnostics", "tasks", "templates", "manage.py")
 
 ENGLISH = ("en", "en-US")
 CHINESE = ("zh-hans", "zh-CN", "zh-Hans-CN")

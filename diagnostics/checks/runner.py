@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from django.db import DatabaseError, transaction
 
+from core.db.errors import error_code
 from diagnostics.checks.base import REGISTRY, CheckResult, ProductionCheck, Status, error
-from diagnostics.db_errors import error_code
 
 QUERY_FAILED = "diagnostics.E039"
 

@@ -19,7 +19,7 @@ SETTINGS_VARIABLE = re.compile(r"env\.(?:str|int|bool|float|list|cache|json|url|
 ENVIRON_VARIABLE = re.compile(r"os\.environ(?:\.get\(|\[)\s*[\"']([A-Z0-9_]+)[\"']")
 MARKER = re.compile(r"^[A-Z_]+_MARKER = \"(.+)\"$", re.M)
 METRIC = re.compile(r"[\"'](taskhub_[a-z0-9_]+)[\"']")
-APP_DIRS = ("accounts", "config", "diagnostics", "tasks")
+APP_DIRS = ("accounts", "config", "core", "diagnostics", "tasks")
 OPERATORS = {"&&", "||", "|", ";"}
 
 

@@ -161,5 +161,5 @@ def test_reporting_is_off_when_the_interval_is_zero(settings, monkeypatch):
 
 def test_the_middleware_sits_right_after_the_database_session_middleware(settings):
     middleware = list(settings.MIDDLEWARE)
-    position = middleware.index("diagnostics.middleware.DatabaseSessionMiddleware")
+    position = middleware.index("core.db.middleware.DatabaseSessionMiddleware")
     assert middleware[position + 1] == "diagnostics.instances.InstanceFingerprintMiddleware"

@@ -8,8 +8,8 @@ import pytest
 from django.db import InterfaceError, OperationalError, connection, transaction
 from prometheus_client import REGISTRY
 
-from diagnostics import server_status
-from diagnostics.db_session import ensure_clean_session, handle_database_error, server_in_transaction
+from core.db import reply_flags
+from core.db.session import ensure_clean_session, handle_database_error, server_in_transaction
 from tasks.models import QueueConfig
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -93,7 +93,7 @@ def _open_raw_transaction() -> None:
 
 def _ask_the_server_every_time(monkeypatch) -> None:
     """Leave the reply flags out, as with MySQL's own client library."""
-    monkeypatch.setattr(server_status, "is_clean", lambda raw: False)
+    monkeypatch.setattr(reply_flags, "is_clean", lambda raw: False)
 
 
 @pytest.mark.mysql

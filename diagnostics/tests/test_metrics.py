@@ -143,7 +143,7 @@ def test_with_a_multiprocess_dir_a_scrape_merges_every_process(tmp_path):
         "MYSQL_DATABASE": str(connection.settings_dict["NAME"]),
         "SQLITE_PATH": str(connection.settings_dict["NAME"]),
     }
-    count = "import django; django.setup(); from diagnostics import metrics; metrics.DB_FORCED_ROLLBACKS.inc({})"
+    count = "import django; django.setup(); from core import metrics; metrics.DB_FORCED_ROLLBACKS.inc({})"
     scrape = "import django; django.setup(); from diagnostics.scrape import render_metrics; print(render_metrics()[0].decode())"
     root = Path(settings.BASE_DIR)
     for code in (count.format(2), count.format(3), scrape):

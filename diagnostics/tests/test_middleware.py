@@ -9,8 +9,8 @@ from django.db import connection
 from django.test import override_settings
 from prometheus_client import REGISTRY
 
-from diagnostics import server_status
-from diagnostics.request_context import RequestIdLogFilter, get_request_id
+from core.db import reply_flags
+from core.request_context import RequestIdLogFilter, get_request_id
 from diagnostics.tests.conftest import WsgiDriver
 from diagnostics.tests.urls import COMMITTED_QUEUE, LEAKED_QUEUE
 
@@ -143,7 +143,7 @@ def test_a_clean_request_logs_nothing_and_costs_only_its_own_query(
     # The view's query and nothing else: the server-side transaction check reads the flags of the
     # server's last reply (MariaDB's client library) or SQLite's own state. Only with a client
     # library whose flags cannot be read does it cost one more statement.
-    flags_unreadable = connection.vendor == "mysql" and server_status.status_flags(connection.connection) is None
+    flags_unreadable = connection.vendor == "mysql" and reply_flags.status_flags(connection.connection) is None
     with django_assert_num_queries(2 if flags_unreadable else 1):
         assert wsgi.get("/t/one-query/").status == 200
     assert "数据库会话错误" not in caplog.text
@@ -180,7 +180,7 @@ def test_a_lost_connection_answers_503_and_is_closed_for_the_next_request(wsgi, 
 
 @override_settings(
     MIDDLEWARE=[
-        "diagnostics.middleware.DatabaseSessionMiddleware",
+        "core.db.middleware.DatabaseSessionMiddleware",
         "django.contrib.sessions.middleware.SessionMiddleware",
         "diagnostics.tests.urls.FailingMiddleware",
     ]

@@ -7,8 +7,8 @@ import logging
 import pytest
 from django.db import DatabaseError, connection
 
-from diagnostics import server_status
-from diagnostics.db_session import ensure_clean_session, server_in_transaction
+from core.db import reply_flags
+from core.db.session import ensure_clean_session, server_in_transaction
 from tasks.models import QueueConfig
 
 pytestmark = [pytest.mark.mysql, pytest.mark.django_db(transaction=True)]
@@ -46,11 +46,11 @@ def test_the_flags_match_the_servers_own_answer_after_every_statement(steps):
     raw = connection.connection
     for sql in steps:
         _run(sql)
-        flags = server_status.status_flags(raw)
+        flags = reply_flags.status_flags(raw)
         assert flags is not None, "the MariaDB client library's flags should be readable here"
         read = (
-            bool(flags & server_status.SERVER_STATUS_IN_TRANS),
-            bool(flags & server_status.SERVER_STATUS_AUTOCOMMIT),
+            bool(flags & reply_flags.SERVER_STATUS_IN_TRANS),
+            bool(flags & reply_flags.SERVER_STATUS_AUTOCOMMIT),
         )
         assert read == _server_view(), f"after {sql!r}"
     raw.rollback()
@@ -66,17 +66,17 @@ def test_a_clean_session_is_checked_without_a_statement(django_assert_num_querie
 def test_flags_saying_in_transaction_are_confirmed_on_the_server_before_any_rollback(monkeypatch, caplog):
     """An error reply carries no flags: stale ones must not raise a false alarm."""
     QueueConfig.objects.count()
-    stale = server_status.SERVER_STATUS_IN_TRANS | server_status.SERVER_STATUS_AUTOCOMMIT
-    monkeypatch.setattr(server_status, "status_flags", lambda raw: stale)
+    stale = reply_flags.SERVER_STATUS_IN_TRANS | reply_flags.SERVER_STATUS_AUTOCOMMIT
+    monkeypatch.setattr(reply_flags, "status_flags", lambda raw: stale)
     with caplog.at_level(logging.ERROR, logger="taskhub.db"):
         assert ensure_clean_session(context_id="req-stale") is False
     assert "数据库会话错误" not in caplog.text
 
 
 def test_without_the_client_librarys_function_the_server_is_asked(monkeypatch, django_assert_num_queries):
-    monkeypatch.setattr(server_status, "_reader", lambda: None)
+    monkeypatch.setattr(reply_flags, "_reader", lambda: None)
     QueueConfig.objects.count()
-    assert server_status.status_flags(connection.connection) is None
+    assert reply_flags.status_flags(connection.connection) is None
     with django_assert_num_queries(1):
         assert not server_in_transaction(connection)
     _run("START TRANSACTION")
@@ -88,16 +88,16 @@ def test_flags_from_a_struct_mysqlclient_does_not_use_are_not_trusted(monkeypatc
     """The autocommit bit is cross-checked with mysqlclient's own reading of the same struct."""
     QueueConfig.objects.count()
     assert connection.connection.get_autocommit()
-    monkeypatch.setattr(server_status, "_reader", lambda: lambda capsule: 0)  # "autocommit off"
-    assert server_status.status_flags(connection.connection) is None
-    assert not server_status.is_clean(connection.connection)
+    monkeypatch.setattr(reply_flags, "_reader", lambda: lambda capsule: 0)  # "autocommit off"
+    assert reply_flags.status_flags(connection.connection) is None
+    assert not reply_flags.is_clean(connection.connection)
 
 
 def test_a_connection_closed_under_django_is_dropped_not_raised(caplog):
     """mysqlclient raises its own errors on a closed connection: the check must not let them out."""
     QueueConfig.objects.count()
     connection.connection.close()
-    assert server_status.status_flags(connection.connection) is None
+    assert reply_flags.status_flags(connection.connection) is None
 
     with caplog.at_level(logging.WARNING, logger="taskhub.db"):
         assert ensure_clean_session(context_id="req-closed") is False
@@ -107,4 +107,4 @@ def test_a_connection_closed_under_django_is_dropped_not_raised(caplog):
 
 
 def test_a_connection_of_another_driver_has_no_flags():
-    assert server_status.status_flags(object()) is None
+    assert reply_flags.status_flags(object()) is None

@@ -8,7 +8,7 @@ import pytest
 from django.db import connection
 from django.test import override_settings
 
-from diagnostics.session_setup import connection_info, session_problems
+from core.db.setup import connection_info, session_problems
 
 GOOD_SESSION = {
     "wait_timeout": 3600,

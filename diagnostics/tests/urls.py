@@ -153,5 +153,5 @@ urlpatterns = [
     path("t/log/", log_line),
     path("", include("config.urls")),
 ]
-handler404 = "config.exceptions.json_not_found"
-handler500 = "config.exceptions.json_server_error"
+handler404 = "core.errors.json_not_found"
+handler500 = "core.errors.json_server_error"

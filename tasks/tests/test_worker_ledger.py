@@ -10,8 +10,8 @@ import pytest
 from django.db import DataError, IntegrityError, OperationalError, connection
 from django.test.utils import CaptureQueriesContext
 
-from diagnostics import metrics
-from diagnostics.db_session import FORCED_ROLLBACK_MARKER
+from core import metrics
+from core.db.session import FORCED_ROLLBACK_MARKER
 from tasks import claims, worker_ledger
 from tasks.models import QueueConfig, TaskQueue, TaskStatus
 from tasks.outcomes import Outcome, OutcomeKind

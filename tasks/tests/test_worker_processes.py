@@ -14,7 +14,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from diagnostics.db_session import FORCED_ROLLBACK_MARKER
+from core.db.session import FORCED_ROLLBACK_MARKER
 from tasks import services
 from tasks.models import ACTIVE_STATUSES, QueueConfig, TaskQueue, TaskStatus, TaskStatusCount, WorkerProcess
 from tasks.tests.conftest import enqueue_many, wait_for

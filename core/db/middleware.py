@@ -10,11 +10,11 @@ from typing import Any
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 
-from config.exceptions import database_unavailable_response
-from diagnostics import metrics
-from diagnostics.db_errors import is_database_unavailable
-from diagnostics.db_session import ensure_clean_session, handle_database_error
-from diagnostics.request_context import new_request_id, set_request_id
+from core import metrics
+from core.db.errors import is_database_unavailable
+from core.db.session import ensure_clean_session
+from core.errors import database_unavailable_response
+from core.request_context import new_request_id, set_request_id
 
 
 class DatabaseSessionMiddleware:
@@ -57,8 +57,7 @@ class DatabaseSessionMiddleware:
         """Answer 503 (not 500) when a plain Django view fails because the database is unavailable."""
         if not is_database_unavailable(exception):
             return None
-        handle_database_error(exception)
-        return database_unavailable_response()
+        return database_unavailable_response(exception, where=request.path)
 
     def _finish(
         self, request: HttpRequest, response: HttpResponseBase, usage: _ConnectionUsage, started: float

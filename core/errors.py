@@ -12,42 +12,43 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views import defaults
-from rest_framework import exceptions, status
-from rest_framework.response import Response
-from rest_framework.views import exception_handler as drf_exception_handler
+from rest_framework import exceptions
 
-from accounts.errors import CLIENT_DETAILS, TOKEN_MISSING
-from diagnostics import metrics
-from diagnostics.db_errors import is_database_unavailable
-from diagnostics.db_session import handle_database_error
+from core import metrics
+from core.db.errors import is_database_unavailable
+from core.db.session import handle_database_error
 
 logger = logging.getLogger("taskhub.api")
 
+DATABASE_UNAVAILABLE = "database_unavailable"
 DATABASE_UNAVAILABLE_DETAIL = gettext_lazy("The database is temporarily unavailable; retry shortly.")
+# What DRF's permissions raise for a request without credentials gets the API's own code; the
+# accounts app uses the same code and wording for the header it cannot find.
+TOKEN_MISSING = "token_missing"
+TOKEN_MISSING_DETAIL = gettext_lazy("Authentication credentials were not provided.")
 
 
-def database_unavailable_payload() -> tuple[dict[str, str], dict[str, str]]:
-    """Return the body and headers of a 503 `database_unavailable` answer."""
+def database_unavailable_response(exc: BaseException, *, where: str) -> JsonResponse:
+    """Answer 503 `database_unavailable` for `exc`: the one place that builds it.
+
+    Logs and counts the failure and closes a lost connection so the next request reconnects.
+    Used by the API's exception handler, the connection middleware and the 500 handler alike.
+    """
+    logger.error("database unavailable during %s: %s", where, exc)
+    handle_database_error(exc)
+    metrics.SERVICE_UNAVAILABLE.labels(code=DATABASE_UNAVAILABLE).inc()
     retry_after = str(getattr(settings, "DB_UNAVAILABLE_RETRY_AFTER_SECONDS", 5))
-    return {"detail": str(DATABASE_UNAVAILABLE_DETAIL), "code": "database_unavailable"}, {"Retry-After": retry_after}
+    body = {"detail": str(DATABASE_UNAVAILABLE_DETAIL), "code": DATABASE_UNAVAILABLE}
+    return JsonResponse(body, status=503, headers={"Retry-After": retry_after})
 
 
-def database_unavailable_response() -> JsonResponse:
-    """Return (and count) a 503 `database_unavailable` answer for code outside DRF views."""
-    metrics.SERVICE_UNAVAILABLE.labels(code="database_unavailable").inc()
-    body, headers = database_unavailable_payload()
-    return JsonResponse(body, status=503, headers=headers)
-
-
-def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+def api_exception_handler(exc: Exception, context: dict[str, Any]) -> HttpResponse | None:
     """Render every API error as JSON with `detail` and a stable `code`."""
+    # Imported here: rest_framework.views loads the authentication classes, which import this module.
+    from rest_framework.views import exception_handler as drf_exception_handler
+
     if is_database_unavailable(exc):
-        logger.error("database unavailable during %s: %s", _path(context), exc)
-        # Counts the error and closes a lost connection so the next request reconnects.
-        handle_database_error(exc)
-        metrics.SERVICE_UNAVAILABLE.labels(code="database_unavailable").inc()
-        body, headers = database_unavailable_payload()
-        return Response(body, status=status.HTTP_503_SERVICE_UNAVAILABLE, headers=headers)
+        return database_unavailable_response(exc, where=_path(context))
 
     response = drf_exception_handler(exc, context)
     if response is None:
@@ -56,7 +57,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         response.data = {"detail": _first_message(exc.detail), "code": "invalid", "errors": exc.detail}
     elif isinstance(exc, exceptions.NotAuthenticated):
         # What DRF's permissions raise for a request without a token: TaskHub's code and wording.
-        response.data = {"detail": str(CLIENT_DETAILS[TOKEN_MISSING]), "code": TOKEN_MISSING}
+        response.data = {"detail": str(TOKEN_MISSING_DETAIL), "code": TOKEN_MISSING}
     elif isinstance(exc, exceptions.APIException):
         response.data = _detail_and_code(exc)
     elif isinstance(exc, Http404):
@@ -114,8 +115,7 @@ def json_server_error(request: HttpRequest) -> HttpResponse:
     """
     exc = sys.exc_info()[1]
     if exc is not None and is_database_unavailable(exc):
-        handle_database_error(exc)
-        return database_unavailable_response()
+        return database_unavailable_response(exc, where=request.path)
     if not _wants_json(request):
         return defaults.server_error(request)
     return JsonResponse({"detail": _("Internal server error."), "code": "server_error"}, status=500)

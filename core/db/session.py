@@ -4,7 +4,7 @@ Two views of "inside a transaction" are checked, because Django only knows about
 transactions it opened itself: a raw `START TRANSACTION` (or `SET autocommit=0`) leaves
 Django's state clean while the server holds the transaction open. The server's view costs
 nothing when the status flags of the server's last reply say the session is clean (read from the
-client library, `diagnostics.server_status`), one cheap query on MySQL/MariaDB otherwise, and
+client library, `core.db.reply_flags`), one cheap query on MySQL/MariaDB otherwise, and
 none on SQLite.
 """
 
@@ -17,8 +17,9 @@ from typing import TypeVar
 from django.db import DatabaseError, OperationalError, connection
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from diagnostics import metrics, server_status
-from diagnostics.db_errors import error_code, is_connection_lost, is_database_unavailable
+from core import metrics
+from core.db import reply_flags
+from core.db.errors import error_code, is_connection_lost, is_database_unavailable
 
 logger = logging.getLogger("taskhub.db")
 T = TypeVar("T")
@@ -118,7 +119,7 @@ def server_in_transaction(conn: BaseDatabaseWrapper) -> bool:
         return conn.connection.in_transaction
     if conn.vendor != "mysql":
         return False
-    if server_status.is_clean(conn.connection):
+    if reply_flags.is_clean(conn.connection):
         return False
     return _server_says_in_transaction(conn)
 

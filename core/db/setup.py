@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from diagnostics import metrics
+from core import metrics
 
 logger = logging.getLogger("taskhub.db")
 
