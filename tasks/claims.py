@@ -256,9 +256,9 @@ def _record_successes(results: Sequence[tuple[TaskQueue, Outcome]], worker_id: s
 def _apply(task: TaskQueue, outcome: Outcome, queue: QueueConfig | None, cancelled: bool, now: datetime) -> str | None:
     """Apply a failure or cancellation to `task`; return its new status, None if no longer held."""
     kind = outcome.kind
-    if kind is OutcomeKind.CANCELLED or (kind is OutcomeKind.ERROR and cancelled):
+    if kind is OutcomeKind.CANCELLED or (kind is OutcomeKind.RETRYABLE and cancelled):
         done = task.mark_cancelled(message=outcome.error or "cancelled", now=now)
-    elif kind is OutcomeKind.ERROR and task.attempts < task.max_attempts:
+    elif kind is OutcomeKind.RETRYABLE and task.attempts < task.max_attempts:
         base, cap = (queue.retry_backoff_seconds, queue.retry_backoff_max_seconds) if queue else (10, 3600)
         run_at = now + timedelta(seconds=retry_delay(attempt=task.attempts, base=base, cap=max(cap, base)))
         done = task.schedule_retry(error=outcome.error, run_at=run_at)
@@ -332,7 +332,7 @@ def _recover(now: datetime, limit: int) -> list[TaskQueue]:
         if not expired:
             return []
         queues = QueueConfig.objects.in_bulk({task.queue_id for task in expired})
-        lost = Outcome(0, OutcomeKind.ERROR, error=WORKER_LOST)
+        lost = Outcome(0, OutcomeKind.RETRYABLE, error=WORKER_LOST)
         for task in expired:
             _apply(task, lost, queues.get(task.queue_id), task.cancel_requested, now)
         counters.record_finished([task for task in expired if task.is_finished])

@@ -18,8 +18,8 @@ RESULT_MAX_BYTES = 1024 * 1024
 
 class OutcomeKind(enum.StrEnum):
     SUCCEEDED = "succeeded"
-    ERROR = "error"  # the attempt failed: retried while attempts remain
-    FAILED = "failed"  # retrying cannot help (unknown task type, unusable result)
+    RETRYABLE = "retryable"  # the attempt failed: retried while attempts remain
+    PERMANENT = "permanent"  # retrying cannot help (unknown task type, unusable result)
     CANCELLED = "cancelled"
 
 

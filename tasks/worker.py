@@ -167,7 +167,7 @@ class Worker:
         logger.error("worker process %s exited unexpectedly (exit code %s)", child.pid, child.exitcode)
         if unfinished and child.current_started is not None:
             died = f"the worker process running it died (exit code {child.exitcode})"
-            self.ledger.add_result(Outcome(unfinished.pop(0), OutcomeKind.ERROR, error=died))
+            self.ledger.add_result(Outcome(unfinished.pop(0), OutcomeKind.RETRYABLE, error=died))
         if self._stopping:
             self.ledger.to_release.update(unfinished)
         else:
@@ -194,7 +194,7 @@ class Worker:
             if unfinished and unfinished[0] != task_id:
                 # It finished in the last instant and the next task was cut short.
                 cut_short = Outcome(
-                    unfinished[0], OutcomeKind.ERROR, error="interrupted: its worker process was killed"
+                    unfinished[0], OutcomeKind.RETRYABLE, error="interrupted: its worker process was killed"
                 )
                 ledger.add_result(cut_short)
             elif unfinished and (held is None or now >= held.lease_deadline):
@@ -211,7 +211,7 @@ class Worker:
                     child.pid,
                 )
                 error = f"TaskTimeout: ran longer than the queue's task timeout ({timeout}s); stopped"
-                ledger.add_result(Outcome(task_id, OutcomeKind.ERROR, error=error))
+                ledger.add_result(Outcome(task_id, OutcomeKind.RETRYABLE, error=error))
             self._requeue(unfinished[1:])
             if not self._stopping:
                 self.pool.fill()

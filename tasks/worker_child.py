@@ -150,7 +150,7 @@ class _Runner:
             self.conn.send(message)
         except Exception as exc:  # the result pickled badly: report that instead
             error = f"the handler's result could not be passed on: {exc}"
-            self.conn.send(("done", spec.task_id, OutcomeKind.FAILED.value, None, error, started, time.monotonic()))
+            self.conn.send(("done", spec.task_id, OutcomeKind.PERMANENT.value, None, error, started, time.monotonic()))
 
     def _execute(self, spec: TaskSpec) -> Outcome:
         task_id = spec.task_id
@@ -168,12 +168,12 @@ class _Runner:
         except TaskCancelled as exc:
             return Outcome(task_id, OutcomeKind.CANCELLED, error=str(exc) or "cancelled")
         except UnknownTaskType as exc:
-            return Outcome(task_id, OutcomeKind.FAILED, error=str(exc))
+            return Outcome(task_id, OutcomeKind.PERMANENT, error=str(exc))
         except Exception as exc:
-            return Outcome(task_id, OutcomeKind.ERROR, error=format_error(exc))
+            return Outcome(task_id, OutcomeKind.RETRYABLE, error=format_error(exc))
         problem = check_result(result)
         if problem:
-            return Outcome(task_id, OutcomeKind.FAILED, error=problem)
+            return Outcome(task_id, OutcomeKind.PERMANENT, error=problem)
         return Outcome(task_id, OutcomeKind.SUCCEEDED, result=result)
 
 

@@ -230,7 +230,7 @@ class Ledger:
                 if _transient(exc):
                     raise
                 error = bound_error(f"the worker could not store this task's outcome: {exc}")
-                failed = Outcome(task.pk, OutcomeKind.FAILED, error=error)
+                failed = Outcome(task.pk, OutcomeKind.PERMANENT, error=error)
                 recorded += claims.record_outcomes([(task, failed)], worker_id=self.worker_id, queues=self.queues)
         return recorded
 

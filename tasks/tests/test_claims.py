@@ -229,7 +229,7 @@ def test_an_error_is_retried_with_backoff_while_attempts_remain(alice):
     (claimed,) = claim().tasks
     now = timezone.now()
     claims.record_outcomes(
-        [(claimed, Outcome(task.pk, OutcomeKind.ERROR, error="ValueError: nope"))],
+        [(claimed, Outcome(task.pk, OutcomeKind.RETRYABLE, error="ValueError: nope"))],
         worker_id=ME,
         queues={queue.pk: queue},
         now=now,
@@ -243,7 +243,7 @@ def test_an_error_is_retried_with_backoff_while_attempts_remain(alice):
 def test_the_last_failed_attempt_fails_the_task_with_its_error(alice, default_queue):
     task = enqueue_many(alice, max_attempts=1)[0]
     (claimed,) = claim().tasks
-    claims.record_outcomes([(claimed, Outcome(task.pk, OutcomeKind.ERROR, error="boom"))], worker_id=ME, queues={})
+    claims.record_outcomes([(claimed, Outcome(task.pk, OutcomeKind.RETRYABLE, error="boom"))], worker_id=ME, queues={})
     stored = fresh(task)
     assert (stored.status, stored.error, stored.attempts) == (TaskStatus.FAILED, "boom", 1)
     assert TaskStatusCount.objects.get(owner=alice, status=TaskStatus.FAILED).count == 1
@@ -253,12 +253,12 @@ def test_a_final_outcome_fails_at_once_even_with_attempts_left(alice, default_qu
     task = enqueue_many(alice, max_attempts=5)[0]
     (claimed,) = claim().tasks
     claims.record_outcomes(
-        [(claimed, Outcome(task.pk, OutcomeKind.FAILED, error="unknown task type"))], worker_id=ME, queues={}
+        [(claimed, Outcome(task.pk, OutcomeKind.PERMANENT, error="unknown task type"))], worker_id=ME, queues={}
     )
     assert fresh(task).status == TaskStatus.FAILED
 
 
-@pytest.mark.parametrize("kind", [OutcomeKind.CANCELLED, OutcomeKind.ERROR])
+@pytest.mark.parametrize("kind", [OutcomeKind.CANCELLED, OutcomeKind.RETRYABLE])
 def test_a_cancel_request_ends_the_task_cancelled(alice, default_queue, kind):
     task = enqueue_many(alice, max_attempts=5)[0]
     (claimed,) = claim().tasks

@@ -77,7 +77,7 @@ def test_bound_error_leaves_short_text_alone():
 
 
 def test_the_log_summary_is_the_first_line_cut_short():
-    outcome = Outcome(1, OutcomeKind.ERROR, error="E: " + "y" * 1000 + "\nmore")
+    outcome = Outcome(1, OutcomeKind.RETRYABLE, error="E: " + "y" * 1000 + "\nmore")
     assert outcome.summary.startswith("E: y") and len(outcome.summary) <= 300
     assert Outcome(1, OutcomeKind.SUCCEEDED).summary == ""
 
