@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
-
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
@@ -171,90 +168,6 @@ class TaskQueue(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in FINISHED_STATUSES
-
-    # --- Worker state transitions ----------------------------------------------------------
-    # Each one writes only the fields it changes, and only while the row is still held by the
-    # same claim (running, same worker, same attempt): a worker whose lease was taken back can
-    # never overwrite the task's newer state. They return False when the claim was lost.
-    # Reaching a finished status must be counted (`counters.record_finished`) by the caller,
-    # in the same transaction.
-
-    def mark_running(self, *, worker_id: str, now: datetime, lease_expires_at: datetime, save: bool = True) -> bool:
-        """Claim the pending task for `worker_id`: one more attempt, leased until `lease_expires_at`.
-
-        `save=False` only updates this instance, for a batch saved in one UPDATE
-        (`TaskQuerySet.claim_batch`).
-        """
-        changes = {
-            "status": TaskStatus.RUNNING,
-            "attempts": self.attempts + 1,
-            "claimed_by": worker_id,
-            "lease_expires_at": lease_expires_at,
-            "started_at": now,
-        }
-        if save and not TaskQueue.objects.filter(pk=self.pk, status=TaskStatus.PENDING).update(**changes):
-            return False
-        for name, value in changes.items():
-            setattr(self, name, value)
-        return True
-
-    def mark_succeeded(self, *, result: Any, now: datetime, save: bool = True) -> bool:
-        """Finish the task with the handler's (JSON-serialisable) result.
-
-        `save=False` only updates this instance, for a batch saved by `TaskQuerySet.succeed`.
-        """
-        changes = {
-            "status": TaskStatus.SUCCEEDED,
-            "result": result,
-            "progress": 100,
-            "error": "",
-            "finished_at": now,
-            "lease_expires_at": None,
-        }
-        if save:
-            return self._save_held(**changes)
-        for name, value in changes.items():
-            setattr(self, name, value)
-        return True
-
-    def mark_failed(self, *, error: str, now: datetime) -> bool:
-        """Finish the task as failed with `error` (already bounded by the caller)."""
-        return self._save_held(status=TaskStatus.FAILED, error=error, finished_at=now, lease_expires_at=None)
-
-    def mark_cancelled(self, *, message: str, now: datetime) -> bool:
-        """Finish the task as cancelled; `message` says how its handler stopped."""
-        return self._save_held(
-            status=TaskStatus.CANCELLED,
-            progress_message=message[:255],
-            finished_at=now,
-            lease_expires_at=None,
-        )
-
-    def schedule_retry(self, *, error: str, run_at: datetime) -> bool:
-        """Put the task back to pending until `run_at`; the attempt it used stays counted."""
-        return self._save_held(
-            status=TaskStatus.PENDING, error=error, run_at=run_at, claimed_by="", lease_expires_at=None
-        )
-
-    def release(self) -> bool:
-        """Hand the task back unstarted (or interrupted by shutdown): pending, attempt not counted."""
-        return self._save_held(
-            status=TaskStatus.PENDING,
-            attempts=max(self.attempts - 1, 0),
-            claimed_by="",
-            lease_expires_at=None,
-            started_at=None,
-        )
-
-    def _held(self) -> TaskQuerySet:
-        return TaskQueue.objects.held_by(self.claimed_by).filter(pk=self.pk, attempts=self.attempts)
-
-    def _save_held(self, **changes: Any) -> bool:
-        if not self._held().update(**changes):
-            return False
-        for name, value in changes.items():
-            setattr(self, name, value)
-        return True
 
 
 class WorkerProcess(models.Model):

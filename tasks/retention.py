@@ -8,8 +8,8 @@ from datetime import datetime
 
 from django.db.models import Q
 
+from tasks import transitions
 from tasks.models import FINISHED_STATUSES, TaskQueue
-from tasks.services import tasks_delete
 
 
 @dataclass
@@ -30,7 +30,7 @@ def tasks_purge_finished(
 
     1. Walk the `created_at` index with a (created_at, id) cursor, so no row is read twice and
        pending/running rows in the range cost one look each.
-    2. Delete each batch by primary key in its own short transaction (`tasks_delete`, which keeps
+    2. Delete each batch by primary key in its own short transaction (`transitions.purge`, which keeps
        the statistics counters in step), so workers and requests are never blocked for long and
        the command is safe to run from cron while traffic flows.
     """
@@ -55,10 +55,8 @@ def tasks_purge_finished(
             pk for _, pk, status, finished_at in rows if status in statuses and finished_at and finished_at < before
         ]
         if doomed:
-            # Re-checked under lock inside tasks_delete's transaction: a task retried meanwhile stays.
-            result.deleted += tasks_delete(
-                queryset=TaskQueue.objects.filter(pk__in=doomed, status__in=statuses, finished_at__lt=before)
-            )
+            # Re-checked under lock by the purge: a task retried meanwhile stays.
+            result.deleted += transitions.purge(doomed, statuses=statuses, before=before)
         result.batches += 1
         if on_batch is not None:
             on_batch(result)

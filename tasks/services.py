@@ -1,8 +1,11 @@
-"""Task writes: every change of a task's state goes through a function here."""
+"""What callers ask of tasks and queues (REST, admin, console, commands): policy, then a transition.
+
+The policy lives here (validation, idempotency keys, per-user quotas, who may do what); every
+change of a task's state is a function of `tasks.transitions`, which keeps the statistics in step.
+"""
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,17 +17,16 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from core.db.errors import is_retryable_contention
-from tasks import counters
+from tasks import transitions
 from tasks.exceptions import TaskStateConflict
 from tasks.models import ACTIVE_STATUSES, DEFAULT_QUEUE_NAME, QueueConfig, TaskQueue, TaskStatus
 from tasks.specs import TaskSpec, TaskSpecInvalid, check_spec
+from tasks.transitions import CancelOutcome
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
     from django.db.models import QuerySet
 
-# Rows per multi-row INSERT: large enough to amortise round trips, small enough for max_allowed_packet.
-ENQUEUE_BATCH_SIZE = 500
 # A race on an idempotency key or a deadlock is resolved by running the whole enqueue again.
 ENQUEUE_ATTEMPTS = 3
 QUEUE_EDITABLE_FIELDS = (
@@ -148,13 +150,7 @@ def _insert_specs(
         if spec.idempotency_key is not None:
             by_key[spec.idempotency_key] = task
     _check_quotas(user=user, tasks=new)
-    if len(new) == 1:
-        TaskQueue.objects.insert_one(new[0])
-    else:
-        TaskQueue.objects.bulk_create(new, batch_size=ENQUEUE_BATCH_SIZE)
-        if new and new[0].pk is None:
-            _fetch_ids(user=user, tasks=new, created_at=now)
-    counters.record_created(new)
+    transitions.enqueue(new)
     created = iter(new)
     tasks = [by_key[s.idempotency_key] if s.idempotency_key is not None else next(created) for s in specs]
     return BulkEnqueueResult(tasks=tasks, created=len(new))
@@ -221,82 +217,25 @@ def _check_quotas(*, user: AbstractBaseUser, tasks: list[TaskQueue]) -> None:
             raise QuotaExceeded(queue=queue, active=active.get(queue_id, 0), requested=requested[queue_id])
 
 
-def _fetch_ids(*, user: AbstractBaseUser, tasks: list[TaskQueue], created_at: datetime) -> None:
-    """Set the ids of just-inserted tasks where the backend cannot return them (MySQL 8).
-
-    One enqueue call stamps all its tasks with the same created_at, and a multi-row INSERT
-    assigns increasing ids in row order, so the rows read back in id order match `tasks`.
-    """
-    ids = list(TaskQueue.objects.filter(owner=user, created_at=created_at).order_by("id").values_list("id", flat=True))
-    if len(ids) != len(tasks):
-        raise RuntimeError(f"expected {len(tasks)} new tasks stamped {created_at}, found {len(ids)}")
-    for task, pk in zip(tasks, ids, strict=True):
-        task.pk = pk
-        task._state.adding = False
-
-
-class CancelOutcome(enum.Enum):
-    CANCELLED = "cancelled"
-    CANCEL_REQUESTED = "cancel_requested"
-
-
 def task_cancel(*, task: TaskQueue, by: AbstractBaseUser | None = None) -> CancelOutcome:
-    """Cancel a pending task at once, or ask a running task's handler to stop.
-
-    Each step is one conditional UPDATE, so a worker claiming the task at the same moment
-    either sees it cancelled or the cancel lands as a request on the running task.
-    """
-    now = timezone.now()
-    with transaction.atomic():
-        cancelled = TaskQueue.objects.filter(pk=task.pk, status=TaskStatus.PENDING).update(
-            status=TaskStatus.CANCELLED, finished_at=now, cancel_requested=True
+    """Cancel a pending task at once, or ask a running task's handler to stop; 409 if finished."""
+    outcome = transitions.cancel(task)
+    if outcome is None:
+        raise TaskStateConflict(
+            _("task %(id)s is %(status)s and cannot be cancelled") % {"id": task.pk, "status": task.status},
+            status=task.status,
         )
-        if cancelled:
-            task.refresh_from_db()
-            counters.record_finished([task])
-            return CancelOutcome.CANCELLED
-        requested = TaskQueue.objects.filter(pk=task.pk, status=TaskStatus.RUNNING).update(cancel_requested=True)
-    task.refresh_from_db()
-    if requested:
-        return CancelOutcome.CANCEL_REQUESTED
-    raise TaskStateConflict(
-        _("task %(id)s is %(status)s and cannot be cancelled") % {"id": task.pk, "status": task.status},
-        status=task.status,
-    )
+    return outcome
 
 
 def task_retry(*, task: TaskQueue, by: AbstractBaseUser | None = None) -> TaskQueue:
-    """Put a failed or cancelled task back to pending with its attempts reset."""
-    with transaction.atomic():
-        old_status = (
-            TaskQueue.objects.select_for_update()
-            .filter(pk=task.pk, status__in=(TaskStatus.FAILED, TaskStatus.CANCELLED))
-            .values_list("status", flat=True)
-            .first()
+    """Put a failed or cancelled task back to pending with its attempts reset; 409 otherwise."""
+    if not transitions.reopen(task):
+        raise TaskStateConflict(
+            _("task %(id)s is %(status)s; only failed or cancelled tasks can be retried")
+            % {"id": task.pk, "status": task.status},
+            status=task.status,
         )
-        if old_status is None:
-            task.refresh_from_db()
-            raise TaskStateConflict(
-                _("task %(id)s is %(status)s; only failed or cancelled tasks can be retried")
-                % {"id": task.pk, "status": task.status},
-                status=task.status,
-            )
-        TaskQueue.objects.filter(pk=task.pk).update(
-            status=TaskStatus.PENDING,
-            attempts=0,
-            run_at=timezone.now(),
-            claimed_by="",
-            lease_expires_at=None,
-            progress=0,
-            progress_message="",
-            result=None,
-            error="",
-            cancel_requested=False,
-            started_at=None,
-            finished_at=None,
-        )
-        counters.record_reopened([(task.owner_id, task.queue_id, old_status)])
-    task.refresh_from_db()
     return task
 
 
@@ -309,11 +248,7 @@ def queue_set_paused(*, queue: QueueConfig, paused: bool) -> QueueConfig:
 
 def tasks_delete(*, queryset: QuerySet[TaskQueue]) -> int:
     """Delete tasks and uncount the finished ones; return how many were deleted."""
-    with transaction.atomic():
-        rows = list(queryset.select_for_update().values_list("pk", "owner_id", "queue_id", "status"))
-        TaskQueue.objects.filter(pk__in=[pk for pk, *_ in rows]).delete()
-        counters.record_deleted([(owner_id, queue_id, status) for _, owner_id, queue_id, status in rows])
-    return len(rows)
+    return transitions.delete(queryset)
 
 
 def queue_update(*, queue: QueueConfig, changes: dict[str, Any]) -> QueueConfig:

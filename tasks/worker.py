@@ -21,7 +21,8 @@ from collections.abc import Sequence
 from django.conf import settings
 from django.db import connection, connections
 
-from tasks import claims, worker_registry
+from core.db.features import ensure_skip_locked
+from tasks import worker_registry
 from tasks.outcomes import Outcome, OutcomeKind
 from tasks.worker_child import parse_done
 from tasks.worker_ledger import Ledger
@@ -92,7 +93,7 @@ class Worker:
     def start(self, *, install_signal_handlers: bool = False) -> None:
         """Check the database, register this worker and start its child processes."""
         connection.ensure_connection()
-        claims.ensure_skip_locked(connection)
+        ensure_skip_locked(connection)
         worker_registry.worker_register(worker_id=self.worker_id, queues=self.queue_names, concurrency=self.concurrency)
         if install_signal_handlers:
             self._signals.install(self.shutdown)

@@ -19,7 +19,7 @@ from django.db import DatabaseError, OperationalError, close_old_connections, co
 from core import metrics
 from core.db.errors import error_code, is_connection_lost, is_retryable_contention
 from core.db.session import ensure_clean_session
-from tasks import claims, worker_registry
+from tasks import transitions, worker_registry
 from tasks.models import QueueConfig, TaskQueue, TaskStatus
 from tasks.outcomes import Outcome, OutcomeKind, bound_error
 from tasks.worker_child import TaskSpec
@@ -111,7 +111,7 @@ class Ledger:
 
     # --- Writes -------------------------------------------------------------------------------
 
-    def sync(self, *, flush: bool, claim_limit: int) -> claims.Claim | None:
+    def sync(self, *, flush: bool, claim_limit: int) -> transitions.Claim | None:
         """Record the outcomes reported so far (if `flush`) and claim up to `claim_limit` more.
 
         Both in one transaction. Returns the claim, or None when none was made (not asked
@@ -124,11 +124,11 @@ class Ledger:
 
         searched: list[QueueConfig] = []
 
-        def work() -> tuple[list[claims.Recorded], claims.Claim]:
+        def work() -> tuple[list[transitions.Recorded], transitions.Claim]:
             if claim_limit > 0:
                 self._session_upkeep()
                 searched[:] = self._queues_to_search()
-            return claims.record_and_claim(
+            return transitions.record_and_claim(
                 worker_id=self.worker_id,
                 results=batch,
                 queues=self.queues,
@@ -170,7 +170,7 @@ class Ledger:
         now = time.monotonic()
         return [queue for queue in runnable if self._idle_until.get(queue.pk, 0.0) <= now] or runnable
 
-    def _note_idle(self, claim: claims.Claim, searched: list[QueueConfig], now: float) -> None:
+    def _note_idle(self, claim: transitions.Claim, searched: list[QueueConfig], now: float) -> None:
         """Remember the queues this claim found idle; mark the claim partial if some were left out."""
         claim.partial = len(searched) < len(self._runnable)
         if claim.partial and not claim.tasks:
@@ -206,12 +206,12 @@ class Ledger:
         # Re-read often enough that pausing a queue stops claims within a second.
         now = time.monotonic()
         if now >= self._queues_read_at + QUEUE_REFRESH_SECONDS:
-            self._runnable = claims.runnable_queues(self.queue_names)
+            self._runnable = transitions.runnable_queues(self.queue_names)
             self.queues.update((queue.pk, queue) for queue in self._runnable)
             self._queues_read_at = now
         return self._runnable
 
-    def _forget_recorded(self, batch: list[tuple[TaskQueue, Outcome]], recorded: list[claims.Recorded]) -> None:
+    def _forget_recorded(self, batch: list[tuple[TaskQueue, Outcome]], recorded: list[transitions.Recorded]) -> None:
         for task, _ in batch:
             self.held.pop(task.pk, None)
             self.results.pop(task.pk, None)
@@ -219,11 +219,13 @@ class Ledger:
         for entry in recorded:
             _log_outcome(entry)
 
-    def _record_one_by_one(self, batch: list[tuple[TaskQueue, Outcome]], cancels: list[int]) -> list[claims.Recorded]:
-        recorded: list[claims.Recorded] = []
+    def _record_one_by_one(
+        self, batch: list[tuple[TaskQueue, Outcome]], cancels: list[int]
+    ) -> list[transitions.Recorded]:
+        recorded: list[transitions.Recorded] = []
         for task, outcome in batch:
             try:
-                recorded += claims.record_outcomes(
+                recorded += transitions.record_outcomes(
                     [(task, outcome)], worker_id=self.worker_id, queues=self.queues, cancel_requested=cancels
                 )
             except DatabaseError as exc:
@@ -231,14 +233,14 @@ class Ledger:
                     raise
                 error = bound_error(f"the worker could not store this task's outcome: {exc}")
                 failed = Outcome(task.pk, OutcomeKind.PERMANENT, error=error)
-                recorded += claims.record_outcomes([(task, failed)], worker_id=self.worker_id, queues=self.queues)
+                recorded += transitions.record_outcomes([(task, failed)], worker_id=self.worker_id, queues=self.queues)
         return recorded
 
     def flush_releases(self) -> None:
         """Hand back the tasks marked for it (claimed but not run, or cut short by shutdown)."""
         pending = [self.held[pk].task for pk in self.to_release if pk in self.held]
         if pending:
-            released = self.db_call("handing back tasks", lambda: claims.release_tasks(pending))
+            released = self.db_call("handing back tasks", lambda: transitions.release(pending))
             if released is None:
                 return
             logger.info("handed back %d unfinished tasks to the queue", released)
@@ -257,10 +259,7 @@ class Ledger:
             self.next_progress_write = now + PROGRESS_WRITE_INTERVAL
 
     def _write_progress(self, reports: dict[int, tuple[int, str]]) -> bool:
-        for task_id, (percent, message) in reports.items():
-            TaskQueue.objects.held_by(self.worker_id).filter(pk=task_id).update(
-                progress=percent, progress_message=message
-            )
+        transitions.write_progress(worker_id=self.worker_id, reports=reports)
         return True
 
     def renew_leases(self) -> list[int] | None:
@@ -269,7 +268,8 @@ class Ledger:
         tasks = [entry.task for entry in self.held.values()]
         leases = {entry.task.queue_id: entry.lease_seconds for entry in self.held.values()}
         check = self.db_call(
-            "renewing leases", lambda: claims.renew_leases(worker_id=self.worker_id, tasks=tasks, lease_seconds=leases)
+            "renewing leases",
+            lambda: transitions.renew_leases(worker_id=self.worker_id, tasks=tasks, lease_seconds=leases),
         )
         if check is None:
             return None
@@ -299,7 +299,7 @@ class Ledger:
             concurrency=self.concurrency,
             tasks_processed=self.processed,
         )
-        recovered = claims.recover_expired_leases()
+        recovered = transitions.recover_expired_leases()
         if recovered:
             logger.warning(
                 "took back %d tasks whose worker stopped renewing their lease (%s)",
@@ -348,7 +348,7 @@ def _discard_connection() -> None:
         connection.connection = None
 
 
-def _log_outcome(entry: claims.Recorded) -> None:
+def _log_outcome(entry: transitions.Recorded) -> None:
     task, outcome = entry.task, entry.outcome
     if entry.status == TaskStatus.PENDING:
         logger.warning(

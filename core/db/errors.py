@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
 from django.db import DatabaseError, InterfaceError, OperationalError
+
+logger = logging.getLogger("taskhub.db")
+T = TypeVar("T")
 
 # MySQL/MariaDB client and server codes that mean the connection itself is gone or unusable:
 # 2002/2003 can't connect, 2006 server has gone away, 2013 lost connection during query,
@@ -16,6 +25,7 @@ CONNECTION_LOST_CODES = frozenset(
 # Transient contention: retrying the same work is correct.
 DEADLOCK = 1213
 LOCK_WAIT_TIMEOUT = 1205
+CONTENTION_ATTEMPTS = 5
 
 
 def error_code(exc: BaseException) -> int | None:
@@ -42,3 +52,16 @@ def is_database_unavailable(exc: BaseException) -> bool:
 def is_retryable_contention(exc: BaseException) -> bool:
     """Return True for deadlocks and lock-wait timeouts, which are safe to retry."""
     return isinstance(exc, DatabaseError) and error_code(exc) in (DEADLOCK, LOCK_WAIT_TIMEOUT)
+
+
+def with_contention_retry(work: Callable[[], T], *, what: str) -> T:
+    """Run the transaction `work`, again after a deadlock or lock-wait timeout (with a short random pause)."""
+    for attempt in range(1, CONTENTION_ATTEMPTS + 1):
+        try:
+            return work()
+        except Exception as exc:
+            if not is_retryable_contention(exc) or attempt == CONTENTION_ATTEMPTS:
+                raise
+            logger.info("%s hit lock contention (%s); retrying (%d/%d)", what, exc, attempt, CONTENTION_ATTEMPTS)
+            time.sleep(random.uniform(0.005, 0.05) * attempt)
+    raise AssertionError("unreachable")

@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from tasks import counters
+from tasks import transitions
 from tasks.models import QueueConfig, TaskQueue
 from tasks.tests import worker_handlers
 from tasks.worker_child import PR_SET_PDEATHSIG
@@ -34,17 +34,14 @@ WORKER_ENV = {
 
 
 def enqueue_many(owner, n: int = 1, *, queue: QueueConfig | None = None, task_type: str = "echo", **fields):
-    """Insert `n` pending tasks in one transaction, counted like the enqueue service does."""
+    """Insert `n` pending tasks in one transaction, through the enqueue transition."""
     queue = queue or QueueConfig.objects.get_or_create(name="default")[0]
     now = timezone.now()
     fields.setdefault("payload", {})
     fields.setdefault("run_at", now)
+    tasks = [TaskQueue(owner=owner, queue=queue, task_type=task_type, created_at=now, **fields) for _ in range(n)]
     with transaction.atomic():
-        tasks = TaskQueue.objects.bulk_create(
-            [TaskQueue(owner=owner, queue=queue, task_type=task_type, created_at=now, **fields) for _ in range(n)],
-            batch_size=500,
-        )
-        counters.record_created(tasks)
+        transitions.enqueue(tasks)
     return tasks
 
 

@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from tasks import services
+from tasks import services, transitions
 from tasks.exceptions import TaskStateConflict
 from tasks.models import QueueConfig, TaskHourlyStats, TaskQueue, TaskStatus, TaskStatusCount
 from tasks.specs import TaskSpec, TaskSpecInvalid
@@ -178,14 +178,14 @@ def test_quota_counts_only_active_tasks_of_that_user_and_queue(alice, bob, defau
 
 
 def test_bulk_enqueue_writes_one_multi_row_insert_per_batch_and_counts_once(alice, default_queue):
-    specs = [TaskSpec(task_type="echo", payload={"n": n}) for n in range(services.ENQUEUE_BATCH_SIZE + 10)]
+    specs = [TaskSpec(task_type="echo", payload={"n": n}) for n in range(transitions.ENQUEUE_BATCH_SIZE + 10)]
     with CaptureQueriesContext(connection) as captured:
         result = services.tasks_enqueue_bulk(user=alice, specs=specs)
     inserts = [q["sql"] for q in captured.captured_queries if q["sql"].startswith("INSERT INTO `task_queue`")]
     inserts += [q["sql"] for q in captured.captured_queries if q["sql"].startswith('INSERT INTO "task_queue"')]
     # SQLite caps the parameters of one statement; MySQL takes each batch in one INSERT.
     fields = [f for f in TaskQueue._meta.concrete_fields if not f.primary_key]
-    per_insert = min(services.ENQUEUE_BATCH_SIZE, connection.ops.bulk_batch_size(fields, specs))
+    per_insert = min(transitions.ENQUEUE_BATCH_SIZE, connection.ops.bulk_batch_size(fields, specs))
     assert len(inserts) == math.ceil(len(specs) / per_insert)
     if connection.vendor == "mysql":
         assert len(inserts) == 2

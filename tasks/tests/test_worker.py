@@ -10,7 +10,9 @@ from django.core.management import CommandError, call_command
 from django.db import connection, connections
 from django.utils import timezone
 
-from tasks import claims, services
+from core.db.features import UnsupportedDatabase
+from tasks import services
+from tasks import worker as worker_module
 from tasks.models import QueueConfig, TaskQueue, TaskStatus, TaskStatusCount, WorkerProcess
 from tasks.outcomes import ERROR_MAX_CHARS
 from tasks.tests.conftest import enqueue_many
@@ -201,9 +203,9 @@ def test_run_worker_refuses_bad_numbers(args):
 
 def test_run_worker_refuses_a_server_without_skip_locked(monkeypatch, default_queue):
     def old_server(connection) -> None:
-        raise claims.UnsupportedDatabase("MariaDB 10.5.1 has no SELECT ... FOR UPDATE SKIP LOCKED")
+        raise UnsupportedDatabase("MariaDB 10.5.1 has no SELECT ... FOR UPDATE SKIP LOCKED")
 
-    monkeypatch.setattr(claims, "ensure_skip_locked", old_server)
+    monkeypatch.setattr(worker_module, "ensure_skip_locked", old_server)
     with pytest.raises(CommandError, match="SKIP LOCKED"):
         call_command("run_worker", "--burst")
     assert not WorkerProcess.objects.exists()

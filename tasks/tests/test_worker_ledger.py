@@ -12,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 
 from core import metrics
 from core.db.session import FORCED_ROLLBACK_MARKER
-from tasks import claims, worker_ledger
+from tasks import transitions, worker_ledger
 from tasks.models import QueueConfig, TaskQueue, TaskStatus
 from tasks.outcomes import Outcome, OutcomeKind
 from tasks.tests.conftest import enqueue_many
@@ -74,7 +74,7 @@ def test_outcomes_that_could_not_be_written_are_kept_for_the_next_round(ledger, 
         raise OperationalError(2006, "Server has gone away")
 
     with monkeypatch.context() as patch:
-        patch.setattr(claims, "record_and_claim", unavailable)
+        patch.setattr(transitions, "record_and_claim", unavailable)
         ledger.sync(flush=True, claim_limit=0)
     assert task.pk in ledger.results and task.pk in ledger.held
 
@@ -89,14 +89,14 @@ def test_a_batch_the_database_refuses_is_recorded_one_by_one(ledger, alice, defa
     ledger.sync(flush=False, claim_limit=2)
     ledger.add_result(Outcome(good.pk, OutcomeKind.SUCCEEDED, result="fine"))
     ledger.add_result(Outcome(bad.pk, OutcomeKind.SUCCEEDED, result="refused"))
-    real = claims.record_and_claim
+    real = transitions.record_and_claim
 
     def picky(*, results, **kwargs):
         if len(results) > 1 or results[0][1].result == "refused":
             raise IntegrityError(4025, "CONSTRAINT failed")
         return real(results=results, **kwargs)
 
-    monkeypatch.setattr(claims, "record_and_claim", picky)
+    monkeypatch.setattr(transitions, "record_and_claim", picky)
     ledger.sync(flush=True, claim_limit=0)
 
     assert TaskQueue.objects.get(pk=good.pk).result == "fine"

@@ -6,7 +6,7 @@ from argparse import ArgumentTypeError
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from tasks.claims import UnsupportedDatabase
+from core.db.features import UnsupportedDatabase
 from tasks.models import QueueConfig
 from tasks.worker import Worker
 

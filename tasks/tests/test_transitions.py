@@ -14,11 +14,13 @@ from django.db import OperationalError, connection, connections, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from tasks import claims
+from core.db import errors as db_errors
+from core.db.features import ensure_skip_locked, skip_locked_problem
+from tasks import transitions
 from tasks.models import QueueConfig, TaskQueue, TaskStatus, TaskStatusCount
 from tasks.outcomes import Outcome, OutcomeKind
-from tasks.querysets import CLAIM_SQL_MYSQL
 from tasks.tests.conftest import enqueue_many
+from tasks.transitions import CLAIM_SQL_MYSQL
 
 pytestmark = pytest.mark.django_db
 
@@ -26,9 +28,9 @@ ME = "host:1:aaaaaa"
 OTHER = "host:2:bbbbbb"
 
 
-def claim(limit: int = 10, *, names: tuple[str, ...] = (), worker_id: str = ME, now=None) -> claims.Claim:
-    queues = claims.runnable_queues(names)
-    return claims.claim_tasks(worker_id=worker_id, queues=queues, limit=limit, now=now)
+def claim(limit: int = 10, *, names: tuple[str, ...] = (), worker_id: str = ME, now=None) -> transitions.Claim:
+    queues = transitions.runnable_queues(names)
+    return transitions.claim(worker_id=worker_id, queues=queues, limit=limit, now=now)
 
 
 def fresh(task: TaskQueue) -> TaskQueue:
@@ -75,9 +77,9 @@ def test_it_leaves_tasks_scheduled_for_later(alice, default_queue):
 def test_paused_queues_are_not_runnable(alice, default_queue):
     paused = QueueConfig.objects.create(name="paused", is_paused=True)
     enqueue_many(alice, 3, queue=paused)
-    assert [q.name for q in claims.runnable_queues()] == ["default"]
+    assert [q.name for q in transitions.runnable_queues()] == ["default"]
     assert claim().tasks == []
-    assert claims.runnable_queues(("paused",)) == []
+    assert transitions.runnable_queues(("paused",)) == []
 
 
 def test_it_claims_only_from_the_named_queues(alice, default_queue):
@@ -108,7 +110,7 @@ def test_recording_a_finished_task_frees_its_place_for_the_claim_in_the_same_tra
     limited = QueueConfig.objects.create(name="single", max_concurrency=1)
     first, second = enqueue_many(alice, 2, queue=limited)
     (running,) = claim().tasks
-    recorded, claimed = claims.record_and_claim(
+    recorded, claimed = transitions.record_and_claim(
         worker_id=ME,
         results=[(running, Outcome(running.pk, OutcomeKind.SUCCEEDED, result=1))],
         claim_from=[limited],
@@ -150,13 +152,10 @@ def another_worker_holding(work) -> Iterator[list]:
 def test_it_skips_rows_locked_by_another_worker(alice, default_queue):
     """A second worker claiming while the first's claim transaction is open gets other rows, at once."""
     enqueue_many(alice, 6)
-    budgets, leases = {default_queue.pk: 3}, {default_queue.pk: 60}
 
     def first_claim() -> list[int]:
-        batch, _ = TaskQueue.objects.claim_batch(
-            worker_id=OTHER, budgets=budgets, limit=3, now=timezone.now(), lease_seconds=leases
-        )
-        return [t.pk for t in batch]
+        # The claim's own steps, inside the transaction the other worker keeps open.
+        return [t.pk for t in transitions._claim(OTHER, [default_queue], 3, timezone.now()).tasks]
 
     with another_worker_holding(first_claim) as first:
         second = [t.pk for t in claim(limit=10).tasks]
@@ -199,7 +198,7 @@ def test_the_claim_query_uses_task_claim_idx_without_a_filesort(alice, default_q
 def test_success_stores_the_result_and_counts_the_task(alice, default_queue):
     task = enqueue_many(alice)[0]
     (claimed,) = claim().tasks
-    recorded = claims.record_outcomes(
+    recorded = transitions.record_outcomes(
         [(claimed, Outcome(task.pk, OutcomeKind.SUCCEEDED, result={"ok": "数据 🚀"}))],
         worker_id=ME,
         queues={default_queue.pk: default_queue},
@@ -219,7 +218,7 @@ def test_success_stores_the_result_and_counts_the_task(alice, default_queue):
 def test_a_null_result_is_stored_as_null(alice, default_queue):
     task = enqueue_many(alice)[0]
     (claimed,) = claim().tasks
-    claims.record_outcomes([(claimed, Outcome(task.pk, OutcomeKind.SUCCEEDED))], worker_id=ME, queues={})
+    transitions.record_outcomes([(claimed, Outcome(task.pk, OutcomeKind.SUCCEEDED))], worker_id=ME, queues={})
     assert (fresh(task).status, fresh(task).result) == (TaskStatus.SUCCEEDED, None)
 
 
@@ -228,7 +227,7 @@ def test_an_error_is_retried_with_backoff_while_attempts_remain(alice):
     task = enqueue_many(alice, queue=queue, max_attempts=3)[0]
     (claimed,) = claim().tasks
     now = timezone.now()
-    claims.record_outcomes(
+    transitions.record_outcomes(
         [(claimed, Outcome(task.pk, OutcomeKind.RETRYABLE, error="ValueError: nope"))],
         worker_id=ME,
         queues={queue.pk: queue},
@@ -243,7 +242,9 @@ def test_an_error_is_retried_with_backoff_while_attempts_remain(alice):
 def test_the_last_failed_attempt_fails_the_task_with_its_error(alice, default_queue):
     task = enqueue_many(alice, max_attempts=1)[0]
     (claimed,) = claim().tasks
-    claims.record_outcomes([(claimed, Outcome(task.pk, OutcomeKind.RETRYABLE, error="boom"))], worker_id=ME, queues={})
+    transitions.record_outcomes(
+        [(claimed, Outcome(task.pk, OutcomeKind.RETRYABLE, error="boom"))], worker_id=ME, queues={}
+    )
     stored = fresh(task)
     assert (stored.status, stored.error, stored.attempts) == (TaskStatus.FAILED, "boom", 1)
     assert TaskStatusCount.objects.get(owner=alice, status=TaskStatus.FAILED).count == 1
@@ -252,7 +253,7 @@ def test_the_last_failed_attempt_fails_the_task_with_its_error(alice, default_qu
 def test_a_final_outcome_fails_at_once_even_with_attempts_left(alice, default_queue):
     task = enqueue_many(alice, max_attempts=5)[0]
     (claimed,) = claim().tasks
-    claims.record_outcomes(
+    transitions.record_outcomes(
         [(claimed, Outcome(task.pk, OutcomeKind.PERMANENT, error="unknown task type"))], worker_id=ME, queues={}
     )
     assert fresh(task).status == TaskStatus.FAILED
@@ -262,7 +263,7 @@ def test_a_final_outcome_fails_at_once_even_with_attempts_left(alice, default_qu
 def test_a_cancel_request_ends_the_task_cancelled(alice, default_queue, kind):
     task = enqueue_many(alice, max_attempts=5)[0]
     (claimed,) = claim().tasks
-    claims.record_outcomes(
+    transitions.record_outcomes(
         [(claimed, Outcome(task.pk, kind, error="stopped at 40%"))],
         worker_id=ME,
         queues={},
@@ -278,7 +279,7 @@ def test_an_outcome_for_a_task_taken_back_meanwhile_changes_nothing(alice, defau
     (claimed,) = claim().tasks
     TaskQueue.objects.filter(pk=task.pk).update(status=TaskStatus.PENDING, claimed_by="")
     (reclaimed,) = claim(worker_id=OTHER).tasks
-    recorded = claims.record_outcomes(
+    recorded = transitions.record_outcomes(
         [(claimed, Outcome(task.pk, OutcomeKind.SUCCEEDED, result=1))], worker_id=ME, queues={}
     )
     assert recorded == []
@@ -293,7 +294,7 @@ def test_a_batch_of_outcomes_costs_the_same_queries_as_one(alice, default_queue,
 
     def record(tasks) -> None:
         outcomes = [(t, Outcome(t.pk, OutcomeKind.SUCCEEDED, result={"n": t.pk})) for t in tasks]
-        claims.record_outcomes(outcomes, worker_id=ME, queues={})
+        transitions.record_outcomes(outcomes, worker_id=ME, queues={})
 
     with django_assert_max_num_queries(10) as single:
         record([one])
@@ -318,7 +319,7 @@ def test_a_batch_of_successes_is_one_guarded_update_without_a_locking_read(alice
     tasks = claim(limit=5).tasks
     outcomes = [(t, Outcome(t.pk, OutcomeKind.SUCCEEDED, result={"n": t.pk})) for t in tasks]
     with CaptureQueriesContext(connection) as captured:
-        recorded = claims.record_outcomes(outcomes, worker_id=ME, queues={})
+        recorded = transitions.record_outcomes(outcomes, worker_id=ME, queues={})
     statements = [q["sql"] for q in captured.captured_queries]
     assert not [sql for sql in statements if "FOR UPDATE" in sql or sql.startswith("SELECT")], statements
     assert len([sql for sql in statements if sql.startswith("UPDATE task_queue")]) == 1, statements
@@ -332,7 +333,7 @@ def test_in_a_batch_of_successes_only_the_tasks_still_held_are_recorded_and_coun
     TaskQueue.objects.filter(pk=lost.pk).update(status=TaskStatus.PENDING, claimed_by="")
     claim(worker_id=OTHER)
     outcomes = [(t, Outcome(t.pk, OutcomeKind.SUCCEEDED, result=t.pk)) for t in (first, lost, last)]
-    recorded = claims.record_outcomes(outcomes, worker_id=ME, queues={})
+    recorded = transitions.record_outcomes(outcomes, worker_id=ME, queues={})
     assert [r.task.pk for r in recorded] == [first.pk, last.pk]
     assert {t.pk: (t.status, t.claimed_by) for t in TaskQueue.objects.all()} == {
         first.pk: (TaskStatus.SUCCEEDED, ME),
@@ -348,7 +349,9 @@ def test_a_success_of_an_earlier_attempt_does_not_finish_the_same_workers_new_cl
     TaskQueue.objects.filter(pk=task.pk).update(status=TaskStatus.PENDING, claimed_by="")  # its lease was taken back
     (again,) = claim().tasks
     assert again.attempts == earlier.attempts + 1
-    assert claims.record_outcomes([(earlier, Outcome(task.pk, OutcomeKind.SUCCEEDED))], worker_id=ME, queues={}) == []
+    assert (
+        transitions.record_outcomes([(earlier, Outcome(task.pk, OutcomeKind.SUCCEEDED))], worker_id=ME, queues={}) == []
+    )
     assert (fresh(task).status, fresh(task).attempts) == (TaskStatus.RUNNING, 2)
     assert not TaskStatusCount.objects.exists()
 
@@ -362,12 +365,12 @@ def test_expired_leases_are_retried_or_failed_as_worker_lost(alice, default_queu
     common["lease_expires_at"] = now + timedelta(minutes=1)
     alive = enqueue_many(alice, attempts=1, **common)[0]
 
-    recovered = claims.recover_expired_leases(now=now)
+    recovered = transitions.recover_expired_leases(now=now)
 
     assert {t.pk for t in recovered} == {retried.pk, spent.pk}
     assert (fresh(retried).status, fresh(retried).error, fresh(retried).attempts) == ("pending", "worker lost", 1)
     assert fresh(retried).run_at > now
-    assert (fresh(spent).status, fresh(spent).error) == (TaskStatus.FAILED, claims.WORKER_LOST)
+    assert (fresh(spent).status, fresh(spent).error) == (TaskStatus.FAILED, transitions.WORKER_LOST)
     assert fresh(alive).status == TaskStatus.RUNNING
     assert TaskStatusCount.objects.get(owner=alice, status=TaskStatus.FAILED).count == 1
 
@@ -379,7 +382,7 @@ def test_renewing_leases_extends_them_and_reports_cancels_and_losses(alice, defa
     TaskQueue.objects.filter(pk=lost.pk).update(claimed_by=OTHER)
     later = timezone.now() + timedelta(hours=1)
 
-    check = claims.renew_leases(
+    check = transitions.renew_leases(
         worker_id=ME, tasks=[kept, cancelled, lost], lease_seconds={default_queue.pk: 50}, now=later
     )
 
@@ -392,7 +395,7 @@ def test_renewing_leases_extends_them_and_reports_cancels_and_losses(alice, defa
 def test_handing_back_does_not_use_up_an_attempt(alice, default_queue):
     enqueue_many(alice, 2, run_at=timezone.now() - timedelta(hours=1))
     tasks = claim().tasks
-    assert claims.release_tasks(tasks) == 2
+    assert transitions.release(tasks) == 2
     for task in tasks:
         stored = fresh(task)
         assert (stored.status, stored.attempts, stored.claimed_by, stored.lease_expires_at) == ("pending", 0, "", None)
@@ -402,7 +405,7 @@ def test_handing_back_does_not_use_up_an_attempt(alice, default_queue):
 def test_retry_delay_grows_exponentially_with_jitter_up_to_the_cap():
     rng = random.Random(3)
     for attempt, step in [(1, 10), (2, 20), (3, 40), (4, 80), (9, 100)]:
-        delays = [claims.retry_delay(attempt=attempt, base=10, cap=100, rng=rng) for _ in range(200)]
+        delays = [transitions.retry_delay(attempt=attempt, base=10, cap=100, rng=rng) for _ in range(200)]
         assert step / 2 <= min(delays) and max(delays) <= step
         assert max(delays) - min(delays) > step / 4  # jittered, not constant
 
@@ -420,19 +423,19 @@ def test_retry_delay_grows_exponentially_with_jitter_up_to_the_cap():
     ],
 )
 def test_servers_without_skip_locked_are_refused(is_mariadb, version, ok):
-    problem = claims.skip_locked_problem(vendor="mysql", is_mariadb=is_mariadb, version=version)
+    problem = skip_locked_problem(vendor="mysql", is_mariadb=is_mariadb, version=version)
     assert (problem is None) == ok
     if not ok:
         assert "SKIP LOCKED" in problem and "upgrade" in problem
 
 
 def test_sqlite_needs_no_skip_locked():
-    assert claims.skip_locked_problem(vendor="sqlite") is None
-    claims.ensure_skip_locked(connection)
+    assert skip_locked_problem(vendor="sqlite") is None
+    ensure_skip_locked(connection)
 
 
 def test_deadlocks_are_retried_and_other_errors_are_not(monkeypatch):
-    monkeypatch.setattr(claims.time, "sleep", lambda s: None)
+    monkeypatch.setattr(db_errors.time, "sleep", lambda s: None)
     calls = []
 
     def flaky():
@@ -441,11 +444,11 @@ def test_deadlocks_are_retried_and_other_errors_are_not(monkeypatch):
             raise OperationalError(1213, "Deadlock found when trying to get lock")
         return "done"
 
-    assert claims.with_contention_retry(flaky, what="test") == "done"
+    assert db_errors.with_contention_retry(flaky, what="test") == "done"
     assert len(calls) == 3
 
     def broken():
         raise OperationalError(1146, "Table doesn't exist")
 
     with pytest.raises(OperationalError):
-        claims.with_contention_retry(broken, what="test")
+        db_errors.with_contention_retry(broken, what="test")

@@ -1,0 +1,96 @@
+"""One home for task state: only `tasks.transitions` writes a task's status, claim or lease, or the counters."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+from django.conf import settings
+
+BASE_DIR = Path(settings.BASE_DIR)
+PRODUCT = ("config", "core", "accounts", "tasks", "diagnostics")
+STATE_MACHINE = "tasks/transitions.py"
+# The command that recomputes the counters from scratch is their other legitimate user.
+COUNTER_USERS = {STATE_MACHINE, "tasks/management/commands/rebuild_task_stats.py"}
+STATE_FIELDS = {"status", "attempts", "claimed_by", "lease_expires_at"}
+# What readers may take from tasks.counters: nothing that writes.
+COUNTER_READ_NAMES = {"hour_of", "HOURLY_EVENT_COLUMNS"}
+TASK_TABLE_WRITE = re.compile(r"\b(UPDATE\s+task_queue|INSERT\s+INTO\s+task_queue|DELETE\s+FROM\s+task_queue)\b", re.I)
+
+
+def product_modules() -> dict[str, ast.Module]:
+    modules = {}
+    for package in PRODUCT:
+        for path in sorted((BASE_DIR / package).rglob("*.py")):
+            relative = path.relative_to(BASE_DIR).as_posix()
+            if "/tests/" in relative or "/migrations/" in relative:
+                continue
+            modules[relative] = ast.parse(path.read_text(), filename=relative)
+    return modules
+
+
+def imports_counters(tree: ast.Module) -> bool:
+    """Return True when the module imports the counters' writing functions."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.module == "tasks.counters" and {alias.name for alias in node.names} - COUNTER_READ_NAMES:
+                return True
+            if node.module == "tasks" and any(alias.name == "counters" for alias in node.names):
+                return True
+        if isinstance(node, ast.Import) and any(alias.name == "tasks.counters" for alias in node.names):
+            return True
+    return False
+
+
+def state_updates(tree: ast.Module) -> list[int]:
+    """Return the lines of `.update(...)` calls that set a task state field."""
+    lines = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "update":
+            if STATE_FIELDS & {keyword.arg for keyword in node.keywords}:
+                lines.append(node.lineno)
+    return lines
+
+
+def task_table_sql(tree: ast.Module) -> list[int]:
+    return [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and TASK_TABLE_WRITE.search(node.value)
+    ]
+
+
+def test_only_the_state_machine_imports_the_counters():
+    offenders = sorted(path for path, tree in product_modules().items() if imports_counters(tree))
+    assert set(offenders) <= COUNTER_USERS, offenders
+
+
+def test_only_the_state_machine_updates_a_tasks_status_claim_or_lease():
+    offenders = {
+        path: lines
+        for path, tree in product_modules().items()
+        if path != STATE_MACHINE and (lines := state_updates(tree))
+    }
+    assert offenders == {}
+
+
+def test_only_the_state_machine_writes_task_queue_in_sql():
+    offenders = {
+        path: lines
+        for path, tree in product_modules().items()
+        if path != STATE_MACHINE and (lines := task_table_sql(tree))
+    }
+    assert offenders == {}
+
+
+def test_the_checks_see_a_write_when_there_is_one():
+    """The scanners themselves: a module with each kind of write is caught."""
+    tree = ast.parse(
+        "from tasks import counters\n"
+        "TaskQueue.objects.filter(pk=1).update(status='failed')\n"
+        "cursor.execute('UPDATE task_queue SET status = %s')\n"
+    )
+    assert imports_counters(tree)
+    assert state_updates(tree) == [2]
+    assert task_table_sql(tree) == [3]

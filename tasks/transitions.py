@@ -1,0 +1,614 @@
+"""The task state machine: every change of a task's status, attempt, claim or lease, and nothing else.
+
+    enqueue ─→ pending ─claim─→ running ─succeed─→ succeeded
+                  ↑  ↑             │ ├─fail──────→ failed ─┐
+                  │  └─retry later─┘ ├─cancel────→ cancelled ─┤
+                  │  └─release─────┘ └─recover (lease ran out): retry later or fail
+                  └──────────────────── reopen (REST/admin retry) ←┘
+    pending ─cancel─→ cancelled;  running ─request cancel─→ running (the handler sees it)
+    finished ─delete─→ gone (retention, admin)
+
+Each transition is one function here. Its UPDATE is guarded by the state it starts from — a
+worker's by (status running, claimed_by, attempts), so a worker whose lease was taken back can
+never overwrite newer state — and it keeps the statistics counters (`tasks.counters`) in step in
+the same transaction. Services, the worker, the admin, the console and commands call these; none
+writes `task_queue`'s status, attempts, claim or lease, or the counters, by itself.
+
+Claiming, recording, renewing and recovering are short transactions by primary key, safe from
+any number of workers at once; deadlocks and lock-wait timeouts are retried here, a lost
+connection is raised to the caller.
+"""
+
+from __future__ import annotations
+
+import copy
+import enum
+import json
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import connection, transaction
+from django.db.models import Count, QuerySet
+from django.utils import timezone
+
+from core.db.errors import with_contention_retry
+from tasks import counters
+from tasks.models import FINISHED_STATUSES, QueueConfig, TaskQueue, TaskStatus
+from tasks.outcomes import Outcome, OutcomeKind
+
+WORKER_LOST = "worker lost"
+RECOVERY_BATCH = 100
+# Rows per multi-row INSERT: large enough to amortise round trips, small enough for max_allowed_packet.
+ENQUEUE_BATCH_SIZE = 500
+# The order workers take tasks in: the trailing columns of task_claim_idx (InnoDB appends id).
+CLAIM_ORDER = ("-priority", "run_at", "id")
+# Only what running a task needs: a previous attempt's error or a big result stays unread.
+CLAIM_COLUMNS = (
+    "id", "owner_id", "queue_id", "task_type", "payload", "priority", "status", "attempts", "max_attempts",
+    "run_at", "cancel_requested", "created_at",
+)  # fmt: skip
+# The locking claim on MySQL/MariaDB. It reads task_queue alone (a join would lock the joined
+# queue_config row too: MariaDB has no FOR UPDATE OF) and FORCE INDEX because on a small table
+# the optimizer prefers a full scan plus filesort, and a locking read locks every row it sorts:
+# the first worker would lock all pending rows and the others, skipping them, would find nothing.
+CLAIM_SQL_MYSQL = (
+    f"SELECT {', '.join(CLAIM_COLUMNS)} FROM task_queue FORCE INDEX (task_claim_idx) "
+    "WHERE status = 'pending' AND queue_id = %s AND run_at <= %s "
+    "ORDER BY priority DESC, run_at, id LIMIT %s FOR UPDATE SKIP LOCKED"
+)
+
+
+# --- Enqueue ---------------------------------------------------------------------------------
+
+
+def enqueue(tasks: list[TaskQueue]) -> None:
+    """Insert new pending tasks and count them; call inside the caller's transaction.
+
+    One task: one INSERT. Several: multi-row INSERTs of ENQUEUE_BATCH_SIZE rows. All the tasks
+    of one call share one owner and one `created_at` (the ids are read back by them where the
+    backend cannot return them).
+    """
+    if not tasks:
+        return
+    if len(tasks) == 1:
+        _insert_one(tasks[0])
+    else:
+        TaskQueue.objects.bulk_create(tasks, batch_size=ENQUEUE_BATCH_SIZE)
+        if tasks[0].pk is None:
+            _fetch_ids(tasks)
+    counters.record_created(tasks)
+
+
+def _insert_one(task: TaskQueue) -> None:
+    """INSERT one task in a single statement and set its id.
+
+    For one row the ORM's insert costs several times the Python the database spends on it.
+    Each field prepares its own value, as the ORM's insert would.
+    """
+    meta = TaskQueue._meta
+    fields = [f for f in meta.concrete_fields if not f.primary_key]
+    values = [f.get_db_prep_save(f.pre_save(task, True), connection) for f in fields]
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(f.column) for f in fields)
+    marks = ", ".join(["%s"] * len(fields))
+    with connection.cursor() as cursor:
+        cursor.execute(f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({marks})", values)
+        task.pk = connection.ops.last_insert_id(cursor, meta.db_table, meta.pk.column)
+    task._state.adding = False
+    task._state.db = connection.alias
+
+
+def _fetch_ids(tasks: list[TaskQueue]) -> None:
+    """Set the ids of just-inserted tasks where the backend cannot return them (MySQL 8).
+
+    One enqueue call stamps all its tasks with the same created_at, and a multi-row INSERT
+    assigns increasing ids in row order, so the rows read back in id order match `tasks`.
+    """
+    first = tasks[0]
+    rows = TaskQueue.objects.filter(owner_id=first.owner_id, created_at=first.created_at).order_by("id")
+    ids = list(rows.values_list("id", flat=True))
+    if len(ids) != len(tasks):
+        raise RuntimeError(f"expected {len(tasks)} new tasks stamped {first.created_at}, found {len(ids)}")
+    for task, pk in zip(tasks, ids, strict=True):
+        task.pk = pk
+        task._state.adding = False
+
+
+# --- Claim -----------------------------------------------------------------------------------
+
+
+def runnable_queues(names: Sequence[str] = ()) -> list[QueueConfig]:
+    """Return the queues a worker may claim from now: the named ones (or all), not paused."""
+    queues = QueueConfig.objects.filter(is_paused=False).order_by("id")
+    return list(queues.filter(name__in=names) if names else queues)
+
+
+@dataclass
+class Claim:
+    tasks: list[TaskQueue] = field(default_factory=list)
+    # True when a limited queue was skipped because another worker was claiming from it:
+    # "nothing claimed" then does not mean "nothing runnable".
+    contended: bool = False
+    # Queues searched that had nothing runnable (or nothing another worker was not claiming).
+    empty_queues: set[int] = field(default_factory=set)
+    # True when the caller left out some of its queues: "nothing claimed" proves nothing either.
+    partial: bool = False
+
+
+def claim(*, worker_id: str, queues: Sequence[QueueConfig], limit: int, now: datetime | None = None) -> Claim:
+    """Claim up to `limit` runnable tasks from `queues` for `worker_id`, best first."""
+    return record_and_claim(worker_id=worker_id, claim_from=queues, limit=limit, now=now)[1]
+
+
+def _claim(worker_id: str, queues: Sequence[QueueConfig], limit: int, now: datetime) -> Claim:
+    """Claim inside the caller's transaction.
+
+    1. Work out each queue's budget under max_concurrency (`_budgets`).
+    2. Lock candidates per queue with SKIP LOCKED: rows another worker is claiming are passed
+       over, never waited for.
+    3. Keep the best `limit` across queues (the rest unlock at commit, a moment later).
+    4. Mark them running in one UPDATE per queue (the lease differs per queue).
+    """
+    if limit <= 0 or not queues:
+        return Claim()
+    budgets, contended = _budgets(queues, limit)
+    candidates: list[TaskQueue] = []
+    empty: set[int] = set()
+    for queue_id, budget in budgets.items():
+        if budget > 0:
+            found = _lock_claimable(queue_id, now, min(budget, limit))
+            candidates.extend(found)
+            if not found:
+                empty.add(queue_id)
+    candidates.sort(key=lambda task: (-task.priority, task.run_at, task.pk))
+    chosen = candidates[:limit]
+    by_queue: dict[int, list[TaskQueue]] = {}
+    for task in chosen:
+        by_queue.setdefault(task.queue_id, []).append(task)
+    leases = {queue.pk: queue.task_timeout_seconds for queue in queues}
+    for queue_id, tasks in by_queue.items():
+        _mark_running(tasks, worker_id=worker_id, now=now, lease_expires_at=now + timedelta(seconds=leases[queue_id]))
+    return Claim(tasks=chosen, contended=contended, empty_queues=empty)
+
+
+def _budgets(queues: Sequence[QueueConfig], limit: int) -> tuple[dict[int, int], bool]:
+    """Return how many tasks may be claimed per queue, honouring max_concurrency for all workers.
+
+    A limited queue's row is locked (SKIP LOCKED, in id order) for the rest of the short claim
+    transaction, so two workers never both count the same free slots; a queue another worker
+    is claiming from right now is skipped this round rather than waited for.
+    """
+    budgets = {queue.pk: limit for queue in queues if not queue.max_concurrency}
+    limited = [queue.pk for queue in queues if queue.max_concurrency]
+    if not limited:
+        return budgets, False
+    locked = dict(
+        QueueConfig.objects.filter(pk__in=limited, is_paused=False)
+        .order_by("id")
+        .select_for_update(skip_locked=True)
+        .values_list("id", "max_concurrency")
+    )
+    # Served by the task_claim_idx prefix (status, queue_id).
+    running = dict(
+        TaskQueue.objects.filter(status=TaskStatus.RUNNING, queue_id__in=list(locked))
+        .values_list("queue_id")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    for queue_id, max_concurrency in locked.items():
+        budgets[queue_id] = max(0, min(limit, max_concurrency - running.get(queue_id, 0)))
+    return budgets, len(locked) < len(limited)
+
+
+def _lock_claimable(queue_id: int, now: datetime, limit: int) -> list[TaskQueue]:
+    """Lock and return up to `limit` of one queue's runnable tasks in claim order.
+
+    Served by task_claim_idx (status, queue_id, priority DESC, run_at): equality on the first two
+    columns and ORDER BY on the rest, so no filesort and, FOR UPDATE, no rows locked beyond the
+    ones returned. One queue per query on purpose: `queue_id IN (...)` would sort the union of the
+    queues and lock every row it read.
+    """
+    if connection.vendor == "mysql":
+        params = [queue_id, connection.ops.adapt_datetimefield_value(now), limit]
+        return list(TaskQueue.objects.raw(CLAIM_SQL_MYSQL, params))
+    # SQLite: the transaction (BEGIN IMMEDIATE) already excludes every other writer.
+    rows = TaskQueue.objects.runnable(now).filter(queue_id=queue_id).order_by(*CLAIM_ORDER)
+    return list(rows.only(*CLAIM_COLUMNS)[:limit])
+
+
+def _mark_running(tasks: list[TaskQueue], *, worker_id: str, now: datetime, lease_expires_at: datetime) -> None:
+    """pending → running for rows this transaction has locked: one more attempt, under a lease."""
+    adapt = connection.ops.adapt_datetimefield_value
+    placeholders = ", ".join(["%s"] * len(tasks))
+    with connection.cursor() as cursor:
+        # Raw: the ORM's UPDATE costs more Python than the database spends on it.
+        cursor.execute(
+            f"UPDATE task_queue SET status = 'running', attempts = attempts + 1, "
+            f"claimed_by = %s, lease_expires_at = %s, started_at = %s WHERE id IN ({placeholders})",
+            [worker_id, adapt(lease_expires_at), adapt(now), *(task.pk for task in tasks)],
+        )
+    for task in tasks:
+        task.status = TaskStatus.RUNNING
+        task.attempts += 1
+        task.claimed_by = worker_id
+        task.lease_expires_at = lease_expires_at
+        task.started_at = now
+
+
+# --- A worker's outcomes ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Recorded:
+    task: TaskQueue
+    outcome: Outcome
+    status: str  # what the task became: a finished status, or pending for a retry
+
+
+def record_outcomes(
+    results: Sequence[tuple[TaskQueue, Outcome]],
+    *,
+    worker_id: str,
+    queues: dict[int, QueueConfig],
+    cancel_requested: Iterable[int] = (),
+    now: datetime | None = None,
+) -> list[Recorded]:
+    """Store a batch of `worker_id`'s outcomes in one transaction; return those that applied.
+
+    An outcome applies only while the worker still holds the task (a task whose lease was
+    taken back is left alone). Successes are saved in one UPDATE, other outcomes one UPDATE
+    each, and the finished tasks are counted once for the whole batch.
+    """
+    return record_and_claim(
+        worker_id=worker_id, results=results, queues=queues, cancel_requested=cancel_requested, now=now
+    )[0]
+
+
+def record_and_claim(
+    *,
+    worker_id: str,
+    results: Sequence[tuple[TaskQueue, Outcome]] = (),
+    queues: dict[int, QueueConfig] | None = None,
+    cancel_requested: Iterable[int] = (),
+    claim_from: Sequence[QueueConfig] = (),
+    limit: int = 0,
+    now: datetime | None = None,
+) -> tuple[list[Recorded], Claim]:
+    """Record a batch of outcomes, then claim the next batch: one short transaction, one commit.
+
+    Recording first frees the finished tasks' places under each queue's max_concurrency.
+    """
+    if not results and (limit <= 0 or not claim_from):
+        return [], Claim()
+    cancels = set(cancel_requested)
+    backoff = {**(queues or {}), **{queue.pk: queue for queue in claim_from}}
+
+    def work() -> tuple[list[Recorded], Claim]:
+        moment = now or timezone.now()
+        with transaction.atomic():
+            recorded = _record(results, worker_id, backoff, cancels, moment) if results else []
+            return recorded, _claim(worker_id, claim_from, limit, moment)
+
+    return with_contention_retry(work, what="recording and claiming")
+
+
+def _record(
+    results: Sequence[tuple[TaskQueue, Outcome]],
+    worker_id: str,
+    queues: dict[int, QueueConfig],
+    cancels: set[int],
+    now: datetime,
+) -> list[Recorded]:
+    """Record inside the caller's transaction."""
+    if all(outcome.kind is OutcomeKind.SUCCEEDED for _, outcome in results):
+        return _record_successes(results, worker_id, now)
+    recorded: list[Recorded] = []
+    successes: dict[int, object] = {}
+    held = _lock_held(worker_id, {task.pk: task.attempts for task, _ in results})
+    for task, outcome in results:
+        if task.pk not in held:
+            continue
+        if outcome.kind is OutcomeKind.SUCCEEDED:
+            successes[task.pk] = outcome.result
+            _set_succeeded(task, outcome.result, now)  # saved by the one UPDATE below
+        else:
+            # A copy: its guarded UPDATE changes the claim fields a retry of this transaction would need.
+            task = copy.copy(task)
+            if not _settle_unsuccessful(task, outcome, queues.get(task.queue_id), task.pk in cancels, now):
+                continue
+        recorded.append(Recorded(task, outcome, task.status))
+    attempts = {task.pk: task.attempts for task, _ in results if task.pk in successes}
+    _succeed(worker_id, successes, attempts, now)
+    counters.record_finished([r.task for r in recorded if r.status != TaskStatus.PENDING])
+    return recorded
+
+
+def _record_successes(results: Sequence[tuple[TaskQueue, Outcome]], worker_id: str, now: datetime) -> list[Recorded]:
+    """Record a batch of successes (the usual batch) with one guarded UPDATE and no locking read first.
+
+    The UPDATE changes only the tasks this claim still holds; when it changed fewer than asked
+    (a lease taken back meanwhile: rare), one SELECT tells which it did finish.
+    """
+    outcomes = {task.pk: outcome.result for task, outcome in results}
+    attempts = {task.pk: task.attempts for task, _ in results}
+    changed = _succeed(worker_id, outcomes, attempts, now)
+    if changed == len(outcomes):
+        done = set(outcomes)
+    else:
+        rows = TaskQueue.objects.filter(pk__in=list(outcomes), claimed_by=worker_id, finished_at=now)
+        done = set(rows.values_list("pk", flat=True))
+    recorded = []
+    for task, outcome in results:
+        if task.pk in done:
+            _set_succeeded(task, outcome.result, now)
+            recorded.append(Recorded(task, outcome, task.status))
+    counters.record_finished([r.task for r in recorded])
+    return recorded
+
+
+def _lock_held(worker_id: str, attempts: dict[int, int]) -> set[int]:
+    """Lock the given tasks (pk -> attempt) still held by that claim; return their pks."""
+    rows = _held_by(worker_id).filter(pk__in=list(attempts)).select_for_update()
+    return {pk for pk, attempt in rows.values_list("pk", "attempts") if attempts[pk] == attempt}
+
+
+def _succeed(worker_id: str, results: dict[int, Any], attempts: dict[int, int], now: datetime) -> int:
+    """running → succeeded for the tasks `worker_id` still holds, in one UPDATE; return how many changed.
+
+    `results` maps pk to result, `attempts` pk to the attempt that ran: a task taken back and
+    claimed again meanwhile (another attempt, even by this worker) is left alone. Raw SQL because
+    the ORM's CASE WHEN for a batch costs more Python than the database spends on the statement.
+    """
+    if not results:
+        return 0
+    cases = " ".join(["WHEN %s THEN %s"] * len(results))
+    params: list[Any] = ["succeeded", connection.ops.adapt_datetimefield_value(now)]
+    for pk, value in results.items():
+        params += [pk, None if value is None else json.dumps(value)]
+    params += [*results, worker_id]
+    for pk in results:
+        params += [pk, attempts[pk]]
+    placeholders = ", ".join(["%s"] * len(results))
+    sql = (
+        "UPDATE task_queue SET status = %s, progress = 100, error = '', finished_at = %s, "
+        f"lease_expires_at = NULL, result = CASE id {cases} END "
+        f"WHERE id IN ({placeholders}) AND status = 'running' AND claimed_by = %s "
+        f"AND attempts = CASE id {cases} END"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount
+
+
+def _set_succeeded(task: TaskQueue, result: Any, now: datetime) -> None:
+    task.status = TaskStatus.SUCCEEDED
+    task.result = result
+    task.progress = 100
+    task.error = ""
+    task.finished_at = now
+    task.lease_expires_at = None
+
+
+def _settle_unsuccessful(
+    task: TaskQueue, outcome: Outcome, queue: QueueConfig | None, cancelled: bool, now: datetime
+) -> bool:
+    """Apply a failure or cancellation to a held task; return False if it is no longer held.
+
+    A retryable failure of a task whose cancel was requested ends it cancelled; otherwise it is
+    retried later while attempts remain, else failed. A permanent failure fails it at once.
+    """
+    kind = outcome.kind
+    if kind is OutcomeKind.CANCELLED or (kind is OutcomeKind.RETRYABLE and cancelled):
+        return _guarded(
+            task,
+            status=TaskStatus.CANCELLED,
+            progress_message=(outcome.error or "cancelled")[:255],
+            finished_at=now,
+            lease_expires_at=None,
+        )
+    if kind is OutcomeKind.RETRYABLE and task.attempts < task.max_attempts:
+        base, cap = (queue.retry_backoff_seconds, queue.retry_backoff_max_seconds) if queue else (10, 3600)
+        run_at = now + timedelta(seconds=retry_delay(attempt=task.attempts, base=base, cap=max(cap, base)))
+        return _guarded(
+            task, status=TaskStatus.PENDING, error=outcome.error, run_at=run_at, claimed_by="", lease_expires_at=None
+        )
+    return _guarded(task, status=TaskStatus.FAILED, error=outcome.error, finished_at=now, lease_expires_at=None)
+
+
+def retry_delay(*, attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:
+    """Return seconds to wait before retrying after failed attempt number `attempt` (1-based).
+
+    Exponential (base, 2*base, 4*base, ... up to cap) with "equal jitter": between half and
+    all of that step, so retries of many tasks that failed together spread out.
+    """
+    step = min(cap, base * 2 ** max(attempt - 1, 0))
+    return step / 2 + (rng or random).uniform(0, step / 2)
+
+
+def _held_by(worker_id: str) -> QuerySet[TaskQueue]:
+    return TaskQueue.objects.filter(status=TaskStatus.RUNNING, claimed_by=worker_id)
+
+
+def _guarded(task: TaskQueue, **changes: Any) -> bool:
+    """Write `changes` only while `task` is still held by the same claim and attempt; update the instance."""
+    if not _held_by(task.claimed_by).filter(pk=task.pk, attempts=task.attempts).update(**changes):
+        return False
+    for name, value in changes.items():
+        setattr(task, name, value)
+    return True
+
+
+def release(tasks: Iterable[TaskQueue]) -> int:
+    """running → pending for claimed tasks handed back unstarted (or cut short by shutdown).
+
+    The attempt is not counted. Return how many were still held.
+    """
+    tasks = list(tasks)
+    if not tasks:
+        return 0
+
+    def work() -> int:
+        with transaction.atomic():
+            return sum(
+                _guarded(
+                    task,
+                    status=TaskStatus.PENDING,
+                    attempts=max(task.attempts - 1, 0),
+                    claimed_by="",
+                    lease_expires_at=None,
+                    started_at=None,
+                )
+                for task in tasks
+            )
+
+    return with_contention_retry(work, what="handing back tasks")
+
+
+@dataclass(frozen=True)
+class LeaseCheck:
+    held: set[int]  # still ours: running, claimed by us, same attempt
+    cancel_requested: set[int]
+
+
+def renew_leases(
+    *, worker_id: str, tasks: Sequence[TaskQueue], lease_seconds: dict[int, int], now: datetime | None = None
+) -> LeaseCheck:
+    """Extend the leases of `tasks` held by `worker_id`; report which are still held and cancelled.
+
+    `lease_seconds` maps queue id to lease length. One SELECT, then one UPDATE per lease
+    length involved (usually one), all by primary key.
+    """
+    if not tasks:
+        return LeaseCheck(set(), set())
+    now = now or timezone.now()
+    by_pk = {task.pk: task for task in tasks}
+    rows = TaskQueue.objects.filter(pk__in=list(by_pk)).values_list(
+        "pk", "status", "claimed_by", "attempts", "cancel_requested"
+    )
+    held, cancel = set(), set()
+    for pk, status, claimed_by, attempts, cancel_requested in rows:
+        if status == TaskStatus.RUNNING and claimed_by == worker_id and attempts == by_pk[pk].attempts:
+            held.add(pk)
+            if cancel_requested:
+                cancel.add(pk)
+    by_lease: dict[int, list[int]] = {}
+    for pk in held:
+        by_lease.setdefault(lease_seconds[by_pk[pk].queue_id], []).append(pk)
+    for seconds, pks in by_lease.items():
+        _held_by(worker_id).filter(pk__in=pks).update(lease_expires_at=now + timedelta(seconds=seconds))
+    return LeaseCheck(held, cancel)
+
+
+def write_progress(*, worker_id: str, reports: dict[int, tuple[int, str]]) -> None:
+    """Store handlers' progress reports (pk -> (percent, message)) on tasks `worker_id` still holds."""
+    for pk, (percent, message) in reports.items():
+        _held_by(worker_id).filter(pk=pk).update(progress=percent, progress_message=message)
+
+
+def recover_expired_leases(*, now: datetime | None = None, limit: int = RECOVERY_BATCH) -> list[TaskQueue]:
+    """Take back running tasks whose worker stopped renewing their lease; return them.
+
+    Each is retried with back-off while attempts remain, else failed as `worker lost`
+    (cancelled if a cancel was requested). Any worker may do this for any other.
+    """
+    return with_contention_retry(lambda: _recover(now or timezone.now(), limit), what="lease recovery")
+
+
+def _recover(now: datetime, limit: int) -> list[TaskQueue]:
+    with transaction.atomic():
+        # Served by task_lease_idx (status, lease_expires_at).
+        expired = list(
+            TaskQueue.objects.filter(status=TaskStatus.RUNNING, lease_expires_at__lt=now)
+            .order_by("lease_expires_at")
+            .select_for_update(skip_locked=True)[:limit]
+        )
+        if not expired:
+            return []
+        queues = QueueConfig.objects.in_bulk({task.queue_id for task in expired})
+        lost = Outcome(0, OutcomeKind.RETRYABLE, error=WORKER_LOST)
+        for task in expired:
+            _settle_unsuccessful(task, lost, queues.get(task.queue_id), task.cancel_requested, now)
+        counters.record_finished([task for task in expired if task.is_finished])
+    return expired
+
+
+# --- Owners and staff ------------------------------------------------------------------------
+
+
+class CancelOutcome(enum.Enum):
+    CANCELLED = "cancelled"
+    CANCEL_REQUESTED = "cancel_requested"
+
+
+def cancel(task: TaskQueue) -> CancelOutcome | None:
+    """pending → cancelled at once; running → cancel requested (its handler sees it).
+
+    Return None when the task is finished (nothing changed). Each step is one conditional
+    UPDATE, so a worker claiming the task at the same moment either sees it cancelled or the
+    cancel lands as a request on the running task. `task` is refreshed from the database.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        pending = TaskQueue.objects.filter(pk=task.pk, status=TaskStatus.PENDING)
+        if pending.update(status=TaskStatus.CANCELLED, finished_at=now, cancel_requested=True):
+            task.refresh_from_db()
+            counters.record_finished([task])
+            return CancelOutcome.CANCELLED
+        requested = TaskQueue.objects.filter(pk=task.pk, status=TaskStatus.RUNNING).update(cancel_requested=True)
+    task.refresh_from_db()
+    return CancelOutcome.CANCEL_REQUESTED if requested else None
+
+
+def reopen(task: TaskQueue) -> bool:
+    """failed/cancelled → pending with attempts reset (the REST and admin "retry").
+
+    Return False when the task is not failed or cancelled (nothing changed). `task` is
+    refreshed from the database.
+    """
+    with transaction.atomic():
+        old_status = (
+            TaskQueue.objects.select_for_update()
+            .filter(pk=task.pk, status__in=(TaskStatus.FAILED, TaskStatus.CANCELLED))
+            .values_list("status", flat=True)
+            .first()
+        )
+        if old_status is not None:
+            TaskQueue.objects.filter(pk=task.pk).update(
+                status=TaskStatus.PENDING,
+                attempts=0,
+                run_at=timezone.now(),
+                claimed_by="",
+                lease_expires_at=None,
+                progress=0,
+                progress_message="",
+                result=None,
+                error="",
+                cancel_requested=False,
+                started_at=None,
+                finished_at=None,
+            )
+            counters.record_reopened([(task.owner_id, task.queue_id, old_status)])
+    task.refresh_from_db()
+    return old_status is not None
+
+
+def delete(queryset: QuerySet[TaskQueue]) -> int:
+    """Delete the tasks `queryset` selects (re-checked under lock) and uncount them; return how many."""
+    with transaction.atomic():
+        rows = list(queryset.select_for_update().values_list("pk", "owner_id", "queue_id", "status"))
+        TaskQueue.objects.filter(pk__in=[pk for pk, *_ in rows]).delete()
+        counters.record_deleted([(owner_id, queue_id, status) for _, owner_id, queue_id, status in rows])
+    return len(rows)
+
+
+def purge(pks: Sequence[int], *, statuses: Sequence[str], before: datetime) -> int:
+    """Delete those of `pks` that are still finished (in `statuses`) since before `before`; return how many.
+
+    The condition is checked again under lock: a task retried between the caller's scan and
+    this delete is no longer finished, and stays.
+    """
+    statuses = [status for status in statuses if status in FINISHED_STATUSES]
+    return delete(TaskQueue.objects.filter(pk__in=list(pks), status__in=statuses, finished_at__lt=before))
