@@ -1,4 +1,4 @@
-"""The TaskHub interfaces the harness calls, in one place (README "Workers", "REST API").
+"""The TaskHub interfaces the harness calls, in one place (docs/WORKERS.md, docs/API.md).
 
 Functions taking Django objects run in a child process set up by `bench.child`.
 """

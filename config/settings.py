@@ -1,7 +1,7 @@
 """TaskHub settings: one module, driven by the environment (and `.env` when present).
 
 Every environment-specific value comes from an environment variable with a safe development
-default; secrets have no production default. See README.md for the table of variables.
+default; secrets have no production default. docs/CONFIGURATION.md describes every variable.
 """
 
 from __future__ import annotations

@@ -51,7 +51,7 @@ def render_text(results: list[CheckResult]) -> str:
 
 
 def render_json(results: list[CheckResult], *, fail_on_warning: bool = False) -> str:
-    """Return the results as a JSON document (see README, "Production diagnostics")."""
+    """Return the results as a JSON document (see docs/OPERATIONS.md, "Production diagnostics")."""
     code = exit_code(results, fail_on_warning=fail_on_warning)
     document = {
         "ok": code == EXIT_OK,

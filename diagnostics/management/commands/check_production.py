@@ -1,4 +1,4 @@
-"""manage.py check_production: is this instance ready for production? (README: "Production diagnostics")."""
+"""manage.py check_production: is this instance ready for production? (docs/OPERATIONS.md, "Production diagnostics")."""
 
 from __future__ import annotations
 
