@@ -1,4 +1,4 @@
-"""Classify database exceptions: which mean "the database is unavailable right now"."""
+"""Classify database exceptions (which mean "the database is unavailable right now") and describe them safely."""
 
 from __future__ import annotations
 
@@ -42,3 +42,11 @@ def is_database_unavailable(exc: BaseException) -> bool:
 def is_retryable_contention(exc: BaseException) -> bool:
     """Return True for deadlocks and lock-wait timeouts, which are safe to retry."""
     return isinstance(exc, DatabaseError) and error_code(exc) in (DEADLOCK, LOCK_WAIT_TIMEOUT)
+
+
+def describe_database_error(exc: BaseException) -> str:
+    """Return the server's message and error number, which never contain the password."""
+    code = error_code(exc)
+    args = getattr(exc, "args", ())
+    text = str(args[1]) if len(args) > 1 and isinstance(args[0], int) else str(exc)
+    return f"{text} (error {code})" if code else f"{type(exc).__name__}: {text}"

@@ -10,8 +10,8 @@ from django.conf import settings
 from django.core.checks import ERROR
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections
 
+from core.db.errors import describe_database_error
 from diagnostics.checks.base import CheckResult, Status, error, ok, production_check, warning
-from diagnostics.checks.runner import describe_database_error
 
 SLOW_ROUND_TRIP_MS = 50.0
 ROUND_TRIPS = 3

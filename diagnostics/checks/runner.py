@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db import DatabaseError, transaction
 
-from core.db.errors import error_code
+from core.db.errors import describe_database_error
 from diagnostics.checks.base import REGISTRY, CheckResult, ProductionCheck, Status, error
 
 QUERY_FAILED = "diagnostics.E039"
@@ -37,14 +37,6 @@ def run_production_checks(
         blocked = check.gate and any(result.status is Status.ERROR for result in found)
         results.extend(found)
     return results
-
-
-def describe_database_error(exc: BaseException) -> str:
-    """Return the server's message and error number, which never contain the password."""
-    code = error_code(exc)
-    args = getattr(exc, "args", ())
-    text = str(args[1]) if len(args) > 1 and isinstance(args[0], int) else str(exc)
-    return f"{text} (error {code})" if code else f"{type(exc).__name__}: {text}"
 
 
 def _run_database_check(check: ProductionCheck) -> list[CheckResult]:
