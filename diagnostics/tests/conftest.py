@@ -14,12 +14,11 @@ from io import StringIO
 from typing import Any
 
 import pytest
+from django.core.checks import WARNING, CheckMessage
 from django.core.handlers.wsgi import WSGIHandler
 from django.core.management import CommandError, call_command
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection
 from django.test import RequestFactory
-
-from diagnostics.checks.base import CheckResult, Status
 
 
 @dataclass
@@ -274,9 +273,13 @@ def problems(document: dict[str, Any]) -> dict[str, str]:
     return {result["id"]: result["status"] for result in document["results"] if result["status"] != "ok"}
 
 
-def by_id(results: list[CheckResult]) -> dict[str, Status]:
-    """Return {id: status} of the check results that are not ok."""
-    return {result.id: result.status for result in results if result.status is not Status.OK}
+def by_id(results: list[CheckMessage]) -> dict[str, int]:
+    """Return {id: level} of the check messages that are not ok (warnings and errors)."""
+    return {result.id: result.level for result in results if result.level >= WARNING}
+
+
+# What `check --database default` passes to each check: without it the database checks return nothing.
+DEFAULT_DATABASE = [DEFAULT_DB_ALIAS]
 
 
 def execute(sql: str, params: list | None = None) -> list[tuple]:

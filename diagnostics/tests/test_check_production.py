@@ -13,7 +13,7 @@ from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.db import connection
 
-from diagnostics.checks.base import REGISTRY
+from diagnostics.checks import CHECKS
 from diagnostics.tests.conftest import (
     MYSQL_PASSWORD,
     STRONG_DJANGO_KEY,
@@ -36,7 +36,7 @@ def test_a_clean_production_configuration_passes_every_check(production):
     assert code == 0, problems(document)
     assert document["ok"] is True
     assert document["summary"] == {"ok": len(document["results"]), "warning": 0, "error": 0}
-    assert {result["check"] for result in document["results"]} == {check.name for check in REGISTRY}
+    assert {result["check"] for result in document["results"]} == {check.check_name for check in CHECKS}
 
 
 @mysql
@@ -127,7 +127,7 @@ def test_an_unreachable_database_is_reported_and_the_other_database_checks_are_s
     assert code == 1
     statuses = problems(document)
     assert statuses["diagnostics.E030"] == "error"
-    database_checks = {check.name for check in REGISTRY if check.needs_database}
+    database_checks = {check.check_name for check in CHECKS if check.needs_database}
     ran = {result["check"] for result in document["results"]}
     assert ran & database_checks == {"database.connection"}
     assert "secrets.jwt" in ran  # configuration checks still ran
