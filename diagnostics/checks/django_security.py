@@ -40,7 +40,8 @@ def check_django_security() -> list[CheckMessage]:
     messages = [message for message in django_security_messages() if message.id not in silenced]
     fired = {message.id for message in messages}
     results = [ok(CHECK, passed) for id, (passed, _) in REUSED.items() if id not in fired and id not in silenced]
-    results.extend(_result(message) for message in messages if message.level >= WARNING)
+    problems = sorted((message for message in messages if message.level >= WARNING), key=_display_order)
+    results.extend(_result(message) for message in problems)
     return results
 
 
@@ -51,6 +52,12 @@ def django_security_messages() -> list[CheckMessage]:
         if function.__module__.startswith("django.core.checks.security"):
             messages.extend(function(app_configs=None, databases=None))
     return messages
+
+
+def _display_order(message: CheckMessage) -> tuple[int, str]:
+    # Django's registry is a set: without this the order would change with memory layout.
+    reused = list(REUSED)
+    return (reused.index(message.id) if message.id in REUSED else len(reused), message.id or "")
 
 
 def _result(message: CheckMessage) -> CheckMessage:
