@@ -300,3 +300,18 @@ def connection_settings(**changes: Any) -> Iterator[None]:
     finally:
         connection.close()
         connection.settings_dict.update(saved)
+
+
+@contextmanager
+def unreachable_database() -> Iterator[None]:
+    """Point the default connection at a database nobody answers for, for the block."""
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    changes = (
+        {"HOST": "127.0.0.1", "PORT": closed_port}
+        if connection.vendor == "mysql"
+        else {"NAME": "/nonexistent-directory/taskhub.sqlite3"}
+    )
+    with connection_settings(**changes):
+        yield

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 
@@ -23,6 +22,7 @@ from diagnostics.tests.conftest import (
     execute,
     problems,
     run_command,
+    unreachable_database,
 )
 
 mysql = pytest.mark.mysql
@@ -114,15 +114,7 @@ def test_the_password_and_keys_never_appear_in_text_or_json_output(production):
 
 @pytest.mark.django_db(transaction=True)
 def test_an_unreachable_database_is_reported_and_the_other_database_checks_are_skipped(production):
-    with socket.socket() as probe:  # a port nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        closed_port = probe.getsockname()[1]
-    changes = (
-        {"HOST": "127.0.0.1", "PORT": closed_port}
-        if connection.vendor == "mysql"
-        else {"NAME": "/nonexistent-directory/taskhub.sqlite3"}
-    )
-    with connection_settings(**changes):
+    with unreachable_database():
         code, document = check_production_json()
     assert code == 1
     statuses = problems(document)

@@ -126,6 +126,14 @@ def test_plain_http_is_a_warning_and_django_flags_cookies_and_hsts(production):
     }
 
 
+def test_relayed_django_findings_come_in_a_fixed_order(production):
+    production.DEBUG = True
+    production.SESSION_COOKIE_SECURE = production.CSRF_COOKIE_SECURE = production.SECURE_SSL_REDIRECT = False
+    production.SECURE_HSTS_SECONDS = 0
+    found = [result.id for result in django_security.check_django_security() if result.level >= WARNING]
+    assert found == ["security.W018", "security.W004", "security.W008", "security.W012", "security.W016"]
+
+
 def test_https_without_the_proxy_ssl_header_is_a_warning(production):
     production.SECURE_PROXY_SSL_HEADER = None
     assert by_id(https.check_https()) == {"diagnostics.W021": WARNING}
