@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from functools import update_wrapper
+from time import monotonic
 from typing import Any, Protocol, cast
 
 from django.apps import AppConfig
@@ -22,6 +23,11 @@ from diagnostics.checks.messages import error
 # Every TaskHub production check carries it: `manage.py check --deploy --tag taskhub`.
 TAG = "taskhub"
 QUERY_FAILED = "diagnostics.E039"
+# After one check has waited out the connect timeout, the others take its word for a while
+# instead of each waiting again; a long-lived process tries afresh after that.
+UNREACHABLE_FOR_SECONDS = 30.0
+TARGET_SETTINGS = ("ENGINE", "HOST", "PORT", "NAME", "USER", "PASSWORD")
+_unreachable_since: dict[tuple[Any, ...], float] = {}
 
 CheckBody = Callable[[], list[CheckMessage]]
 
@@ -83,7 +89,7 @@ def _guarded(body: CheckBody, name: str, *, needs_database: bool, mysql_only: bo
         if gate:
             return body()
         # Django runs checks in no fixed order, so each one looks for itself; the gate says why.
-        if not _can_connect():
+        if not _reachable():
             return []
         try:
             # A savepoint per check: a failed query must not poison the connection for the next check.
@@ -108,9 +114,17 @@ def _guarded(body: CheckBody, name: str, *, needs_database: bool, mysql_only: bo
     return guarded
 
 
-def _can_connect() -> bool:
+def _reachable() -> bool:
+    if connection.connection is not None:
+        return True
+    target = tuple(connection.settings_dict.get(key) for key in TARGET_SETTINGS)
+    since = _unreachable_since.get(target)
+    if since is not None and monotonic() - since < UNREACHABLE_FOR_SECONDS:
+        return False
     try:
         connection.ensure_connection()
     except DatabaseError:
+        _unreachable_since[target] = monotonic()
         return False
+    _unreachable_since.pop(target, None)
     return True

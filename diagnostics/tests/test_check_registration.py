@@ -10,7 +10,7 @@ import pytest
 from django.core.checks import WARNING, CheckMessage, Tags
 from django.core.checks.registry import registry
 from django.core.management import call_command
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.utils import timezone
 
 from accounts.fingerprint import key_fingerprint
@@ -93,6 +93,18 @@ def test_under_check_deploy_too_an_unreachable_database_is_reported_once_and_the
     database_checks = {check.check_name for check in CHECKS if check.needs_database}
     assert [message.id for message in messages if message.obj in database_checks] == ["diagnostics.E030"]
     assert "secrets.jwt" in {message.obj for message in messages}  # configuration checks still ran
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_unreachable_database_is_tried_by_the_gate_and_one_other_check_not_by_each(production, monkeypatch):
+    attempts = []
+    with unreachable_database():
+        wrapper = connections[DEFAULT_DB_ALIAS]
+        connect = wrapper.get_new_connection
+        monkeypatch.setattr(wrapper, "get_new_connection", lambda params: attempts.append(1) or connect(params))
+        code, _ = check_production_json()
+    assert code == 1
+    assert 1 <= len(attempts) <= 2  # each attempt may wait out MYSQL_CONNECT_TIMEOUT
 
 
 @pytest.mark.django_db
