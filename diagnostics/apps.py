@@ -6,4 +6,4 @@ class DiagnosticsConfig(AppConfig):
     verbose_name = "Diagnostics"
 
     def ready(self) -> None:
-        from diagnostics.checks import framework  # noqa: F401 — registers the production checks with Django
+        from diagnostics import checks  # noqa: F401 — importing the check modules registers them with Django

@@ -1,4 +1,4 @@
-"""Classify database exceptions: which mean "the database is unavailable right now"."""
+"""Classify database exceptions (which mean "the database is unavailable right now") and describe them safely."""
 
 from __future__ import annotations
 
@@ -65,3 +65,11 @@ def with_contention_retry(work: Callable[[], T], *, what: str) -> T:
             logger.info("%s hit lock contention (%s); retrying (%d/%d)", what, exc, attempt, CONTENTION_ATTEMPTS)
             time.sleep(random.uniform(0.005, 0.05) * attempt)
     raise AssertionError("unreachable")
+
+
+def describe_database_error(exc: BaseException) -> str:
+    """Return the server's message and error number, which never contain the password."""
+    code = error_code(exc)
+    args = getattr(exc, "args", ())
+    text = str(args[1]) if len(args) > 1 and isinstance(args[0], int) else str(exc)
+    return f"{text} (error {code})" if code else f"{type(exc).__name__}: {text}"

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from django.core.checks import CheckMessage
 from django.db import connection
 
-from diagnostics.checks.base import CheckResult, error, ok, production_check
+from diagnostics.checks.messages import error, ok
+from diagnostics.checks.registration import database_check
 from diagnostics.fixes.snapshot import TARGET_CHARSET, read_table_overview
 
 REMEDY_FIX_MYSQL = "Run manage.py fix_mysql to see the exact SQL and why, then manage.py fix_mysql --apply."
 MAX_LISTED = 10
 
 
-@production_check("schema.charsets", mysql_only=True)
-def check_charsets() -> list[CheckResult]:
+@database_check("schema.charsets", mysql_only=True)
+def check_charsets() -> list[CheckMessage]:
     """The database default, each table and each text column use utf8mb4 (emoji and all of CJK fit)."""
     check = "schema.charsets"
     with connection.cursor() as cursor:
@@ -60,8 +62,8 @@ def check_charsets() -> list[CheckResult]:
     ]
 
 
-@production_check("schema.engines", mysql_only=True)
-def check_engines() -> list[CheckResult]:
+@database_check("schema.engines", mysql_only=True)
+def check_engines() -> list[CheckMessage]:
     """Every table is InnoDB: transactions, row locks, SKIP LOCKED and foreign keys."""
     check = "schema.engines"
     with connection.cursor() as cursor:

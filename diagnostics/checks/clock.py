@@ -6,9 +6,11 @@ from datetime import UTC
 from time import time
 
 from django.conf import settings
+from django.core.checks import CheckMessage
 from django.db import connection
 
-from diagnostics.checks.base import CheckResult, error, ok, production_check, warning
+from diagnostics.checks.messages import error, ok, warning
+from diagnostics.checks.registration import database_check
 
 CHECK = "database.clock"
 WARN_SKEW_SECONDS = 1.0
@@ -26,13 +28,13 @@ def measure_skew_seconds() -> float:
     return server_now.timestamp() - (before + after) / 2
 
 
-@production_check(CHECK, mysql_only=True)
-def check_clock_skew() -> list[CheckResult]:
+@database_check(CHECK, mysql_only=True)
+def check_clock_skew() -> list[CheckMessage]:
     """Leases, run_at and token lifetimes assume one clock: warn at a second, fail past the JWT leeway."""
     return [skew_result(measure_skew_seconds(), leeway=settings.JWT_LEEWAY_SECONDS)]
 
 
-def skew_result(skew: float, *, leeway: float) -> CheckResult:
+def skew_result(skew: float, *, leeway: float) -> CheckMessage:
     """Judge a measured skew (positive: the database is ahead)."""
     ahead = "ahead of" if skew > 0 else "behind"
     message = f"The database server's clock is {abs(skew):.2f} s {ahead} this machine's."

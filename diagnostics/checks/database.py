@@ -7,21 +7,26 @@ from time import perf_counter
 from typing import Any
 
 from django.conf import settings
-from django.core.checks import ERROR
+from django.core.checks import ERROR, CheckMessage
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections
 
-from diagnostics.checks.base import CheckResult, Status, error, ok, production_check, warning
-from diagnostics.checks.runner import describe_database_error
+from core.db.errors import describe_database_error
+from diagnostics.checks.messages import error, ok, warning
+from diagnostics.checks.registration import database_check
 
 SLOW_ROUND_TRIP_MS = 50.0
 ROUND_TRIPS = 3
 # SELECT … FOR UPDATE SKIP LOCKED, which the worker's claim query needs.
 MIN_MYSQL = (8, 0)
 MIN_MARIADB = (10, 6)
+SESSION = "database.session"
+# Django's own check that the session is strict (mysql.W002), and the modes it accepts as strict.
+STRICT_MODE_CHECK = "mysql.W002"
+STRICT_MODES = frozenset({"STRICT_TRANS_TABLES", "STRICT_ALL_TABLES"})
 
 
-@production_check("database.connection", needs_database=True, gate=True)
-def check_connection() -> list[CheckResult]:
+@database_check("database.connection", gate=True)
+def check_connection() -> list[CheckMessage]:
     """Connect (if not yet connected) and time a few round trips."""
     check = "database.connection"
     where = describe_target()
@@ -56,8 +61,8 @@ def check_connection() -> list[CheckResult]:
     return [ok(check, message)]
 
 
-@production_check("database.version", mysql_only=True)
-def check_server_version() -> list[CheckResult]:
+@database_check("database.version", mysql_only=True)
+def check_server_version() -> list[CheckMessage]:
     """MySQL 8.0+ or MariaDB 10.6+ (SKIP LOCKED)."""
     check = "database.version"
     name = "MariaDB" if connection.mysql_is_mariadb else "MySQL"
@@ -81,41 +86,49 @@ def unsupported_version(*, is_mariadb: bool, version: tuple[int, ...]) -> str | 
     )
 
 
-@production_check("database.session", mysql_only=True)
-def check_session_variables() -> list[CheckResult]:
+@database_check(SESSION, mysql_only=True, register=False)
+def check_strict_mode() -> list[CheckMessage]:
+    """Relay Django's strict-mode check (mysql.W002) as a new connection, like a web request's, sees it.
+
+    `manage.py check --deploy --database default` runs Django's original on its own new connection.
+    """
+    fresh = connections.create_connection(DEFAULT_DB_ALIAS)
+    try:
+        found = [message for message in fresh.validation.check() if message.id == STRICT_MODE_CHECK]
+    finally:
+        fresh.close()
+    return [
+        (error if message.level >= ERROR else warning)(
+            SESSION, STRICT_MODE_CHECK, str(message.msg), "Add STRICT_TRANS_TABLES to MYSQL_SQL_MODE."
+        )
+        for message in found
+    ]
+
+
+@database_check(SESSION, mysql_only=True)
+def check_session_variables() -> list[CheckMessage]:
     """Open a new connection, as a web request would, and compare its session with the settings."""
-    check = "database.session"
     fresh = connections.create_connection(DEFAULT_DB_ALIAS)
     try:
         actual = read_session_variables(fresh)
-        strict_mode = [message for message in fresh.validation.check() if message.id == "mysql.W002"]
     finally:
         fresh.close()
-    results = [
-        CheckResult(
-            check=check,
-            status=Status.ERROR if message.level >= ERROR else Status.WARNING,
-            message=str(message.msg),
-            id=message.id,
-            remedy="Add STRICT_TRANS_TABLES to MYSQL_SQL_MODE.",
-        )
-        for message in strict_mode
-    ]
     mismatches = session_mismatches(actual, expected_session_variables())
     if mismatches:
-        results.append(
+        return [
             error(
-                check,
+                SESSION,
                 "diagnostics.E032",
                 "A new connection does not get the configured session: " + "; ".join(mismatches) + ".",
                 "Check MYSQL_WAIT_TIMEOUT, MYSQL_INTERACTIVE_TIMEOUT and MYSQL_SQL_MODE, and that no proxy or "
                 "pooler between the app and the server resets session variables.",
             )
-        )
-    if results:
-        return results
+        ]
+    if not STRICT_MODES & set(_modes(actual["sql_mode"] or "")):
+        # No ✅ beside Django's strict-mode warning (mysql.W002), which check_strict_mode relays.
+        return []
     summary = ", ".join(f"{name}={value}" for name, value in actual.items())
-    return [ok(check, f"A new connection gets the configured session ({summary}).")]
+    return [ok(SESSION, f"A new connection gets the configured session ({summary}).")]
 
 
 def expected_session_variables() -> dict[str, Any]:

@@ -1,4 +1,7 @@
-"""Django's own deployment security checks, relayed under their own ids rather than re-implemented."""
+"""Django's own deployment security checks, relayed under their own ids rather than re-implemented.
+
+Only check_production runs this relay: `manage.py check --deploy` shows Django's originals itself.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,8 @@ from django.conf import settings
 from django.core.checks import ERROR, WARNING, CheckMessage
 from django.core.checks.registry import registry
 
-from diagnostics.checks.base import CheckResult, Status, ok, production_check
+from diagnostics.checks.messages import error, ok, warning
+from diagnostics.checks.registration import configuration_check
 
 CHECK = "django.security"
 # id → (what passing means, what to do when Django's message has no hint).
@@ -29,14 +33,15 @@ ESCALATED = frozenset({"security.W018"})
 ADVISORY = frozenset({"security.W005", "security.W021"})
 
 
-@production_check(CHECK, in_django_checks=False)
-def check_django_security() -> list[CheckResult]:
+@configuration_check(CHECK, register=False)
+def check_django_security() -> list[CheckMessage]:
     """Run Django's deployment security checks; list the reused ones that passed too."""
     silenced = set(settings.SILENCED_SYSTEM_CHECKS) | ADVISORY
     messages = [message for message in django_security_messages() if message.id not in silenced]
     fired = {message.id for message in messages}
     results = [ok(CHECK, passed) for id, (passed, _) in REUSED.items() if id not in fired and id not in silenced]
-    results.extend(_result(message) for message in messages if message.level >= WARNING)
+    problems = sorted((message for message in messages if message.level >= WARNING), key=_display_order)
+    results.extend(_result(message) for message in problems)
     return results
 
 
@@ -49,13 +54,13 @@ def django_security_messages() -> list[CheckMessage]:
     return messages
 
 
-def _result(message: CheckMessage) -> CheckResult:
-    escalated = message.id in ESCALATED or message.level >= ERROR
+def _display_order(message: CheckMessage) -> tuple[int, str]:
+    # Django's registry is a set: without this the order would change with memory layout.
+    reused = list(REUSED)
+    return (reused.index(message.id) if message.id in REUSED else len(reused), message.id or "")
+
+
+def _result(message: CheckMessage) -> CheckMessage:
+    relay = error if message.id in ESCALATED or message.level >= ERROR else warning
     default_remedy = REUSED.get(message.id, ("", "See the Django deployment checklist."))[1]
-    return CheckResult(
-        check=CHECK,
-        status=Status.ERROR if escalated else Status.WARNING,
-        message=str(message.msg),
-        id=message.id or "",
-        remedy=str(message.hint or default_remedy),
-    )
+    return relay(CHECK, message.id or "", str(message.msg), str(message.hint or default_remedy))

@@ -6,10 +6,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.checks import CheckMessage
 from django.utils import timezone
 
 from accounts.fingerprint import key_fingerprint
-from diagnostics.checks.base import CheckResult, error, ok, production_check
+from diagnostics.checks.messages import error, ok
+from diagnostics.checks.registration import database_check
 from diagnostics.models import InstanceFingerprint
 from tasks.models import WorkerProcess
 
@@ -39,8 +41,8 @@ def recent_sightings(*, minutes: int = RECENT_MINUTES) -> list[Sighting]:
     return [Sighting(*row) for row in web] + [Sighting("worker", *row) for row in workers]
 
 
-@production_check(CHECK, needs_database=True)
-def check_key_fingerprints() -> list[CheckResult]:
+@database_check(CHECK)
+def check_key_fingerprints() -> list[CheckMessage]:
     """Compare fingerprints only: the keys themselves are never stored or printed."""
     mine = key_fingerprint(settings.JWT_SECRET_KEY)
     sightings = recent_sightings()

@@ -5,9 +5,11 @@ from __future__ import annotations
 import re
 
 from django.conf import settings
+from django.core.checks import CheckMessage
 from django.http.request import validate_host
 
-from diagnostics.checks.base import CheckResult, error, ok, production_check, warning
+from diagnostics.checks.messages import error, ok, warning
+from diagnostics.checks.registration import configuration_check
 
 CHECK = "hosts"
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -33,8 +35,8 @@ def frontend_origins() -> list[str]:
     return origins
 
 
-@production_check(CHECK)
-def check_hosts_and_origins() -> list[CheckResult]:
+@configuration_check(CHECK)
+def check_hosts_and_origins() -> list[CheckMessage]:
     """The public host is allowed, its origin trusted for CSRF, and the SPA's origins allowed by CORS."""
     origin = external_origin()
     results = _external_problems(origin) + _frontend_problems()
@@ -50,7 +52,7 @@ def check_hosts_and_origins() -> list[CheckResult]:
     ]
 
 
-def _external_problems(origin: str | None) -> list[CheckResult]:
+def _external_problems(origin: str | None) -> list[CheckMessage]:
     if origin is None:
         return [
             error(
@@ -94,7 +96,7 @@ def _external_problems(origin: str | None) -> list[CheckResult]:
     return problems
 
 
-def _frontend_problems() -> list[CheckResult]:
+def _frontend_problems() -> list[CheckMessage]:
     if getattr(settings, "CORS_ALLOW_ALL_ORIGINS", False):
         return [
             warning(

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.checks import CheckMessage
 
-from diagnostics.checks.base import CheckResult, ok, production_check, warning
+from diagnostics.checks.messages import ok, warning
+from diagnostics.checks.registration import configuration_check
 
 CHECK = "https"
 
 
-@production_check(CHECK)
-def check_https() -> list[CheckResult]:
+@configuration_check(CHECK)
+def check_https() -> list[CheckMessage]:
     """The public address is https, and Django can tell a proxied https request from plain http."""
     if settings.EXTERNAL_PROTOCOL != "https":
         return [

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from django.core.checks import CheckMessage
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
-from diagnostics.checks.base import CheckResult, error, ok, production_check, warning
+from diagnostics.checks.messages import error, ok, warning
+from diagnostics.checks.registration import database_check
 
 CHECK = "migrations"
 
 
-@production_check(CHECK, needs_database=True)
-def check_migrations() -> list[CheckResult]:
+@database_check(CHECK)
+def check_migrations() -> list[CheckMessage]:
     """Compare the migration files with the django_migrations table."""
     executor = MigrationExecutor(connection)
     graph = executor.loader.graph

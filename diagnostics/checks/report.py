@@ -1,15 +1,25 @@
-"""Render check results as ✅/⚠️/❌ lines or JSON, with an exit code. Secrets are masked."""
+"""Render check messages as ✅/⚠️/❌ lines or JSON, with an exit code. Secrets are masked.
+
+INFO (and DEBUG) messages are passing results; WARNING is a warning; ERROR and CRITICAL are errors.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 from collections import Counter
+from enum import StrEnum
 
 from django.conf import settings
+from django.core.checks import ERROR, WARNING, CheckMessage
 from django.db import connections
 
-from diagnostics.checks.base import CheckResult, Status
+
+class Status(StrEnum):
+    OK = "ok"
+    WARNING = "warning"
+    ERROR = "error"
+
 
 ICONS = {Status.OK: "✅", Status.WARNING: "⚠️ ", Status.ERROR: "❌"}
 EXIT_OK, EXIT_ERRORS, EXIT_WARNINGS = 0, 1, 2
@@ -19,9 +29,29 @@ MIN_MASKED_LENGTH = 4
 SECRET_ENVIRONMENT = ("MYSQL_PASSWORD", "JWT_SECRET_KEY", "DJANGO_SECRET_KEY", "METRICS_TOKEN")
 
 
-def exit_code(results: list[CheckResult], *, fail_on_warning: bool = False) -> int:
+def status(message: CheckMessage) -> Status:
+    """Return how check_production shows a message's level."""
+    if message.level >= ERROR:
+        return Status.ERROR
+    if message.level >= WARNING:
+        return Status.WARNING
+    return Status.OK
+
+
+def as_dict(message: CheckMessage) -> dict[str, str]:
+    """Return a message as the JSON report shows it (`check` is the name carried in `obj`)."""
+    return {
+        "check": str(message.obj or ""),
+        "status": status(message).value,
+        "message": str(message.msg),
+        "id": message.id or "",
+        "remedy": str(message.hint or ""),
+    }
+
+
+def exit_code(results: list[CheckMessage], *, fail_on_warning: bool = False) -> int:
     """Return 1 if anything failed, 2 for warnings when they count as failures, else 0."""
-    statuses = {result.status for result in results}
+    statuses = {status(result) for result in results}
     if Status.ERROR in statuses:
         return EXIT_ERRORS
     if fail_on_warning and Status.WARNING in statuses:
@@ -29,35 +59,36 @@ def exit_code(results: list[CheckResult], *, fail_on_warning: bool = False) -> i
     return EXIT_OK
 
 
-def summary(results: list[CheckResult]) -> dict[str, int]:
+def summary(results: list[CheckMessage]) -> dict[str, int]:
     """Return how many results have each status."""
-    counts = Counter(result.status for result in results)
-    return {status.value: counts.get(status, 0) for status in Status}
+    counts = Counter(status(result) for result in results)
+    return {each.value: counts.get(each, 0) for each in Status}
 
 
-def render_text(results: list[CheckResult]) -> str:
+def render_text(results: list[CheckMessage]) -> str:
     """Return one line per result (problems with their id and, indented, what to do)."""
     lines = []
     for result in results:
-        if result.status is Status.OK:
-            lines.append(f"{ICONS[result.status]} {result.message}")
+        shown = status(result)
+        if shown is Status.OK:
+            lines.append(f"{ICONS[shown]} {result.msg}")
         else:
-            lines.append(f"{ICONS[result.status]} {result.id} {result.message}")
-            lines.append(f"   → {result.remedy}")
+            lines.append(f"{ICONS[shown]} {result.id} {result.msg}")
+            lines.append(f"   → {result.hint}")
     counts = summary(results)
     lines.append("")
     lines.append(f"{counts['ok']} ok, {counts['warning']} warning(s), {counts['error']} error(s).")
     return mask_secrets("\n".join(lines))
 
 
-def render_json(results: list[CheckResult], *, fail_on_warning: bool = False) -> str:
+def render_json(results: list[CheckMessage], *, fail_on_warning: bool = False) -> str:
     """Return the results as a JSON document (see docs/OPERATIONS.md, "Production diagnostics")."""
     code = exit_code(results, fail_on_warning=fail_on_warning)
     document = {
         "ok": code == EXIT_OK,
         "exit_code": code,
         "summary": summary(results),
-        "results": [{key: mask_secrets(value) for key, value in result.as_dict().items()} for result in results],
+        "results": [{key: mask_secrets(value) for key, value in as_dict(result).items()} for result in results],
     }
     return json.dumps(document, ensure_ascii=False, indent=2)
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from django.core.checks import CheckMessage
 from django.db import connection
 
-from diagnostics.checks.base import CheckResult, error, ok, production_check
+from diagnostics.checks.messages import error, ok
+from diagnostics.checks.registration import database_check
 from diagnostics.schema import TableDifferences, concrete_models, table_differences
 
 CHECK = "schema.tables"
@@ -16,8 +18,8 @@ REMEDY_MIGRATE = (
 )
 
 
-@production_check(CHECK, needs_database=True)
-def check_tables() -> list[CheckResult]:
+@database_check(CHECK)
+def check_tables() -> list[CheckMessage]:
     """Every table of the task and diagnostics models matches its model."""
     models = concrete_models(*CHECKED_APPS)
     results = []
@@ -29,7 +31,7 @@ def check_tables() -> list[CheckResult]:
     return [ok(CHECK, f"{tables}: columns, indexes, constraints and foreign keys match the models.")]
 
 
-def _problems(found: TableDifferences) -> list[CheckResult]:
+def _problems(found: TableDifferences) -> list[CheckMessage]:
     table = found.table
     if found.table_missing:
         return [error(CHECK, "diagnostics.E044", f"Table {table} does not exist.", REMEDY_MIGRATE)]

@@ -8,9 +8,11 @@ from functools import cache
 from pathlib import Path
 
 from django.conf import settings
+from django.core.checks import CheckMessage
 
 from accounts.fingerprint import key_fingerprint
-from diagnostics.checks.base import CheckResult, error, ok, production_check, warning
+from diagnostics.checks.messages import error, ok, warning
+from diagnostics.checks.registration import configuration_check
 
 JWT_MIN_LENGTH = 32
 # A random key has dozens of distinct characters; "secretsecret…" or "aaaa…" has a handful.
@@ -41,8 +43,8 @@ REMEDY_NEW_KEY = (
 )
 
 
-@production_check("secrets.jwt")
-def check_jwt_secret_key() -> list[CheckResult]:
+@configuration_check("secrets.jwt")
+def check_jwt_secret_key() -> list[CheckMessage]:
     """JWT_SECRET_KEY comes from the environment, has 32+ characters and is not a placeholder."""
     check = "secrets.jwt"
     key = settings.JWT_SECRET_KEY
@@ -78,8 +80,8 @@ def check_jwt_secret_key() -> list[CheckResult]:
     return [ok(check, f"JWT_SECRET_KEY is set, {len(key)} characters, not a placeholder (kid {key_fingerprint(key)}).")]
 
 
-@production_check("secrets.django")
-def check_django_secret_key() -> list[CheckResult]:
+@configuration_check("secrets.django")
+def check_django_secret_key() -> list[CheckMessage]:
     """DJANGO_SECRET_KEY comes from the environment, is not a placeholder and differs from the JWT key."""
     check = "secrets.django"
     key = settings.SECRET_KEY

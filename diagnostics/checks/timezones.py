@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.checks import CheckMessage
 from django.db import connection
 
-from diagnostics.checks.base import CheckResult, error, ok, production_check
+from diagnostics.checks.messages import error, ok
+from diagnostics.checks.registration import database_check
 
 CHECK = "database.time_zones"
 
@@ -21,8 +23,8 @@ def time_zone_tables_needed() -> bool:
     return bool(settings.USE_TZ) and settings.TIME_ZONE != connection.timezone_name
 
 
-@production_check(CHECK, mysql_only=True)
-def check_time_zone_tables() -> list[CheckResult]:
+@database_check(CHECK, mysql_only=True)
+def check_time_zone_tables() -> list[CheckMessage]:
     """If conversions are needed, the server can convert between the two zones."""
     source, target = connection.timezone_name, settings.TIME_ZONE
     if not time_zone_tables_needed():

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import os
 
+from django.core.checks import CheckMessage
 from django.db import connection
 
-from diagnostics.checks.base import CheckResult, error, ok, production_check, warning
+from diagnostics.checks.messages import error, ok, warning
+from diagnostics.checks.registration import configuration_check
 
 REQUIRED_MYSQL_VARIABLES = ("MYSQL_HOST", "MYSQL_USERNAME", "MYSQL_PASSWORD", "MYSQL_DATABASE")
 MYSQL_ONLY_CHECKS = "server version, session variables, charsets, engines, time-zone tables, clock skew"
 
 
-@production_check("variables.database_type")
-def check_database_type() -> list[CheckResult]:
+@configuration_check("variables.database_type")
+def check_database_type() -> list[CheckMessage]:
     """Production runs on MySQL/MariaDB, not SQLite."""
     check = "variables.database_type"
     if connection.vendor == "mysql":
@@ -30,8 +32,8 @@ def check_database_type() -> list[CheckResult]:
     ]
 
 
-@production_check("variables.mysql")
-def check_mysql_variables() -> list[CheckResult]:
+@configuration_check("variables.mysql")
+def check_mysql_variables() -> list[CheckMessage]:
     """Every MYSQL_* variable is set; the password is not empty and the account is not root."""
     check = "variables.mysql"
     missing = [name for name in REQUIRED_MYSQL_VARIABLES if name not in os.environ]

@@ -10,8 +10,7 @@ from time import monotonic
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from core.db.errors import error_code
-from diagnostics.checks.runner import describe_database_error
+from core.db.errors import describe_database_error, error_code
 from diagnostics.fixes.plan import Fix, Plan
 
 Report = Callable[[str], None]

@@ -14,12 +14,11 @@ from io import StringIO
 from typing import Any
 
 import pytest
+from django.core.checks import WARNING, CheckMessage
 from django.core.handlers.wsgi import WSGIHandler
 from django.core.management import CommandError, call_command
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection
 from django.test import RequestFactory
-
-from diagnostics.checks.base import CheckResult, Status
 
 
 @dataclass
@@ -274,9 +273,13 @@ def problems(document: dict[str, Any]) -> dict[str, str]:
     return {result["id"]: result["status"] for result in document["results"] if result["status"] != "ok"}
 
 
-def by_id(results: list[CheckResult]) -> dict[str, Status]:
-    """Return {id: status} of the check results that are not ok."""
-    return {result.id: result.status for result in results if result.status is not Status.OK}
+def by_id(results: list[CheckMessage]) -> dict[str, int]:
+    """Return {id: level} of the check messages that are not ok (warnings and errors)."""
+    return {result.id: result.level for result in results if result.level >= WARNING}
+
+
+# What `check --database default` passes to each check: without it the database checks return nothing.
+DEFAULT_DATABASE = [DEFAULT_DB_ALIAS]
 
 
 def execute(sql: str, params: list | None = None) -> list[tuple]:
@@ -297,3 +300,18 @@ def connection_settings(**changes: Any) -> Iterator[None]:
     finally:
         connection.close()
         connection.settings_dict.update(saved)
+
+
+@contextmanager
+def unreachable_database() -> Iterator[None]:
+    """Point the default connection at a database nobody answers for, for the block."""
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    changes = (
+        {"HOST": "127.0.0.1", "PORT": closed_port}
+        if connection.vendor == "mysql"
+        else {"NAME": "/nonexistent-directory/taskhub.sqlite3"}
+    )
+    with connection_settings(**changes):
+        yield

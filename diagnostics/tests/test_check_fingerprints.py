@@ -8,6 +8,7 @@ import socket
 from datetime import timedelta
 
 import pytest
+from django.core.checks import ERROR, INFO
 from django.db import OperationalError, connection
 from django.http import HttpResponse
 from django.test import RequestFactory
@@ -15,11 +16,10 @@ from django.utils import timezone
 
 from accounts.fingerprint import key_fingerprint
 from diagnostics import instances
-from diagnostics.checks.base import Status
 from diagnostics.checks.fingerprints import check_key_fingerprints
 from diagnostics.instances import InstanceFingerprintMiddleware, instance_record_seen
 from diagnostics.models import InstanceFingerprint, InstanceRole
-from diagnostics.tests.conftest import STRONG_JWT_KEY, check_production_json, problems
+from diagnostics.tests.conftest import DEFAULT_DATABASE, STRONG_JWT_KEY, check_production_json, problems
 from tasks.models import QueueConfig, WorkerProcess
 
 OTHER_KEY = "another-key-some-instance-was-started-with-0123456789"
@@ -50,36 +50,36 @@ def test_instances_and_workers_with_the_same_key_agree(production):
     seen("web-1", 101, STRONG_JWT_KEY)
     seen("web-2", 102, STRONG_JWT_KEY)
     worker("worker-1", 201, STRONG_JWT_KEY)
-    [result] = check_key_fingerprints()
-    assert result.status is Status.OK
-    assert "2 web instance(s) and 1 worker(s)" in result.message
+    [result] = check_key_fingerprints(databases=DEFAULT_DATABASE)
+    assert result.level == INFO
+    assert "2 web instance(s) and 1 worker(s)" in result.msg
 
 
 @pytest.mark.django_db
 def test_a_web_instance_with_another_key_is_an_error_naming_it_and_both_fingerprints(production):
     seen("web-1", 101, STRONG_JWT_KEY)
     seen("web-2", 4242, OTHER_KEY)
-    [result] = check_key_fingerprints()
-    assert (result.id, result.status) == ("diagnostics.E080", Status.ERROR)
-    assert "web web-2 pid 4242" in result.message
-    assert key_fingerprint(OTHER_KEY) in result.message
-    assert key_fingerprint(STRONG_JWT_KEY) in result.message
-    assert OTHER_KEY not in result.message and STRONG_JWT_KEY not in result.message
+    [result] = check_key_fingerprints(databases=DEFAULT_DATABASE)
+    assert (result.id, result.level) == ("diagnostics.E080", ERROR)
+    assert "web web-2 pid 4242" in result.msg
+    assert key_fingerprint(OTHER_KEY) in result.msg
+    assert key_fingerprint(STRONG_JWT_KEY) in result.msg
+    assert OTHER_KEY not in result.msg and STRONG_JWT_KEY not in result.msg
 
 
 @pytest.mark.django_db
 def test_a_worker_with_another_key_is_an_error(production):
     worker("worker-9", 909, OTHER_KEY)
-    [result] = check_key_fingerprints()
+    [result] = check_key_fingerprints(databases=DEFAULT_DATABASE)
     assert result.id == "diagnostics.E080"
-    assert "worker worker-9 pid 909" in result.message
+    assert "worker worker-9 pid 909" in result.msg
 
 
 @pytest.mark.django_db
 def test_instances_not_seen_recently_are_ignored(production):
     seen("retired", 1, OTHER_KEY, minutes_ago=20)
     worker("retired-worker", 2, OTHER_KEY, minutes_ago=20)
-    assert check_key_fingerprints()[0].status is Status.OK
+    assert check_key_fingerprints(databases=DEFAULT_DATABASE)[0].level == INFO
 
 
 @pytest.mark.django_db

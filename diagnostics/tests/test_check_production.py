@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 
@@ -13,7 +12,7 @@ from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.db import connection
 
-from diagnostics.checks.base import REGISTRY
+from diagnostics.checks import CHECKS
 from diagnostics.tests.conftest import (
     MYSQL_PASSWORD,
     STRONG_DJANGO_KEY,
@@ -23,6 +22,7 @@ from diagnostics.tests.conftest import (
     execute,
     problems,
     run_command,
+    unreachable_database,
 )
 
 mysql = pytest.mark.mysql
@@ -36,7 +36,7 @@ def test_a_clean_production_configuration_passes_every_check(production):
     assert code == 0, problems(document)
     assert document["ok"] is True
     assert document["summary"] == {"ok": len(document["results"]), "warning": 0, "error": 0}
-    assert {result["check"] for result in document["results"]} == {check.name for check in REGISTRY}
+    assert {result["check"] for result in document["results"]} == {check.check_name for check in CHECKS}
 
 
 @mysql
@@ -114,20 +114,12 @@ def test_the_password_and_keys_never_appear_in_text_or_json_output(production):
 
 @pytest.mark.django_db(transaction=True)
 def test_an_unreachable_database_is_reported_and_the_other_database_checks_are_skipped(production):
-    with socket.socket() as probe:  # a port nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        closed_port = probe.getsockname()[1]
-    changes = (
-        {"HOST": "127.0.0.1", "PORT": closed_port}
-        if connection.vendor == "mysql"
-        else {"NAME": "/nonexistent-directory/taskhub.sqlite3"}
-    )
-    with connection_settings(**changes):
+    with unreachable_database():
         code, document = check_production_json()
     assert code == 1
     statuses = problems(document)
     assert statuses["diagnostics.E030"] == "error"
-    database_checks = {check.name for check in REGISTRY if check.needs_database}
+    database_checks = {check.check_name for check in CHECKS if check.needs_database}
     ran = {result["check"] for result in document["results"]}
     assert ran & database_checks == {"database.connection"}
     assert "secrets.jwt" in ran  # configuration checks still ran

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError, connection
 
-from diagnostics.checks.runner import describe_database_error
+from core.db.errors import describe_database_error
 from diagnostics.fixes.apply import apply_plan
 from diagnostics.fixes.plan import Plan, build_plan
 from diagnostics.fixes.report import render_outcome, render_plan
