@@ -1,6 +1,6 @@
 """The parent's side of the worker's child processes: start them, feed them, watch them, replace them.
 
-The parent claims, records and keeps leases; a child only runs handlers (worker_child), so a
+The parent claims, records and keeps leases; a child only runs handlers (`child.py`), so a
 handler that hangs, leaks or crashes costs one child, which the parent kills and replaces.
 """
 
@@ -15,7 +15,7 @@ from multiprocessing.connection import Connection
 
 from django.db import connections
 
-from tasks.worker_child import TaskSpec, child_main
+from tasks.worker.child import TaskSpec, child_main
 
 logger = logging.getLogger("taskhub.worker")
 

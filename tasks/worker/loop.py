@@ -21,12 +21,13 @@ from collections.abc import Sequence
 from django.conf import settings
 from django.db import connection, connections
 
-from tasks import claims, worker_registry
+from tasks import claims
 from tasks.outcomes import Outcome, OutcomeKind
-from tasks.worker_child import parse_done
-from tasks.worker_ledger import Ledger
-from tasks.worker_pool import ChildProcess, Pool
-from tasks.worker_signals import StopSignals
+from tasks.worker import row
+from tasks.worker.child import parse_done
+from tasks.worker.children import ChildProcess, Pool
+from tasks.worker.db import Ledger
+from tasks.worker.signals import StopSignals
 
 logger = logging.getLogger("taskhub.worker")
 
@@ -60,7 +61,7 @@ class Worker:
         self.prefetch = prefetch  # tasks queued per child; None = adapt to how long tasks take
         self.heartbeat_seconds = max(0.1, settings.TASKHUB_WORKER_HEARTBEAT_SECONDS)
         self.grace_seconds = max(0.0, settings.TASKHUB_SHUTDOWN_GRACE_SECONDS)
-        self.worker_id = worker_registry.new_worker_id()
+        self.worker_id = row.new_worker_id()
         self.ledger = Ledger(worker_id=self.worker_id, queue_names=self.queue_names, concurrency=concurrency)
         self.pool = Pool(worker_id=self.worker_id, size=concurrency)
         self._avg_seconds: float | None = None
@@ -93,7 +94,7 @@ class Worker:
         """Check the database, register this worker and start its child processes."""
         connection.ensure_connection()
         claims.ensure_skip_locked(connection)
-        worker_registry.worker_register(worker_id=self.worker_id, queues=self.queue_names, concurrency=self.concurrency)
+        row.worker_register(worker_id=self.worker_id, queues=self.queue_names, concurrency=self.concurrency)
         if install_signal_handlers:
             self._signals.install(self.shutdown)
         self.pool.fill()
@@ -135,7 +136,7 @@ class Worker:
         ledger.db_retry_at = 0.0
         ledger.sync(flush=True, claim_limit=0)
         ledger.flush_releases()
-        ledger.db_call("unregistering", lambda: worker_registry.worker_unregister(worker_id=self.worker_id))
+        ledger.db_call("unregistering", lambda: row.worker_unregister(worker_id=self.worker_id))
         self._signals.restore()
         connections.close_all()
         logger.info("worker %s stopped: %d tasks processed", self.worker_id, self.processed)

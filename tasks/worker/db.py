@@ -19,10 +19,14 @@ from django.db import DatabaseError, OperationalError, close_old_connections, co
 from core import metrics
 from core.db.errors import error_code, is_connection_lost, is_retryable_contention
 from core.db.session import ensure_clean_session
-from tasks import claims, worker_registry
+from tasks import claims
+from tasks.claims import UnsupportedDatabase
 from tasks.models import QueueConfig, TaskQueue, TaskStatus
 from tasks.outcomes import Outcome, OutcomeKind, bound_error
-from tasks.worker_child import TaskSpec
+from tasks.worker import row
+from tasks.worker.child import TaskSpec
+
+__all__ = ["Ledger", "UnsupportedDatabase"]
 
 logger = logging.getLogger("taskhub.worker")
 
@@ -293,7 +297,7 @@ class Ledger:
         self.db_call("heartbeat", self._heartbeat)
 
     def _heartbeat(self) -> bool:
-        worker_registry.worker_heartbeat(
+        row.worker_heartbeat(
             worker_id=self.worker_id,
             queues=self.queue_names,
             concurrency=self.concurrency,
@@ -306,7 +310,7 @@ class Ledger:
                 len(recovered),
                 ", ".join(f"#{task.pk} {task.status}" for task in recovered),
             )
-        pruned = worker_registry.workers_prune_stale()
+        pruned = row.workers_prune_stale()
         if pruned:
             logger.info("pruned %d stale worker rows", pruned)
         return True

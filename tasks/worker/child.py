@@ -1,4 +1,4 @@
-"""The worker's child process: runs handlers one at a time for its parent (see worker_pool).
+"""The worker's child process: runs handlers one at a time for its parent (see `children.py`).
 
 Messages over the child's duplex pipe:
 

@@ -1,4 +1,4 @@
-"""The worker's ledger: database trouble costs a back-off, never a task or the worker."""
+"""The worker's database round trips: database trouble costs a back-off, never a task or the worker."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ from django.test.utils import CaptureQueriesContext
 
 from core import metrics
 from core.db.session import FORCED_ROLLBACK_MARKER
-from tasks import claims, worker_ledger
+from tasks import claims
 from tasks.models import QueueConfig, TaskQueue, TaskStatus
 from tasks.outcomes import Outcome, OutcomeKind
 from tasks.tests.conftest import enqueue_many
-from tasks.worker_ledger import Ledger
+from tasks.worker import db as worker_db
+from tasks.worker.db import Ledger
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -133,15 +134,15 @@ def test_connection_upkeep_runs_before_a_claim_at_most_once_a_second(ledger, ali
     enqueue_many(alice, 3)
     upkeeps: list[float] = []
     clock = [1000.0]
-    monkeypatch.setattr(worker_ledger, "close_old_connections", lambda: upkeeps.append(clock[0]))
-    monkeypatch.setattr(worker_ledger, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    monkeypatch.setattr(worker_db, "close_old_connections", lambda: upkeeps.append(clock[0]))
+    monkeypatch.setattr(worker_db, "time", SimpleNamespace(monotonic=lambda: clock[0]))
     for _ in range(3):
         ledger.sync(flush=False, claim_limit=1)
-        clock[0] += worker_ledger.SESSION_UPKEEP_SECONDS / 4
+        clock[0] += worker_db.SESSION_UPKEEP_SECONDS / 4
     assert upkeeps == [1000.0]
-    clock[0] = 1000.0 + worker_ledger.SESSION_UPKEEP_SECONDS
+    clock[0] = 1000.0 + worker_db.SESSION_UPKEEP_SECONDS
     ledger.sync(flush=False, claim_limit=1)
-    assert upkeeps == [1000.0, 1000.0 + worker_ledger.SESSION_UPKEEP_SECONDS]
+    assert upkeeps == [1000.0, 1000.0 + worker_db.SESSION_UPKEEP_SECONDS]
 
 
 def test_a_transaction_left_open_on_the_workers_connection_is_rolled_back_before_it_claims(
@@ -162,7 +163,7 @@ def test_a_transaction_left_open_on_the_workers_connection_is_rolled_back_before
 def clock(monkeypatch) -> list[float]:
     """The ledger's monotonic clock, moved by hand."""
     now = [1000.0]
-    monkeypatch.setattr(worker_ledger, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    monkeypatch.setattr(worker_db, "time", SimpleNamespace(monotonic=lambda: now[0]))
     return now
 
 
@@ -185,7 +186,7 @@ def test_a_queue_found_idle_is_left_out_for_a_second_while_others_keep_the_worke
     assert _searched_queues(ledger) == {default_queue.pk, idle.pk}
     enqueue_many(alice, 1, queue=idle)
     assert _searched_queues(ledger) == {default_queue.pk}
-    clock[0] += worker_ledger.IDLE_QUEUE_RECHECK_SECONDS
+    clock[0] += worker_db.IDLE_QUEUE_RECHECK_SECONDS
     assert _searched_queues(ledger, limit=10) == {default_queue.pk, idle.pk}
     assert {ledger.held[pk].task.queue_id for pk in ledger.ready} == {default_queue.pk, idle.pk}
 
