@@ -5,16 +5,18 @@ from __future__ import annotations
 import logging
 import math
 import re
+from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
 from django.db import DataError, IntegrityError, OperationalError, connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from core import metrics
 from core.db.session import FORCED_ROLLBACK_MARKER
 from tasks import claims
-from tasks.models import QueueConfig, TaskQueue, TaskStatus
+from tasks.models import QueueConfig, TaskQueue, TaskStatus, WorkerProcess
 from tasks.outcomes import Outcome, OutcomeKind
 from tasks.tests.conftest import enqueue_many
 from tasks.worker import db as worker_db
@@ -211,3 +213,31 @@ def test_when_the_busy_queues_run_dry_every_queue_is_searched_before_nothing_cou
     claim = db.record_and_claim(held, flush=False, claim_limit=1)
     assert ([t.pk for t in claim.tasks], claim.partial) == ([late.pk], False)
     assert held.ready() == [first.pk, late.pk]
+
+
+def test_a_heartbeat_only_refreshes_the_row_taking_back_lost_tasks_is_a_step_of_its_own(
+    db, alice, default_queue, caplog
+):
+    long_ago = timezone.now() - timedelta(hours=1)
+    lost = enqueue_many(
+        alice,
+        status=TaskStatus.RUNNING,
+        claimed_by="gone:1:abcdef",
+        attempts=1,
+        max_attempts=3,
+        lease_expires_at=long_ago,
+        started_at=long_ago,
+    )[0]
+    WorkerProcess.objects.create(worker_id="gone:1:abcdef", hostname="gone", pid=1, last_heartbeat_at=long_ago)
+
+    db.heartbeat(processed=7)
+    assert WorkerProcess.objects.get(worker_id=db.worker_id).tasks_processed == 7
+    assert TaskQueue.objects.get(pk=lost.pk).status == TaskStatus.RUNNING
+
+    with caplog.at_level(logging.WARNING, logger="taskhub.worker"):
+        db.recover_lost_tasks()
+    assert TaskQueue.objects.get(pk=lost.pk).status == TaskStatus.PENDING
+    assert f"took back 1 tasks whose worker stopped renewing their lease (#{lost.pk} pending)" in caplog.text
+
+    db.prune_dead_workers()
+    assert list(WorkerProcess.objects.values_list("worker_id", flat=True)) == [db.worker_id]

@@ -1,7 +1,8 @@
 """The worker parent's round trips to the database, each settling its book of held tasks.
 
 Record finished tasks and claim more (one transaction), hand tasks back, write progress,
-renew leases, refresh this worker's row.
+renew leases, refresh this worker's row; take back the tasks other workers lost with their
+lease and prune those workers' rows.
 
 Every round trip goes through `WorkerDatabase.call`, so a lost or unavailable database costs a
 back-off and a reconnect, never the worker: whatever could not be written stays in the book
@@ -111,31 +112,38 @@ class WorkerDatabase:
         row.worker_register(worker_id=self.worker_id, queues=self.queue_names, concurrency=self.concurrency)
 
     def heartbeat(self, *, processed: int) -> None:
-        """Refresh this worker's row, take back leases of dead workers, prune their rows."""
-        self.call("heartbeat", lambda: self._heartbeat(processed))
-
-    def _heartbeat(self, processed: int) -> bool:
-        row.worker_heartbeat(
-            worker_id=self.worker_id,
-            queues=self.queue_names,
-            concurrency=self.concurrency,
-            tasks_processed=processed,
+        """Refresh this worker's row with how many attempts it has recorded (re-created if pruned)."""
+        self.call(
+            "heartbeat",
+            lambda: row.worker_heartbeat(
+                worker_id=self.worker_id,
+                queues=self.queue_names,
+                concurrency=self.concurrency,
+                tasks_processed=processed,
+            ),
         )
-        recovered = claims.recover_expired_leases()
+
+    def unregister(self) -> None:
+        """Delete this worker's row (on a clean exit)."""
+        self.call("unregistering", lambda: row.worker_unregister(worker_id=self.worker_id))
+
+    # --- After other workers -------------------------------------------------------------------
+
+    def recover_lost_tasks(self) -> None:
+        """Take back running tasks whose worker stopped renewing their lease: retried, or failed."""
+        recovered = self.call("taking back lost tasks", claims.recover_expired_leases)
         if recovered:
             logger.warning(
                 "took back %d tasks whose worker stopped renewing their lease (%s)",
                 len(recovered),
                 ", ".join(f"#{task.pk} {task.status}" for task in recovered),
             )
-        pruned = row.workers_prune_stale()
+
+    def prune_dead_workers(self) -> None:
+        """Delete the rows of workers silent for longer than TASKHUB_WORKER_STALE_SECONDS."""
+        pruned = self.call("pruning stale worker rows", row.workers_prune_stale)
         if pruned:
             logger.info("pruned %d stale worker rows", pruned)
-        return True
-
-    def unregister(self) -> None:
-        """Delete this worker's row (on a clean exit)."""
-        self.call("unregistering", lambda: row.worker_unregister(worker_id=self.worker_id))
 
     # --- Settling the book ---------------------------------------------------------------------
 

@@ -6,8 +6,8 @@ One round of `Worker.run_one()`:
     3. kill a child whose task outlived its timeout (the task is retried or failed) and replace it;
     4. record the finished batch and claim the next (when the children run low) in one
        transaction; hand back what must go back; write progress at most once a second;
-    5. renew leases (half-way through them) and, each heartbeat, refresh the worker row, take
-       back expired leases of dead workers and prune their rows;
+    5. renew leases (half-way through them); each heartbeat, refresh the worker row, then take
+       back the tasks of workers that stopped renewing their leases and prune those workers' rows;
     6. send claimed tasks to the children.
 
 What the worker holds is kept in its book (`held.HeldTasks`, no database); every round trip
@@ -245,6 +245,8 @@ class Worker:
         if beat:
             self._next_heartbeat = now + self.heartbeat_seconds
             self.db.heartbeat(processed=self.held.processed())
+            self.db.recover_lost_tasks()
+            self.db.prune_dead_workers()
 
     def _record_and_claim(self) -> None:
         """Record finished tasks and claim more, together when both are due (one commit)."""
