@@ -22,7 +22,7 @@ from core import metrics
 from core.db.errors import error_code, is_connection_lost, is_retryable_contention
 from core.db.session import ensure_clean_session
 
-# The worker's only import of the claim module: every task state it changes, it changes here.
+# The worker's only import of the claim module (.importlinter holds the others to that).
 from tasks import claims
 from tasks.claims import UnsupportedDatabase
 from tasks.models import QueueConfig, TaskQueue, TaskStatus

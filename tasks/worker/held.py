@@ -77,9 +77,11 @@ class HeldTasks:
         return list(self._ready)
 
     def ready_count(self) -> int:
+        """Return how many tasks wait in line for a child."""
         return len(self._ready)
 
     def has_outcome(self, task_id: int) -> bool:
+        """Return True if the task's outcome waits to be recorded."""
         return task_id in self._outcomes
 
     def outcomes_waiting(self) -> int:
@@ -95,6 +97,7 @@ class HeldTasks:
         return self._timeouts[self._tasks[task_id].task.queue_id]
 
     def task_type_of(self, task_id: int) -> str:
+        """Return the held task's type, for the log."""
         return self._tasks[task_id].task.task_type
 
     def spec(self, task_id: int) -> TaskSpec:
