@@ -25,7 +25,7 @@ import copy
 import enum
 import json
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -502,10 +502,15 @@ def renew_leases(
     return LeaseCheck(held, cancel)
 
 
-def write_progress(*, worker_id: str, reports: dict[int, tuple[int, str]]) -> None:
-    """Store handlers' progress reports (pk -> (percent, message)) on tasks `worker_id` still holds."""
-    for pk, (percent, message) in reports.items():
+def write_progress(*, worker_id: str, reports: Mapping[int, tuple[int, str]]) -> int:
+    """Store handlers' progress reports (pk -> (percent, message)) on tasks `worker_id` still holds.
+
+    Return how many tasks were still held (and updated).
+    """
+    return sum(
         _held_by(worker_id).filter(pk=pk).update(progress=percent, progress_message=message)
+        for pk, (percent, message) in reports.items()
+    )
 
 
 def recover_expired_leases(*, now: datetime | None = None, limit: int = RECOVERY_BATCH) -> list[TaskQueue]:

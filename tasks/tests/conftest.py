@@ -19,7 +19,7 @@ from django.utils import timezone
 from tasks import transitions
 from tasks.models import QueueConfig, TaskQueue
 from tasks.tests import worker_handlers
-from tasks.worker_child import PR_SET_PDEATHSIG
+from tasks.worker.child import PR_SET_PDEATHSIG
 
 BASE_DIR = Path(settings.BASE_DIR)
 # Short timers so lease, heartbeat and shutdown behaviour shows within seconds.

@@ -6,9 +6,8 @@ from argparse import ArgumentTypeError
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from core.db.features import UnsupportedDatabase
 from tasks.models import QueueConfig
-from tasks.worker import Worker
+from tasks.worker import UnsupportedDatabase, Worker
 
 MAX_CONCURRENCY = 64
 

@@ -1,15 +1,7 @@
-"""The worker's child process: runs handlers one at a time for its parent (see worker_pool).
+"""The worker's child process: runs handlers one at a time for its parent (see `children.py`).
 
-Messages over the child's duplex pipe:
-
-    parent -> child   ("run", [TaskSpec, ...])   tasks to run, in order
-                      ("cancel", [task_id, ...]) cancellation requested
-                      ("stop",)                  finish the current task, then exit
-    child -> parent   ("done", task_id, kind, result, error, started, finished)
-                      ("progress", task_id, percent, message)
-
-A child reports each task the moment it ends, before it starts the next, so after a kill the
-parent knows exactly which task was running.
+It takes tasks from its pipe, runs them in the order sent and reports each the moment it ends
+(the messages are in `messages.py`). It ignores SIGTERM/SIGINT: the parent decides when to stop.
 """
 
 from __future__ import annotations
@@ -20,7 +12,7 @@ import signal
 import time
 from collections import deque
 from multiprocessing.connection import Connection
-from typing import Any, NamedTuple
+from typing import Any
 
 from django.db import close_old_connections, connections
 
@@ -30,6 +22,7 @@ from tasks.context import WorkerTaskContext
 from tasks.exceptions import TaskCancelled
 from tasks.outcomes import Outcome, OutcomeKind, check_result, format_error
 from tasks.registry import UnknownTaskType, get_handler
+from tasks.worker.messages import TaskSpec
 
 # How often a handler's `cancel_requested` looks at the pipe for news from the parent.
 CANCEL_POLL_SECONDS = 0.05
@@ -38,20 +31,6 @@ PR_SET_PDEATHSIG = 1
 # Connection objects inherited from the parent at fork: kept referenced, never closed, because
 # closing one would end the parent's session on the shared socket.
 _inherited: list[Any] = []
-
-
-class TaskSpec(NamedTuple):
-    task_id: int
-    task_type: str
-    payload: Any
-    attempt: int
-    cancel_requested: bool
-
-
-class Done(NamedTuple):
-    outcome: Outcome
-    started: float  # time.monotonic() in the child (the same clock as the parent's)
-    finished: float
 
 
 def child_main(conn: Connection, worker_id: str, parent_pid: int, inherited: list[Connection]) -> None:
@@ -175,9 +154,3 @@ class _Runner:
         if problem:
             return Outcome(task_id, OutcomeKind.PERMANENT, error=problem)
         return Outcome(task_id, OutcomeKind.SUCCEEDED, result=result)
-
-
-def parse_done(message: tuple) -> Done:
-    """Turn a child's "done" message into an Outcome with its timing."""
-    _, task_id, kind, result, error, started, finished = message
-    return Done(Outcome(task_id, OutcomeKind(kind), result=result, error=error), started, finished)

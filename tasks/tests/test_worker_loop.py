@@ -6,13 +6,10 @@ import time
 from datetime import timedelta
 
 import pytest
-from django.core.management import CommandError, call_command
 from django.db import connection, connections
 from django.utils import timezone
 
-from core.db.features import UnsupportedDatabase
 from tasks import services
-from tasks import worker as worker_module
 from tasks.models import QueueConfig, TaskQueue, TaskStatus, TaskStatusCount, WorkerProcess
 from tasks.outcomes import ERROR_MAX_CHARS
 from tasks.tests.conftest import enqueue_many
@@ -188,24 +185,3 @@ def test_the_worker_carries_on_after_its_connection_is_killed_mid_task(alice, de
         worker.close()
         observer.close()
     assert set(statuses().values()) == {TaskStatus.SUCCEEDED}
-
-
-def test_run_worker_refuses_unknown_queues(default_queue):
-    with pytest.raises(CommandError, match="Unknown queue.*nope.*Known queues: default"):
-        call_command("run_worker", "--queue", "nope", "--burst")
-
-
-@pytest.mark.parametrize("args", [["--concurrency", "0"], ["--max-tasks", "-1"], ["--poll-interval", "nan"]])
-def test_run_worker_refuses_bad_numbers(args):
-    with pytest.raises(CommandError, match="must be"):
-        call_command("run_worker", *args)
-
-
-def test_run_worker_refuses_a_server_without_skip_locked(monkeypatch, default_queue):
-    def old_server(connection) -> None:
-        raise UnsupportedDatabase("MariaDB 10.5.1 has no SELECT ... FOR UPDATE SKIP LOCKED")
-
-    monkeypatch.setattr(worker_module, "ensure_skip_locked", old_server)
-    with pytest.raises(CommandError, match="SKIP LOCKED"):
-        call_command("run_worker", "--burst")
-    assert not WorkerProcess.objects.exists()

@@ -6,9 +6,12 @@ One round of `Worker.run_one()`:
     3. kill a child whose task outlived its timeout (the task is retried or failed) and replace it;
     4. record the finished batch and claim the next (when the children run low) in one
        transaction; hand back what must go back; write progress at most once a second;
-    5. renew leases (half-way through them) and, each heartbeat, refresh the worker row, take
-       back expired leases of dead workers and prune their rows;
+    5. renew leases (half-way through them); each heartbeat, refresh the worker row, then take
+       back the tasks of workers that stopped renewing their leases and prune those workers' rows;
     6. send claimed tasks to the children.
+
+What the worker holds is kept in its book (`held.HeldTasks`, no database); every round trip
+goes through `db.WorkerDatabase`; the children are `children.Pool`.
 """
 
 from __future__ import annotations
@@ -19,15 +22,14 @@ import time
 from collections.abc import Sequence
 
 from django.conf import settings
-from django.db import connection, connections
 
-from core.db.features import ensure_skip_locked
-from tasks import worker_registry
 from tasks.outcomes import Outcome, OutcomeKind
-from tasks.worker_child import parse_done
-from tasks.worker_ledger import Ledger
-from tasks.worker_pool import ChildProcess, Pool
-from tasks.worker_signals import StopSignals
+from tasks.worker.children import ChildProcess, Pool
+from tasks.worker.db import WorkerDatabase
+from tasks.worker.held import HeldTasks
+from tasks.worker.messages import parse_done
+from tasks.worker.row import new_worker_id
+from tasks.worker.signals import StopSignals
 
 logger = logging.getLogger("taskhub.worker")
 
@@ -61,8 +63,9 @@ class Worker:
         self.prefetch = prefetch  # tasks queued per child; None = adapt to how long tasks take
         self.heartbeat_seconds = max(0.1, settings.TASKHUB_WORKER_HEARTBEAT_SECONDS)
         self.grace_seconds = max(0.0, settings.TASKHUB_SHUTDOWN_GRACE_SECONDS)
-        self.worker_id = worker_registry.new_worker_id()
-        self.ledger = Ledger(worker_id=self.worker_id, queue_names=self.queue_names, concurrency=concurrency)
+        self.worker_id = new_worker_id()
+        self.held = HeldTasks()
+        self.db = WorkerDatabase(worker_id=self.worker_id, queue_names=self.queue_names, concurrency=concurrency)
         self.pool = Pool(worker_id=self.worker_id, size=concurrency)
         self._avg_seconds: float | None = None
         self._next_claim = 0.0
@@ -77,7 +80,7 @@ class Worker:
     @property
     def processed(self) -> int:
         """Attempts this worker has run and recorded."""
-        return self.ledger.processed
+        return self.held.processed()
 
     # --- Public interface ------------------------------------------------------------------
 
@@ -92,9 +95,8 @@ class Worker:
 
     def start(self, *, install_signal_handlers: bool = False) -> None:
         """Check the database, register this worker and start its child processes."""
-        connection.ensure_connection()
-        ensure_skip_locked(connection)
-        worker_registry.worker_register(worker_id=self.worker_id, queues=self.queue_names, concurrency=self.concurrency)
+        self.db.ensure_usable()
+        self.db.register()
         if install_signal_handlers:
             self._signals.install(self.shutdown)
         self.pool.fill()
@@ -115,11 +117,11 @@ class Worker:
         if self._stop_reason and not self._stopping:
             self._begin_stop()
         self._record_and_claim()
-        self.ledger.flush_releases()
-        self.ledger.flush_progress()
+        self.db.hand_back(self.held)
+        self.db.flush_progress(self.held)
         self._maintain()
         if not self._stopping:
-            self.pool.dispatch(self.ledger.ready, self.ledger.spec, self._depth(), time.monotonic())
+            self.pool.dispatch(self.held, self._depth(), time.monotonic())
         return not self._done()
 
     def shutdown(self, reason: str = "shutdown requested") -> None:
@@ -129,16 +131,15 @@ class Worker:
 
     def close(self) -> None:
         """Kill any child left, hand back what is still held, unregister; safe to call twice."""
-        ledger = self.ledger
         for child in self.pool:
             self._handle(self.pool.kill(child))
-        ledger.to_release.update(pk for pk in ledger.held if pk not in ledger.results)
-        ledger.db_retry_at = 0.0
-        ledger.sync(flush=True, claim_limit=0)
-        ledger.flush_releases()
-        ledger.db_call("unregistering", lambda: worker_registry.worker_unregister(worker_id=self.worker_id))
+        self.held.release_all_unfinished()
+        self.db.retry_now()  # these writes are the last: worth a try even in a back-off
+        self.db.record_and_claim(self.held, flush=True, claim_limit=0)
+        self.db.hand_back(self.held)
+        self.db.unregister()
         self._signals.restore()
-        connections.close_all()
+        self.db.disconnect()
         logger.info("worker %s stopped: %d tasks processed", self.worker_id, self.processed)
 
     # --- Children ----------------------------------------------------------------------------
@@ -152,73 +153,68 @@ class Worker:
     def _handle(self, messages: list[tuple]) -> None:
         for message in messages:
             if message[0] == "progress":
-                self.ledger.add_progress(*message[1:])
+                self.held.add_progress(*message[1:])
                 continue
             done = parse_done(message)
             elapsed = max(done.finished - done.started, 0.0)
             self._avg_seconds = elapsed if self._avg_seconds is None else 0.8 * self._avg_seconds + 0.2 * elapsed
-            self.ledger.add_result(done.outcome)
+            self.held.add_outcome(done.outcome)
 
     def _on_child_exit(self, child: ChildProcess, last_words: list[tuple]) -> None:
         self._handle(last_words)
-        unfinished = list(child.outstanding)
-        if child.stopping and child.exitcode == 0:
-            self.ledger.to_release.update(unfinished)  # never started: it stopped between tasks
+        unfinished = child.unfinished()
+        if child.stopped_cleanly():
+            self.held.release_later(unfinished)  # never started: it stopped between tasks
             return
         logger.error("worker process %s exited unexpectedly (exit code %s)", child.pid, child.exitcode)
-        if unfinished and child.current_started is not None:
+        if unfinished and child.was_running():
             died = f"the worker process running it died (exit code {child.exitcode})"
-            self.ledger.add_result(Outcome(unfinished.pop(0), OutcomeKind.RETRYABLE, error=died))
+            self.held.add_outcome(Outcome(unfinished.pop(0), OutcomeKind.RETRYABLE, error=died))
         if self._stopping:
-            self.ledger.to_release.update(unfinished)
+            self.held.release_later(unfinished)
         else:
-            self._requeue(unfinished)
+            self.held.requeue_front(unfinished)
             self.pool.fill()
-
-    def _requeue(self, task_ids: list[int]) -> None:
-        """Put tasks a child never started back at the front of the line."""
-        self.ledger.ready.extendleft(pk for pk in reversed(task_ids) if pk in self.ledger.held)
 
     def _enforce_deadlines(self) -> None:
         """Kill a child running a task past its timeout (or past a lease that could not be renewed)."""
         now = time.monotonic()
-        ledger = self.ledger
         for child, task_id, started in self.pool.running():
-            held = ledger.held.get(task_id)
-            if held is not None and now < min(started + ledger.timeout_of(task_id), held.lease_deadline):
+            deadline = self.held.deadline_of(task_id, started)
+            if deadline is not None and now < deadline:
                 continue
             self._handle(child.receive())  # it may have just finished
-            if not child.outstanding or child.outstanding[0] != task_id:
+            if not child.is_running(task_id):
                 continue
             self._handle(self.pool.kill(child))
-            unfinished = list(child.outstanding)
+            unfinished = child.unfinished()
             if unfinished and unfinished[0] != task_id:
                 # It finished in the last instant and the next task was cut short.
                 cut_short = Outcome(
                     unfinished[0], OutcomeKind.RETRYABLE, error="interrupted: its worker process was killed"
                 )
-                ledger.add_result(cut_short)
-            elif unfinished and (held is None or now >= held.lease_deadline):
+                self.held.add_outcome(cut_short)
+            elif unfinished and self.held.lease_expired(task_id, now):
                 # Dropped after a lost lease, or about to be: another worker takes it back.
                 logger.warning("task %s: its lease could not be renewed; stopped it and let it go", task_id)
-                ledger.drop(task_id)
+                self.held.drop(task_id)
             elif unfinished:
-                timeout = ledger.timeout_of(task_id)
+                timeout = self.held.timeout_of(task_id)
                 logger.warning(
                     "task %s (%s) ran past its timeout of %ss: worker process %s killed and replaced",
                     task_id,
-                    held.task.task_type,
+                    self.held.task_type_of(task_id),
                     timeout,
                     child.pid,
                 )
                 error = f"TaskTimeout: ran longer than the queue's task timeout ({timeout}s); stopped"
-                ledger.add_result(Outcome(task_id, OutcomeKind.RETRYABLE, error=error))
-            self._requeue(unfinished[1:])
+                self.held.add_outcome(Outcome(task_id, OutcomeKind.RETRYABLE, error=error))
+            self.held.requeue_front(unfinished[1:])
             if not self._stopping:
                 self.pool.fill()
-        for task_id in [pk for pk in ledger.ready if now >= ledger.held[pk].lease_deadline]:
+        for task_id in self.held.ready_past_lease(now):
             logger.warning("task %s: its lease could not be renewed; letting it go", task_id)
-            ledger.drop(task_id)
+            self.held.drop(task_id)
 
     def _depth(self) -> int:
         """Return how many tasks each child may have queued: ~PREFETCH_SECONDS of work, at least 1."""
@@ -231,32 +227,26 @@ class Worker:
     # --- Database rounds -----------------------------------------------------------------------
 
     def _flush_due(self) -> bool:
-        ledger = self.ledger
-        if not ledger.results:
+        waiting = self.held.outcomes_waiting()
+        if not waiting:
             return False
-        full = len(ledger.results) >= self.batch_size
-        waited = time.monotonic() - ledger.results_since >= FLUSH_DELAY
+        full = waiting >= self.batch_size
+        waited = time.monotonic() - self.held.outcomes_waiting_since() >= FLUSH_DELAY
         return full or waited or self._stopping or not self.pool.busy()
 
     def _maintain(self) -> None:
         now = time.monotonic()
         beat = now >= self._next_heartbeat
-        if not self.ledger.held:
-            self.ledger.renew_at = float("inf")
-        if self.ledger.held and (beat or now >= self.ledger.renew_at):
-            cancelled = self.ledger.renew_leases()
+        if self.held.renewal_due(now, heartbeat=beat):
+            cancelled = self.db.renew_leases(self.held)
             if cancelled is None:
                 return
-            self._pass_on_cancels(cancelled)
+            self.pool.pass_on_cancels(cancelled)
         if beat:
             self._next_heartbeat = now + self.heartbeat_seconds
-            self.ledger.heartbeat()
-
-    def _pass_on_cancels(self, task_ids: list[int]) -> None:
-        for child in self.pool:
-            wanted = [task_id for task_id in task_ids if task_id in child.outstanding]
-            if wanted:
-                child.send(("cancel", wanted))
+            self.db.heartbeat(processed=self.held.processed())
+            self.db.recover_lost_tasks()
+            self.db.prune_dead_workers()
 
     def _record_and_claim(self) -> None:
         """Record finished tasks and claim more, together when both are due (one commit)."""
@@ -264,8 +254,8 @@ class Worker:
         limit = 0 if self._stopping else self._claim_limit()
         if not (flush or limit):
             return
-        had_work = self.ledger.active > 0
-        claim = self.ledger.sync(flush=flush, claim_limit=limit)
+        had_work = self.held.active() > 0
+        claim = self.db.record_and_claim(self.held, flush=flush, claim_limit=limit)
         if claim is None:
             return
         now = time.monotonic()
@@ -281,18 +271,17 @@ class Worker:
     def _claim_limit(self) -> int:
         room = self._room()
         backing_off = time.monotonic() < self._next_claim
-        if room <= 0 or (backing_off and not (self.burst and self.ledger.active == 0)):
+        if room <= 0 or (backing_off and not (self.burst and self.held.active() == 0)):
             return 0
         return room
 
     def _room(self) -> int:
         """Return how many tasks to claim now (0 while the children are well supplied)."""
-        ledger = self.ledger
         depth = self._depth()
-        room = self.concurrency * depth - ledger.active
+        room = self.concurrency * depth - self.held.active()
         if self.max_tasks is not None:
-            room = min(room, self.max_tasks - ledger.processed - len(ledger.held))
-        starving = not ledger.ready and self.pool.has_idle_child()
+            room = min(room, self.max_tasks - self.held.processed() - len(self.held))
+        starving = not self.held.ready_count() and self.pool.has_idle_child()
         threshold = 1 if starving else max(1, min(self.batch_size, self.concurrency * depth) // 2)
         return min(room, self.batch_size) if room >= threshold else 0
 
@@ -307,48 +296,42 @@ class Worker:
             self._stop_reason,
             self.grace_seconds,
             running,
-            max(self.ledger.active - running, 0),
+            max(self.held.active() - running, 0),
         )
-        self.ledger.to_release.update(self.ledger.ready)
-        self.ledger.ready.clear()
+        self.held.release_waiting()
         self.pool.stop()
 
     def _done(self) -> bool:
-        ledger = self.ledger
         if self._stopping:
             now = time.monotonic()
             if now >= self._grace_deadline:
                 for _child, task_id, _started in self.pool.running():
                     logger.warning("grace period over: handing back task %s", task_id)
                 for child in self.pool:
-                    unfinished = list(child.outstanding)
+                    unfinished = child.unfinished()
                     self._handle(self.pool.kill(child))
-                    ledger.to_release.update(pk for pk in unfinished if pk not in ledger.results)
-            if list(self.pool):
+                    self.held.release_later(unfinished)
+            if len(self.pool):
                 return False
-            return not ledger.held or now >= self._grace_deadline
-        idle = not ledger.held
+            return not self.held or now >= self._grace_deadline
+        idle = not self.held
         if idle and self.burst and self._nothing_runnable:
             self.shutdown("burst: nothing left to run")
-        elif idle and self.max_tasks is not None and ledger.processed >= self.max_tasks:
+        elif idle and self.max_tasks is not None and self.held.processed() >= self.max_tasks:
             self.shutdown(f"--max-tasks {self.max_tasks} reached")
         return False
 
     def _wait_timeout(self) -> float:
-        ledger = self.ledger
         now = time.monotonic()
-        database = [self._next_heartbeat, ledger.renew_at]  # moments with database work due
-        if ledger.results:
-            database.append(ledger.results_since + FLUSH_DELAY)
-        if ledger.progress:
-            database.append(ledger.next_progress_write)
-        if ledger.to_release:
-            database.append(now)
+        # Moments with database work due.
+        database = [self._next_heartbeat, self.held.next_due(now, flush_delay=FLUSH_DELAY)]
         if not self._stopping and self._room() > 0:
             database.append(self._next_claim)
-        moments = [max(moment, ledger.db_retry_at) for moment in database]  # no spinning while it is away
+        retry_at = self.db.available_at()
+        moments = [max(moment, retry_at) for moment in database]  # no spinning while it is away
         moments += [self._grace_deadline, now if self._stop_reason and not self._stopping else now + MAX_WAIT]
         for _, task_id, started in self.pool.running():
-            if task_id in ledger.held:
-                moments.append(min(started + ledger.timeout_of(task_id), ledger.held[task_id].lease_deadline))
+            deadline = self.held.deadline_of(task_id, started)
+            if deadline is not None:
+                moments.append(deadline)
         return min(max(min(moments) - now, 0.0), MAX_WAIT)

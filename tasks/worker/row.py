@@ -1,4 +1,4 @@
-"""The worker registry: one `task_worker` row per live worker process, kept fresh by heartbeats."""
+"""This worker's row in `task_worker` (one per live worker process), kept fresh by heartbeats."""
 
 from __future__ import annotations
 

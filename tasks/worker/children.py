@@ -1,7 +1,8 @@
 """The parent's side of the worker's child processes: start them, feed them, watch them, replace them.
 
-The parent claims, records and keeps leases; a child only runs handlers (worker_child), so a
+The parent claims, records and keeps leases; a child only runs handlers (`child.py`), so a
 handler that hangs, leaks or crashes costs one child, which the parent kills and replaces.
+What they say to each other is in `messages.py`.
 """
 
 from __future__ import annotations
@@ -10,15 +11,20 @@ import logging
 import multiprocessing
 import os
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING
 
 from django.db import connections
 
-from tasks.worker_child import TaskSpec, child_main
+from tasks.worker.child import child_main
+
+if TYPE_CHECKING:
+    from tasks.worker.held import HeldTasks
 
 logger = logging.getLogger("taskhub.worker")
 
+# Fork, not spawn: a child starts at once with the parent's loaded Django and handler registry.
 _fork = multiprocessing.get_context("fork")
 
 
@@ -47,6 +53,22 @@ class ChildProcess:
     @property
     def exitcode(self) -> int | None:
         return self.process.exitcode
+
+    def unfinished(self) -> list[int]:
+        """Return the tasks sent to this child that it has not reported done, oldest first."""
+        return list(self.outstanding)
+
+    def is_running(self, task_id: int) -> bool:
+        """Return True if `task_id` is the task this child is on (its oldest not reported done)."""
+        return bool(self.outstanding) and self.outstanding[0] == task_id
+
+    def was_running(self) -> bool:
+        """Return True if the child had begun its oldest outstanding task."""
+        return self.current_started is not None
+
+    def stopped_cleanly(self) -> bool:
+        """Return True if the child exited because it was asked to stop."""
+        return self.stopping and self.exitcode == 0
 
     def send(self, message: tuple) -> None:
         try:
@@ -101,6 +123,9 @@ class Pool:
     def __iter__(self) -> Iterator[ChildProcess]:
         return iter(list(self.children))
 
+    def __len__(self) -> int:
+        return len(self.children)
+
     def fill(self) -> None:
         """Start children until there are `size` of them."""
         while len(self.children) < self.size:
@@ -123,19 +148,30 @@ class Pool:
             if child.outstanding and child.current_started is not None:
                 yield child, child.outstanding[0], child.current_started
 
-    def dispatch(self, ready: deque[int], spec_of: Callable[[int], TaskSpec], depth: int, now: float) -> None:
-        """Send ready tasks to the least loaded children, each up to `depth` queued, in one message."""
+    def dispatch(self, held: HeldTasks, depth: int, now: float) -> None:
+        """Send tasks waiting in `held` to the least loaded children, each up to `depth` queued, in one message."""
+        waiting = held.ready_count()
+        if not waiting:
+            return
         children = sorted((c for c in self.children if not c.dead and not c.stopping), key=lambda c: len(c.outstanding))
         for index, child in enumerate(children):
-            share = -(-len(ready) // (len(children) - index))  # ceil: spread the batch evenly
+            share = -(-waiting // (len(children) - index))  # ceil: spread the batch evenly
             take = min(depth - len(child.outstanding), share)
             if take <= 0:
                 continue
-            specs = [spec_of(ready.popleft()) for _ in range(take)]
+            specs = held.take_ready(take)
+            waiting -= take
             if not child.outstanding:
                 child.current_started = now
             child.outstanding.extend(spec.task_id for spec in specs)
             child.send(("run", specs))
+
+    def pass_on_cancels(self, task_ids: list[int]) -> None:
+        """Tell the children holding these tasks that someone asked to cancel them."""
+        for child in self.children:
+            wanted = [task_id for task_id in task_ids if task_id in child.outstanding]
+            if wanted:
+                child.send(("cancel", wanted))
 
     def stop(self) -> None:
         """Ask every child to finish its current task and exit."""

@@ -1,0 +1,122 @@
+"""The worker's child processes, driven directly: fed from the book, reporting over their pipes.
+
+The handlers used here (echo, sleep, test.hang) touch no database, so neither do these tests.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tasks.models import TaskQueue
+from tasks.outcomes import OutcomeKind
+from tasks.worker.children import Pool
+from tasks.worker.held import HeldTasks
+from tasks.worker.messages import Done, parse_done
+
+pytestmark = pytest.mark.timeout(60)
+
+QUEUE = 1
+
+
+def book(*tasks: tuple[int, str, dict]) -> HeldTasks:
+    """Return a book holding the given (id, task type, payload) tasks, in line in that order."""
+    held = HeldTasks()
+    held.set_timeouts({QUEUE: 60})
+    claimed = [
+        TaskQueue(pk=pk, queue_id=QUEUE, task_type=kind, payload=payload, attempts=1) for pk, kind, payload in tasks
+    ]
+    held.add_claimed(claimed, now=time.monotonic())
+    return held
+
+
+def wait_for_done(pool: Pool, count: int, *, timeout: float = 20) -> dict[int, Done]:
+    """Collect the children's reports until `count` tasks are done; return them by task id."""
+    done: dict[int, Done] = {}
+    deadline = time.monotonic() + timeout
+    while len(done) < count:
+        assert time.monotonic() < deadline, f"only {sorted(done)} done"
+        for child in pool:
+            for message in child.receive():
+                if message[0] == "done":
+                    report = parse_done(message)
+                    done[report.outcome.task_id] = report
+        time.sleep(0.01)
+    return done
+
+
+@pytest.fixture
+def start_pool() -> Iterator[Callable[[int], Pool]]:
+    """Start pools of children; every child left is killed at teardown."""
+    started: list[Pool] = []
+
+    def start(size: int) -> Pool:
+        started.append(Pool(worker_id="host:1:aaaaaa", size=size))
+        started[-1].fill()
+        return started[-1]
+
+    yield start
+    for pool in started:
+        for child in pool:
+            pool.kill(child)
+
+
+@pytest.fixture
+def pool(start_pool) -> Pool:
+    return start_pool(2)
+
+
+def test_tasks_in_line_are_spread_over_the_least_loaded_children_up_to_their_depth(pool):
+    held = book(*((pk, "echo", {"n": pk}) for pk in range(1, 6)))
+    pool.dispatch(held, 2, time.monotonic())
+    assert sorted(child.unfinished() for child in pool) == [[1, 2], [3, 4]]
+    assert held.ready() == [5]
+
+    done = wait_for_done(pool, 4)
+    assert {pk: (d.outcome.kind, d.outcome.result) for pk, d in done.items()} == {
+        pk: (OutcomeKind.SUCCEEDED, {"n": pk}) for pk in range(1, 5)
+    }
+    assert all(d.started <= d.finished for d in done.values())
+    assert [child.unfinished() for child in pool] == [[], []]
+
+
+def test_a_cancel_passed_on_stops_a_queued_task_before_it_starts(start_pool):
+    pool = start_pool(1)
+    held = book((1, "sleep", {"seconds": 0.5}), (2, "echo", {}))
+    pool.dispatch(held, 2, time.monotonic())
+    pool.pass_on_cancels([2])
+
+    done = wait_for_done(pool, 2)
+    assert done[1].outcome.kind is OutcomeKind.SUCCEEDED
+    assert (done[2].outcome.kind, done[2].outcome.error) == (OutcomeKind.CANCELLED, "cancelled before it started")
+
+
+def test_a_child_ignores_stop_signals_and_exits_cleanly_when_its_parent_says_stop(start_pool):
+    pool = start_pool(1)
+    pool.dispatch(book((1, "echo", {})), 1, time.monotonic())
+    wait_for_done(pool, 1)  # serving: past the moment it starts ignoring signals
+    child = next(iter(pool))
+    os.kill(child.pid, signal.SIGTERM)  # as systemd does, to the whole process group
+    time.sleep(0.2)
+    assert not child.has_exited()
+
+    pool.stop()
+    child.process.join(10)
+    assert child.has_exited() and child.stopped_cleanly()
+
+
+def test_a_killed_child_is_forgotten_and_its_unfinished_tasks_are_known(pool):
+    held = book((1, "test.hang", {}), (2, "echo", {}), (3, "echo", {}))
+    pool.dispatch(held, 2, time.monotonic())
+    child = next(c for c in pool if c.unfinished()[:1] == [1])
+    assert child.is_running(1) and child.was_running()
+
+    pool.kill(child)
+    assert (child.has_exited(), child.stopped_cleanly(), child.unfinished()) == (True, False, [1, 2])
+    assert len(pool) == 1
+    pool.fill()
+    assert len(pool) == 2

@@ -1,0 +1,243 @@
+"""The worker's database round trips: database trouble costs a back-off, never a task or the worker."""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from datetime import timedelta
+from types import SimpleNamespace
+
+import pytest
+from django.db import DataError, IntegrityError, OperationalError, connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from core import metrics
+from core.db.session import FORCED_ROLLBACK_MARKER
+from tasks import transitions
+from tasks.models import QueueConfig, TaskQueue, TaskStatus, WorkerProcess
+from tasks.outcomes import Outcome, OutcomeKind
+from tasks.tests.conftest import enqueue_many
+from tasks.worker import db as worker_db
+from tasks.worker.db import WorkerDatabase
+from tasks.worker.held import HeldTasks
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def held() -> HeldTasks:
+    return HeldTasks()
+
+
+@pytest.fixture
+def db() -> WorkerDatabase:
+    return WorkerDatabase(worker_id="host:1:aaaaaa", queue_names=[], concurrency=1)
+
+
+def test_claimed_tasks_wait_in_line_with_their_lease(db, held, alice, default_queue):
+    tasks = enqueue_many(alice, 3)
+    result = db.record_and_claim(held, flush=False, claim_limit=10)
+    assert [t.pk for t in result.tasks] == held.ready() == [t.pk for t in tasks]
+    spec = held.spec(tasks[0].pk)
+    assert (spec.task_id, spec.task_type, spec.attempt, spec.cancel_requested) == (tasks[0].pk, "echo", 1, False)
+    assert held.timeout_of(tasks[0].pk) == default_queue.task_timeout_seconds
+
+
+def test_a_lost_connection_is_closed_counted_and_retried_later(db):
+    connection.ensure_connection()
+    reconnects = metrics.DB_RECONNECTS._value.get()
+
+    def lost() -> None:
+        raise OperationalError(2013, "Lost connection to server during query")
+
+    assert db.call("testing", lost) is None
+    assert connection.connection is None
+    assert metrics.DB_RECONNECTS._value.get() == reconnects + 1
+    assert db.call("testing", lambda: "too soon") is None  # backing off
+    db.retry_now()
+    assert db.call("testing", lambda: QueueConfig.objects.count() >= 0) is True
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        DataError(1406, "Data too long for column"),
+        pytest.param(OperationalError(1054, "Unknown column"), marks=pytest.mark.mysql),
+    ],
+)
+def test_a_database_error_that_waiting_cannot_cure_is_raised(db, error):
+    def broken() -> None:
+        raise error
+
+    with pytest.raises(type(error)):
+        db.call("testing", broken)
+
+
+def test_outcomes_that_could_not_be_written_are_kept_for_the_next_round(db, held, alice, default_queue, monkeypatch):
+    task = enqueue_many(alice)[0]
+    db.record_and_claim(held, flush=False, claim_limit=1)
+    held.add_outcome(Outcome(task.pk, OutcomeKind.SUCCEEDED, result="ok"))
+
+    def unavailable(*args, **kwargs):
+        raise OperationalError(2006, "Server has gone away")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(transitions, "record_and_claim", unavailable)
+        db.record_and_claim(held, flush=True, claim_limit=0)
+    assert held.has_outcome(task.pk) and task.pk in held
+
+    db.retry_now()
+    db.record_and_claim(held, flush=True, claim_limit=0)
+    assert (held.outcomes_waiting(), len(held)) == (0, 0)
+    assert TaskQueue.objects.get(pk=task.pk).status == TaskStatus.SUCCEEDED
+
+
+def test_a_batch_the_database_refuses_is_recorded_one_by_one(db, held, alice, default_queue, monkeypatch):
+    good, bad = enqueue_many(alice, 2)
+    db.record_and_claim(held, flush=False, claim_limit=2)
+    held.add_outcome(Outcome(good.pk, OutcomeKind.SUCCEEDED, result="fine"))
+    held.add_outcome(Outcome(bad.pk, OutcomeKind.SUCCEEDED, result="refused"))
+    real = transitions.record_and_claim
+
+    def picky(*, results, **kwargs):
+        if len(results) > 1 or results[0][1].result == "refused":
+            raise IntegrityError(4025, "CONSTRAINT failed")
+        return real(results=results, **kwargs)
+
+    monkeypatch.setattr(transitions, "record_and_claim", picky)
+    db.record_and_claim(held, flush=True, claim_limit=0)
+
+    assert TaskQueue.objects.get(pk=good.pk).result == "fine"
+    refused = TaskQueue.objects.get(pk=bad.pk)
+    assert refused.status == TaskStatus.FAILED
+    assert refused.error.startswith("the worker could not store this task's outcome: ")
+
+
+def test_a_task_taken_back_by_another_worker_is_let_go(db, held, alice, default_queue):
+    kept, lost = enqueue_many(alice, 2)
+    db.record_and_claim(held, flush=False, claim_limit=2)
+    TaskQueue.objects.filter(pk=lost.pk).update(claimed_by="host:2:bbbbbb")
+    TaskQueue.objects.filter(pk=kept.pk).update(cancel_requested=True)
+
+    assert db.renew_leases(held) == [kept.pk]
+    assert list(held) == [kept.pk] and held.ready() == [kept.pk]
+    assert held.spec(kept.pk).cancel_requested is True
+    held.add_outcome(Outcome(lost.pk, OutcomeKind.SUCCEEDED))  # a late report is ignored
+    assert not held.has_outcome(lost.pk)
+
+
+def test_progress_is_written_only_for_tasks_still_held(db, held, alice, default_queue):
+    task = enqueue_many(alice)[0]
+    db.record_and_claim(held, flush=False, claim_limit=1)
+    held.add_progress(task.pk, 40, "halfway-ish")
+    held.add_progress(task.pk + 999, 10, "not ours")
+    db.flush_progress(held)
+    stored = TaskQueue.objects.get(pk=task.pk)
+    assert (stored.progress, stored.progress_message) == (40, "halfway-ish")
+    assert held.progress_due(math.inf) == {}  # nothing left to write
+
+
+def test_connection_upkeep_runs_before_a_claim_at_most_once_a_second(db, held, alice, default_queue, monkeypatch):
+    enqueue_many(alice, 3)
+    upkeeps: list[float] = []
+    clock = [1000.0]
+    monkeypatch.setattr(worker_db, "close_old_connections", lambda: upkeeps.append(clock[0]))
+    monkeypatch.setattr(worker_db, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    for _ in range(3):
+        db.record_and_claim(held, flush=False, claim_limit=1)
+        clock[0] += worker_db.SESSION_UPKEEP_SECONDS / 4
+    assert upkeeps == [1000.0]
+    clock[0] = 1000.0 + worker_db.SESSION_UPKEEP_SECONDS
+    db.record_and_claim(held, flush=False, claim_limit=1)
+    assert upkeeps == [1000.0, 1000.0 + worker_db.SESSION_UPKEEP_SECONDS]
+
+
+def test_a_transaction_left_open_on_the_workers_connection_is_rolled_back_before_it_claims(
+    db, held, alice, default_queue, caplog
+):
+    task = enqueue_many(alice)[0]
+    with connection.cursor() as cursor:
+        cursor.execute("BEGIN" if connection.vendor == "sqlite" else "START TRANSACTION")
+        cursor.execute("UPDATE task_queue SET priority = 7 WHERE id = %s", [task.pk])
+    with caplog.at_level(logging.ERROR, logger="taskhub.db"):
+        claim = db.record_and_claim(held, flush=False, claim_limit=1)
+    assert FORCED_ROLLBACK_MARKER.format(context_id=f"worker-{db.worker_id}") in caplog.text
+    assert [t.pk for t in claim.tasks] == [task.pk]
+    assert TaskQueue.objects.get(pk=task.pk).priority == 0
+
+
+@pytest.fixture
+def clock(monkeypatch) -> list[float]:
+    """The database side's monotonic clock, moved by hand."""
+    now = [1000.0]
+    monkeypatch.setattr(worker_db, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    return now
+
+
+def _searched_queues(db: WorkerDatabase, held: HeldTasks, limit: int = 1) -> set[int]:
+    with CaptureQueriesContext(connection) as captured:
+        db.record_and_claim(held, flush=False, claim_limit=limit)
+    searched = set()
+    for query in captured.captured_queries:
+        match = re.search(r"queue_id\W+= (\d+)", query["sql"])
+        if match and "LIMIT" in query["sql"]:  # the claim's locking read, one per queue searched
+            searched.add(int(match.group(1)))
+    return searched
+
+
+def test_a_queue_found_idle_is_left_out_for_a_second_while_others_keep_the_worker_busy(
+    db, held, alice, default_queue, clock
+):
+    idle = QueueConfig.objects.create(name="idle")
+    enqueue_many(alice, 5)
+    assert _searched_queues(db, held) == {default_queue.pk, idle.pk}
+    enqueue_many(alice, 1, queue=idle)
+    assert _searched_queues(db, held) == {default_queue.pk}
+    clock[0] += worker_db.IDLE_QUEUE_RECHECK_SECONDS
+    assert _searched_queues(db, held, limit=10) == {default_queue.pk, idle.pk}
+    waiting = TaskQueue.objects.filter(pk__in=held.ready())
+    assert set(waiting.values_list("queue_id", flat=True)) == {default_queue.pk, idle.pk}
+
+
+def test_when_the_busy_queues_run_dry_every_queue_is_searched_before_nothing_counts_as_runnable(
+    db, held, alice, default_queue, clock
+):
+    idle = QueueConfig.objects.create(name="idle")
+    (first,) = enqueue_many(alice, 1)
+    db.record_and_claim(held, flush=False, claim_limit=1)  # finds the idle queue empty
+    (late,) = enqueue_many(alice, 1, queue=idle)
+    claim = db.record_and_claim(held, flush=False, claim_limit=1)
+    assert (claim.tasks, claim.partial) == ([], True)  # only the drained queue was searched
+    claim = db.record_and_claim(held, flush=False, claim_limit=1)
+    assert ([t.pk for t in claim.tasks], claim.partial) == ([late.pk], False)
+    assert held.ready() == [first.pk, late.pk]
+
+
+def test_a_heartbeat_only_refreshes_the_row_taking_back_lost_tasks_is_a_step_of_its_own(
+    db, alice, default_queue, caplog
+):
+    long_ago = timezone.now() - timedelta(hours=1)
+    lost = enqueue_many(
+        alice,
+        status=TaskStatus.RUNNING,
+        claimed_by="gone:1:abcdef",
+        attempts=1,
+        max_attempts=3,
+        lease_expires_at=long_ago,
+        started_at=long_ago,
+    )[0]
+    WorkerProcess.objects.create(worker_id="gone:1:abcdef", hostname="gone", pid=1, last_heartbeat_at=long_ago)
+
+    db.heartbeat(processed=7)
+    assert WorkerProcess.objects.get(worker_id=db.worker_id).tasks_processed == 7
+    assert TaskQueue.objects.get(pk=lost.pk).status == TaskStatus.RUNNING
+
+    with caplog.at_level(logging.WARNING, logger="taskhub.worker"):
+        db.recover_lost_tasks()
+    assert TaskQueue.objects.get(pk=lost.pk).status == TaskStatus.PENDING
+    assert f"took back 1 tasks whose worker stopped renewing their lease (#{lost.pk} pending)" in caplog.text
+
+    db.prune_dead_workers()
+    assert list(WorkerProcess.objects.values_list("worker_id", flat=True)) == [db.worker_id]
