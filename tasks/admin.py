@@ -13,7 +13,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from tasks import services
-from tasks.exceptions import TaskStateConflict
+from tasks.errors import TaskStateConflict
 from tasks.models import QueueConfig, TaskQueue, WorkerProcess
 
 

@@ -13,7 +13,7 @@ from rest_framework.views import APIView
 
 from core.openapi import error_responses
 from tasks import selectors, services
-from tasks.api_errors import translated_errors
+from tasks.errors import translated_errors
 from tasks.models import QueueConfig, TaskQueue, queue_name_validator
 from tasks.pagination import TaskCursorPagination
 from tasks.parsers import BoundedJSONParser, bounded_json_parser

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from tasks.exceptions import TaskCancelled
+from tasks.errors import TaskCancelled
 from tasks.registry import TaskContext, register
 
 SLEEP_MAX_SECONDS = 3600.0

@@ -11,7 +11,7 @@ from rest_framework.exceptions import ParseError
 from rest_framework.parsers import BaseParser
 from rest_framework.renderers import JSONRenderer
 
-from tasks.api_errors import PayloadTooLargeError
+from tasks.errors import PayloadTooLargeError
 
 
 class BoundedJSONParser(BaseParser):

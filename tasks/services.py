@@ -18,9 +18,9 @@ from django.utils.translation import gettext as _
 
 from core.db.errors import is_retryable_contention
 from tasks import transitions
-from tasks.exceptions import TaskStateConflict
+from tasks.errors import QuotaExceeded, TaskSpecInvalid, TaskStateConflict
 from tasks.models import ACTIVE_STATUSES, DEFAULT_QUEUE_NAME, QueueConfig, TaskQueue, TaskStatus
-from tasks.specs import TaskSpec, TaskSpecInvalid, check_spec
+from tasks.specs import TaskSpec, check_spec
 from tasks.transitions import CancelOutcome
 
 if TYPE_CHECKING:
@@ -39,19 +39,6 @@ QUEUE_EDITABLE_FIELDS = (
     "task_timeout_seconds",
     "max_active_per_user",
 )
-
-
-class QuotaExceeded(Exception):
-    """Enqueueing would take a user past a queue's `max_active_per_user`."""
-
-    def __init__(self, *, queue: QueueConfig, active: int, requested: int) -> None:
-        self.queue, self.active, self.requested = queue, active, requested
-        super().__init__(
-            _(
-                "queue %(queue)s allows %(limit)d active tasks per user; you have %(active)d and asked for %(requested)d more"
-            )
-            % {"queue": repr(queue.name), "limit": queue.max_active_per_user, "active": active, "requested": requested}
-        )
 
 
 @dataclass(frozen=True)

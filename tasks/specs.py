@@ -12,6 +12,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from tasks import registry
+from tasks.errors import PayloadTooLarge, TaskSpecInvalid
 from tasks.models import DEFAULT_QUEUE_NAME, MAX_ATTEMPTS_LIMIT, PRIORITY_MAX, PRIORITY_MIN, QueueConfig
 
 IDEMPOTENCY_KEY_MAX_LENGTH = 128
@@ -33,26 +34,6 @@ class TaskSpec:
     run_at: datetime | None = None
     max_attempts: int | None = None
     idempotency_key: str | None = None
-
-
-class TaskSpecInvalid(ValueError):
-    """A task spec breaks a rule; `errors` maps each offending field to a message."""
-
-    def __init__(self, errors: dict[str, str], *, index: int | None = None) -> None:
-        self.errors = errors
-        self.index = index
-        where = _("task %(index)d: ") % {"index": index} if index is not None else ""
-        super().__init__(where + "; ".join(f"{name}: {message}" for name, message in errors.items()))
-
-
-class PayloadTooLarge(ValueError):
-    """A payload is larger than `TASK_PAYLOAD_MAX_BYTES` once serialised."""
-
-    def __init__(self, size: int, limit: int, *, index: int | None = None) -> None:
-        self.size, self.limit, self.index = size, limit, index
-        where = _("task %(index)d: ") % {"index": index} if index is not None else ""
-        message = _("payload is %(size)d bytes as JSON; the limit is %(limit)d bytes") % {"size": size, "limit": limit}
-        super().__init__(where + message)
 
 
 def payload_size(payload: Any) -> int:

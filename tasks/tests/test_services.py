@@ -11,9 +11,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from tasks import services, transitions
-from tasks.exceptions import TaskStateConflict
+from tasks.errors import QuotaExceeded, TaskSpecInvalid, TaskStateConflict
 from tasks.models import QueueConfig, TaskHourlyStats, TaskQueue, TaskStatus, TaskStatusCount
-from tasks.specs import TaskSpec, TaskSpecInvalid
+from tasks.specs import TaskSpec
 from tasks.tests.factories import finished_fields, make_task
 
 pytestmark = pytest.mark.django_db
@@ -172,7 +172,7 @@ def test_quota_counts_only_active_tasks_of_that_user_and_queue(alice, bob, defau
     make_task(bob)
     services.task_enqueue(user=alice, task_type="echo")
     services.task_enqueue(user=alice, task_type="echo")
-    with pytest.raises(services.QuotaExceeded) as caught:
+    with pytest.raises(QuotaExceeded) as caught:
         services.task_enqueue(user=alice, task_type="echo")
     assert (caught.value.active, caught.value.requested) == (2, 1)
 

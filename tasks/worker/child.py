@@ -19,7 +19,7 @@ from django.db import close_old_connections, connections
 from core.db.session import ensure_clean_session
 from core.request_context import reset_request_id, set_request_id
 from tasks.context import WorkerTaskContext
-from tasks.exceptions import TaskCancelled
+from tasks.errors import TaskCancelled
 from tasks.outcomes import Outcome, OutcomeKind, check_result, format_error
 from tasks.registry import UnknownTaskType, get_handler
 from tasks.worker.messages import TaskSpec
