@@ -24,6 +24,9 @@ SHORTCUTS: dict[str, tuple[str, str]] = {
     "reply_flags": ("core/db/reply_flags.py", "core/db/session.py"),
     "health_check_read": ("core/db/health_check_read.py", "core/db/session.py"),
     "transaction_reset": ("core/db/transaction_reset.py", "core/db/session.py"),
+    "user_lookup": ("accounts/fast_lookup.py", "accounts/selectors.py"),
+    "token_cache": ("accounts/token_cache.py", "accounts/tokens.py"),
+    "me_serializer": ("accounts/shared_serializer.py", "accounts/apis.py"),
 }
 ALL = "all"
 NONE = "none"
