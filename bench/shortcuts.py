@@ -3,8 +3,9 @@
 TaskHub takes a few shortcuts into library internals on its hot paths (core/shortcuts.py); one
 stays only while it buys at least KEEP_GAIN_PCT on the measure of the path it sits on. Every
 variant is a set of TaskHub processes started with its own `TASKHUB_SHORTCUTS`: `all`, or all but
-one. The variants of a measure are measured in the same run, round after round in turn, so noise
-that comes in bursts hits them alike; the report pairs each variant with `all` round by round.
+one. The variants of a measure are measured in the same run, round after round in turn (each
+round starting with another variant), so noise that comes in bursts hits them alike; the report
+pairs each variant with `all` round by round.
 """
 
 from __future__ import annotations
@@ -42,6 +43,12 @@ WARMUP_SECONDS = 2.0
 def variants(measure: str) -> list[str]:
     """Return the variants measured for `measure`: `all`, then each shortcut judged on it (that one off)."""
     return [ALL, *(name for name, measures in JUDGED_ON.items() if measure in measures)]
+
+
+def in_turn(names: list[str], rep: int) -> list[str]:
+    """Return `names` rotated by `rep`: each round starts with another variant, so no variant always goes first."""
+    shift = rep % len(names)
+    return names[shift:] + names[:shift]
 
 
 def shortcuts_env(variant: str) -> dict[str, str]:
@@ -93,8 +100,9 @@ def _auth(ctx: Context, database: str) -> dict:
             if status != 200:
                 raise StepFailed(f"GET {cfg.auth_path} ({name} off) answered {status}: {body[:200]!r}")
             httpload.load(port, cfg.auth_path, token=token, seconds=WARMUP_SECONDS, connections=cfg.load_connections)
-        for _ in range(cfg.repeats):
-            for name, port in ports.items():
+        for rep in range(cfg.repeats):
+            for name in in_turn(names, rep):
+                port = ports[name]
                 load = httpload.load_spread(
                     port,
                     cfg.auth_path,
@@ -115,7 +123,7 @@ def _enqueue(ctx: Context, database: str) -> dict:
     names = variants(ENQUEUE)
     rates: dict[str, list[float]] = {name: [] for name in names}
     for rep in range(cfg.repeats):
-        for name in names:
+        for name in in_turn(names, rep):
             ctx.require_time(cfg.step_estimate(cfg.tasks), "shortcuts enqueue A/B")
             ctx.log(f"shortcuts: enqueue per task, rep {rep + 1}, {_label(name)}, {cfg.tasks} tasks")
             taskhub.reset(ctx, database)
@@ -137,7 +145,7 @@ def _drain(ctx: Context, database: str) -> dict:
     names = variants(DRAIN)
     rates: dict[str, list[float]] = {name: [] for name in names}
     for rep in range(cfg.repeats):
-        for name in names:
+        for name in in_turn(names, rep):
             ctx.require_time(2 * cfg.step_estimate(cfg.tasks), "shortcuts drain A/B")
             ctx.log(f"shortcuts: drain, rep {rep + 1}, {_label(name)}, {DRAIN_WORKERS} workers, {cfg.tasks} tasks")
             taskhub.reset(ctx, database)

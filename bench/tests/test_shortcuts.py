@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from bench.shortcuts import ALL, JUDGED_ON, MEASURES, shortcuts_env, variants
+from bench.shortcuts import ALL, JUDGED_ON, MEASURES, in_turn, shortcuts_env, variants
 from core.shortcuts import SHORTCUTS, parse
 
 
@@ -19,3 +19,10 @@ def test_a_variant_turns_off_exactly_its_shortcut() -> None:
     assert parse(shortcuts_env(ALL)["TASKHUB_SHORTCUTS"]) == set(SHORTCUTS)
     for name in SHORTCUTS:
         assert parse(shortcuts_env(name)["TASKHUB_SHORTCUTS"]) == set(SHORTCUTS) - {name}
+
+
+def test_each_round_starts_with_another_variant_and_runs_them_all() -> None:
+    names = variants("drain")
+    rounds = [in_turn(names, rep) for rep in range(4)]
+    assert [r[0] for r in rounds] == [ALL, "reply_flags", "raw_task_sql", ALL]
+    assert all(sorted(r) == sorted(names) for r in rounds)
