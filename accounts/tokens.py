@@ -7,9 +7,8 @@ import binascii
 import json
 import re
 from datetime import timedelta
-from functools import lru_cache
-from types import MappingProxyType
-from typing import Any
+from functools import cached_property, lru_cache
+from typing import TYPE_CHECKING, Any
 
 import jwt
 from django.utils.crypto import salted_hmac
@@ -26,16 +25,16 @@ from rest_framework_simplejwt.settings import api_settings
 
 from accounts.errors import TOKEN_EXPIRED, TOKEN_INVALID, TokenRejected
 from accounts.fingerprint import key_fingerprint
+from core import shortcuts
+
+if TYPE_CHECKING:
+    from accounts.token_cache import VerifiedTokens
 
 # Pinned: never taken from the token's header, never configurable to `none` or an asymmetric alg.
 ALGORITHM = "HS256"
 FAMILY_CLAIM = "fam"
 PASSWORD_CLAIM = "pwd"
 
-# Tokens whose signature and claims were verified, per signing key: a client sends the same access
-# token with every request for its lifetime, and checking the signature again each time was most of
-# the CPU cost of authentication. Bounded; only tokens that passed every check enter it.
-VERIFIED_TOKENS_CACHED = 4096
 # Keyed fingerprints of password hashes (one HMAC per request otherwise), per signing key.
 FINGERPRINTS_CACHED = 4096
 
@@ -49,7 +48,6 @@ class KeyIdTokenBackend(TokenBackend):
     def __init__(self, signing_key: str, leeway: timedelta) -> None:
         super().__init__(ALGORITHM, signing_key, leeway=leeway)
         self.kid = key_fingerprint(signing_key)
-        self.verified = lru_cache(maxsize=VERIFIED_TOKENS_CACHED)(self._verified)
 
     def encode(self, payload: dict[str, Any]) -> str:
         return jwt.encode(payload, self.prepared_signing_key, algorithm=ALGORITHM, headers={"kid": self.kid})
@@ -57,17 +55,21 @@ class KeyIdTokenBackend(TokenBackend):
     def decode(self, token: Any, verify: bool = True) -> dict[str, Any]:
         """Return the token's claims; with `verify`, only once its header, signature and claims pass.
 
-        A token verified before (the very same string, this very key) is not verified again: its
-        claims come from memory. What changes with time is still checked on every use by the
-        token class (`exp`, against the clock of this request), and what changes with the
-        database (user, family revoked, password) by the user lookup that follows.
+        The `token_cache` shortcut (`accounts.token_cache`) verifies each token string once per
+        process and key. What changes with time is still checked on every use by the token class
+        (`exp`, against the clock of this request), and what changes with the database (user,
+        family revoked, password) by the user lookup that follows.
         """
-        if not verify or not isinstance(token, str | bytes):
-            return self._decode(token, verify=verify)
-        return dict(self.verified(token))
+        if verify and _token_cache_on() and isinstance(token, str | bytes):
+            return self.verified(token)
+        return self._decode(token, verify=verify)
 
-    def _verified(self, token: Any) -> MappingProxyType:
-        return MappingProxyType(self._decode(token, verify=True))
+    @cached_property
+    def verified(self) -> VerifiedTokens:
+        """The tokens this backend verified (the `token_cache` shortcut)."""
+        from accounts.token_cache import VerifiedTokens
+
+        return VerifiedTokens(lambda token: self._decode(token, verify=True))
 
     def _decode(self, token: Any, verify: bool) -> dict[str, Any]:
         header = _unverified_header(token)
@@ -90,6 +92,11 @@ class KeyIdTokenBackend(TokenBackend):
             raise TokenRejected(TOKEN_EXPIRED, "token expired", kid=kid, jti=peek_jti(token)) from exc
         except TokenBackendError as exc:
             raise TokenRejected(TOKEN_INVALID, _describe(exc.__cause__), kid=kid, jti=peek_jti(token)) from exc
+
+
+@shortcuts.chosen
+def _token_cache_on() -> bool:
+    return shortcuts.enabled("token_cache")
 
 
 @lru_cache(maxsize=4)
@@ -128,8 +135,9 @@ class _KeyIdBackendMixin:
     def check_exp(self, claim: str = "exp", current_time: Any = None) -> None:
         """simplejwt's check, raising `ExpiredTokenError` for an `exp` that has passed.
 
-        A token verified earlier is not decoded again, so this check (not PyJWT's) is the one that
-        finds it expired; a client must still be told `token_expired`, not `token_invalid`.
+        With the `token_cache` shortcut a token verified earlier is not decoded again, so this check
+        (not PyJWT's) is the one that finds it expired; a client must still be told
+        `token_expired`, not `token_invalid`.
         """
         try:
             super().check_exp(claim, current_time)  # type: ignore[misc]

@@ -80,8 +80,8 @@ class Context:
         )
         return env
 
-    def taskhub_env(self, database: str) -> dict[str, str]:
-        """Return the environment of a TaskHub process (server, worker, loader) on `database`."""
+    def taskhub_env(self, database: str, **extra: str) -> dict[str, str]:
+        """Return the environment of a TaskHub process (server, worker, loader) on `database`, plus `extra`."""
         env = self.mysql_env()
         env.update(
             DJANGO_SETTINGS_MODULE="config.settings",
@@ -94,6 +94,7 @@ class Context:
             LOG_LEVEL=os.environ.get("BENCH_TASKHUB_LOG_LEVEL", "WARNING"),
             BENCH_PASSWORD=self.password,
         )
+        env.update(extra)
         return env
 
     def log(self, message: str) -> None:

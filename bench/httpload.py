@@ -24,10 +24,10 @@ READY_SECONDS = 60.0
 
 
 @contextmanager
-def gunicorn(ctx: Context, database: str) -> Iterator[int]:
+def gunicorn(ctx: Context, database: str, **extra_env: str) -> Iterator[int]:
     """Serve TaskHub on `database` under gunicorn.conf.py (gthread) on a free loopback port; yield the port."""
     port = free_port()
-    env = ctx.taskhub_env(database)
+    env = ctx.taskhub_env(database, **extra_env)
     env.update(
         GUNICORN_BIND=f"{HOST}:{port}",
         GUNICORN_WORKERS=str(ctx.cfg.gunicorn_workers),

@@ -284,6 +284,106 @@ def _memory(results: dict) -> list[str]:
     return lines + [""]
 
 
+def shortcut_rows(entry: dict) -> list[dict]:
+    """Return one row per shortcut and measure it is judged on: on/off medians, gain in %, verdict.
+
+    The gain is of the medians (on ÷ off − 1); `round_gains` pairs each round of the shortcut's
+    variant with the same round of `all`. A shortcut judged on no measure gets one row, unmeasured.
+    """
+    keep_at = entry.get("keep_gain_pct", 10.0)
+    rows = []
+    for name, measures in entry["judged_on"].items():
+        if not measures:
+            rows.append({"shortcut": name, "measure": None, "gain_pct": None, "verdict": "drop"})
+            continue
+        for measure in measures:
+            rates = entry["measures"].get(measure, {}).get("rates", {})
+            on, off = summarize(rates.get("all", [])), summarize(rates.get(name, []))
+            gain = ratio(median_of(on), median_of(off))
+            paired = zip(rates.get("all", []), rates.get(name, []), strict=False)
+            round_gains = [(r - 1) * 100 for a, b in paired if (r := ratio(a, b)) is not None]
+            gain_pct = None if gain is None else (gain - 1) * 100
+            verdict = "–" if gain_pct is None else ("keep" if gain_pct >= keep_at else "drop")
+            rows.append(
+                {
+                    "shortcut": name,
+                    "measure": measure,
+                    "on": on,
+                    "off": off,
+                    "gain_pct": gain_pct,
+                    "round_gains": summarize(round_gains),
+                    "verdict": verdict,
+                }
+            )
+    return rows
+
+
+def shortcut_verdicts(rows: list[dict]) -> dict[str, str]:
+    """Return keep / drop / – per shortcut: kept when any of its measures gains enough, – while one is missing."""
+    verdicts: dict[str, list[str]] = defaultdict(list)
+    for row in rows:
+        verdicts[row["shortcut"]].append(row["verdict"])
+    return {name: "keep" if "keep" in seen else ("–" if "–" in seen else "drop") for name, seen in verdicts.items()}
+
+
+def _shortcuts(results: dict) -> list[str]:
+    entry, lines = _heading(results, "shortcuts", "5. Shortcuts A/B")
+    if entry is None:
+        return lines
+    keep_at = entry.get("keep_gain_pct", 10.0)
+    measure_names = {
+        "auth": f"`{entry.get('auth_path', '/api/auth/me/')}` requests/s",
+        "enqueue": "enqueue per task (service), tasks/s",
+        "drain": f"drain of {entry.get('tasks', 0):,} no-op tasks, {entry.get('drain_workers', 2)} workers, tasks/s",
+    }
+    lines += [
+        "Each shortcut into library internals (core/shortcuts.py) against its plain version, in this run: "
+        "TaskHub's processes with every shortcut on (`TASKHUB_SHORTCUTS=all`) and with all but that one, "
+        "the variants of a measure loaded in turn round after round. On and off are medians (min–max); the "
+        "gain is on ÷ off − 1 of the medians, per round in brackets. A shortcut stays only if it buys "
+        f"≥ {keep_at:g} % on a measure of its path.",
+        "",
+        "| shortcut | measure | on (all) | off (this one) | gain | verdict |",
+        "|---|---|---|---|---|---|",
+    ]
+    rows = shortcut_rows(entry)
+    for row in rows:
+        if row["measure"] is None:
+            lines.append(
+                f"| `{row['shortcut']}` | – (no hot path: it runs only after a leaked transaction) | – | – | – | drop |"
+            )
+            continue
+        gain = "–" if row["gain_pct"] is None else f"{row['gain_pct']:+.1f} %"
+        if row["gain_pct"] is not None and row["round_gains"] and row["round_gains"]["n"] > 1:
+            gain += f" ({row['round_gains']['min']:+.1f} to {row['round_gains']['max']:+.1f})"
+        lines.append(
+            f"| `{row['shortcut']}` | {measure_names.get(row['measure'], row['measure'])} | {_spread(row['on'], '')} "
+            f"| {_spread(row['off'], '')} | {gain} | {row['verdict']} |"
+        )
+    verdicts = shortcut_verdicts(rows)
+    kept = [name for name, verdict in verdicts.items() if verdict == "keep"]
+    dropped = [name for name, verdict in verdicts.items() if verdict == "drop"]
+    undecided = [name for name, verdict in verdicts.items() if verdict == "–"]
+    lines += [
+        "",
+        f"Keep: {', '.join(f'`{n}`' for n in kept) or 'none'}. Drop (the plain version stays): "
+        f"{', '.join(f'`{n}`' for n in dropped) or 'none'}."
+        + (f" Not measured in this run: {', '.join(f'`{n}`' for n in undecided)}." if undecided else ""),
+    ]
+    for measure, measured in entry["measures"].items():
+        problem = _status(measured)
+        if problem:
+            lines.append(f"- {measure_names.get(measure, measure)}: {problem}")
+        elif measured.get("non_2xx") and any(measured["non_2xx"].values()):
+            bad = ", ".join(f"{_variant(name)}: {n}" for name, n in measured["non_2xx"].items() if n)
+            lines.append(f"- {measure_names.get(measure, measure)}: non-2xx answers ({bad})")
+    return lines + [""]
+
+
+def _variant(name: str) -> str:
+    return "all on" if name == "all" else f"{name} off"
+
+
 def render(results: dict) -> str:
     """Return RESULTS.md for one run."""
     meta, mach, vers = results["meta"], results["machine"], results["versions"]
@@ -305,7 +405,7 @@ def render(results: dict) -> str:
     if mach["loadavg"][0] > 0.5 * cores:
         lines += [f"> ⚠️ The machine was busy when the run started (load {mach['loadavg'][0]}): figures are noisy.", ""]
     lines += _targets_table(results) + compare.before_after(results, targets(results))
-    lines += _throughput(results) + _scale(results) + _auth(results) + _memory(results)
+    lines += _throughput(results) + _scale(results) + _auth(results) + _memory(results) + _shortcuts(results)
     errors = results.get("errors") or []
     if errors:
         lines += ["## Problems during the run", ""] + [f"- {e}" for e in errors] + [""]

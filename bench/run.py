@@ -10,7 +10,7 @@ import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from bench import auth, compare, db, machine, memory, report, scale, taskhub
+from bench import auth, compare, db, machine, memory, report, scale, shortcuts, taskhub
 from bench.config import OUT_DIR, load_config
 from bench.context import Context, Unavailable
 from bench.peers import celery_bench, djtasks, rawsql
@@ -21,6 +21,7 @@ TASKHUB_SECTIONS = {
     "scale": scale.run,
     "auth": auth.run,
     "memory": memory.run,
+    "shortcuts": shortcuts.run,
 }
 PEERS = {"django-tasks-db": djtasks.run, "celery": celery_bench.run, "raw": rawsql.run}
 

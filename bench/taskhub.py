@@ -12,10 +12,12 @@ TASK_TABLES = ("task_queue", "task_status_count", "task_hourly_stats", "task_wor
 BENCH_USERS = 50
 
 
-def child(ctx: Context, database: str, *args: str, name: str, timeout: float = 300) -> dict:
-    """Run `python -m bench.child ARGS` on `database` and return its result."""
+def child(
+    ctx: Context, database: str, *args: str, name: str, timeout: float = 300, env: dict[str, str] | None = None
+) -> dict:
+    """Run `python -m bench.child ARGS` on `database` (with `env` added) and return its result."""
     return ctx.children.run(
-        python("-m", "bench.child", *args), env=ctx.taskhub_env(database), name=name, timeout=timeout
+        python("-m", "bench.child", *args), env=ctx.taskhub_env(database, **(env or {})), name=name, timeout=timeout
     )
 
 
@@ -48,11 +50,13 @@ def reset(ctx: Context, database: str) -> None:
     db.truncate(ctx.cfg, database, TASK_TABLES)
 
 
-def drain(ctx: Context, database: str, *, workers: int, expected: int, first_id: int = 1) -> dict:
-    """Run `workers` burst workers until they exit; return the count and span from DB timestamps."""
+def drain(
+    ctx: Context, database: str, *, workers: int, expected: int, first_id: int = 1, env: dict[str, str] | None = None
+) -> dict:
+    """Run `workers` burst workers (with `env` added) until they exit; return the count and span from DB timestamps."""
     ctx.children.run_workers(
         python(*taskhub_side.worker_args()),
-        env=ctx.taskhub_env(database),
+        env=ctx.taskhub_env(database, **(env or {})),
         count=workers,
         name="run_worker",
         timeout=ctx.cfg.step_timeout(expected),

@@ -13,6 +13,7 @@ import environ
 from django.core.exceptions import ImproperlyConfigured
 
 from config.secrets import load_secret
+from core import shortcuts
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -304,6 +305,8 @@ METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 DB_UNAVAILABLE_RETRY_AFTER_SECONDS = env.int("DB_UNAVAILABLE_RETRY_AFTER_SECONDS", default=5)
 # How often each web process records its key fingerprint for check_production (0 = never).
 TASKHUB_INSTANCE_REPORT_SECONDS = env.int("TASKHUB_INSTANCE_REPORT_SECONDS", default=60)
+# Shortcuts into library internals on the hot paths (core/shortcuts.py): `all`, `none` or names.
+TASKHUB_SHORTCUTS = shortcuts.parse(env.str("TASKHUB_SHORTCUTS", default=shortcuts.ALL))
 
 # --- i18n, static ---------------------------------------------------------------------------
 LANGUAGE_CODE = "en"

@@ -23,17 +23,20 @@ from __future__ import annotations
 
 import copy
 import enum
-import json
+import functools
+import operator
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from types import ModuleType
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Count, QuerySet
+from django.db.models import Case, Count, F, JSONField, Q, QuerySet, Value, When
 from django.utils import timezone
 
+from core import shortcuts
 from core.db.errors import with_contention_retry
 from tasks import counters
 from tasks.models import FINISHED_STATUSES, QueueConfig, TaskQueue, TaskStatus
@@ -67,14 +70,15 @@ CLAIM_SQL_MYSQL = (
 def enqueue(tasks: list[TaskQueue]) -> None:
     """Insert new pending tasks and count them; call inside the caller's transaction.
 
-    One task: one INSERT. Several: multi-row INSERTs of ENQUEUE_BATCH_SIZE rows. All the tasks
-    of one call share one owner and one `created_at` (the ids are read back by them where the
-    backend cannot return them).
+    Multi-row INSERTs of ENQUEUE_BATCH_SIZE rows (one INSERT for one task). All the tasks of one
+    call share one owner and one `created_at` (the ids are read back by them where the backend
+    cannot return them).
     """
     if not tasks:
         return
-    if len(tasks) == 1:
-        _insert_one(tasks[0])
+    fast_sql = _fast_sql()
+    if fast_sql is not None and len(tasks) == 1:
+        fast_sql.insert_one(tasks[0])
     else:
         TaskQueue.objects.bulk_create(tasks, batch_size=ENQUEUE_BATCH_SIZE)
         if tasks[0].pk is None:
@@ -82,23 +86,14 @@ def enqueue(tasks: list[TaskQueue]) -> None:
     counters.record_created(tasks)
 
 
-def _insert_one(task: TaskQueue) -> None:
-    """INSERT one task in a single statement and set its id.
+@shortcuts.chosen
+def _fast_sql() -> ModuleType | None:
+    """The `raw_task_sql` shortcut's statements (`tasks.fast_sql`), or None: the ORM writes."""
+    if shortcuts.enabled("raw_task_sql"):
+        from tasks import fast_sql
 
-    For one row the ORM's insert costs several times the Python the database spends on it.
-    Each field prepares its own value, as the ORM's insert would.
-    """
-    meta = TaskQueue._meta
-    fields = [f for f in meta.concrete_fields if not f.primary_key]
-    values = [f.get_db_prep_save(f.pre_save(task, True), connection) for f in fields]
-    quote = connection.ops.quote_name
-    columns = ", ".join(quote(f.column) for f in fields)
-    marks = ", ".join(["%s"] * len(fields))
-    with connection.cursor() as cursor:
-        cursor.execute(f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({marks})", values)
-        task.pk = connection.ops.last_insert_id(cursor, meta.db_table, meta.pk.column)
-    task._state.adding = False
-    task._state.db = connection.alias
+        return fast_sql
+    return None
 
 
 def _fetch_ids(tasks: list[TaskQueue]) -> None:
@@ -221,14 +216,17 @@ def _lock_claimable(queue_id: int, now: datetime, limit: int) -> list[TaskQueue]
 
 def _mark_running(tasks: list[TaskQueue], *, worker_id: str, now: datetime, lease_expires_at: datetime) -> None:
     """pending → running for rows this transaction has locked: one more attempt, under a lease."""
-    adapt = connection.ops.adapt_datetimefield_value
-    placeholders = ", ".join(["%s"] * len(tasks))
-    with connection.cursor() as cursor:
-        # Raw: the ORM's UPDATE costs more Python than the database spends on it.
-        cursor.execute(
-            f"UPDATE task_queue SET status = 'running', attempts = attempts + 1, "
-            f"claimed_by = %s, lease_expires_at = %s, started_at = %s WHERE id IN ({placeholders})",
-            [worker_id, adapt(lease_expires_at), adapt(now), *(task.pk for task in tasks)],
+    pks = [task.pk for task in tasks]
+    fast_sql = _fast_sql()
+    if fast_sql is not None:
+        fast_sql.mark_running(pks, worker_id=worker_id, now=now, lease_expires_at=lease_expires_at)
+    else:
+        TaskQueue.objects.filter(pk__in=pks).update(
+            status=TaskStatus.RUNNING,
+            attempts=F("attempts") + 1,
+            claimed_by=worker_id,
+            lease_expires_at=lease_expires_at,
+            started_at=now,
         )
     for task in tasks:
         task.status = TaskStatus.RUNNING
@@ -359,28 +357,34 @@ def _succeed(worker_id: str, results: dict[int, Any], attempts: dict[int, int], 
     """running → succeeded for the tasks `worker_id` still holds, in one UPDATE; return how many changed.
 
     `results` maps pk to result, `attempts` pk to the attempt that ran: a task taken back and
-    claimed again meanwhile (another attempt, even by this worker) is left alone. Raw SQL because
-    the ORM's CASE WHEN for a batch costs more Python than the database spends on the statement.
+    claimed again meanwhile (another attempt, even by this worker) is left alone.
     """
     if not results:
         return 0
-    cases = " ".join(["WHEN %s THEN %s"] * len(results))
-    params: list[Any] = ["succeeded", connection.ops.adapt_datetimefield_value(now)]
-    for pk, value in results.items():
-        params += [pk, None if value is None else json.dumps(value)]
-    params += [*results, worker_id]
-    for pk in results:
-        params += [pk, attempts[pk]]
-    placeholders = ", ".join(["%s"] * len(results))
-    sql = (
-        "UPDATE task_queue SET status = %s, progress = 100, error = '', finished_at = %s, "
-        f"lease_expires_at = NULL, result = CASE id {cases} END "
-        f"WHERE id IN ({placeholders}) AND status = 'running' AND claimed_by = %s "
-        f"AND attempts = CASE id {cases} END"
+    fast_sql = _fast_sql()
+    if fast_sql is not None:
+        return fast_sql.succeed(worker_id, results, attempts, now)
+    at_its_attempt = functools.reduce(operator.or_, (Q(pk=pk, attempts=attempts[pk]) for pk in results))
+    # Value(None) is SQL NULL, what saving `result=None` stores; Value(None, JSONField()) would be JSON null.
+    result = Case(
+        *(
+            When(pk=pk, then=Value(None) if value is None else Value(value, output_field=JSONField()))
+            for pk, value in results.items()
+        ),
+        output_field=JSONField(),
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.rowcount
+    return (
+        _held_by(worker_id)
+        .filter(at_its_attempt, pk__in=list(results))
+        .update(
+            status=TaskStatus.SUCCEEDED,
+            progress=100,
+            error="",
+            finished_at=now,
+            lease_expires_at=None,
+            result=result,
+        )
+    )
 
 
 def _set_succeeded(task: TaskQueue, result: Any, now: datetime) -> None:

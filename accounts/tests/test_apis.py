@@ -8,12 +8,18 @@ import pytest
 from django.utils import timezone
 from drf_spectacular.generators import SchemaGenerator
 from prometheus_client import REGISTRY
+from rest_framework.fields import DateTimeField
 from rest_framework.test import APIClient
 
 from accounts.models import IssuedRefreshToken, TokenFamily
 from accounts.tests.helpers import ALICE_PASSWORD, bearer, claims, failures, rejection_lines
+from core.tests.both_ways import both_ways
 
 pytestmark = pytest.mark.django_db
+
+# The caller's account both ways: one shared serializer (accounts.shared_serializer) or one per request.
+me_serializer = both_ways("me_serializer")
+drf_datetime = DateTimeField().to_representation
 
 LOGIN = "/api/auth/token/"
 REFRESH = "/api/auth/token/refresh/"
@@ -182,11 +188,21 @@ def test_logout_and_me_require_a_token():
     assert APIClient().get(ME).status_code == 401
 
 
-def test_me_returns_the_caller(alice, bob):
+def test_me_returns_the_caller(alice, bob, me_serializer):
+    alice.first_name, alice.last_login = "Alice", timezone.now()
+    alice.save()
     body = bearer(login()["access"]).get(ME).json()
 
-    assert body["id"] == alice.pk and body["username"] == "alice" and body["email"] == "alice@example.com"
-    assert "password" not in body
+    assert body == {
+        "id": alice.pk,
+        "username": "alice",
+        "email": "alice@example.com",
+        "first_name": "Alice",
+        "last_name": "",
+        "is_staff": False,
+        "date_joined": drf_datetime(alice.date_joined),
+        "last_login": drf_datetime(alice.last_login),
+    }
 
 
 def test_tokens_issued_by_login_carry_user_family_and_password_claims(alice):

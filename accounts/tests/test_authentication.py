@@ -15,8 +15,11 @@ from accounts.selectors import user_for_token
 from accounts.services import session_logout_all, session_start
 from accounts.tests.helpers import bearer, claims, failures, forge, issued_at, rejection_lines
 from accounts.tokens import AccessToken, decode
+from core.tests.both_ways import both_ways
 
-pytestmark = pytest.mark.django_db
+# Every authentication both ways: the user lookup compiled once (accounts.fast_lookup) and the ORM's.
+user_lookup = both_ways("user_lookup")
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("user_lookup")]
 
 # Every GET endpoint that needs a token; other parts append theirs (e.g. "/api/tasks/statistics").
 # The paths the old deployment guide's curl check and existing monitors call, plus the caller.
@@ -91,7 +94,7 @@ def test_a_valid_token_authenticates_with_one_query(alice, alice_pair, django_as
 
 
 def test_the_authenticated_user_is_the_same_as_the_orm_loads_it(alice, alice_pair):
-    """The lookup runs precompiled SQL on a plain cursor: every field must still convert as the ORM's."""
+    """Compiled once or by the ORM each time, the lookup loads every field as the ORM does."""
     alice.is_staff, alice.last_login = True, timezone.now()
     alice.save()
     token = decode(alice_pair.access, AccessToken)

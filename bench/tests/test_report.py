@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from bench import compare
-from bench.report import add_summaries, render, summarize_runs, targets
+from bench.report import add_summaries, render, shortcut_rows, shortcut_verdicts, summarize_runs, targets
 from bench.report import main as report_main
 from bench.scale import ENDPOINTS
 
@@ -199,3 +199,108 @@ def test_a_saved_run_is_re_rendered_next_to_an_earlier_one(tmp_path: Path, monke
     text = (tmp_path / "RESULTS.md").read_text()
     assert "Before: the product before — run 2026-01-01T00:00:00+00:00 (`bench/out/before.json`" in text
     assert "| TaskHub drain, 2 workers ÷ django-tasks-db 2 workers | 1.96 | 4.00 | ≥ 2 |" in text
+
+
+def _shortcuts_entry(rates: dict[str, dict[str, list[float]]], **extra) -> dict:
+    """A shortcuts section as bench.shortcuts writes it: rates per measure and variant, round by round."""
+    from bench.shortcuts import JUDGED_ON
+
+    return {
+        "measures": {measure: {"unit": "/s", "rates": by_variant} for measure, by_variant in rates.items()},
+        "judged_on": {name: list(measures) for name, measures in JUDGED_ON.items()},
+        "keep_gain_pct": 10.0,
+        "auth_path": "/api/auth/me/",
+        "tasks": 5000,
+        "drain_workers": 2,
+        **extra,
+    }
+
+
+def _ab_rates() -> dict[str, dict[str, list[float]]]:
+    return {
+        "auth": {
+            "all": [1000.0, 1100.0, 1050.0],
+            "reply_flags": [800.0, 900.0, 850.0],
+            "health_check_read": [990.0, 1080.0, 1000.0],
+            "user_lookup": [700.0, 720.0, 710.0],
+            "token_cache": [500.0, 520.0, 510.0],
+            "me_serializer": [1000.0, 1000.0, 1000.0],
+        },
+        "enqueue": {"all": [400.0, 420.0, 410.0], "raw_task_sql": [300.0, 320.0, 310.0]},
+        "drain": {
+            "all": [2000.0, 2100.0, 2050.0],
+            "raw_task_sql": [1950.0, 2000.0, 2000.0],
+            "reply_flags": [1990.0] * 3,
+        },
+    }
+
+
+def test_each_shortcut_is_judged_on_the_gain_of_its_own_measure_in_the_same_run() -> None:
+    rows = {(row["shortcut"], row["measure"]): row for row in shortcut_rows(_shortcuts_entry(_ab_rates()))}
+
+    assert rows[("user_lookup", "auth")]["gain_pct"] == pytest.approx((1050 / 710 - 1) * 100)
+    assert rows[("user_lookup", "auth")]["verdict"] == "keep"
+    assert rows[("health_check_read", "auth")]["gain_pct"] == pytest.approx((1050 / 1000 - 1) * 100)
+    assert rows[("health_check_read", "auth")]["verdict"] == "drop"  # +5 % does not pay for internals
+    assert rows[("raw_task_sql", "drain")]["verdict"] == "drop"
+    assert rows[("raw_task_sql", "enqueue")]["verdict"] == "keep"
+    # Per round: each round of the variant against the same round of "all".
+    gains = rows[("token_cache", "auth")]["round_gains"]
+    assert (gains["min"], gains["max"]) == pytest.approx((100.0, (1100 / 520 - 1) * 100))
+    assert rows[("transaction_reset", None)]["verdict"] == "drop"
+
+
+def test_a_shortcut_stays_when_any_of_its_measures_gains_enough() -> None:
+    verdicts = shortcut_verdicts(shortcut_rows(_shortcuts_entry(_ab_rates())))
+
+    assert verdicts == {
+        "reply_flags": "keep",  # auth +23.5 %, even though the drain gains only 3 %
+        "health_check_read": "drop",
+        "user_lookup": "keep",
+        "token_cache": "keep",
+        "me_serializer": "drop",
+        "raw_task_sql": "keep",
+        "transaction_reset": "drop",
+    }
+
+
+def test_the_ab_table_shows_on_off_gain_and_verdict_with_the_per_round_spread() -> None:
+    results = _results({"runs": _runs("2 workers", [1800], 1380, "per-task")})
+    results["sections"]["shortcuts"] = _shortcuts_entry(_ab_rates())
+    text = render(results)
+
+    assert "## 5. Shortcuts A/B" in text
+    assert "| shortcut | measure | on (all) | off (this one) | gain | verdict |" in text
+    assert (
+        "| `user_lookup` | `/api/auth/me/` requests/s | 1,050 (1,000–1,100) | 710 (700–720) | +47.9 % (+42.9 to +52.8) | keep |"
+        in text
+    )
+    assert "| `raw_task_sql` | enqueue per task (service), tasks/s | 410 (400–420) | 310 (300–320) | +32.3 %" in text
+    assert "| `raw_task_sql` | drain of 5,000 no-op tasks, 2 workers, tasks/s |" in text
+    assert (
+        "| `transaction_reset` | – (no hot path: it runs only after a leaked transaction) | – | – | – | drop |" in text
+    )
+    assert "Keep: `reply_flags`, `user_lookup`, `token_cache`, `raw_task_sql`." in text
+    assert "Drop (the plain version stays): `health_check_read`, `me_serializer`, `transaction_reset`." in text
+
+
+def test_a_measure_that_could_not_run_leaves_its_shortcuts_undecided() -> None:
+    rates = _ab_rates()
+    del rates["enqueue"]
+    entry = _shortcuts_entry(rates)
+    entry["measures"]["enqueue"] = {"error": "enqueue-all exited 1"}
+    entry["measures"]["drain"] = {"unavailable": "shortcuts drain A/B skipped: the time budget is spent"}
+    results = _results({"runs": _runs("2 workers", [1800], 1380, "per-task")})
+    results["sections"]["shortcuts"] = entry
+    text = render(results)
+
+    assert "| `raw_task_sql` | enqueue per task (service), tasks/s | – | – | – | – |" in text
+    assert "Not measured in this run: `raw_task_sql`." in text
+    assert "- enqueue per task (service), tasks/s: error: enqueue-all exited 1" in text
+    assert "skipped: the time budget is spent" in text
+    assert "`reply_flags`" in text.split("Keep:")[1].split("Drop")[0]  # its auth gain still counts
+
+
+def test_a_run_without_the_section_says_so() -> None:
+    text = render(_results({"runs": _runs("2 workers", [1800], 1380, "per-task")}))
+    assert "## 5. Shortcuts A/B\n\nnot run" in text

@@ -1,4 +1,4 @@
-"""The server's status flags that came with its last reply, read without a round trip.
+"""The `reply_flags` shortcut: the server's status flags that came with its last reply, read without a round trip.
 
 Every OK and EOF packet of the MySQL protocol carries the session's status flags, among them
 `SERVER_STATUS_IN_TRANS` (the session is inside a transaction) and `SERVER_STATUS_AUTOCOMMIT`.
@@ -12,6 +12,10 @@ failed statement they may still say "in a transaction" when the server has rolle
 are therefore trusted only when they say the session is clean; anything else is confirmed on the
 server by the caller. Against MySQL's own client library (no `mariadb_get_info`) this module
 answers None and callers ask the server.
+
+It reaches into mysqlclient's connection capsule and Connector/C's `MYSQL` struct through ctypes;
+the plain version (`core.db.session._server_says_in_transaction`) asks the server every time.
+diagnostics/tests/test_server_status.py checks the flags against the server's own answer.
 """
 
 from __future__ import annotations

@@ -2,10 +2,14 @@
 
 Two views of "inside a transaction" are checked, because Django only knows about the
 transactions it opened itself: a raw `START TRANSACTION` (or `SET autocommit=0`) leaves
-Django's state clean while the server holds the transaction open. The server's view costs
-nothing when the status flags of the server's last reply say the session is clean (read from the
-client library, `core.db.reply_flags`), one cheap query on MySQL/MariaDB otherwise, and
-none on SQLite.
+Django's state clean while the server holds the transaction open. The server's view costs one
+cheap query on MySQL/MariaDB and none on SQLite.
+
+Three shortcuts (`core.shortcuts`) replace plain code here, each from its own module:
+`reply_flags` (no query when the status flags of the server's last reply say the session is
+clean), `health_check_read` (the first read of a request stands in for Django's ping) and
+`transaction_reset` (a connection left inside abandoned atomic blocks is rolled back and kept
+instead of reconnected).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import TypeVar
 from django.db import DatabaseError, OperationalError, connection
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from core import metrics
+from core import metrics, shortcuts
 from core.db import reply_flags
 from core.db.errors import error_code, is_connection_lost, is_database_unavailable
 
@@ -39,7 +43,7 @@ def ensure_clean_session(*, context_id: str) -> bool:
     """Roll back a transaction left open on the default connection; return True if one was.
 
     Call at the end of every request and every worker task. `context_id` is the request id
-    (or the task's id) that goes into the log marker. Never opens a connection.
+    (or the task's id) that goes into the log marker. Never opens a connection just to check it.
     """
     if connection.connection is None or under_test_transaction(connection):
         return False
@@ -77,30 +81,26 @@ def handle_database_error(exc: BaseException) -> bool:
 
 
 def read_checking_connection(read: Callable[[], T]) -> T:
-    """Run `read`, a read-only statement, as the default connection's pending health check.
+    """Run `read`, a read-only statement that is safe to repeat, as the first statement of a request.
 
-    With `CONN_HEALTH_CHECKS`, Django pings a reused connection before its first statement in each
-    request: a round trip that only answers "still alive?". A read that is safe to repeat can
-    answer that itself: it runs without the ping, and if the connection turns out to be lost it
-    is closed and the read runs once more on a new connection — what Django does after a failed
-    ping. Outside that case (no check due, or inside a transaction) it is a plain call.
+    Plain: run it; with `CONN_HEALTH_CHECKS`, Django pings a reused connection before it. The
+    `health_check_read` shortcut (`core.db.health_check_read`) lets the read itself answer "still
+    alive?", one round trip fewer.
     """
-    if not _claim_health_check():
-        return read()
-    try:
-        return read()
-    except DatabaseError as exc:
-        if not handle_database_error(exc) or connection.connection is not None:
-            raise
-        return read()
+    return _read_checking_connection()(read)
 
 
-def _claim_health_check() -> bool:
-    due = connection.connection is not None and connection.health_check_enabled and not connection.health_check_done
-    if not due or connection.in_atomic_block or not connection.get_autocommit():
-        return False
-    connection.health_check_done = True
-    return True
+@shortcuts.chosen
+def _read_checking_connection() -> Callable[[Callable[[], T]], T]:
+    if shortcuts.enabled("health_check_read"):
+        from core.db.health_check_read import read_as_health_check
+
+        return read_as_health_check
+    return _read
+
+
+def _read(read: Callable[[], T]) -> T:
+    return read()
 
 
 def under_test_transaction(conn: BaseDatabaseWrapper) -> bool:
@@ -119,13 +119,19 @@ def server_in_transaction(conn: BaseDatabaseWrapper) -> bool:
         return conn.connection.in_transaction
     if conn.vendor != "mysql":
         return False
-    if reply_flags.is_clean(conn.connection):
+    if _reply_flags_read() and reply_flags.is_clean(conn.connection):
         return False
     return _server_says_in_transaction(conn)
 
 
+@shortcuts.chosen
+def _reply_flags_read() -> bool:
+    """The `reply_flags` shortcut: trust the last reply's flags when they say "clean" (no round trip)."""
+    return shortcuts.enabled("reply_flags")
+
+
 def _server_says_in_transaction(conn: BaseDatabaseWrapper) -> bool:
-    """Ask the server itself (a round trip): the answer when the reply flags are unreadable or not clean."""
+    """Ask the server itself: one round trip."""
     with conn.cursor() as cursor:
         if conn.mysql_is_mariadb:
             cursor.execute(MARIADB_TRX_QUERY)
@@ -151,39 +157,63 @@ def _django_left_transaction_open() -> bool:
 
 
 def _force_rollback() -> None:
-    """Roll back on the server, restore autocommit and forget abandoned atomic blocks."""
-    raw = connection.connection
+    """Roll back on the server and restore autocommit; drop a connection that cannot."""
     try:
-        with connection.wrap_database_errors:
-            raw.rollback()
-        _reset_django_transaction_state()
-        if not connection.get_autocommit():
-            connection.set_autocommit(True)
-        elif connection.vendor == "mysql" and not raw.get_autocommit():
-            # A raw `SET autocommit=0` that Django never saw; mysqlclient reads the flag for free.
-            with connection.wrap_database_errors:
-                raw.autocommit(True)
+        if connection.in_atomic_block:
+            _leave_abandoned_atomic_blocks()()
+        else:
+            _rollback_outside_atomic_blocks()
     except DatabaseError as exc:
         # A connection that cannot even roll back is unusable: drop it so the next user reconnects.
         metrics.DB_ERRORS.labels(kind=type(exc).__name__).inc()
-        _reset_django_transaction_state()
         _drop_connection()
 
 
+def _rollback_outside_atomic_blocks() -> None:
+    raw = connection.connection
+    with connection.wrap_database_errors:
+        raw.rollback()
+    if not connection.get_autocommit():
+        connection.set_autocommit(True)
+    elif connection.vendor == "mysql" and not raw.get_autocommit():
+        # A raw `SET autocommit=0` that Django never saw; mysqlclient reads the flag for free.
+        with connection.wrap_database_errors:
+            raw.autocommit(True)
+
+
+@shortcuts.chosen
+def _leave_abandoned_atomic_blocks() -> Callable[[], None]:
+    if shortcuts.enabled("transaction_reset"):
+        from core.db.transaction_reset import rollback_and_forget_atomic_blocks
+
+        return lambda: rollback_and_forget_atomic_blocks(connection)
+    return _reconnect
+
+
+def _reconnect() -> None:
+    """Close the connection (the server rolls its transaction back) and open a new one.
+
+    `close()` alone is not enough inside an atomic block: Django then refuses every query until
+    the block exits, which an abandoned block never does. `connect()` resets that state, as it
+    does for any connection closed inside an atomic block.
+    """
+    _drop_connection()
+    try:
+        with connection.wrap_database_errors:
+            connection.connect()
+    except DatabaseError as exc:
+        # The server is away: leave the connection closed; the next user connects (or answers 503).
+        metrics.DB_ERRORS.labels(kind=type(exc).__name__).inc()
+        _close_quietly()
+
+
 def _drop_connection() -> None:
+    _close_quietly()
+    metrics.DB_RECONNECTS.inc()
+
+
+def _close_quietly() -> None:
     try:
         connection.close()
     except DatabaseError:
         pass  # a handle already closed under Django refuses to close again; Django forgets it either way
-    metrics.DB_RECONNECTS.inc()
-
-
-def _reset_django_transaction_state() -> None:
-    """Forget an atomic block that was entered and never exited."""
-    connection.in_atomic_block = False
-    connection.atomic_blocks = []
-    connection.savepoint_ids = []
-    connection.needs_rollback = False
-    connection.commit_on_exit = True
-    connection.closed_in_transaction = False
-    connection.run_on_commit = []

@@ -5,14 +5,28 @@ from __future__ import annotations
 import logging
 
 import pytest
-from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, connections, transaction
 from prometheus_client import REGISTRY
 
 from core.db import reply_flags
-from core.db.session import ensure_clean_session, handle_database_error, server_in_transaction
+from core.db.session import ensure_clean_session, handle_database_error, server_in_transaction, under_test_transaction
+from core.db.transaction_reset import forget_atomic_blocks
+from core.tests.both_ways import both_ways
 from tasks.models import QueueConfig
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+# Abandoned atomic blocks both ways: rolled back and forgotten by hand, or closed and reconnected.
+transaction_reset = both_ways("transaction_reset")
+
+
+@pytest.fixture(autouse=True)
+def _leave_no_atomic_block_behind():
+    """A test that fails inside an abandoned block must not take the next tests' connection with it."""
+    yield
+    if connection.in_atomic_block and not under_test_transaction(connection):
+        connection.close()
+        connection.connect()
 
 
 def _reconnects() -> float:
@@ -31,15 +45,104 @@ def test_a_closed_connection_is_not_opened_to_be_checked():
     assert connection.connection is None
 
 
-def test_an_abandoned_atomic_block_is_rolled_back_and_logged(caplog):
-    block = transaction.atomic()
-    block.__enter__()
+def _connection_id() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT CONNECTION_ID()" if connection.vendor == "mysql" else "SELECT 1")
+        return cursor.fetchone()[0] if connection.vendor == "mysql" else id(connection.connection)
+
+
+@pytest.mark.parametrize("depth", [1, 3], ids=["one block", "nested blocks"])
+def test_an_abandoned_atomic_block_is_rolled_back_and_logged(caplog, transaction_reset, depth):
+    before = _connection_id()
+    for _ in range(depth):
+        transaction.atomic().__enter__()
     QueueConfig.objects.create(name="never-committed")
+    transaction.on_commit(lambda: pytest.fail("an abandoned block's on_commit ran"))
     with caplog.at_level(logging.ERROR, logger="taskhub.db"):
         assert ensure_clean_session(context_id="req-42") is True
     assert "❌ 数据库会话错误 [req-42]: ⚠️ 检测到未完成事务，强制回滚" in caplog.text
     assert connection.get_autocommit()
     assert not connection.in_atomic_block
+    assert not QueueConfig.objects.filter(name="never-committed").exists()
+    # Kept (rolled back by hand) with the shortcut; closed and opened again without it.
+    assert (_connection_id() == before) is transaction_reset
+    with transaction.atomic():
+        QueueConfig.objects.create(name="committed-afterwards")
+    assert QueueConfig.objects.filter(name="committed-afterwards").exists()
+
+
+class _GoneAway:
+    """The raw connection of a server that went away: it can still be closed, nothing else."""
+
+    def __init__(self, raw) -> None:
+        self.raw = raw
+
+    def rollback(self) -> None:
+        raise connection.Database.OperationalError(2006, "MySQL server has gone away")
+
+    def close(self) -> None:
+        self.raw.close()
+
+    def __getattr__(self, name: str):
+        return getattr(self.raw, name)
+
+
+def _refuse_to_connect(*args, **kwargs):
+    raise OperationalError(2003, "Can't connect to MySQL server")
+
+
+def test_an_abandoned_atomic_block_on_a_database_that_went_away_is_dropped(transaction_reset, monkeypatch):
+    transaction.atomic().__enter__()
+    QueueConfig.objects.count()
+    connections["default"].connection = _GoneAway(connection.connection)
+    monkeypatch.setattr(type(connections["default"]), "get_new_connection", _refuse_to_connect)
+
+    assert ensure_clean_session(context_id="req-gone") is True
+
+    assert connection.connection is None and not connection.in_atomic_block
+    monkeypatch.undo()
+    assert QueueConfig.objects.count() >= 0  # the next user reconnects
+
+
+def _transaction_state() -> dict[str, object]:
+    """Every attribute of the wrapper that is neither the connection itself nor a setting or counter."""
+    volatile = {"connection", "close_at", "queries_log", "savepoint_state", "health_check_done", "errors_occurred"}
+    return {
+        name: list(value) if isinstance(value, list) else value
+        for name, value in vars(connections["default"]).items()
+        if name not in volatile and isinstance(value, bool | list | type(None))
+    }
+
+
+def test_closing_alone_leaves_django_refusing_queries_until_the_block_exits():
+    """Why the plain version reconnects: `close()` inside an atomic block waits for the block's exit."""
+    transaction.atomic().__enter__()
+    QueueConfig.objects.count()
+    connection.close()
+    with pytest.raises((DatabaseError, connection.Database.Error)):  # mysqlclient's own, on a closed handle
+        QueueConfig.objects.count()
+    connection.connect()  # what the plain version does next
+    assert QueueConfig.objects.count() >= 0
+
+
+def test_forgetting_atomic_blocks_by_hand_leaves_the_state_a_new_connection_has():
+    """Pins the hand edit to Django: an attribute it adds or renames makes this fail loudly."""
+    connection.close()
+    connection.ensure_connection()
+    fresh = _transaction_state()
+    blocks = [transaction.atomic(), transaction.atomic(savepoint=False), transaction.atomic()]
+    for block in blocks:
+        block.__enter__()
+    QueueConfig.objects.create(name="never-committed")
+    transaction.on_commit(lambda: None)
+    transaction.set_rollback(True)
+    assert _transaction_state() != fresh
+
+    connection.connection.rollback()
+    forget_atomic_blocks(connection)
+    connection.set_autocommit(True)
+
+    assert _transaction_state() == fresh
     assert not QueueConfig.objects.filter(name="never-committed").exists()
 
 

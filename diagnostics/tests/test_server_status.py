@@ -9,9 +9,13 @@ from django.db import DatabaseError, connection
 
 from core.db import reply_flags
 from core.db.session import ensure_clean_session, server_in_transaction
+from core.tests.both_ways import both_ways
 from tasks.models import QueueConfig
 
 pytestmark = [pytest.mark.mysql, pytest.mark.django_db(transaction=True)]
+
+# The session check both ways: trusting clean reply flags (the shortcut) or always asking the server.
+reply_flags_on = both_ways("reply_flags")
 
 
 def _server_view() -> tuple[bool, bool]:
@@ -57,13 +61,27 @@ def test_the_flags_match_the_servers_own_answer_after_every_statement(steps):
     raw.autocommit(True)
 
 
-def test_a_clean_session_is_checked_without_a_statement(django_assert_num_queries):
+def test_a_clean_session_is_checked_without_a_statement_with_the_flags_and_with_one_without(
+    django_assert_num_queries, reply_flags_on
+):
     QueueConfig.objects.count()
-    with django_assert_num_queries(0):
+    with django_assert_num_queries(0 if reply_flags_on else 1):
         assert ensure_clean_session(context_id="req-free") is False
 
 
-def test_flags_saying_in_transaction_are_confirmed_on_the_server_before_any_rollback(monkeypatch, caplog):
+@pytest.mark.parametrize("sql", ["START TRANSACTION", "SET autocommit = 0"])
+def test_an_open_transaction_is_found_either_way(reply_flags_on, sql):
+    QueueConfig.objects.count()
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+    assert server_in_transaction(connection)
+    assert ensure_clean_session(context_id="req-open") is True
+    assert not server_in_transaction(connection)
+
+
+def test_flags_saying_in_transaction_are_confirmed_on_the_server_before_any_rollback(
+    monkeypatch, caplog, reply_flags_on
+):
     """An error reply carries no flags: stale ones must not raise a false alarm."""
     QueueConfig.objects.count()
     stale = reply_flags.SERVER_STATUS_IN_TRANS | reply_flags.SERVER_STATUS_AUTOCOMMIT

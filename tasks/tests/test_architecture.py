@@ -1,4 +1,8 @@
-"""One home for task state: only `tasks.transitions` writes a task's status, claim or lease, or the counters."""
+"""One home for task state: only `tasks.transitions` writes a task's status, claim or lease, or the counters.
+
+Its `raw_task_sql` shortcut module, `tasks.fast_sql`, holds hand-written versions of some of those
+writes; it may contain them, but only the state machine may call them.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,11 @@ from django.conf import settings
 BASE_DIR = Path(settings.BASE_DIR)
 PRODUCT = ("config", "core", "accounts", "tasks", "diagnostics")
 STATE_MACHINE = "tasks/transitions.py"
+FAST_SQL = "tasks/fast_sql.py"
+# The modules whose code may write task state: the state machine and the shortcut module beside it.
+TASK_WRITERS = {STATE_MACHINE, FAST_SQL}
+# What other modules may take from tasks.fast_sql: nothing that writes.
+FAST_SQL_READ_NAMES = {"queues_named"}
 # The command that recomputes the counters from scratch is their other legitimate user.
 COUNTER_USERS = {STATE_MACHINE, "tasks/management/commands/rebuild_task_stats.py"}
 STATE_FIELDS = {"status", "attempts", "claimed_by", "lease_expires_at"}
@@ -61,6 +70,19 @@ def task_table_sql(tree: ast.Module) -> list[int]:
     ]
 
 
+def fast_sql_writes_used(tree: ast.Module) -> list[int]:
+    """Return the lines that import or call a writing function of tasks.fast_sql."""
+    lines = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "tasks.fast_sql":
+            if {alias.name for alias in node.names} - FAST_SQL_READ_NAMES:
+                lines.append(node.lineno)
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "fast_sql":
+            if node.attr not in FAST_SQL_READ_NAMES:
+                lines.append(node.lineno)
+    return lines
+
+
 def test_only_the_state_machine_imports_the_counters():
     offenders = sorted(path for path, tree in product_modules().items() if imports_counters(tree))
     assert set(offenders) <= COUNTER_USERS, offenders
@@ -70,7 +92,7 @@ def test_only_the_state_machine_updates_a_tasks_status_claim_or_lease():
     offenders = {
         path: lines
         for path, tree in product_modules().items()
-        if path != STATE_MACHINE and (lines := state_updates(tree))
+        if path not in TASK_WRITERS and (lines := state_updates(tree))
     }
     assert offenders == {}
 
@@ -79,9 +101,21 @@ def test_only_the_state_machine_writes_task_queue_in_sql():
     offenders = {
         path: lines
         for path, tree in product_modules().items()
-        if path != STATE_MACHINE and (lines := task_table_sql(tree))
+        if path not in TASK_WRITERS and (lines := task_table_sql(tree))
     }
     assert offenders == {}
+
+
+def test_only_the_state_machine_calls_the_hand_written_writes():
+    modules = product_modules()
+    offenders = {
+        path: lines
+        for path, tree in modules.items()
+        if path not in TASK_WRITERS and (lines := fast_sql_writes_used(tree))
+    }
+    assert offenders == {}
+    assert fast_sql_writes_used(modules[STATE_MACHINE]), "the state machine should be the one calling them"
+    assert task_table_sql(modules[FAST_SQL]), "the shortcut module should hold the task writes this test lets through"
 
 
 def test_the_checks_see_a_write_when_there_is_one():
@@ -90,7 +124,11 @@ def test_the_checks_see_a_write_when_there_is_one():
         "from tasks import counters\n"
         "TaskQueue.objects.filter(pk=1).update(status='failed')\n"
         "cursor.execute('UPDATE task_queue SET status = %s')\n"
+        "from tasks.fast_sql import succeed\n"
+        "fast_sql.mark_running([1], worker_id='w', now=now, lease_expires_at=now)\n"
+        "fast_sql.queues_named({'default'}, ('id',))\n"
     )
     assert imports_counters(tree)
     assert state_updates(tree) == [2]
     assert task_table_sql(tree) == [3]
+    assert fast_sql_writes_used(tree) == [4, 5]

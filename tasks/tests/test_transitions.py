@@ -14,15 +14,19 @@ from django.db import OperationalError, connection, connections, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from core import shortcuts
 from core.db import errors as db_errors
 from core.db.features import ensure_skip_locked, skip_locked_problem
+from core.tests.both_ways import both_ways
 from tasks import transitions
-from tasks.models import QueueConfig, TaskQueue, TaskStatus, TaskStatusCount
+from tasks.models import QueueConfig, TaskHourlyStats, TaskQueue, TaskStatus, TaskStatusCount
 from tasks.outcomes import Outcome, OutcomeKind
 from tasks.tests.conftest import enqueue_many
 from tasks.transitions import CLAIM_SQL_MYSQL
 
-pytestmark = pytest.mark.django_db
+# Every transition both ways: with the hand-written statements of tasks.fast_sql and with the ORM's.
+raw_task_sql = both_ways("raw_task_sql")
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("raw_task_sql")]
 
 ME = "host:1:aaaaaa"
 OTHER = "host:2:bbbbbb"
@@ -220,6 +224,7 @@ def test_a_null_result_is_stored_as_null(alice, default_queue):
     (claimed,) = claim().tasks
     transitions.record_outcomes([(claimed, Outcome(task.pk, OutcomeKind.SUCCEEDED))], worker_id=ME, queues={})
     assert (fresh(task).status, fresh(task).result) == (TaskStatus.SUCCEEDED, None)
+    assert TaskQueue.objects.filter(pk=task.pk, result__isnull=True).exists()  # SQL NULL, not JSON null
 
 
 def test_an_error_is_retried_with_backoff_while_attempts_remain(alice):
@@ -320,7 +325,7 @@ def test_a_batch_of_successes_is_one_guarded_update_without_a_locking_read(alice
     outcomes = [(t, Outcome(t.pk, OutcomeKind.SUCCEEDED, result={"n": t.pk})) for t in tasks]
     with CaptureQueriesContext(connection) as captured:
         recorded = transitions.record_outcomes(outcomes, worker_id=ME, queues={})
-    statements = [q["sql"] for q in captured.captured_queries]
+    statements = [q["sql"].replace('"', "").replace("`", "") for q in captured.captured_queries]
     assert not [sql for sql in statements if "FOR UPDATE" in sql or sql.startswith("SELECT")], statements
     assert len([sql for sql in statements if sql.startswith("UPDATE task_queue")]) == 1, statements
     assert [r.status for r in recorded] == [TaskStatus.SUCCEEDED] * 5
@@ -452,3 +457,42 @@ def test_deadlocks_are_retried_and_other_errors_are_not(monkeypatch):
 
     with pytest.raises(OperationalError):
         db_errors.with_contention_retry(broken, what="test")
+
+
+def _run_the_writes(owner, queue, now) -> None:
+    """Enqueue one and three tasks, claim them, finish them with a mix of results, one of them held no more."""
+    enqueue_many(owner, 1, queue=queue, payload={"one": "数据 🚀"}, run_at=now - timedelta(seconds=10))
+    enqueue_many(owner, 3, queue=queue, payload={"n": [1, None]}, run_at=now - timedelta(seconds=5))
+    tasks = transitions.claim(worker_id=f"{owner.username}:1", queues=[queue], limit=10, now=now).tasks
+    first, taken_back, *rest = tasks
+    TaskQueue.objects.filter(pk=taken_back.pk).update(status=TaskStatus.PENDING, claimed_by="")
+    transitions.claim(worker_id=f"{owner.username}:1", queues=[queue], limit=1, now=now)
+    results = [{"ok": "数据 🚀"}, 7, None, [1, {"a": None}]]
+    outcomes = [
+        (task, Outcome(task.pk, OutcomeKind.SUCCEEDED, result=r)) for task, r in zip(tasks, results, strict=True)
+    ]
+    transitions.record_outcomes(outcomes, worker_id=f"{owner.username}:1", queues={}, now=now)
+
+
+def _rows(owner) -> list[tuple]:
+    skip = {"id", "owner", "created_at", "claimed_by"}
+    fields = [f.attname for f in TaskQueue._meta.concrete_fields if f.name not in skip]
+    tasks = TaskQueue.objects.filter(owner=owner).order_by("id")
+    null_results = list(tasks.filter(result__isnull=True).values_list("payload", "attempts"))
+    counts = TaskStatusCount.objects.filter(owner=owner).values_list("queue_id", "status", "count")
+    hourly = TaskHourlyStats.objects.filter(owner=owner).values_list(
+        "queue_id", "hour", "created", "succeeded", "started"
+    )
+    return [list(tasks.values_list(*fields)), null_results, sorted(counts), sorted(hourly)]
+
+
+@pytest.mark.parametrize("raw_task_sql", [True], ids=["compared"], indirect=True)
+def test_the_hand_written_and_the_orm_statements_leave_identical_rows(alice, bob, default_queue, raw_task_sql):
+    now = timezone.now()
+    configured = {name for name in shortcuts.SHORTCUTS if shortcuts.enabled(name)}
+    with shortcuts.override(configured | {"raw_task_sql"}):
+        _run_the_writes(alice, default_queue, now)
+    with shortcuts.override(configured - {"raw_task_sql"}):
+        _run_the_writes(bob, default_queue, now)
+    assert _rows(alice) == _rows(bob)
+    assert [s for (s,) in TaskQueue.objects.filter(owner=alice).values_list("status")].count(TaskStatus.SUCCEEDED) == 3
