@@ -115,7 +115,7 @@ def load(rows: int, *, owner_ids: Sequence[int], days: int = 90, seed: int = 1, 
 
 
 def add_pending(rows: int, *, username: str, queue_name: str = "default") -> dict:
-    """Add `rows` runnable echo tasks for `username`, counted as created; return their id range."""
+    """Add `rows` runnable echo tasks for `username` (live: nothing to count); return their id range."""
     owner = get_user_model().objects.get(username=username)
     queue, _ = QueueConfig.objects.get_or_create(name=queue_name)
     before = TaskQueue.objects.aggregate(top=Max("id"))["top"] or 0
@@ -126,23 +126,18 @@ def add_pending(rows: int, *, username: str, queue_name: str = "default") -> dic
             TaskQueue(owner=owner, queue=queue, task_type="echo", payload={"n": i}, created_at=now, run_at=now)
             for i in range(start, min(start + CHUNK, rows))
         ]
-        with transaction.atomic():
-            TaskQueue.objects.bulk_create(tasks)
-            counters.record_created(tasks)
+        TaskQueue.objects.bulk_create(tasks)
     after = TaskQueue.objects.aggregate(top=Max("id"))["top"] or 0
     return {"count": rows, "first_id": before + 1, "last_id": after, "seconds": time.perf_counter() - started}
 
 
 def add_live(rows: int, *, owner_ids: Sequence[int], seed: int = 2) -> dict:
-    """Add `rows` live (scheduled or running) tasks to a loaded table, counted as created."""
+    """Add `rows` live (scheduled or running) tasks to a loaded table (live: nothing to count)."""
     started = time.perf_counter()
     generated = dataset.live_rows(random.Random(seed), rows, owner_ids, ensure_queues())
     for chunk in _chunks(generated, CHUNK):
-        # Stand-ins for counting: record_created reads only owner, queue and creation time.
-        counted = [TaskQueue(owner_id=r["owner_id"], queue_id=r["queue_id"], created_at=r["created_at"]) for r in chunk]
         with transaction.atomic():
             _insert("task_queue", TASK_COLUMNS, [_adapt(row) for row in chunk])
-            counters.record_created(counted)
     live = TaskQueue.objects.filter(status__in=dataset.LIVE).count()
     return {"added": rows, "live": live, "seconds": time.perf_counter() - started}
 
@@ -150,11 +145,11 @@ def add_live(rows: int, *, owner_ids: Sequence[int], seed: int = 2) -> dict:
 def _count(row: dict, statuses: dict, hourly: dict) -> None:
     """Accumulate one row into the counters, as `tasks.counters.rebuild()` would."""
     owner, queue, status = row["owner_id"], row["queue_id"], row["status"]
-    _hour_values(hourly, owner, row["created_at"], queue)[SLOT["created"]] += 1
     finished = row["finished_at"]
     if status not in FINISHED_STATUSES or finished is None:
         return
     statuses[(owner, queue, status)] += 1
+    _hour_values(hourly, owner, row["created_at"], queue)[SLOT["created"]] += 1
     values = _hour_values(hourly, owner, finished, queue)
     values[SLOT[status]] += 1
     if row["started_at"] is not None:

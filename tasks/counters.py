@@ -1,9 +1,15 @@
 """Statistics counters kept in step with `task_queue`, in the same transaction as each change.
 
 Statistics must not cost more as the table grows, so finished-task counts and hourly events
-live in two small tables (`task_status_count`, `task_hourly_stats`). Every service that
-creates tasks, finishes them, reopens finished ones or deletes them calls one function here
-inside its own transaction; `rebuild()` recomputes both tables from scratch.
+live in two small tables (`task_status_count`, `task_hourly_stats`). Only `tasks.transitions`
+writes them, inside the transaction of the change it counts; `rebuild()` recomputes both tables
+from scratch.
+
+A task is counted once, when it finishes: its status, and in the hourly table its creation (in
+the hour it was created) and its outcome (in the hour it finished). Nothing is written when a
+task is created, so enqueueing is a single INSERT; live (pending and running) tasks are few by
+design and the selectors count them, and their creations, through indexes. A task that goes
+back to pending is uncounted the same way, and counted again when it finishes again.
 
 Rows are touched in sorted key order (status counts first, then hourly rows) so concurrent
 writers always lock them in the same order.
@@ -33,14 +39,6 @@ def hour_of(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
-def record_created(tasks: Iterable[TaskQueue]) -> None:
-    """Count newly created tasks in the hour they were created."""
-    hourly: dict[tuple[int, datetime, int], _HourDelta] = defaultdict(_HourDelta)
-    for task in tasks:
-        hourly[(task.owner_id, hour_of(task.created_at), task.queue_id)].values["created"] += 1
-    _apply(status_deltas={}, hourly=hourly)
-
-
 def record_finished(tasks: Iterable[TaskQueue]) -> None:
     """Count tasks that just reached a finished status (their fields already updated)."""
     statuses: dict[tuple[int, int, str], int] = defaultdict(int)
@@ -49,6 +47,7 @@ def record_finished(tasks: Iterable[TaskQueue]) -> None:
         if task.status not in FINISHED_STATUSES or task.finished_at is None:
             raise ValueError(f"task {task.pk} is not finished (status {task.status!r})")
         statuses[(task.owner_id, task.queue_id, task.status)] += 1
+        hourly[(task.owner_id, hour_of(task.created_at), task.queue_id)].values["created"] += 1
         delta = hourly[(task.owner_id, hour_of(task.finished_at), task.queue_id)].values
         delta[task.status] += 1
         if task.started_at is not None:
@@ -58,18 +57,28 @@ def record_finished(tasks: Iterable[TaskQueue]) -> None:
     _apply(status_deltas=statuses, hourly=hourly)
 
 
-def record_reopened(tasks: Iterable[tuple[int, int, str]]) -> None:
-    """Uncount finished tasks that went back to pending: (owner_id, queue_id, old_status) each."""
+def record_reopened(tasks: Iterable[tuple[int, int, str, datetime]]) -> None:
+    """Uncount finished tasks that went back to pending: (owner_id, queue_id, old_status, created_at) each.
+
+    Their creation is uncounted too: as live tasks the selectors count it again, and it is
+    counted here once more when they finish.
+    """
     statuses: dict[tuple[int, int, str], int] = defaultdict(int)
-    for owner_id, queue_id, old_status in tasks:
+    hourly: dict[tuple[int, datetime, int], _HourDelta] = defaultdict(_HourDelta)
+    for owner_id, queue_id, old_status, created_at in tasks:
         if old_status in FINISHED_STATUSES:
             statuses[(owner_id, queue_id, old_status)] -= 1
-    _apply(status_deltas=statuses, hourly={})
+            hourly[(owner_id, hour_of(created_at), queue_id)].values["created"] -= 1
+    _apply(status_deltas=statuses, hourly=hourly)
 
 
 def record_deleted(tasks: Iterable[tuple[int, int, str]]) -> None:
-    """Uncount deleted tasks: (owner_id, queue_id, status) each. Hourly events stay history."""
-    record_reopened(tasks)
+    """Uncount deleted tasks' statuses: (owner_id, queue_id, status) each. Hourly events stay history."""
+    statuses: dict[tuple[int, int, str], int] = defaultdict(int)
+    for owner_id, queue_id, status in tasks:
+        if status in FINISHED_STATUSES:
+            statuses[(owner_id, queue_id, status)] -= 1
+    _apply(status_deltas=statuses, hourly={})
 
 
 def rebuild() -> None:
@@ -83,12 +92,12 @@ def rebuild() -> None:
             "owner_id", "queue_id", "status", "created_at", "started_at", "finished_at"
         ).order_by()
         for owner_id, queue_id, status, created_at, started_at, finished_at in rows.iterator(chunk_size=5000):
-            hourly[(owner_id, hour_of(created_at), queue_id)].values["created"] += 1
             if status not in FINISHED_STATUSES:
                 continue
             statuses[(owner_id, queue_id, status)] += 1
             if finished_at is None:
                 continue
+            hourly[(owner_id, hour_of(created_at), queue_id)].values["created"] += 1
             delta = hourly[(owner_id, hour_of(finished_at), queue_id)].values
             delta[status] += 1
             if started_at is not None:

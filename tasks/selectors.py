@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db.models import Count, Min, Q, QuerySet, Sum
+from django.db.models import Count, Min, Q, QuerySet, Sum, Value
 from django.utils import timezone
 
 from tasks.counters import hour_of
@@ -79,27 +79,43 @@ def task_statistics(*, user: AbstractBaseUser | None, now: datetime | None = Non
     """Return task statistics for `user`'s tasks, or for everyone's when `user` is None.
 
     Four queries: queue names; finished counts from `task_status_count`; pending/running counted
-    live (index on owner+status, or the claim index for everyone); the hourly windows summed
-    from `task_hourly_stats`. Windows are whole UTC hours, the current one included.
+    live with their creations in the windows (index on owner+status, or the claim index for
+    everyone); the hourly windows summed from `task_hourly_stats`. Windows are whole UTC hours,
+    the current one included.
     """
     now = now or timezone.now()
     names = dict(QueueConfig.objects.values_list("id", "name"))
     by_queue = {name: dict.fromkeys(STATUSES, 0) for name in names.values()}
 
+    window_hours = settings.TASKHUB_STATS_WINDOW_HOURS
+    hour_since, day_since, window_since = (window_start(now, h) for h in (1, 24, window_hours))
+
     finished = TaskStatusCount.objects.all() if user is None else TaskStatusCount.objects.filter(owner=user)
     active = TaskQueue.objects.filter(status__in=ACTIVE_STATUSES)
     active = active if user is None else active.filter(owner=user)
-    # Grouped by (status, queue): the order of the claim index, so no temporary table.
-    rows = list(finished.values_list("status", "queue_id").annotate(n=Sum("count")).order_by())
-    rows += list(active.values_list("status", "queue_id").annotate(n=Count("id")).order_by())
-    for status, queue_id, n in rows:
+    # Grouped by (status, queue): the order of the claim index, so no temporary table. Live
+    # tasks' creations are counted here: the hourly counters count a task when it finishes.
+    rows = list(finished.values_list("status", "queue_id").annotate(n=Sum("count"), h=Value(0), d=Value(0)).order_by())
+    rows += list(
+        active.values_list("status", "queue_id")
+        .annotate(
+            n=Count("id"),
+            h=Count("id", filter=Q(created_at__gte=hour_since)),
+            d=Count("id", filter=Q(created_at__gte=day_since)),
+        )
+        .order_by()
+    )
+    live_created = {"h": 0, "d": 0}
+    for status, queue_id, n, created_hour, created_day in rows:
+        live_created["h"] += created_hour or 0
+        live_created["d"] += created_day or 0
         if queue_id in names:
             by_queue[names[queue_id]][status] += n or 0
     by_status = {status: sum(counts[status] for counts in by_queue.values()) for status in STATUSES}
 
-    window_hours = settings.TASKHUB_STATS_WINDOW_HOURS
-    hour_since, day_since, window_since = (window_start(now, h) for h in (1, 24, window_hours))
     sums = _hourly_sums(user=user, hour_since=hour_since, day_since=day_since, window_since=window_since)
+    sums["h_created"] += live_created["h"]
+    sums["d_created"] += live_created["d"]
     finished_in_window = sums["w_succeeded"] + sums["w_failed"]
     return TaskStatistics(
         scope="all" if user is None else "own",

@@ -7,6 +7,7 @@ change of a task's state is a function of `tasks.transitions`, which keeps the s
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from types import ModuleType
@@ -19,7 +20,7 @@ from django.utils.translation import gettext as _
 
 from core import shortcuts
 from core.db.errors import is_retryable_contention
-from tasks import transitions
+from tasks import queue_cache, transitions
 from tasks.errors import QuotaExceeded, TaskSpecInvalid, TaskStateConflict
 from tasks.models import ACTIVE_STATUSES, DEFAULT_QUEUE_NAME, QueueConfig, TaskQueue, TaskStatus
 from tasks.specs import TaskSpec, check_spec
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 
 # A race on an idempotency key or a deadlock is resolved by running the whole enqueue again.
 ENQUEUE_ATTEMPTS = 3
+IDEMPOTENCY_CONSTRAINT = "task_owner_idempotency_uniq"
 QUEUE_EDITABLE_FIELDS = (
     "description",
     "is_paused",
@@ -66,7 +68,14 @@ def task_enqueue(
     max_attempts: int | None = None,
     idempotency_key: str | None = None,
 ) -> EnqueueResult:
-    """Enqueue one task; with a known idempotency key return the existing task instead."""
+    """Enqueue one task; with a known idempotency key return the existing task instead.
+
+    1. Check the spec against the queue (from the per-process cache: no round trip).
+    2. A queue with a per-user quota takes the locked path of `tasks_enqueue_bulk`.
+    3. Otherwise one INSERT, in autocommit (or the caller's transaction). With an idempotency key
+       the INSERT comes first: the unique constraint's error means the key exists (or a concurrent
+       request just used it), and the existing task is returned.
+    """
     spec = TaskSpec(
         task_type=task_type,
         payload={} if payload is None else payload,
@@ -76,22 +85,48 @@ def task_enqueue(
         max_attempts=max_attempts,
         idempotency_key=idempotency_key,
     )
-    result = tasks_enqueue_bulk(user=user, specs=[spec])
-    return EnqueueResult(task=result.tasks[0], created=bool(result.created))
+    for attempt in (1, 2):
+        queues = _queues_named({spec.queue} if isinstance(spec.queue, str) else set())
+        checked = check_spec(spec, queues)
+        target = queues[checked.queue]
+        if target.max_active_per_user is not None:
+            result = tasks_enqueue_bulk(user=user, specs=[checked], queues=queues)
+            return EnqueueResult(task=result.tasks[0], created=bool(result.created))
+        task = _new_task(user, checked, target, timezone.now())
+        try:
+            # Inside a caller's transaction a failed INSERT must not abort it: a savepoint.
+            with transaction.atomic() if connection.in_atomic_block else nullcontext():
+                transitions.enqueue([task])
+        except IntegrityError as exc:
+            conflict = checked.idempotency_key is not None and _is_idempotency_conflict(exc)
+            if conflict:
+                existing = _existing_by_key(user=user, keys={checked.idempotency_key})
+                if checked.idempotency_key in existing:
+                    return EnqueueResult(task=existing[checked.idempotency_key], created=False)
+            if attempt == 2:
+                raise
+            if not conflict:
+                queue_cache.forget()  # the cached queue may have been deleted meanwhile: look again
+            continue
+        return EnqueueResult(task=task, created=True)
+    raise AssertionError("unreachable")
 
 
-def tasks_enqueue_bulk(*, user: AbstractBaseUser, specs: Sequence[TaskSpec]) -> BulkEnqueueResult:
-    """Enqueue many tasks at once, all or none: one multi-row INSERT per batch, counters once.
+def tasks_enqueue_bulk(
+    *, user: AbstractBaseUser, specs: Sequence[TaskSpec], queues: dict[str, QueueConfig] | None = None
+) -> BulkEnqueueResult:
+    """Enqueue many tasks at once, all or none: one multi-row INSERT per batch.
 
     1. Check every spec (raises TaskSpecInvalid / PayloadTooLarge naming the first bad one).
     2. In one transaction: find tasks whose idempotency keys already exist, enforce per-user
-       queue quotas (raises QuotaExceeded), insert the rest and count them.
+       queue quotas (raises QuotaExceeded), insert the rest.
     3. A concurrent insert of the same idempotency key makes the unique constraint fail; the
        transaction is rolled back and step 2 runs again, now finding the winner's task.
     """
     if not specs:
         return BulkEnqueueResult(tasks=[], created=0)
-    queues = _queues_named({s.queue for s in specs if isinstance(s.queue, str)})
+    if queues is None:
+        queues = _queues_named({s.queue for s in specs if isinstance(s.queue, str)})
     specs = [check_spec(spec, queues, index=i if len(specs) > 1 else None) for i, spec in enumerate(specs)]
     retry_allowed = not connection.in_atomic_block  # a deadlock aborts the caller's whole transaction
     for attempt in range(1, ENQUEUE_ATTEMPTS + 1):
@@ -99,7 +134,7 @@ def tasks_enqueue_bulk(*, user: AbstractBaseUser, specs: Sequence[TaskSpec]) -> 
             with transaction.atomic():
                 return _insert_specs(user=user, specs=specs, queues=queues)
         except IntegrityError as exc:
-            if not any(s.idempotency_key for s in specs):
+            if not any(s.idempotency_key for s in specs) or not _is_idempotency_conflict(exc):
                 raise
             if attempt == ENQUEUE_ATTEMPTS:
                 # Not a race (the winner would have been found): two keys of this very request
@@ -113,6 +148,27 @@ def tasks_enqueue_bulk(*, user: AbstractBaseUser, specs: Sequence[TaskSpec]) -> 
     raise AssertionError("unreachable")
 
 
+def _new_task(user: AbstractBaseUser, spec: TaskSpec, queue: QueueConfig, now: datetime) -> TaskQueue:
+    return TaskQueue(
+        owner=user,
+        queue=queue,
+        task_type=spec.task_type,
+        payload=spec.payload,
+        priority=spec.priority,
+        run_at=spec.run_at or now,
+        max_attempts=spec.max_attempts or queue.max_attempts,
+        idempotency_key=spec.idempotency_key,
+        created_at=now,
+    )
+
+
+def _is_idempotency_conflict(exc: IntegrityError) -> bool:
+    """Return True when `exc` is the (owner, idempotency_key) unique constraint, not another integrity error."""
+    text = str(exc)
+    # MySQL/MariaDB name the key; SQLite names the columns.
+    return IDEMPOTENCY_CONSTRAINT in text or "task_queue.owner_id, task_queue.idempotency_key" in text
+
+
 def _insert_specs(
     *, user: AbstractBaseUser, specs: list[TaskSpec], queues: dict[str, QueueConfig]
 ) -> BulkEnqueueResult:
@@ -123,18 +179,7 @@ def _insert_specs(
     for spec in specs:
         if spec.idempotency_key is not None and spec.idempotency_key in by_key:
             continue
-        queue = queues[spec.queue]
-        task = TaskQueue(
-            owner=user,
-            queue=queue,
-            task_type=spec.task_type,
-            payload=spec.payload,
-            priority=spec.priority,
-            run_at=spec.run_at or now,
-            max_attempts=spec.max_attempts or queue.max_attempts,
-            idempotency_key=spec.idempotency_key,
-            created_at=now,
-        )
+        task = _new_task(user, spec, queues[spec.queue], now)
         new.append(task)
         if spec.idempotency_key is not None:
             by_key[spec.idempotency_key] = task
@@ -150,9 +195,14 @@ ENQUEUE_QUEUE_FIELDS = ("id", "name", "max_attempts", "max_active_per_user")
 
 
 def _queues_named(names: set[str]) -> dict[str, QueueConfig]:
-    """Return the queues with these names, with just what enqueueing reads (the rest loads on access)."""
+    """Return the queues with these names, with just what enqueueing reads, from the per-process cache."""
     if not names:
         return {}
+    return queue_cache.queues_named(names, _load_queues)
+
+
+def _load_queues(names: set[str]) -> dict[str, QueueConfig]:
+    """Read the queues with these names, with just what enqueueing reads (the rest loads on access)."""
     fast_sql = _fast_sql()
     if fast_sql is not None:
         return fast_sql.queues_named(names, ENQUEUE_QUEUE_FIELDS)
@@ -239,6 +289,7 @@ def task_retry(*, task: TaskQueue, by: AbstractBaseUser | None = None) -> TaskQu
 def queue_set_paused(*, queue: QueueConfig, paused: bool) -> QueueConfig:
     """Pause or resume a queue; workers stop or resume claiming from it."""
     QueueConfig.objects.filter(pk=queue.pk).update(is_paused=paused, updated_at=timezone.now())
+    queue_cache.forget()
     queue.refresh_from_db()
     return queue
 

@@ -68,11 +68,11 @@ CLAIM_SQL_MYSQL = (
 
 
 def enqueue(tasks: list[TaskQueue]) -> None:
-    """Insert new pending tasks and count them; call inside the caller's transaction.
+    """Insert new pending tasks: one INSERT for one task, multi-row INSERTs of ENQUEUE_BATCH_SIZE.
 
-    Multi-row INSERTs of ENQUEUE_BATCH_SIZE rows (one INSERT for one task). All the tasks of one
-    call share one owner and one `created_at` (the ids are read back by them where the backend
-    cannot return them).
+    Nothing else is written: a task is counted when it finishes (`tasks.counters`), so one task
+    needs no transaction of its own. All the tasks of one call share one owner and one
+    `created_at` (the ids are read back by them where the backend cannot return them).
     """
     if not tasks:
         return
@@ -83,7 +83,6 @@ def enqueue(tasks: list[TaskQueue]) -> None:
         TaskQueue.objects.bulk_create(tasks, batch_size=ENQUEUE_BATCH_SIZE)
         if tasks[0].pk is None:
             _fetch_ids(tasks)
-    counters.record_created(tasks)
 
 
 @shortcuts.chosen
@@ -578,13 +577,13 @@ def reopen(task: TaskQueue) -> bool:
     refreshed from the database.
     """
     with transaction.atomic():
-        old_status = (
+        old = (
             TaskQueue.objects.select_for_update()
             .filter(pk=task.pk, status__in=(TaskStatus.FAILED, TaskStatus.CANCELLED))
-            .values_list("status", flat=True)
+            .values_list("status", "created_at")
             .first()
         )
-        if old_status is not None:
+        if old is not None:
             TaskQueue.objects.filter(pk=task.pk).update(
                 status=TaskStatus.PENDING,
                 attempts=0,
@@ -599,9 +598,9 @@ def reopen(task: TaskQueue) -> bool:
                 started_at=None,
                 finished_at=None,
             )
-            counters.record_reopened([(task.owner_id, task.queue_id, old_status)])
+            counters.record_reopened([(task.owner_id, task.queue_id, *old)])
     task.refresh_from_db()
-    return old_status is not None
+    return old is not None
 
 
 def delete(queryset: QuerySet[TaskQueue]) -> int:

@@ -11,7 +11,8 @@ from django.db import connection
 from rest_framework.test import APIClient
 
 from accounts.services import session_start
-from tasks.models import QueueConfig, TaskHourlyStats, TaskQueue
+from tasks import selectors
+from tasks.models import QueueConfig, TaskQueue
 
 pytestmark = [pytest.mark.mysql, pytest.mark.django_db(transaction=True)]
 
@@ -56,7 +57,7 @@ def test_twenty_concurrent_posts_with_one_idempotency_key_create_exactly_one_tas
     assert len({body["id"] for _, body in answers}) == 1
     assert TaskQueue.objects.filter(owner=alice, idempotency_key="pay-invoice-7").count() == 1
     assert TaskQueue.objects.count() == 1
-    assert TaskHourlyStats.objects.get(owner=alice).created == 1
+    assert selectors.task_statistics(user=alice).last_hour.created == 1
 
 
 def test_concurrent_posts_cannot_exceed_a_queue_quota(alice, default_queue):
@@ -66,4 +67,4 @@ def test_concurrent_posts_cannot_exceed_a_queue_quota(alice, default_queue):
     assert statuses == {201: 5, 429: POSTERS - 5}, answers
     assert all(body["code"] == "quota_exceeded" for code, body in answers if code == 429)
     assert TaskQueue.objects.filter(owner=alice).count() == 5
-    assert TaskHourlyStats.objects.get(owner=alice).created == 5
+    assert selectors.task_statistics(user=alice).last_hour.created == 5

@@ -7,6 +7,7 @@ import json
 import pytest
 from django.test import override_settings
 
+from tasks import selectors
 from tasks.models import QueueConfig, TaskHourlyStats, TaskQueue, TaskStatus
 
 pytestmark = pytest.mark.django_db
@@ -34,7 +35,7 @@ def test_enqueue_creates_a_pending_task_with_the_queue_defaults(alice_api, alice
     assert task.max_attempts == 5 == body["max_attempts"]
     assert body["payload"] == {"x": "🚀"}
     assert body["queue"] == "emails"
-    assert TaskHourlyStats.objects.get(owner=alice, queue=emails_queue).created == 1
+    assert selectors.task_statistics(user=alice).by_queue["emails"]["pending"] == 1
 
 
 def test_enqueue_defaults_to_the_default_queue_and_an_empty_payload(alice_api, default_queue):
@@ -55,7 +56,7 @@ def test_the_same_idempotency_key_returns_the_first_task_with_200(alice_api, def
     assert again.json()["id"] == first.json()["id"]
     assert again.json()["task_type"] == "echo"
     assert TaskQueue.objects.count() == 1
-    assert TaskHourlyStats.objects.get().created == 1
+    assert selectors.task_statistics(user=None).last_hour.created == 1
 
 
 def test_idempotency_keys_are_per_user(alice_api, bob_api, default_queue):

@@ -11,7 +11,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from core.tests.both_ways import both_ways
-from tasks import services, transitions
+from tasks import selectors, services, transitions
 from tasks.errors import QuotaExceeded, TaskSpecInvalid, TaskStateConflict
 from tasks.models import QueueConfig, TaskHourlyStats, TaskQueue, TaskStatus, TaskStatusCount
 from tasks.specs import TaskSpec
@@ -69,25 +69,51 @@ def test_retry_of_other_states_conflicts(alice, status):
 # --- Enqueue ------------------------------------------------------------------------------
 
 
-def test_enqueue_inserts_a_pending_task_and_counts_it(alice, default_queue):
+def test_enqueue_inserts_a_pending_task_that_the_statistics_count_as_created(alice, default_queue):
     result = services.task_enqueue(user=alice, task_type="echo", payload={"a": 1}, priority=5)
     assert result.created
     task = TaskQueue.objects.get(pk=result.task.pk)
     assert (task.status, task.priority, task.payload, task.max_attempts) == (TaskStatus.PENDING, 5, {"a": 1}, 3)
     assert task.run_at == task.created_at
-    assert TaskHourlyStats.objects.get(owner=alice, queue=default_queue).created == 1
+    assert not TaskHourlyStats.objects.exists()  # counted when it finishes; live tasks are counted live
+    assert selectors.task_statistics(user=alice).last_hour.created == 1
 
 
-def test_one_enqueue_is_a_queue_lookup_an_insert_and_a_counter_update(alice, default_queue):
-    services.task_enqueue(user=alice, task_type="echo")  # the hour's counter row exists from now on
+def test_one_enqueue_is_one_insert(alice, default_queue):
+    services.task_enqueue(user=alice, task_type="echo")  # the queue is read once, then cached
     with CaptureQueriesContext(connection) as captured:
         services.task_enqueue(user=alice, task_type="echo", payload={"n": 2})
-    statements = [q["sql"] for q in captured.captured_queries if not q["sql"].startswith(("SAVEPOINT", "RELEASE"))]
-    assert [_statement_and_table(sql) for sql in statements] == [
-        ("SELECT", "queue_config"),
+    statements = [_statement_and_table(q["sql"]) for q in captured.captured_queries]
+    assert statements == [("INSERT", "task_queue")], captured.captured_queries
+
+
+def test_a_queue_change_in_this_process_is_seen_by_the_next_enqueue(alice, default_queue):
+    services.task_enqueue(user=alice, task_type="echo")
+    services.queue_update(queue=default_queue, changes={"max_attempts": 7})
+    assert services.task_enqueue(user=alice, task_type="echo").task.max_attempts == 7
+
+
+def test_a_queue_deleted_behind_the_cache_is_reported_as_unknown(alice, default_queue):
+    gone = QueueConfig.objects.create(name="gone")
+    services.task_enqueue(user=alice, task_type="echo", queue="gone")
+    # Deleted by another process: this process's cache still has it.
+    TaskQueue.objects.filter(queue=gone).delete()
+    QueueConfig.objects.filter(pk=gone.pk).delete()
+    with pytest.raises(TaskSpecInvalid) as caught:
+        services.task_enqueue(user=alice, task_type="echo", queue="gone")
+    assert "queue" in caught.value.errors
+
+
+def test_an_idempotency_key_conflict_returns_the_existing_task_with_one_insert_and_one_read(alice, default_queue):
+    first = services.task_enqueue(user=alice, task_type="echo", idempotency_key="k-1")
+    with CaptureQueriesContext(connection) as captured:
+        again = services.task_enqueue(user=alice, task_type="echo", idempotency_key="k-1")
+    assert (again.created, again.task.pk) == (False, first.task.pk)
+    statements = [_statement_and_table(q["sql"]) for q in captured.captured_queries]
+    assert [s for s in statements if s[0] in ("INSERT", "SELECT")] == [
         ("INSERT", "task_queue"),
-        ("UPDATE", "task_hourly_stats"),
-    ], statements
+        ("SELECT", "task_queue"),
+    ]
 
 
 def _statement_and_table(sql: str) -> tuple[str, str]:
@@ -203,7 +229,7 @@ def test_bulk_enqueue_writes_one_multi_row_insert_per_batch_and_counts_once(alic
     assert result.created == len(specs)
     assert [t.payload["n"] for t in TaskQueue.objects.order_by("id")] == list(range(len(specs)))
     assert [t.pk for t in result.tasks] == list(TaskQueue.objects.order_by("id").values_list("id", flat=True))
-    assert TaskHourlyStats.objects.get(owner=alice).created == len(specs)
+    assert selectors.task_statistics(user=alice).last_hour.created == len(specs)
 
 
 def test_bulk_enqueue_reads_ids_back_where_the_backend_cannot_return_them(alice, default_queue, monkeypatch):
