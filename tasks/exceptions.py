@@ -13,3 +13,11 @@ class TaskStateConflict(Exception):
     def __init__(self, message: str, *, status: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+class TaskTimeout(Exception):
+    """An attempt ran past its task timeout and its worker process was killed (recorded, never raised)."""
+
+
+class WorkerLost(Exception):
+    """The worker (or its process) running an attempt died (recorded, never raised)."""
