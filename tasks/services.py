@@ -19,7 +19,7 @@ from django.utils.translation import gettext as _
 from core.db.errors import is_retryable_contention
 from tasks import transitions
 from tasks.exceptions import TaskStateConflict
-from tasks.models import ACTIVE_STATUSES, DEFAULT_QUEUE_NAME, QueueConfig, TaskQueue, TaskStatus
+from tasks.models import ACTIVE_STATUSES, DEFAULT_QUEUE_NAME, QueueConfig, TaskKind, TaskQueue, TaskStatus
 from tasks.specs import TaskSpec, TaskSpecInvalid, check_spec
 from tasks.transitions import CancelOutcome
 
@@ -91,6 +91,37 @@ def task_enqueue(
     return EnqueueResult(task=result.tasks[0], created=bool(result.created))
 
 
+def task_enqueue_django(
+    *,
+    user: AbstractBaseUser,
+    task_path: str,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    queue: str = DEFAULT_QUEUE_NAME,
+    priority: int = 0,
+    run_at: datetime | None = None,
+    max_attempts: int | None = None,
+    timeout_seconds: int | None = None,
+) -> TaskQueue:
+    """Enqueue one Django task (`tasks.backends`), already validated by its backend, as `user`.
+
+    `task_path` is the task's dotted path, stored as its `task_type`: the worker imports it and
+    runs it only if it names a `Task`. The REST API never reaches this (registry handlers only).
+    Inside the caller's transaction the row commits (or rolls back) with it.
+    """
+    spec = TaskSpec(
+        task_type=task_path,
+        payload={"args": args, "kwargs": kwargs},
+        queue=queue,
+        priority=priority,
+        run_at=run_at,
+        max_attempts=max_attempts,
+        kind=TaskKind.DJANGO,
+        timeout_seconds=timeout_seconds,
+    )
+    return tasks_enqueue_bulk(user=user, specs=[spec]).tasks[0]
+
+
 def tasks_enqueue_bulk(*, user: AbstractBaseUser, specs: Sequence[TaskSpec]) -> BulkEnqueueResult:
     """Enqueue many tasks at once, all or none: one multi-row INSERT per batch, counters once.
 
@@ -144,6 +175,8 @@ def _insert_specs(
             run_at=spec.run_at or now,
             max_attempts=spec.max_attempts or queue.max_attempts,
             idempotency_key=spec.idempotency_key,
+            kind=spec.kind,
+            timeout_seconds=spec.timeout_seconds,
             created_at=now,
         )
         new.append(task)
