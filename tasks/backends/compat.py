@@ -10,7 +10,7 @@ from __future__ import annotations
 from importlib.util import find_spec
 
 if find_spec("django.tasks") is not None:
-    from django.tasks import task_backends
+    from django.tasks import default_task_backend, task_backends
     from django.tasks.backends.base import BaseTaskBackend
     from django.tasks.base import (
         DEFAULT_TASK_PRIORITY,
@@ -21,13 +21,14 @@ if find_spec("django.tasks") is not None:
         TaskError,
         TaskResult,
         TaskResultStatus,
+        task,
     )
     from django.tasks.exceptions import InvalidTask, InvalidTaskBackend, TaskResultDoesNotExist
     from django.tasks.signals import task_enqueued, task_finished, task_started
 
     FRAMEWORK = "django.tasks"
 else:  # Django 5.2 with the django-tasks backport
-    from django_tasks import task_backends
+    from django_tasks import default_task_backend, task_backends
     from django_tasks.backends.base import BaseTaskBackend
     from django_tasks.base import (
         DEFAULT_TASK_PRIORITY,
@@ -38,6 +39,7 @@ else:  # Django 5.2 with the django-tasks backport
         TaskError,
         TaskResult,
         TaskResultStatus,
+        task,
     )
     from django_tasks.exceptions import InvalidTaskBackendError as InvalidTaskBackend
     from django_tasks.exceptions import InvalidTaskError as InvalidTask
@@ -60,6 +62,8 @@ __all__ = [
     "TaskResult",
     "TaskResultDoesNotExist",
     "TaskResultStatus",
+    "default_task_backend",
+    "task",
     "task_backends",
     "task_enqueued",
     "task_finished",
