@@ -155,6 +155,7 @@ class TaskHubBackend(BaseTaskBackend):
             created_at=row.created_at,
             run_at=row.run_at,
             payload=row.payload,
+            as_enqueued=True,
         )
         task_enqueued.send(type(self), task_result=result)
         return result

@@ -93,16 +93,23 @@ def build_result(
     errors: list[TaskError] | None = None,
     worker_ids: list[str] | None = None,
     return_value: Any = None,
+    as_enqueued: bool = False,
 ) -> TaskResult:
-    """Return a TaskResult of `task` with the row's details (the Task as the row ran it)."""
-    changes: dict[str, Any] = {"priority": priority, "queue_name": queue_name or task.queue_name, "backend": alias}
-    # A run_at later than the enqueue is a deferral (or a retry's back-off): Django's run_after.
-    if run_at is not None and created_at is not None and run_at > created_at:
-        changes["run_after"] = run_at
-    if hasattr(task, "max_attempts"):  # a TaskHubTask
-        changes.update(max_attempts=max_attempts, timeout=timeout)
+    """Return a TaskResult of `task` with the row's details (the Task as the row ran it).
+
+    `task` is the Task at the row's path, changed to match the row; with `as_enqueued` it is the
+    very Task just enqueued, used as is (enqueue is the hot path: no copy, no second validation).
+    """
+    if not as_enqueued:
+        changes: dict[str, Any] = {"priority": priority, "queue_name": queue_name or task.queue_name, "backend": alias}
+        # A run_at later than the enqueue is a deferral (or a retry's back-off): Django's run_after.
+        if run_at is not None and created_at is not None and run_at > created_at:
+            changes["run_after"] = run_at
+        if hasattr(task, "max_attempts"):  # a TaskHubTask
+            changes.update(max_attempts=max_attempts, timeout=timeout)
+        task = task.using(**changes)
     result = TaskResult(
-        task=task.using(**changes),
+        task=task,
         id=str(pk),
         status=status,
         enqueued_at=created_at,
