@@ -9,6 +9,7 @@ from __future__ import annotations
 import signal
 
 import pytest
+from django.test import override_settings
 
 from tasks import services
 from tasks.backends.compat import TaskResultStatus, default_task_backend
@@ -176,3 +177,18 @@ def test_a_task_of_a_sigkilled_worker_is_retried_after_its_lease(default_queue, 
     assert (result.status, result.return_value, result.attempts) == (TaskResultStatus.SUCCESSFUL, 2, 2)
     assert result.worker_ids[0] == first_id and result.worker_ids[1] not in ("", first_id)
     assert [e.exception_class_path for e in result.errors] == ["tasks.exceptions.WorkerLost"]
+
+
+def test_options_backoff_applies_to_tasks_without_their_own(default_queue):
+    tasks_setting = {
+        "default": {
+            "BACKEND": "tasks.backends.TaskHubBackend",
+            "QUEUES": [],
+            "OPTIONS": {"BACKOFF": "tasks.tests.djtasks.never", "MAX_ATTEMPTS": 4},
+        }
+    }
+    with override_settings(TASKS=tasks_setting):
+        result = djtasks.fail.enqueue("once is enough")
+        drain()  # the children are forked with these settings
+    row = TaskQueue.objects.get(pk=int(result.id))
+    assert (row.status, row.attempts, row.max_attempts) == (TaskStatus.FAILED, 1, 4)
