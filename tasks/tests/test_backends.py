@@ -384,3 +384,20 @@ def test_a_deferred_run_after_in_the_past_is_accepted(default_queue):
 def test_a_paused_queue_still_takes_tasks(default_queue):
     QueueConfig.objects.filter(pk=default_queue.pk).update(is_paused=True)
     assert djtasks.add.enqueue(1, 1).status == TaskResultStatus.READY
+
+
+def test_a_tasks_own_timeout_is_its_lease_at_claim_and_renewal(default_queue):
+    own = djtasks.add.using(timeout=5).enqueue(1, 1)
+    queued = djtasks.add.enqueue(2, 2)
+    now = timezone.now()
+    claimed = transitions.claim(worker_id="w", queues=[default_queue], limit=10, now=now).tasks
+    leases = dict(TaskQueue.objects.values_list("pk", "lease_expires_at"))
+    assert leases[int(own.id)] == now + timedelta(seconds=5)
+    assert leases[int(queued.id)] == now + timedelta(seconds=default_queue.task_timeout_seconds)
+    later = now + timedelta(seconds=2)
+    transitions.renew_leases(
+        worker_id="w", tasks=claimed, lease_seconds={default_queue.pk: default_queue.task_timeout_seconds}, now=later
+    )
+    leases = dict(TaskQueue.objects.values_list("pk", "lease_expires_at"))
+    assert leases[int(own.id)] == later + timedelta(seconds=5)
+    assert leases[int(queued.id)] == later + timedelta(seconds=default_queue.task_timeout_seconds)
