@@ -34,8 +34,12 @@ def run_django_task(spec: Any, *, worker_id: str) -> Outcome:
         why = "can no longer be imported" if isinstance(exc, ImportError) else "is not a Task"
         error = f"{type(exc).__name__}: the task's path {spec.task_type!r} {why}: {exc}"
         return Outcome(task_id, OutcomeKind.PERMANENT, error=error, exception=exception_path(exc))
-    backend = task.get_backend()
-    result = _running_result(task, spec, worker_id)
+    try:
+        backend = task.get_backend()
+        result = _running_result(task, spec, worker_id)
+    except Exception as exc:  # its backend is gone from settings, or the database failed: retried
+        error = f"could not prepare the task to run: {format_error(exc)}"
+        return Outcome(task_id, OutcomeKind.RETRYABLE, error=error, exception=exception_path(exc))
     _send(task_started, backend, result)
     args = list(spec.payload.get("args", []))
     kwargs = dict(spec.payload.get("kwargs", {}))
