@@ -62,7 +62,10 @@ class TaskHubBackend(BaseTaskBackend):
         if problem:
             raise InvalidTaskBackend(f"{alias}: OPTIONS: {problem}")
         backoff = self.options.get("BACKOFF")
-        self.backoff = import_string(backoff) if isinstance(backoff, str) else backoff
+        try:
+            self.backoff = import_string(backoff) if isinstance(backoff, str) else backoff
+        except ImportError as exc:
+            raise InvalidTaskBackend(f"{alias}: OPTIONS['BACKOFF']: {exc}") from exc
         if self.backoff is not None and not callable(self.backoff):
             raise InvalidTaskBackend(f"{alias}: OPTIONS['BACKOFF'] must be a callable or its dotted path")
 

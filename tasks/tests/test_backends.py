@@ -61,6 +61,11 @@ def test_unknown_options_are_refused_when_the_backend_is_created():
         task_backends["default"]
     with override_settings(TASKS=taskhub_settings(MAX_ATTEMPTS=0)), pytest.raises(InvalidTaskBackend):
         task_backends["default"]
+    with (
+        override_settings(TASKS=taskhub_settings(BACKOFF="tasks.tests.djtasks.nowhere")),
+        pytest.raises(InvalidTaskBackend, match="BACKOFF"),
+    ):
+        task_backends["default"]
 
 
 # --- enqueue ---------------------------------------------------------------------------------------
