@@ -1,4 +1,8 @@
-"""TaskHubBackend: Django's task backend API on TaskHub's table, workers and admin."""
+"""TaskHubBackend: Django's task backend API on TaskHub's table, workers and admin.
+
+Importable before the app registry is ready (a `@task` in a module Django loads early creates
+the backend): the models and services are imported where they are used.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,6 @@ from django.db import DatabaseError, connection, transaction
 from django.utils.module_loading import import_string
 
 from core.db.features import skip_locked_problem
-from tasks import services
 from tasks.backends import owner
 from tasks.backends.compat import (
     BaseTaskBackend,
@@ -22,11 +25,11 @@ from tasks.backends.compat import (
     TaskResultStatus,
     task_enqueued,
 )
-from tasks.backends.results import build_result, task_result
 from tasks.backends.task import TaskHubTask, check_arguments
-from tasks.models import MAX_ATTEMPTS_LIMIT, TASK_TIMEOUT_MAX_SECONDS, QueueConfig, TaskKind, TaskQueue
-from tasks.specs import PayloadTooLarge, TaskSpecInvalid
 
+# tasks.models' bounds, repeated so this module imports no model (test_backends checks they agree).
+MAX_ATTEMPTS_LIMIT = 100
+TASK_TIMEOUT_MAX_SECONDS = 7 * 24 * 3600
 OPTION_NAMES = {"OWNER", "MAX_ATTEMPTS", "BACKOFF", "TIMEOUT", "ENQUEUE_ON_COMMIT"}
 
 
@@ -89,6 +92,9 @@ class TaskHubBackend(BaseTaskBackend):
 
     def get_result(self, result_id: str) -> TaskResult:
         """Return the TaskResult of a Django task by id; TaskResultDoesNotExist if there is none."""
+        from tasks.backends.results import task_result
+        from tasks.models import TaskKind, TaskQueue
+
         try:
             pk = int(result_id)
         except (TypeError, ValueError):
@@ -104,6 +110,8 @@ class TaskHubBackend(BaseTaskBackend):
         Database checks, so they run when the check run is given databases (`check --database
         default`, `migrate`), as Django's own database checks do.
         """
+        from tasks.models import QueueConfig
+
         yield from super().check(**kwargs)
         if not kwargs.get("databases"):
             return
@@ -131,6 +139,10 @@ class TaskHubBackend(BaseTaskBackend):
     # --- Enqueueing ----------------------------------------------------------------------------
 
     def _insert(self, task: Task, args: list[Any], kwargs: dict[str, Any]) -> TaskResult:
+        from tasks import services
+        from tasks.backends.results import build_result
+        from tasks.specs import PayloadTooLarge, TaskSpecInvalid
+
         max_attempts, timeout = _policy(task, self)
         try:
             row = services.task_enqueue_django(

@@ -6,6 +6,9 @@ The behaviour tests django-tasks-db runs for its backend, ported, plus TaskHub's
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -406,3 +409,25 @@ def test_a_tasks_own_timeout_is_its_lease_at_claim_and_renewal(default_queue):
     leases = dict(TaskQueue.objects.values_list("pk", "lease_expires_at"))
     assert leases[int(own.id)] == later + timedelta(seconds=5)
     assert leases[int(queued.id)] == later + timedelta(seconds=default_queue.task_timeout_seconds)
+
+
+def test_the_backends_bounds_are_the_models():
+    from tasks import models
+    from tasks.backends import backend
+
+    assert (backend.MAX_ATTEMPTS_LIMIT, backend.TASK_TIMEOUT_MAX_SECONDS) == (
+        models.MAX_ATTEMPTS_LIMIT,
+        models.TASK_TIMEOUT_MAX_SECONDS,
+    )
+
+
+def test_the_backend_can_be_created_before_the_apps_are_loaded():
+    """A @task in a module Django imports while loading apps creates the backend that early."""
+    code = (
+        "from django.utils.module_loading import import_string\n"
+        "backend = import_string('tasks.backends.TaskHubBackend')('default', {'QUEUES': []})\n"
+        "print(type(backend).__name__)\n"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings_test"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout.strip()) == (0, "TaskHubBackend"), done.stderr
