@@ -431,3 +431,9 @@ def test_the_backend_can_be_created_before_the_apps_are_loaded():
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings_test"}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stdout.strip()) == (0, "TaskHubBackend"), done.stderr
+
+
+def test_the_workers_name_for_a_django_task_is_the_models():
+    from tasks.worker.messages import DJANGO_KIND
+
+    assert DJANGO_KIND == TaskKind.DJANGO

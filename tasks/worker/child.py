@@ -2,6 +2,7 @@
 
 It takes tasks from its pipe, runs them in the order sent and reports each the moment it ends
 (the messages are in `messages.py`). It ignores SIGTERM/SIGINT: the parent decides when to stop.
+A Django task (kind "django") is run by `tasks.backends.running` instead of a registry handler.
 """
 
 from __future__ import annotations
