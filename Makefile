@@ -20,7 +20,7 @@ venv: $(VENV)/.runtime-installed
 
 # Compiled translations (.mo) are generated, never committed.
 messages: $(VENV)/.runtime-installed
-	DEBUG=$${DEBUG:-1} $(PY) manage.py compilemessages --ignore .venv --ignore bench >/dev/null
+	DEBUG=$${DEBUG:-1} $(PY) manage.py compilemessages --ignore .venv --ignore .venv-django61 --ignore bench >/dev/null
 
 run: $(VENV)/.runtime-installed messages
 	scripts/run-dev
@@ -35,7 +35,7 @@ lint: $(VENV)/.test-installed
 	$(VENV)/bin/ruff check .
 
 clean:
-	rm -rf $(VENV) var/test bench/.venv
+	rm -rf $(VENV) .venv-django61 var/test bench/.venv
 
 # Benchmarks (bench/README.md): their own venv, so the peers never enter the project's.
 BENCH_VENV := bench/.venv

@@ -32,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     enqueue.add_argument("--mode", choices=("per-task", "bulk"), required=True)
     enqueue.add_argument("--count", type=int, required=True)
     enqueue.add_argument("--chunk", type=int, default=500)
+    django_tasks = sub.add_parser("enqueue-django", help="enqueue @task no-ops with .enqueue() (TaskHubBackend)")
+    django_tasks.add_argument("--count", type=int, required=True)
     return parser
 
 
@@ -63,6 +65,8 @@ def main(argv: list[str]) -> None:
         else:
             seconds = taskhub_side.enqueue_bulk(user=user, count=args.count, chunk=args.chunk)
         emit_result({"count": args.count, "seconds": seconds})
+    elif args.command == "enqueue-django":
+        emit_result({"count": args.count, "seconds": taskhub_side.enqueue_django(count=args.count)})
 
 
 if __name__ == "__main__":

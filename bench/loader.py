@@ -29,6 +29,7 @@ CHUNK = 5000
 TASK_COLUMNS = (
     "owner_id",
     "queue_id",
+    "kind",
     "task_type",
     "payload",
     "priority",
@@ -42,6 +43,7 @@ TASK_COLUMNS = (
     "progress_message",
     "result",
     "error",
+    "attempt_errors",
     "cancel_requested",
     "created_at",
     "started_at",
@@ -168,7 +170,7 @@ def _hour_values(hourly: dict, owner: int, moment: datetime, queue: int) -> list
 
 def _adapt(row: dict) -> tuple:
     adapt = connection.ops.adapt_datetimefield_value
-    values = dict(row, priority=0, max_attempts=3, progress_message="")
+    values = dict(row, kind="handler", priority=0, max_attempts=3, progress_message="", attempt_errors="[]")
     for column in ("run_at", "lease_expires_at", "created_at", "started_at", "finished_at"):
         values[column] = adapt(values[column])
     return tuple(values[column] for column in TASK_COLUMNS)

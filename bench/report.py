@@ -35,7 +35,8 @@ def summarize_runs(runs: list[dict]) -> dict:
 def add_summaries(results: dict) -> None:
     """Add a "summary" next to every list of throughput runs, in place."""
     sections = results.get("sections", {})
-    for entry in [*sections.get("peers", {}).values(), sections.get("taskhub", {})]:
+    djtasks = sections.get("djtasks", {})
+    for entry in [*sections.get("peers", {}).values(), sections.get("taskhub", {}), *djtasks.values()]:
         if isinstance(entry, dict) and "runs" in entry:
             entry["summary"] = summarize_runs(entry["runs"])
 
@@ -88,6 +89,38 @@ def _throughput(results: dict) -> list[str]:
             e_label, e_sum = enq[i] if i < len(enq) else ("", None)
             d_label, d_sum = drain[i] if i < len(drain) else ("", None)
             lines.append(f"| {title if i == 0 else ''} | {e_label} | {_spread(e_sum)} | {d_label} | {_spread(d_sum)} |")
+    return lines + [""]
+
+
+def _djtasks(results: dict) -> list[str]:
+    entry, lines = _heading(results, "djtasks", "1b. Django tasks: TaskHubBackend vs django-tasks-db")
+    if entry is None:
+        return lines
+    lines += [
+        f"{results['meta']['tasks']:,} `@task` no-ops per run (`bench/peers/djtasks_tasks.py`, the same code on both "
+        "backends), enqueued with `.enqueue()` one call each, drained by two workers: `run_worker --burst` vs "
+        "`db_worker --batch`. Median (min–max).",
+        "",
+        "| backend | `.enqueue()` per task | drain, 2 workers |",
+        "|---|---|---|",
+    ]
+    medians = {}
+    for key, title in (("taskhub", "TaskHubBackend"), ("django-tasks-db", "django-tasks-db")):
+        runs = entry.get(key) or {}
+        if "runs" not in runs:
+            lines.append(f"| {title} | – | – |")
+            continue
+        summary = runs.get("summary") or summarize_runs(runs["runs"])
+        enq, drain = summary["enqueue"].get("per task"), summary["drain"].get("2 workers")
+        medians[key] = (median_of(enq), median_of(drain))
+        lines.append(f"| {title} | {_spread(enq)} | {_spread(drain)} |")
+    if len(medians) == 2:
+        (th_enq, th_drain), (dt_enq, dt_drain) = medians["taskhub"], medians["django-tasks-db"]
+        lines += [
+            "",
+            f"Ratios, TaskHub ÷ django-tasks-db: enqueue {_num(ratio(th_enq, dt_enq))}×, "
+            f"drain {_num(ratio(th_drain, dt_drain))}×.",
+        ]
     return lines + [""]
 
 
@@ -405,7 +438,8 @@ def render(results: dict) -> str:
     if mach["loadavg"][0] > 0.5 * cores:
         lines += [f"> ⚠️ The machine was busy when the run started (load {mach['loadavg'][0]}): figures are noisy.", ""]
     lines += _targets_table(results) + compare.before_after(results, targets(results))
-    lines += _throughput(results) + _scale(results) + _auth(results) + _memory(results) + _shortcuts(results)
+    lines += _throughput(results) + _djtasks(results) + _scale(results) + _auth(results) + _memory(results)
+    lines += _shortcuts(results)
     errors = results.get("errors") or []
     if errors:
         lines += ["## Problems during the run", ""] + [f"- {e}" for e in errors] + [""]

@@ -10,7 +10,7 @@ import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from bench import auth, compare, db, machine, memory, report, scale, shortcuts, taskhub
+from bench import auth, compare, db, djtasks_compare, machine, memory, report, scale, shortcuts, taskhub
 from bench.config import OUT_DIR, load_config
 from bench.context import Context, Unavailable
 from bench.peers import celery_bench, djtasks, rawsql
@@ -18,6 +18,7 @@ from bench.procs import Children
 
 TASKHUB_SECTIONS = {
     "taskhub": taskhub.run_throughput,
+    "djtasks": djtasks_compare.run,
     "scale": scale.run,
     "auth": auth.run,
     "memory": memory.run,

@@ -40,3 +40,13 @@ def enqueue_bulk(*, user: Any, count: int, chunk: int) -> float:
         specs = [TaskSpec(task_type="echo", payload={"n": i}) for i in range(start, min(start + chunk, count))]
         tasks_enqueue_bulk(user=user, specs=specs)
     return time.perf_counter() - started
+
+
+def enqueue_django(*, count: int) -> float:
+    """Enqueue `count` Django tasks with `.enqueue()`, one call each (TaskHubBackend); return the seconds."""
+    from bench.peers.djtasks_tasks import noop
+
+    started = time.perf_counter()
+    for i in range(count):
+        noop.enqueue({"n": i})
+    return time.perf_counter() - started

@@ -7,6 +7,7 @@ default; secrets have no production default. docs/CONFIGURATION.md describes eve
 from __future__ import annotations
 
 from datetime import timedelta
+from importlib.util import find_spec
 from pathlib import Path
 
 import environ
@@ -108,6 +109,10 @@ INSTALLED_APPS = [
     "tasks",
     "diagnostics",
 ]
+# Django 5.2 has no django.tasks: the django-tasks backport provides it (its checks and signals
+# load with its app). Django 6.x has it built in, and the backport is not needed.
+if find_spec("django.tasks") is None:
+    INSTALLED_APPS.insert(INSTALLED_APPS.index("tasks"), "django_tasks")
 
 MIDDLEWARE = [
     # Outermost: gives every request an id and guarantees a clean DB session at its end.
@@ -300,6 +305,16 @@ TASKHUB_SHUTDOWN_GRACE_SECONDS = env.float("TASKHUB_SHUTDOWN_GRACE_SECONDS", def
 TASKHUB_EXTRA_HANDLER_MODULES = env.list("TASKHUB_EXTRA_HANDLER_MODULES", default=[])
 TASKHUB_BACKLOG_MAX_AGE_SECONDS = env.int("TASKHUB_BACKLOG_MAX_AGE_SECONDS", default=600)
 TASKHUB_STATS_WINDOW_HOURS = env.int("TASKHUB_STATS_WINDOW_HOURS", default=24)
+
+# Django's task framework (docs/DJANGO_TASKS.md): any @task function runs on TaskHub's workers.
+# QUEUES empty: every queue in queue_config is accepted (an unknown one is refused at enqueue).
+TASKS = {
+    "default": {
+        "BACKEND": "tasks.backends.TaskHubBackend",
+        "QUEUES": [],
+        "OPTIONS": {"OWNER": env.str("TASKHUB_TASKS_OWNER", default="taskhub-system")},
+    }
+}
 
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 DB_UNAVAILABLE_RETRY_AFTER_SECONDS = env.int("DB_UNAVAILABLE_RETRY_AFTER_SECONDS", default=5)

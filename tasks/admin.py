@@ -68,7 +68,7 @@ class TaskQueueAdmin(admin.ModelAdmin):
         "created_at",
         "finished_at",
     )
-    list_filter = ("status", "queue", "task_type", ("owner", admin.RelatedOnlyFieldListFilter))
+    list_filter = ("status", "queue", "kind", "task_type", ("owner", admin.RelatedOnlyFieldListFilter))
     search_fields = ("=id", "task_type", "owner__username", "=idempotency_key")
     list_select_related = ("queue", "owner")
     # A full COUNT(*) on every changelist page is what makes admin pages unusable at scale.
@@ -78,12 +78,14 @@ class TaskQueueAdmin(admin.ModelAdmin):
         "id",
         "owner",
         "queue",
+        "kind",
         "task_type",
         "status",
         "priority",
         "attempts",
         "max_attempts",
         "run_at",
+        "timeout_seconds",
         "claimed_by",
         "lease_expires_at",
         "progress",
@@ -96,6 +98,7 @@ class TaskQueueAdmin(admin.ModelAdmin):
         "payload_pretty",
         "result_pretty",
         "error",
+        "attempt_errors_pretty",
     )
     readonly_fields = fields
 
@@ -110,6 +113,10 @@ class TaskQueueAdmin(admin.ModelAdmin):
     @admin.display(description=_("payload"))
     def payload_pretty(self, obj: TaskQueue) -> str:
         return _pretty_json(obj.payload)
+
+    @admin.display(description=_("errors of earlier attempts"))
+    def attempt_errors_pretty(self, obj: TaskQueue) -> str:
+        return _pretty_json(obj.attempt_errors)
 
     @admin.display(description=_("result"))
     def result_pretty(self, obj: TaskQueue) -> str:

@@ -24,6 +24,14 @@ class TaskCancelled(Exception):
     """Raised by a handler that stops because its cancellation was requested."""
 
 
+class TaskTimeout(Exception):
+    """An attempt ran past its task timeout and its worker process was killed (recorded, never raised)."""
+
+
+class WorkerLost(Exception):
+    """The worker (or its process) running an attempt died (recorded, never raised)."""
+
+
 class TaskStateConflict(Exception):
     """The task is not in a state that allows the requested change."""
 

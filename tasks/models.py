@@ -32,6 +32,15 @@ class TaskStatus(models.TextChoices):
     CANCELLED = "cancelled", _("Cancelled")
 
 
+class TaskKind(models.TextChoices):
+    # A handler of the registry (`tasks.registry`), named by its task type.
+    HANDLER = "handler", _("Registry handler")
+    # A Django Tasks `Task` (`tasks.backends`), named by its dotted path.
+    DJANGO = "django", _("Django task")
+
+
+TASK_TYPE_MAX_LENGTH = 255
+
 ACTIVE_STATUSES = (TaskStatus.PENDING, TaskStatus.RUNNING)
 FINISHED_STATUSES = (TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED)
 
@@ -100,7 +109,9 @@ class TaskQueue(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="tasks", verbose_name=_("owner")
     )
     queue = models.ForeignKey(QueueConfig, on_delete=models.PROTECT, related_name="tasks", verbose_name=_("queue"))
-    task_type = models.CharField(_("task type"), max_length=100)
+    kind = models.CharField(_("kind"), max_length=8, choices=TaskKind.choices, default=TaskKind.HANDLER)
+    # A registered handler's name, or a Django task's dotted path (hence the length).
+    task_type = models.CharField(_("task type"), max_length=TASK_TYPE_MAX_LENGTH)
     payload = models.JSONField(_("payload"), default=dict, blank=True)
     priority = models.SmallIntegerField(
         _("priority"),
@@ -114,6 +125,13 @@ class TaskQueue(models.Model):
         _("max attempts"), default=3, validators=[MinValueValidator(1), MaxValueValidator(MAX_ATTEMPTS_LIMIT)]
     )
     run_at = models.DateTimeField(_("run at"), default=timezone.now, help_text=_("Not before this time."))
+    timeout_seconds = models.PositiveIntegerField(
+        _("task timeout / lease (s)"),
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(TASK_TIMEOUT_MAX_SECONDS)],
+        help_text=_("This task's own timeout; empty = its queue's."),
+    )
     claimed_by = models.CharField(_("claimed by"), max_length=128, blank=True)
     lease_expires_at = models.DateTimeField(_("lease expires at"), null=True, blank=True)
     progress = models.PositiveSmallIntegerField(
@@ -122,6 +140,10 @@ class TaskQueue(models.Model):
     progress_message = models.CharField(_("progress message"), max_length=255, blank=True)
     result = models.JSONField(_("result"), null=True, blank=True)
     error = models.TextField(_("error"), blank=True)
+    # One entry per failed attempt, oldest first, written by the UPDATE that records the failure:
+    # {"attempt", "worker", "exception" (class path), "error", "started_at"}. With `claimed_by` of
+    # the attempt under way it gives every attempt's worker (Django's `worker_ids`).
+    attempt_errors = models.JSONField(_("errors of earlier attempts"), default=list, blank=True)
     cancel_requested = models.BooleanField(_("cancel requested"), default=False)
     idempotency_key = models.CharField(_("idempotency key"), max_length=128, null=True, blank=True)
     created_at = models.DateTimeField(_("created at"), default=timezone.now, editable=False)
@@ -160,6 +182,7 @@ class TaskQueue(models.Model):
             ),
             models.CheckConstraint(condition=Q(status__in=TaskStatus.values), name="task_status_valid"),
             models.CheckConstraint(condition=Q(max_attempts__gte=1), name="task_max_attempts_positive"),
+            models.CheckConstraint(condition=Q(kind__in=TaskKind.values), name="task_kind_valid"),
         ]
 
     def __str__(self) -> str:

@@ -29,11 +29,20 @@ class Outcome:
     kind: OutcomeKind
     result: Any = None
     error: str = ""
+    # The class path of the exception that failed the attempt ("" when none was raised).
+    exception: str = ""
+    # Seconds until the retry, as the task's own backoff decided; None: the queue's backoff.
+    retry_delay: float | None = None
 
     @property
     def summary(self) -> str:
         """Return the first line of the error (cut short), for log lines."""
         return self.error.splitlines()[0][:SUMMARY_MAX_CHARS] if self.error else ""
+
+
+def exception_path(exc: BaseException) -> str:
+    """Return the dotted path of `exc`'s class, as Django's `TaskError.exception_class_path` has it."""
+    return f"{type(exc).__module__}.{type(exc).__qualname__}"
 
 
 def format_error(exc: BaseException, *, limit: int = ERROR_MAX_CHARS) -> str:

@@ -15,6 +15,7 @@ from tasks.models import (
     MAX_ATTEMPTS_LIMIT,
     PRIORITY_MAX,
     PRIORITY_MIN,
+    TASK_TYPE_MAX_LENGTH,
     QueueConfig,
     TaskQueue,
     TaskStatus,
@@ -139,6 +140,8 @@ class TaskBulkCreateSerializer(StrictFieldsMixin, serializers.Serializer):
 
 
 class TaskSerializer(serializers.ModelSerializer):
+    """A task as the API shows it: a Django task (`kind` "django") shows its dotted path as `task_type`."""
+
     queue = serializers.SlugRelatedField(slug_field="name", read_only=True)
 
     class Meta:
@@ -147,6 +150,7 @@ class TaskSerializer(serializers.ModelSerializer):
             "id",
             "owner",
             "queue",
+            "kind",
             "task_type",
             "payload",
             "priority",
@@ -154,10 +158,12 @@ class TaskSerializer(serializers.ModelSerializer):
             "attempts",
             "max_attempts",
             "run_at",
+            "timeout_seconds",
             "progress",
             "progress_message",
             "result",
             "error",
+            "attempt_errors",
             "cancel_requested",
             "idempotency_key",
             "claimed_by",
@@ -179,7 +185,9 @@ class TaskListQuerySerializer(QueryParamsMixin, StrictFieldsMixin, serializers.S
 
     status = serializers.ChoiceField(choices=TaskStatus.choices, required=False)
     queue = serializers.CharField(max_length=64, required=False, help_text="Queue name.")
-    task_type = serializers.CharField(max_length=100, required=False)
+    task_type = serializers.CharField(
+        max_length=TASK_TYPE_MAX_LENGTH, required=False, help_text="A handler's type or a Django task's dotted path."
+    )
     created_after = serializers.DateTimeField(default_timezone=UTC, required=False, help_text="Inclusive.")
     created_before = serializers.DateTimeField(default_timezone=UTC, required=False, help_text="Exclusive.")
     user = serializers.CharField(

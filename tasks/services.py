@@ -22,7 +22,7 @@ from core import shortcuts
 from core.db.errors import is_retryable_contention
 from tasks import queue_cache, transitions
 from tasks.errors import QuotaExceeded, TaskSpecInvalid, TaskStateConflict
-from tasks.models import ACTIVE_STATUSES, DEFAULT_QUEUE_NAME, QueueConfig, TaskQueue, TaskStatus
+from tasks.models import ACTIVE_STATUSES, DEFAULT_QUEUE_NAME, QueueConfig, TaskKind, TaskQueue, TaskStatus
 from tasks.specs import TaskSpec, check_spec
 from tasks.transitions import CancelOutcome
 
@@ -85,6 +85,42 @@ def task_enqueue(
         max_attempts=max_attempts,
         idempotency_key=idempotency_key,
     )
+    return _enqueue_one(user=user, spec=spec)
+
+
+def task_enqueue_django(
+    *,
+    user: AbstractBaseUser,
+    task_path: str,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    queue: str = DEFAULT_QUEUE_NAME,
+    priority: int = 0,
+    run_at: datetime | None = None,
+    max_attempts: int | None = None,
+    timeout_seconds: int | None = None,
+) -> TaskQueue:
+    """Enqueue one Django task (`tasks.backends`), already validated by its backend, as `user`.
+
+    `task_path` is the task's dotted path, stored as its `task_type`: the worker imports it and
+    runs it only if it names a `Task`. The REST API never reaches this (registry handlers only).
+    Inside the caller's transaction the row commits (or rolls back) with it.
+    """
+    spec = TaskSpec(
+        task_type=task_path,
+        payload={"args": args, "kwargs": kwargs},
+        queue=queue,
+        priority=priority,
+        run_at=run_at,
+        max_attempts=max_attempts,
+        kind=TaskKind.DJANGO,
+        timeout_seconds=timeout_seconds,
+    )
+    return _enqueue_one(user=user, spec=spec).task
+
+
+def _enqueue_one(*, user: AbstractBaseUser, spec: TaskSpec) -> EnqueueResult:
+    """Enqueue one task: one INSERT unless a quota needs the locked path (see `task_enqueue`)."""
     for attempt in (1, 2):
         queues = _queues_named({spec.queue} if isinstance(spec.queue, str) else set())
         checked = check_spec(spec, queues)
@@ -158,6 +194,8 @@ def _new_task(user: AbstractBaseUser, spec: TaskSpec, queue: QueueConfig, now: d
         run_at=spec.run_at or now,
         max_attempts=spec.max_attempts or queue.max_attempts,
         idempotency_key=spec.idempotency_key,
+        kind=spec.kind,
+        timeout_seconds=spec.timeout_seconds,
         created_at=now,
     )
 

@@ -13,7 +13,16 @@ from django.utils.translation import gettext as _
 
 from tasks import registry
 from tasks.errors import PayloadTooLarge, TaskSpecInvalid
-from tasks.models import DEFAULT_QUEUE_NAME, MAX_ATTEMPTS_LIMIT, PRIORITY_MAX, PRIORITY_MIN, QueueConfig
+from tasks.models import (
+    DEFAULT_QUEUE_NAME,
+    MAX_ATTEMPTS_LIMIT,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    TASK_TIMEOUT_MAX_SECONDS,
+    TASK_TYPE_MAX_LENGTH,
+    QueueConfig,
+    TaskKind,
+)
 
 IDEMPOTENCY_KEY_MAX_LENGTH = 128
 # MariaDB's JSON_VALID (the CHECK on every JSON column) refuses documents nested 32 levels deep.
@@ -34,6 +43,10 @@ class TaskSpec:
     run_at: datetime | None = None
     max_attempts: int | None = None
     idempotency_key: str | None = None
+    # A Django task (`tasks.backends`): `task_type` is its dotted path, checked by the backend
+    # (the REST API never builds one of these: it names registry handlers only).
+    kind: str = TaskKind.HANDLER
+    timeout_seconds: int | None = None  # None: the queue's task timeout
 
 
 def payload_size(payload: Any) -> int:
@@ -61,7 +74,16 @@ def nests_deeper_than(value: Any, limit: int) -> bool:
 def check_spec(spec: TaskSpec, queues: dict[str, QueueConfig], *, index: int | None = None) -> TaskSpec:
     """Return `spec` with its run_at made aware, or raise TaskSpecInvalid / PayloadTooLarge."""
     errors: dict[str, str] = {}
-    if not isinstance(spec.task_type, str) or not registry.is_registered(spec.task_type):
+    if spec.kind == TaskKind.DJANGO:
+        if not isinstance(spec.task_type, str) or not 1 <= len(spec.task_type) <= TASK_TYPE_MAX_LENGTH:
+            errors["task_type"] = _("A Django task's dotted path of 1 to %(max)d characters.") % {
+                "max": TASK_TYPE_MAX_LENGTH
+            }
+    elif (
+        spec.kind != TaskKind.HANDLER
+        or not isinstance(spec.task_type, str)
+        or not registry.is_registered(spec.task_type)
+    ):
         errors["task_type"] = _("Unknown task type %(type)s. Registered types: %(types)s.") % {
             "type": repr(spec.task_type),
             "types": ", ".join(registry.registered_types()),
@@ -79,6 +101,13 @@ def check_spec(spec: TaskSpec, queues: dict[str, QueueConfig], *, index: int | N
         errors["max_attempts"] = _("Must be an integer from %(min)d to %(max)d.") % {
             "min": 1,
             "max": MAX_ATTEMPTS_LIMIT,
+        }
+    if spec.timeout_seconds is not None and (
+        not _is_int(spec.timeout_seconds) or not 1 <= spec.timeout_seconds <= TASK_TIMEOUT_MAX_SECONDS
+    ):
+        errors["timeout_seconds"] = _("Must be an integer from %(min)d to %(max)d.") % {
+            "min": 1,
+            "max": TASK_TIMEOUT_MAX_SECONDS,
         }
     key = spec.idempotency_key
     if key is not None and (not isinstance(key, str) or not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX_LENGTH):

@@ -43,6 +43,9 @@ from tasks.models import FINISHED_STATUSES, QueueConfig, TaskQueue, TaskStatus
 from tasks.outcomes import Outcome, OutcomeKind
 
 WORKER_LOST = "worker lost"
+WORKER_LOST_EXCEPTION = "tasks.errors.WorkerLost"
+# A task's own backoff may ask for any delay; beyond a year it is surely a mistake.
+RETRY_DELAY_MAX_SECONDS = 365 * 24 * 3600
 RECOVERY_BATCH = 100
 # Rows per multi-row INSERT: large enough to amortise round trips, small enough for max_allowed_packet.
 ENQUEUE_BATCH_SIZE = 500
@@ -50,8 +53,8 @@ ENQUEUE_BATCH_SIZE = 500
 CLAIM_ORDER = ("-priority", "run_at", "id")
 # Only what running a task needs: a previous attempt's error or a big result stays unread.
 CLAIM_COLUMNS = (
-    "id", "owner_id", "queue_id", "task_type", "payload", "priority", "status", "attempts", "max_attempts",
-    "run_at", "cancel_requested", "created_at",
+    "id", "owner_id", "queue_id", "kind", "task_type", "payload", "priority", "status", "attempts",
+    "max_attempts", "run_at", "timeout_seconds", "cancel_requested", "created_at",
 )  # fmt: skip
 # The locking claim on MySQL/MariaDB. It reads task_queue alone (a join would lock the joined
 # queue_config row too: MariaDB has no FOR UPDATE OF) and FORCE INDEX because on a small table
@@ -144,7 +147,8 @@ def _claim(worker_id: str, queues: Sequence[QueueConfig], limit: int, now: datet
     2. Lock candidates per queue with SKIP LOCKED: rows another worker is claiming are passed
        over, never waited for.
     3. Keep the best `limit` across queues (the rest unlock at commit, a moment later).
-    4. Mark them running in one UPDATE per queue (the lease differs per queue).
+    4. Mark them running in one UPDATE per lease length: the queue's task timeout, or a task's
+       own (usually one UPDATE for the whole batch).
     """
     if limit <= 0 or not queues:
         return Claim()
@@ -159,12 +163,12 @@ def _claim(worker_id: str, queues: Sequence[QueueConfig], limit: int, now: datet
                 empty.add(queue_id)
     candidates.sort(key=lambda task: (-task.priority, task.run_at, task.pk))
     chosen = candidates[:limit]
-    by_queue: dict[int, list[TaskQueue]] = {}
-    for task in chosen:
-        by_queue.setdefault(task.queue_id, []).append(task)
     leases = {queue.pk: queue.task_timeout_seconds for queue in queues}
-    for queue_id, tasks in by_queue.items():
-        _mark_running(tasks, worker_id=worker_id, now=now, lease_expires_at=now + timedelta(seconds=leases[queue_id]))
+    by_lease: dict[int, list[TaskQueue]] = {}
+    for task in chosen:
+        by_lease.setdefault(task.timeout_seconds or leases[task.queue_id], []).append(task)
+    for seconds, tasks in by_lease.items():
+        _mark_running(tasks, worker_id=worker_id, now=now, lease_expires_at=now + timedelta(seconds=seconds))
     return Claim(tasks=chosen, contended=contended, empty_queues=empty)
 
 
@@ -314,6 +318,7 @@ def _record(
         else:
             # A copy: its guarded UPDATE changes the claim fields a retry of this transaction would need.
             task = copy.copy(task)
+            task.attempt_errors = held[task.pk]
             if not _settle_unsuccessful(task, outcome, queues.get(task.queue_id), task.pk in cancels, now):
                 continue
         recorded.append(Recorded(task, outcome, task.status))
@@ -346,10 +351,17 @@ def _record_successes(results: Sequence[tuple[TaskQueue, Outcome]], worker_id: s
     return recorded
 
 
-def _lock_held(worker_id: str, attempts: dict[int, int]) -> set[int]:
-    """Lock the given tasks (pk -> attempt) still held by that claim; return their pks."""
+def _lock_held(worker_id: str, attempts: dict[int, int]) -> dict[int, list[dict[str, Any]]]:
+    """Lock the given tasks (pk -> attempt) still held by that claim; return their earlier attempts' errors by pk.
+
+    The errors are read by the same locking SELECT: a failure appends to them in its UPDATE.
+    """
     rows = _held_by(worker_id).filter(pk__in=list(attempts)).select_for_update()
-    return {pk for pk, attempt in rows.values_list("pk", "attempts") if attempts[pk] == attempt}
+    return {
+        pk: errors or []
+        for pk, attempt, errors in rows.values_list("pk", "attempts", "attempt_errors")
+        if attempts[pk] == attempt
+    }
 
 
 def _succeed(worker_id: str, results: dict[int, Any], attempts: dict[int, int], now: datetime) -> int:
@@ -401,7 +413,9 @@ def _settle_unsuccessful(
     """Apply a failure or cancellation to a held task; return False if it is no longer held.
 
     A retryable failure of a task whose cancel was requested ends it cancelled; otherwise it is
-    retried later while attempts remain, else failed. A permanent failure fails it at once.
+    retried later while attempts remain (after the task's own backoff when its outcome carries
+    one, else the queue's), else failed. A permanent failure fails it at once. A failure
+    appends an entry to `task.attempt_errors` (which must hold the stored list) in the same UPDATE.
     """
     kind = outcome.kind
     if kind is OutcomeKind.CANCELLED or (kind is OutcomeKind.RETRYABLE and cancelled):
@@ -412,13 +426,40 @@ def _settle_unsuccessful(
             finished_at=now,
             lease_expires_at=None,
         )
+    errors = [*(task.attempt_errors or []), _attempt_error(task, outcome)]
     if kind is OutcomeKind.RETRYABLE and task.attempts < task.max_attempts:
-        base, cap = (queue.retry_backoff_seconds, queue.retry_backoff_max_seconds) if queue else (10, 3600)
-        run_at = now + timedelta(seconds=retry_delay(attempt=task.attempts, base=base, cap=max(cap, base)))
+        delay = outcome.retry_delay
+        if delay is None:
+            base, cap = (queue.retry_backoff_seconds, queue.retry_backoff_max_seconds) if queue else (10, 3600)
+            delay = retry_delay(attempt=task.attempts, base=base, cap=max(cap, base))
         return _guarded(
-            task, status=TaskStatus.PENDING, error=outcome.error, run_at=run_at, claimed_by="", lease_expires_at=None
+            task,
+            status=TaskStatus.PENDING,
+            error=outcome.error,
+            attempt_errors=errors,
+            run_at=now + timedelta(seconds=min(max(delay, 0.0), RETRY_DELAY_MAX_SECONDS)),
+            claimed_by="",
+            lease_expires_at=None,
         )
-    return _guarded(task, status=TaskStatus.FAILED, error=outcome.error, finished_at=now, lease_expires_at=None)
+    return _guarded(
+        task,
+        status=TaskStatus.FAILED,
+        error=outcome.error,
+        attempt_errors=errors,
+        finished_at=now,
+        lease_expires_at=None,
+    )
+
+
+def _attempt_error(task: TaskQueue, outcome: Outcome) -> dict[str, Any]:
+    """Return the history entry of the attempt `outcome` failed (its worker is the claim's)."""
+    return {
+        "attempt": task.attempts,
+        "worker": task.claimed_by,
+        "exception": outcome.exception,
+        "error": outcome.error,
+        "started_at": task.started_at.isoformat() if task.started_at else None,
+    }
 
 
 def retry_delay(*, attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:
@@ -481,8 +522,9 @@ def renew_leases(
 ) -> LeaseCheck:
     """Extend the leases of `tasks` held by `worker_id`; report which are still held and cancelled.
 
-    `lease_seconds` maps queue id to lease length. One SELECT, then one UPDATE per lease
-    length involved (usually one), all by primary key.
+    `lease_seconds` maps queue id to lease length (a task with its own timeout keeps that
+    instead). One SELECT, then one UPDATE per lease length involved (usually one), all by
+    primary key.
     """
     if not tasks:
         return LeaseCheck(set(), set())
@@ -499,7 +541,8 @@ def renew_leases(
                 cancel.add(pk)
     by_lease: dict[int, list[int]] = {}
     for pk in held:
-        by_lease.setdefault(lease_seconds[by_pk[pk].queue_id], []).append(pk)
+        task = by_pk[pk]
+        by_lease.setdefault(task.timeout_seconds or lease_seconds[task.queue_id], []).append(pk)
     for seconds, pks in by_lease.items():
         _held_by(worker_id).filter(pk__in=pks).update(lease_expires_at=now + timedelta(seconds=seconds))
     return LeaseCheck(held, cancel)
@@ -536,7 +579,7 @@ def _recover(now: datetime, limit: int) -> list[TaskQueue]:
         if not expired:
             return []
         queues = QueueConfig.objects.in_bulk({task.queue_id for task in expired})
-        lost = Outcome(0, OutcomeKind.RETRYABLE, error=WORKER_LOST)
+        lost = Outcome(0, OutcomeKind.RETRYABLE, error=WORKER_LOST, exception=WORKER_LOST_EXCEPTION)
         for task in expired:
             _settle_unsuccessful(task, lost, queues.get(task.queue_id), task.cancel_requested, now)
         counters.record_finished([task for task in expired if task.is_finished])
@@ -594,6 +637,7 @@ def reopen(task: TaskQueue) -> bool:
                 progress_message="",
                 result=None,
                 error="",
+                attempt_errors=[],
                 cancel_requested=False,
                 started_at=None,
                 finished_at=None,

@@ -14,7 +14,8 @@ CHILD = "bench.peers.djtasks_child"
 WORKER_ARGS = ("db_worker", "--batch", "--no-reload", "--no-startup-delay", "--interval", "0", "--verbosity", "0")
 
 
-def _env(ctx: Context) -> dict[str, str]:
+def peer_env(ctx: Context) -> dict[str, str]:
+    """Return the environment of the peer's processes (its own settings, database `bench_djtasks`)."""
     env = ctx.mysql_env()
     env.update(DJANGO_SETTINGS_MODULE="bench.peers.djtasks_settings", BENCH_DJTASKS_DATABASE=DATABASE)
     return env
@@ -22,7 +23,7 @@ def _env(ctx: Context) -> dict[str, str]:
 
 def run(ctx: Context) -> dict:
     """Measure django-tasks-db enqueue and drain rates; return the raw runs."""
-    cfg, env = ctx.cfg, _env(ctx)
+    cfg, env = ctx.cfg, peer_env(ctx)
     ctx.own_database(DATABASE)
     ctx.children.run(python("-m", CHILD, "migrate"), env=env, name="djtasks-migrate", timeout=300)
     runs = []

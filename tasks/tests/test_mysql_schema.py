@@ -53,9 +53,10 @@ def test_foreign_keys_are_real_and_enforced(alice, default_queue):
     with pytest.raises(IntegrityError), transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute(
-                "INSERT INTO task_queue (task_type, payload, priority, status, attempts, max_attempts, run_at, "
-                "claimed_by, progress, progress_message, error, cancel_requested, created_at, owner_id, queue_id) "
-                "VALUES ('echo', '{}', 0, 'pending', 0, 3, NOW(6), '', 0, '', '', 0, NOW(6), %s, %s)",
+                "INSERT INTO task_queue (kind, task_type, payload, priority, status, attempts, max_attempts, run_at, "
+                "claimed_by, progress, progress_message, error, attempt_errors, cancel_requested, created_at, "
+                "owner_id, queue_id) "
+                "VALUES ('handler', 'echo', '{}', 0, 'pending', 0, 3, NOW(6), '', 0, '', '', '[]', 0, NOW(6), %s, %s)",
                 [alice.pk, missing_queue],
             )
 

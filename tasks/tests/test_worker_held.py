@@ -13,6 +13,7 @@ from tasks.models import TaskQueue
 from tasks.outcomes import Outcome, OutcomeKind
 from tasks.worker import held as held_module
 from tasks.worker.held import HeldTasks
+from tasks.worker.messages import TaskSpec
 
 QUEUE, SLOW_QUEUE = 1, 2
 TIMEOUT, SLOW_TIMEOUT = 60, 600
@@ -34,7 +35,7 @@ def held() -> HeldTasks:
 def test_claimed_tasks_wait_in_line_leased_for_their_queues_timeout(held):
     assert (list(held), held.ready(), held.active()) == ([1, 2, 3], [1, 2, 3], 3)
     assert (held.timeout_of(1), held.timeout_of(3)) == (TIMEOUT, SLOW_TIMEOUT)
-    assert held.spec(3) == (3, "echo", {"n": 3}, 1, False)
+    assert held.spec(3) == TaskSpec(3, "echo", {"n": 3}, 1, False)
     assert [spec.task_id for spec in held.take_ready(2)] == [1, 2]
     assert held.ready() == [3]
 

@@ -2,6 +2,7 @@
 
 It takes tasks from its pipe, runs them in the order sent and reports each the moment it ends
 (the messages are in `messages.py`). It ignores SIGTERM/SIGINT: the parent decides when to stop.
+A Django task (kind "django") is run by `tasks.backends.running` instead of a registry handler.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from core.db.session import ensure_clean_session
 from core.request_context import reset_request_id, set_request_id
 from tasks.context import WorkerTaskContext
 from tasks.errors import TaskCancelled
-from tasks.outcomes import Outcome, OutcomeKind, check_result, format_error
+from tasks.outcomes import Outcome, OutcomeKind, check_result, exception_path, format_error
 from tasks.registry import UnknownTaskType, get_handler
-from tasks.worker.messages import TaskSpec
+from tasks.worker.messages import DJANGO_KIND, TaskSpec
 
 # How often a handler's `cancel_requested` looks at the pipe for news from the parent.
 CANCEL_POLL_SECONDS = 0.05
@@ -124,7 +125,17 @@ class _Runner:
             close_old_connections()
             reset_request_id(token)
         self.cancelled.discard(spec.task_id)
-        message = ("done", spec.task_id, outcome.kind.value, outcome.result, outcome.error, started, time.monotonic())
+        message = (
+            "done",
+            spec.task_id,
+            outcome.kind.value,
+            outcome.result,
+            outcome.error,
+            started,
+            time.monotonic(),
+            outcome.exception,
+            outcome.retry_delay,
+        )
         try:
             self.conn.send(message)
         except Exception as exc:  # the result pickled badly: report that instead
@@ -132,6 +143,13 @@ class _Runner:
             self.conn.send(("done", spec.task_id, OutcomeKind.PERMANENT.value, None, error, started, time.monotonic()))
 
     def _execute(self, spec: TaskSpec) -> Outcome:
+        if spec.kind == DJANGO_KIND:
+            # Imported here: the Django task framework loads only in workers that run its tasks.
+            from tasks.backends.running import run_django_task
+
+            if spec.task_id in self.cancelled:
+                return Outcome(spec.task_id, OutcomeKind.CANCELLED, error="cancelled before it started")
+            return run_django_task(spec, worker_id=self.worker_id)
         task_id = spec.task_id
         context = WorkerTaskContext(
             task_id=task_id,
@@ -149,7 +167,7 @@ class _Runner:
         except UnknownTaskType as exc:
             return Outcome(task_id, OutcomeKind.PERMANENT, error=str(exc))
         except Exception as exc:
-            return Outcome(task_id, OutcomeKind.RETRYABLE, error=format_error(exc))
+            return Outcome(task_id, OutcomeKind.RETRYABLE, error=format_error(exc), exception=exception_path(exc))
         problem = check_result(result)
         if problem:
             return Outcome(task_id, OutcomeKind.PERMANENT, error=problem)

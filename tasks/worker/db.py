@@ -268,6 +268,7 @@ class WorkerDatabase:
             self._runnable = transitions.runnable_queues(self.queue_names)
             self._queues.update((queue.pk, queue) for queue in self._runnable)
             held.set_timeouts({queue.pk: queue.task_timeout_seconds for queue in self._runnable})
+            held.set_queue_names({queue.pk: queue.name for queue in self._runnable})
             self._queues_read_at = now
         return self._runnable
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tasks.outcomes import Outcome
-from tasks.worker.messages import TaskSpec
+from tasks.worker.messages import DJANGO_KIND, TaskSpec
 
 if TYPE_CHECKING:  # type hints only: this module never queries (see test_worker_held.py)
     from tasks.models import TaskQueue
@@ -50,6 +50,7 @@ class HeldTasks:
         self._progress: dict[int, tuple[int, str]] = {}
         self._next_progress_write = 0.0
         self._timeouts: dict[int, int] = {}  # queue id -> task timeout (and lease) in seconds
+        self._queue_names: dict[int, str] = {}  # queue id -> name, for Django tasks' results
         self._renew_at = float("inf")
         self._processed = 0
 
@@ -93,8 +94,8 @@ class HeldTasks:
         return self._outcomes_since
 
     def timeout_of(self, task_id: int) -> int:
-        """Return the task timeout of the held task's queue, in seconds."""
-        return self._timeouts[self._tasks[task_id].task.queue_id]
+        """Return the held task's timeout (its own, else its queue's), in seconds."""
+        return self._tasks[task_id].lease_seconds
 
     def task_type_of(self, task_id: int) -> str:
         """Return the held task's type, for the log."""
@@ -104,6 +105,17 @@ class HeldTasks:
         """Return what a child needs to run the held task."""
         held = self._tasks[task_id]
         task = held.task
+        if task.kind == DJANGO_KIND:
+            details = {
+                "queue": self._queue_names.get(task.queue_id, ""),
+                "priority": task.priority,
+                "created_at": task.created_at,
+                "started_at": task.started_at,
+                "run_at": task.run_at,
+            }
+            return TaskSpec(
+                task.pk, task.task_type, task.payload, task.attempts, held.cancel_requested, task.kind, details
+            )
         return TaskSpec(task.pk, task.task_type, task.payload, task.attempts, held.cancel_requested)
 
     def deadline_of(self, task_id: int, started: float) -> float | None:
@@ -114,7 +126,7 @@ class HeldTasks:
         held = self._tasks.get(task_id)
         if held is None:
             return None
-        return min(started + self._timeouts[held.task.queue_id], held.lease_deadline)
+        return min(started + held.lease_seconds, held.lease_deadline)
 
     def lease_expired(self, task_id: int, now: float) -> bool:
         """Return True if the task's lease has ended (or it was already let go)."""
@@ -199,10 +211,14 @@ class HeldTasks:
         """Note the task timeout (also the lease a claim gets) of each queue, by queue id."""
         self._timeouts.update(timeouts)
 
+    def set_queue_names(self, names: Mapping[int, str]) -> None:
+        """Note each queue's name, by queue id (a Django task's result names its queue)."""
+        self._queue_names.update(names)
+
     def add_claimed(self, tasks: Iterable[TaskQueue], now: float) -> None:
-        """Hold freshly claimed tasks, leased for their queue's task timeout from `now`, at the end of the line."""
+        """Hold freshly claimed tasks, leased for their timeout (own, else their queue's) from `now`, at the end of the line."""
         for task in tasks:
-            lease = self._timeouts[task.queue_id]
+            lease = task.timeout_seconds or self._timeouts[task.queue_id]
             self._tasks[task.pk] = HeldTask(task, lease_seconds=lease, lease_deadline=now + lease)
             self._renew_at = min(self._renew_at, now + lease / 2)
             self._ready.append(task.pk)

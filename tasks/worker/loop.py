@@ -37,6 +37,9 @@ MAX_WAIT = 0.5  # longest a round sleeps, so timers and shutdown() from another 
 FLUSH_DELAY = 0.05  # outcomes wait at most this long for a fuller batch
 PREFETCH_SECONDS = 0.1  # each child is sent about this much work ahead (see _depth)
 IDLE_BACKOFF_START = 0.05
+# What a killed attempt's error history names as its exception (classes in tasks.errors).
+TIMEOUT_EXCEPTION = "tasks.errors.TaskTimeout"
+LOST_EXCEPTION = "tasks.errors.WorkerLost"
 
 
 class Worker:
@@ -169,7 +172,9 @@ class Worker:
         logger.error("worker process %s exited unexpectedly (exit code %s)", child.pid, child.exitcode)
         if unfinished and child.was_running():
             died = f"the worker process running it died (exit code {child.exitcode})"
-            self.held.add_outcome(Outcome(unfinished.pop(0), OutcomeKind.RETRYABLE, error=died))
+            self.held.add_outcome(
+                Outcome(unfinished.pop(0), OutcomeKind.RETRYABLE, error=died, exception=LOST_EXCEPTION)
+            )
         if self._stopping:
             self.held.release_later(unfinished)
         else:
@@ -207,8 +212,8 @@ class Worker:
                     timeout,
                     child.pid,
                 )
-                error = f"TaskTimeout: ran longer than the queue's task timeout ({timeout}s); stopped"
-                self.held.add_outcome(Outcome(task_id, OutcomeKind.RETRYABLE, error=error))
+                error = f"TaskTimeout: ran longer than its task timeout ({timeout}s); stopped"
+                self.held.add_outcome(Outcome(task_id, OutcomeKind.RETRYABLE, error=error, exception=TIMEOUT_EXCEPTION))
             self.held.requeue_front(unfinished[1:])
             if not self._stopping:
                 self.pool.fill()

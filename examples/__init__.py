@@ -1,0 +1,1 @@
+"""Small examples of using TaskHub from Django code (docs/DJANGO_TASKS.md)."""
