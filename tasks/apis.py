@@ -25,6 +25,7 @@ from tasks.serializers import (
     TaskBulkCreateSerializer,
     TaskBulkResultSerializer,
     TaskCreateSerializer,
+    TaskEnqueuedSerializer,
     TaskListQuerySerializer,
     TaskSerializer,
     TaskStatisticsSerializer,
@@ -94,7 +95,9 @@ class TaskListCreateApi(APIView):
         operation_id="tasks_create",
         request=TaskCreateSerializer,
         responses=_enqueue_responses(
-            TaskSerializer, created="Created.", existing="The task created earlier with this idempotency key."
+            TaskEnqueuedSerializer,
+            created="Created.",
+            existing="The task of this idempotency key, or the active task holding this unique key (deduplicated).",
         ),
     )
     def post(self, request: Request) -> Response:
@@ -103,7 +106,9 @@ class TaskListCreateApi(APIView):
         serializer.is_valid(raise_exception=True)
         with translated_errors():
             result = services.task_enqueue(user=request.user, **serializer.validated_data)
-        return Response(TaskSerializer(result.task).data, status=_enqueue_status(result.created))
+        context = {"deduplicated": {result.task.pk} if result.deduplicated else set()}
+        body = TaskEnqueuedSerializer(result.task, context=context).data
+        return Response(body, status=_enqueue_status(result.created))
 
 
 class TaskBulkCreateApi(APIView):
@@ -125,7 +130,9 @@ class TaskBulkCreateApi(APIView):
         specs = [TaskSpec(**item) for item in serializer.validated_data["tasks"]]
         with translated_errors(bulk=True):
             result = services.tasks_enqueue_bulk(user=request.user, specs=specs)
-        body = TaskBulkResultSerializer({"created": result.created, "tasks": result.tasks}).data
+        body = TaskBulkResultSerializer(
+            {"created": result.created, "tasks": result.tasks}, context={"deduplicated": result.deduplicated}
+        ).data
         return Response(body, status=_enqueue_status(result.created))
 
 

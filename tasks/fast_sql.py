@@ -26,7 +26,8 @@ from tasks.models import QueueConfig, TaskQueue
 def insert_one(task: TaskQueue) -> None:
     """INSERT one task in a single statement and set its id; each field prepares its own value, as the ORM would."""
     meta = TaskQueue._meta
-    fields = [f for f in meta.concrete_fields if not f.primary_key]
+    # A generated column (active_unique_key) is the database's to write.
+    fields = [f for f in meta.concrete_fields if not f.primary_key and not f.generated]
     values = [f.get_db_prep_save(f.pre_save(task, True), connection) for f in fields]
     quote = connection.ops.quote_name
     columns = ", ".join(quote(f.column) for f in fields)

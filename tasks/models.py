@@ -6,8 +6,9 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
-from django.db.models import Q
+from django.db.models import Case, F, Q, When
 from django.utils import timezone
+from django.utils.timezone import now as _now
 from django.utils.translation import gettext_lazy as _
 
 from tasks.querysets import TaskQuerySet
@@ -40,6 +41,7 @@ class TaskKind(models.TextChoices):
 
 
 TASK_TYPE_MAX_LENGTH = 255
+UNIQUE_KEY_MAX_LENGTH = 200
 
 ACTIVE_STATUSES = (TaskStatus.PENDING, TaskStatus.RUNNING)
 FINISHED_STATUSES = (TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED)
@@ -146,6 +148,32 @@ class TaskQueue(models.Model):
     attempt_errors = models.JSONField(_("errors of earlier attempts"), default=list, blank=True)
     cancel_requested = models.BooleanField(_("cancel requested"), default=False)
     idempotency_key = models.CharField(_("idempotency key"), max_length=128, null=True, blank=True)
+    # Unique among the owner's active tasks in the queue (`task_active_unique_key_uniq`); a
+    # finished task frees it. A running task superseded by `on_conflict=replace` lets go of it.
+    unique_key = models.CharField(_("unique key"), max_length=UNIQUE_KEY_MAX_LENGTH, null=True, blank=True)
+    # The key while the task is active, NULL once it finishes: the database keeps it in step
+    # with `status` (a stored generated column), so the unique constraint below enforces
+    # "one active task per key" without a partial index (MySQL/MariaDB have none). NULLs never collide.
+    active_unique_key = models.GeneratedField(
+        expression=Case(
+            When(status__in=[TaskStatus.PENDING, TaskStatus.RUNNING], then=F("unique_key")),
+            default=None,
+            output_field=models.CharField(max_length=UNIQUE_KEY_MAX_LENGTH, null=True),
+        ),
+        output_field=models.CharField(max_length=UNIQUE_KEY_MAX_LENGTH, null=True),
+        db_persist=True,
+        verbose_name=_("active unique key"),
+    )
+    # The schedule that created this task (`tasks.schedules`), if any.
+    schedule = models.ForeignKey(
+        "Schedule",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="tasks",
+        db_index=False,  # task_schedule_status_idx leads with it
+        verbose_name=_("schedule"),
+    )
     created_at = models.DateTimeField(_("created at"), default=timezone.now, editable=False)
     started_at = models.DateTimeField(_("started at"), null=True, blank=True)
     finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
@@ -173,9 +201,13 @@ class TaskQueue(models.Model):
             # A user's own list, newest first: WHERE owner_id=? ORDER BY id DESC (cursor pages).
             # On InnoDB no owner-only index exists (the FK reuses the composite ones above).
             models.Index(fields=["owner", "id"], name="task_owner_id_idx"),
+            # A schedule's active runs (overlap=skip): WHERE schedule_id=? AND status IN (...).
+            models.Index(fields=["schedule", "status"], name="task_schedule_status_idx"),
         ]
         constraints = [
             models.UniqueConstraint(fields=["owner", "idempotency_key"], name="task_owner_idempotency_uniq"),
+            # One active task per (owner, queue, unique key): the holder of a key is found through it too.
+            models.UniqueConstraint(fields=["owner", "queue", "active_unique_key"], name="task_active_unique_key_uniq"),
             models.CheckConstraint(condition=Q(progress__gte=0, progress__lte=100), name="task_progress_range"),
             models.CheckConstraint(
                 condition=Q(priority__gte=PRIORITY_MIN, priority__lte=PRIORITY_MAX), name="task_priority_range"
@@ -267,3 +299,109 @@ class TaskHourlyStats(models.Model):
 
     def __str__(self) -> str:
         return f"{self.owner_id}/{self.queue_id}@{self.hour:%Y-%m-%d %H}:00"
+
+
+class ScheduleOverlap(models.TextChoices):
+    ALLOW = "allow", _("Allow")
+    # Do not fire while the previous run of this schedule is still pending or running.
+    SKIP = "skip", _("Skip while the previous run is active")
+
+
+class ScheduleMisfire(models.TextChoices):
+    # After downtime: fire nothing that was missed; carry on with the next fire time.
+    SKIP = "skip", _("Skip missed fire times")
+    # After downtime: fire the latest missed time once (never a flood).
+    RUN_ONCE = "run_once", _("Run the latest missed time once")
+
+
+class Schedule(models.Model):
+    """A recurring task: a cron expression or an interval; fired by every worker, claimed once (`tasks.schedules`)."""
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="task_schedules", verbose_name=_("owner")
+    )
+    name = models.CharField(_("name"), max_length=100)
+    cron = models.CharField(
+        _("cron expression"), max_length=120, blank=True, help_text=_("5 fields, optionally a 6th for seconds.")
+    )
+    interval_seconds = models.PositiveIntegerField(_("interval (s)"), null=True, blank=True)
+    timezone = models.CharField(_("time zone"), max_length=64, default="UTC", help_text=_("IANA name."))
+    kind = models.CharField(_("kind"), max_length=8, choices=TaskKind.choices, default=TaskKind.HANDLER)
+    task_type = models.CharField(_("task type"), max_length=TASK_TYPE_MAX_LENGTH)
+    payload = models.JSONField(_("payload"), default=dict, blank=True)
+    queue = models.ForeignKey(QueueConfig, on_delete=models.PROTECT, related_name="schedules", verbose_name=_("queue"))
+    priority = models.SmallIntegerField(
+        _("priority"), default=0, validators=[MinValueValidator(PRIORITY_MIN), MaxValueValidator(PRIORITY_MAX)]
+    )
+    max_attempts = models.PositiveSmallIntegerField(
+        _("max attempts"),
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_ATTEMPTS_LIMIT)],
+        help_text=_("Empty = the queue's."),
+    )
+    overlap = models.CharField(
+        _("overlap"), max_length=8, choices=ScheduleOverlap.choices, default=ScheduleOverlap.ALLOW
+    )
+    misfire = models.CharField(
+        _("misfire"), max_length=8, choices=ScheduleMisfire.choices, default=ScheduleMisfire.RUN_ONCE
+    )
+    is_paused = models.BooleanField(_("paused"), default=False)
+    # The next fire time not yet claimed; NULL while paused. Workers look for due schedules by it.
+    next_fire_at = models.DateTimeField(_("next fire at"), null=True, blank=True, editable=False)
+    last_fired_at = models.DateTimeField(_("last fired at"), null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(_("created at"), default=_now, editable=False)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        db_table = "task_schedule"
+        ordering = ["name", "id"]
+        verbose_name = _("schedule")
+        verbose_name_plural = _("schedules")
+        indexes = [
+            # The workers' tick: WHERE next_fire_at <= now ORDER BY next_fire_at (paused: NULL, never due).
+            models.Index(fields=["next_fire_at"], name="task_schedule_due_idx"),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "name"], name="task_schedule_owner_name_uniq"),
+            models.CheckConstraint(
+                condition=(Q(cron="") & Q(interval_seconds__gte=1)) | (~Q(cron="") & Q(interval_seconds__isnull=True)),
+                name="task_schedule_cron_xor_interval",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ScheduleFireOutcome(models.TextChoices):
+    FIRED = "fired", _("Fired")
+    MANUAL = "manual", _("Run now")
+    SKIPPED_OVERLAP = "overlap", _("Skipped: the previous run is active")
+    SKIPPED_QUOTA = "quota", _("Skipped: the owner's quota is full")
+
+
+class ScheduleFire(models.Model):
+    """One fire time of a schedule, claimed by inserting this row (unique per schedule and time)."""
+
+    schedule = models.ForeignKey(Schedule, on_delete=models.CASCADE, related_name="fires", db_index=False)
+    fire_time = models.DateTimeField(_("fire time"))
+    outcome = models.CharField(_("outcome"), max_length=8, choices=ScheduleFireOutcome.choices)
+    # No database constraint: retention purges tasks without touching their fire rows.
+    task = models.ForeignKey(
+        TaskQueue, null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    created_at = models.DateTimeField(_("created at"), default=_now)
+
+    class Meta:
+        db_table = "task_schedule_fire"
+        ordering = ["-fire_time"]
+        verbose_name = _("schedule fire")
+        verbose_name_plural = _("schedule fires")
+        constraints = [
+            # The claim of a fire time: the second node's INSERT fails. Also serves a schedule's last runs.
+            models.UniqueConstraint(fields=["schedule", "fire_time"], name="task_schedule_fire_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.schedule_id}@{self.fire_time:%Y-%m-%d %H:%M:%S} {self.outcome}"

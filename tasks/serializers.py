@@ -16,12 +16,13 @@ from tasks.models import (
     PRIORITY_MAX,
     PRIORITY_MIN,
     TASK_TYPE_MAX_LENGTH,
+    UNIQUE_KEY_MAX_LENGTH,
     QueueConfig,
     TaskQueue,
     TaskStatus,
 )
 from tasks.services import QUEUE_EDITABLE_FIELDS
-from tasks.specs import IDEMPOTENCY_KEY_MAX_LENGTH
+from tasks.specs import IDEMPOTENCY_KEY_MAX_LENGTH, ON_CONFLICT_CHOICES, ON_CONFLICT_RETURN
 
 BULK_MAX_TASKS = 1000
 INT32_MAX = 2**31 - 1
@@ -121,6 +122,19 @@ class TaskCreateSerializer(StrictFieldsMixin, serializers.Serializer):
         validators=[reject_surrogates],
         help_text="Posting again with the same key returns the task created first (200), not a new one.",
     )
+    unique_key = StrictCharField(
+        max_length=UNIQUE_KEY_MAX_LENGTH,
+        required=False,
+        allow_null=True,
+        validators=[reject_surrogates],
+        help_text="At most one active (pending or running) task of yours per key in the queue; a finished task frees it.",
+    )
+    on_conflict = serializers.ChoiceField(
+        choices=ON_CONFLICT_CHOICES,
+        default=ON_CONFLICT_RETURN,
+        help_text="With a unique_key held by an active task: `return` it (200, deduplicated), or `replace` "
+        "its payload, run_at and priority while it is pending (once it runs, a new task is enqueued).",
+    )
 
 
 class TaskBulkCreateSerializer(StrictFieldsMixin, serializers.Serializer):
@@ -166,6 +180,8 @@ class TaskSerializer(serializers.ModelSerializer):
             "attempt_errors",
             "cancel_requested",
             "idempotency_key",
+            "unique_key",
+            "schedule",
             "claimed_by",
             "lease_expires_at",
             "created_at",
@@ -175,9 +191,22 @@ class TaskSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class TaskEnqueuedSerializer(TaskSerializer):
+    """A task as an enqueue answers it: `deduplicated` when it existed already (unique or idempotency key)."""
+
+    deduplicated = serializers.SerializerMethodField()
+
+    class Meta(TaskSerializer.Meta):
+        fields = (*TaskSerializer.Meta.fields, "deduplicated")
+        read_only_fields = fields
+
+    def get_deduplicated(self, task: TaskQueue) -> bool:
+        return task.pk in self.context.get("deduplicated", ())
+
+
 class TaskBulkResultSerializer(serializers.Serializer):
     created = serializers.IntegerField(help_text="Tasks inserted; the others already existed (idempotency keys).")
-    tasks = TaskSerializer(many=True)
+    tasks = TaskEnqueuedSerializer(many=True)
 
 
 class TaskListQuerySerializer(QueryParamsMixin, StrictFieldsMixin, serializers.Serializer):

@@ -23,7 +23,7 @@ from core.db.errors import is_retryable_contention
 from tasks import queue_cache, transitions
 from tasks.errors import QuotaExceeded, TaskSpecInvalid, TaskStateConflict
 from tasks.models import ACTIVE_STATUSES, DEFAULT_QUEUE_NAME, QueueConfig, TaskKind, TaskQueue, TaskStatus
-from tasks.specs import TaskSpec, check_spec
+from tasks.specs import ON_CONFLICT_RETURN, TaskSpec, check_spec
 from tasks.transitions import CancelOutcome
 
 if TYPE_CHECKING:
@@ -32,7 +32,11 @@ if TYPE_CHECKING:
 
 # A race on an idempotency key or a deadlock is resolved by running the whole enqueue again.
 ENQUEUE_ATTEMPTS = 3
+# A unique key's holder may finish (or be claimed) between the failed INSERT and the look-up:
+# each such round goes again, a few times at most.
+UNIQUE_KEY_ATTEMPTS = 5
 IDEMPOTENCY_CONSTRAINT = "task_owner_idempotency_uniq"
+UNIQUE_KEY_CONSTRAINT = "task_active_unique_key_uniq"
 QUEUE_EDITABLE_FIELDS = (
     "description",
     "is_paused",
@@ -49,12 +53,16 @@ QUEUE_EDITABLE_FIELDS = (
 class EnqueueResult:
     task: TaskQueue
     created: bool
+    # An existing task was answered: its unique key's active holder (updated in place by
+    # `on_conflict=replace`), or the task of an idempotency key.
+    deduplicated: bool = False
 
 
 @dataclass(frozen=True)
 class BulkEnqueueResult:
     tasks: list[TaskQueue]  # in the order of the specs; a repeated idempotency key repeats its task
     created: int
+    deduplicated: frozenset[int] = frozenset()  # ids of the tasks that existed before this call
 
 
 def task_enqueue(
@@ -67,14 +75,17 @@ def task_enqueue(
     run_at: datetime | None = None,
     max_attempts: int | None = None,
     idempotency_key: str | None = None,
+    unique_key: str | None = None,
+    on_conflict: str = ON_CONFLICT_RETURN,
 ) -> EnqueueResult:
-    """Enqueue one task; with a known idempotency key return the existing task instead.
+    """Enqueue one task; with a known idempotency key, or a unique key held by an active task, answer that task.
 
     1. Check the spec against the queue (from the per-process cache: no round trip).
     2. A queue with a per-user quota takes the locked path of `tasks_enqueue_bulk`.
-    3. Otherwise one INSERT, in autocommit (or the caller's transaction). With an idempotency key
-       the INSERT comes first: the unique constraint's error means the key exists (or a concurrent
-       request just used it), and the existing task is returned.
+    3. Otherwise one INSERT, in autocommit (or the caller's transaction). With an idempotency or
+       unique key the INSERT comes first: the unique constraint's error means the key is taken
+       (perhaps by a concurrent request a moment ago), and the task holding it is answered — or,
+       with `on_conflict="replace"`, updated in place while pending, superseded once running.
     """
     spec = TaskSpec(
         task_type=task_type,
@@ -84,6 +95,8 @@ def task_enqueue(
         run_at=run_at,
         max_attempts=max_attempts,
         idempotency_key=idempotency_key,
+        unique_key=unique_key,
+        on_conflict=on_conflict,
     )
     return _enqueue_one(user=user, spec=spec)
 
@@ -99,7 +112,9 @@ def task_enqueue_django(
     run_at: datetime | None = None,
     max_attempts: int | None = None,
     timeout_seconds: int | None = None,
-) -> TaskQueue:
+    unique_key: str | None = None,
+    on_conflict: str = ON_CONFLICT_RETURN,
+) -> EnqueueResult:
     """Enqueue one Django task (`tasks.backends`), already validated by its backend, as `user`.
 
     `task_path` is the task's dotted path, stored as its `task_type`: the worker imports it and
@@ -115,19 +130,23 @@ def task_enqueue_django(
         max_attempts=max_attempts,
         kind=TaskKind.DJANGO,
         timeout_seconds=timeout_seconds,
+        unique_key=unique_key,
+        on_conflict=on_conflict,
     )
-    return _enqueue_one(user=user, spec=spec).task
+    return _enqueue_one(user=user, spec=spec)
 
 
 def _enqueue_one(*, user: AbstractBaseUser, spec: TaskSpec) -> EnqueueResult:
     """Enqueue one task: one INSERT unless a quota needs the locked path (see `task_enqueue`)."""
-    for attempt in (1, 2):
+    attempts = UNIQUE_KEY_ATTEMPTS if spec.unique_key is not None else 2
+    for attempt in range(1, attempts + 1):
         queues = _queues_named({spec.queue} if isinstance(spec.queue, str) else set())
         checked = check_spec(spec, queues)
         target = queues[checked.queue]
         if target.max_active_per_user is not None:
             result = tasks_enqueue_bulk(user=user, specs=[checked], queues=queues)
-            return EnqueueResult(task=result.tasks[0], created=bool(result.created))
+            task = result.tasks[0]
+            return EnqueueResult(task=task, created=bool(result.created), deduplicated=task.pk in result.deduplicated)
         task = _new_task(user, checked, target, timezone.now())
         try:
             # Inside a caller's transaction a failed INSERT must not abort it: a savepoint.
@@ -138,14 +157,45 @@ def _enqueue_one(*, user: AbstractBaseUser, spec: TaskSpec) -> EnqueueResult:
             if conflict:
                 existing = _existing_by_key(user=user, keys={checked.idempotency_key})
                 if checked.idempotency_key in existing:
-                    return EnqueueResult(task=existing[checked.idempotency_key], created=False)
-            if attempt == 2:
+                    return EnqueueResult(task=existing[checked.idempotency_key], created=False, deduplicated=True)
+            elif checked.unique_key is not None and _is_unique_key_conflict(exc):
+                conflict = True
+                resolved = _resolve_unique_key(user, checked, target)
+                if resolved is not None:
+                    return resolved
+            if attempt == attempts:
                 raise
             if not conflict:
                 queue_cache.forget()  # the cached queue may have been deleted meanwhile: look again
             continue
         return EnqueueResult(task=task, created=True)
     raise AssertionError("unreachable")
+
+
+def _resolve_unique_key(user: AbstractBaseUser, spec: TaskSpec, queue: QueueConfig) -> EnqueueResult | None:
+    """Answer an enqueue whose unique key an active task holds; None when that task let go of it meanwhile.
+
+    `return`: the holder. `replace`: the holder updated in place while pending; once it runs, a
+    new task that takes the key over (the running one carries on without it).
+    """
+    holder = _active_holders(user=user, keys={(queue.pk, spec.unique_key)}).get((queue.pk, spec.unique_key))
+    if holder is None:
+        return None
+    if spec.on_conflict == ON_CONFLICT_RETURN:
+        return EnqueueResult(task=holder, created=False, deduplicated=True)
+    if holder.status == TaskStatus.PENDING:
+        run_at = spec.run_at or timezone.now()
+        if transitions.replace_pending(holder, payload=spec.payload, run_at=run_at, priority=spec.priority):
+            return EnqueueResult(task=holder, created=False, deduplicated=True)
+        return None
+    new = _new_task(user, spec, queue, timezone.now())
+    try:
+        if transitions.supersede_and_enqueue(holder, new):
+            return EnqueueResult(task=new, created=True)
+    except IntegrityError as exc:
+        if not _is_unique_key_conflict(exc):
+            raise
+    return None
 
 
 def tasks_enqueue_bulk(
@@ -170,6 +220,8 @@ def tasks_enqueue_bulk(
             with transaction.atomic():
                 return _insert_specs(user=user, specs=specs, queues=queues)
         except IntegrityError as exc:
+            if any(s.unique_key for s in specs) and _is_unique_key_conflict(exc) and attempt < ENQUEUE_ATTEMPTS:
+                continue  # a concurrent enqueue took a key first: look again, now finding it
             if not any(s.idempotency_key for s in specs) or not _is_idempotency_conflict(exc):
                 raise
             if attempt == ENQUEUE_ATTEMPTS:
@@ -196,8 +248,16 @@ def _new_task(user: AbstractBaseUser, spec: TaskSpec, queue: QueueConfig, now: d
         idempotency_key=spec.idempotency_key,
         kind=spec.kind,
         timeout_seconds=spec.timeout_seconds,
+        unique_key=spec.unique_key,
+        schedule_id=spec.schedule_id,
         created_at=now,
     )
+
+
+def _is_unique_key_conflict(exc: IntegrityError) -> bool:
+    """Return True when `exc` is the (owner, queue, active unique key) constraint."""
+    text = str(exc)
+    return UNIQUE_KEY_CONSTRAINT in text or "task_queue.active_unique_key" in text
 
 
 def _is_idempotency_conflict(exc: IntegrityError) -> bool:
@@ -212,20 +272,43 @@ def _insert_specs(
 ) -> BulkEnqueueResult:
     keys = {s.idempotency_key for s in specs if s.idempotency_key is not None}
     by_key = _existing_by_key(user=user, keys=keys)
+    unique = {(queues[s.queue].pk, s.unique_key) for s in specs if s.unique_key is not None}
+    holders = _active_holders(user=user, keys=unique)
+    existed = {task.pk for task in (*by_key.values(), *holders.values())}
     now = timezone.now()
     new: list[TaskQueue] = []
+    answers: list[TaskQueue] = []
+    superseding = 0  # new tasks inserted beside a running holder (`supersede_and_enqueue`)
     for spec in specs:
         if spec.idempotency_key is not None and spec.idempotency_key in by_key:
+            answers.append(by_key[spec.idempotency_key])
             continue
+        slot = (queues[spec.queue].pk, spec.unique_key)
+        holder = holders.get(slot) if spec.unique_key is not None else None
         task = _new_task(user, spec, queues[spec.queue], now)
-        new.append(task)
+        if holder is not None and spec.on_conflict == ON_CONFLICT_RETURN:
+            task = holder
+        elif holder is not None and holder.status == TaskStatus.PENDING:
+            task = holder
+            run_at = spec.run_at or now
+            if holder.pk is None:  # a task of this very request: not written yet
+                holder.payload, holder.run_at, holder.priority = spec.payload, run_at, spec.priority
+            elif not transitions.replace_pending(holder, payload=spec.payload, run_at=run_at, priority=spec.priority):
+                raise IntegrityError(f"{UNIQUE_KEY_CONSTRAINT}: its holder was claimed meanwhile")
+        elif holder is not None:
+            if not transitions.supersede_and_enqueue(holder, task):
+                raise IntegrityError(f"{UNIQUE_KEY_CONSTRAINT}: its holder finished meanwhile")
+            superseding += 1
+        else:
+            new.append(task)
+        if spec.unique_key is not None:
+            holders[slot] = task
         if spec.idempotency_key is not None:
             by_key[spec.idempotency_key] = task
+        answers.append(task)
     _check_quotas(user=user, tasks=new)
     transitions.enqueue(new)
-    created = iter(new)
-    tasks = [by_key[s.idempotency_key] if s.idempotency_key is not None else next(created) for s in specs]
-    return BulkEnqueueResult(tasks=tasks, created=len(new))
+    return BulkEnqueueResult(tasks=answers, created=len(new) + superseding, deduplicated=frozenset(existed))
 
 
 # What enqueueing reads of a queue.
@@ -276,6 +359,30 @@ def _existing_by_key(*, user: AbstractBaseUser, keys: set[str]) -> dict[str, Tas
     return by_key
 
 
+def _active_holders(*, user: AbstractBaseUser, keys: set[tuple[int, str]]) -> dict[tuple[int, str], TaskQueue]:
+    """Return `user`'s active tasks holding these (queue id, unique key)s, as the database compares keys.
+
+    Served by task_active_unique_key_uniq (owner, queue, active_unique_key). A row found for no
+    exact key (MySQL's collation: "Key" = "key") is matched one query at a time, as idempotency keys are.
+    """
+    if not keys:
+        return {}
+    rows = list(
+        TaskQueue.objects.filter(
+            owner=user,
+            queue_id__in={queue_id for queue_id, _ in keys},
+            active_unique_key__in={key for _, key in keys},
+        )
+    )
+    found = {(task.queue_id, task.unique_key): task for task in rows if (task.queue_id, task.unique_key) in keys}
+    if len(found) < len(rows):
+        for queue_id, key in sorted(keys - found.keys()):
+            task = TaskQueue.objects.filter(owner=user, queue_id=queue_id, active_unique_key=key).first()
+            if task is not None:
+                found[(queue_id, key)] = task
+    return found
+
+
 def _check_quotas(*, user: AbstractBaseUser, tasks: list[TaskQueue]) -> None:
     """Refuse tasks that would exceed a queue's per-user active limit.
 
@@ -314,8 +421,21 @@ def task_cancel(*, task: TaskQueue, by: AbstractBaseUser | None = None) -> Cance
 
 
 def task_retry(*, task: TaskQueue, by: AbstractBaseUser | None = None) -> TaskQueue:
-    """Put a failed or cancelled task back to pending with its attempts reset; 409 otherwise."""
-    if not transitions.reopen(task):
+    """Put a failed or cancelled task back to pending with its attempts reset; 409 otherwise.
+
+    Also 409 when another active task of the owner's holds its unique key in the queue now.
+    """
+    try:
+        reopened = transitions.reopen(task)
+    except IntegrityError as exc:
+        if not _is_unique_key_conflict(exc):
+            raise
+        raise TaskStateConflict(
+            _("task %(id)s cannot be retried: another active task holds its unique key %(key)s")
+            % {"id": task.pk, "key": repr(task.unique_key)},
+            status=task.status,
+        ) from exc
+    if not reopened:
         raise TaskStateConflict(
             _("task %(id)s is %(status)s; only failed or cancelled tasks can be retried")
             % {"id": task.pk, "status": task.status},

@@ -20,11 +20,16 @@ from tasks.models import (
     PRIORITY_MIN,
     TASK_TIMEOUT_MAX_SECONDS,
     TASK_TYPE_MAX_LENGTH,
+    UNIQUE_KEY_MAX_LENGTH,
     QueueConfig,
     TaskKind,
 )
 
 IDEMPOTENCY_KEY_MAX_LENGTH = 128
+# What an enqueue with a `unique_key` does when an active task of the owner's holds the key in that queue.
+ON_CONFLICT_RETURN = "return"  # answer with the existing task
+ON_CONFLICT_REPLACE = "replace"  # debounce: update it while pending; enqueue anew once it runs
+ON_CONFLICT_CHOICES = (ON_CONFLICT_RETURN, ON_CONFLICT_REPLACE)
 # MariaDB's JSON_VALID (the CHECK on every JSON column) refuses documents nested 32 levels deep.
 PAYLOAD_MAX_DEPTH = 31
 # Both bounds fit every backend's DATETIME (MySQL: years 1000-9999) with room for time zones.
@@ -47,6 +52,9 @@ class TaskSpec:
     # (the REST API never builds one of these: it names registry handlers only).
     kind: str = TaskKind.HANDLER
     timeout_seconds: int | None = None  # None: the queue's task timeout
+    unique_key: str | None = None
+    on_conflict: str = ON_CONFLICT_RETURN
+    schedule_id: int | None = None  # set by `tasks.schedules` only, never from a request
 
 
 def payload_size(payload: Any) -> int:
@@ -114,6 +122,13 @@ def check_spec(spec: TaskSpec, queues: dict[str, QueueConfig], *, index: int | N
         errors["idempotency_key"] = _("Must be a string of 1 to %(max)d characters.") % {
             "max": IDEMPOTENCY_KEY_MAX_LENGTH
         }
+    unique_key = spec.unique_key
+    if unique_key is not None and (
+        not isinstance(unique_key, str) or not 1 <= len(unique_key) <= UNIQUE_KEY_MAX_LENGTH
+    ):
+        errors["unique_key"] = _("Must be a string of 1 to %(max)d characters.") % {"max": UNIQUE_KEY_MAX_LENGTH}
+    if spec.on_conflict not in ON_CONFLICT_CHOICES:
+        errors["on_conflict"] = _("Must be one of: %(choices)s.") % {"choices": ", ".join(ON_CONFLICT_CHOICES)}
     run_at = _aware(spec.run_at)
     if spec.run_at is not None and (run_at is None or not RUN_AT_MIN <= run_at <= RUN_AT_MAX):
         errors["run_at"] = _("Must be a datetime between %(min)s and %(max)s.") % {

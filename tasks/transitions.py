@@ -114,6 +114,49 @@ def _fetch_ids(tasks: list[TaskQueue]) -> None:
         task._state.adding = False
 
 
+# --- Unique keys (`on_conflict=replace`) -------------------------------------------------------
+
+
+def replace_pending(task: TaskQueue, *, payload: dict[str, Any], run_at: datetime, priority: int) -> bool:
+    """Debounce: give a pending task that holds a unique key a new payload, run_at and priority.
+
+    The row is locked and re-checked first (a worker's SKIP LOCKED claim passes it over
+    meanwhile). Return False when it is no longer pending (claimed or finished): nothing changed.
+    """
+    with transaction.atomic():
+        still = (
+            TaskQueue.objects.select_for_update()
+            .filter(pk=task.pk, status=TaskStatus.PENDING, unique_key__isnull=False)
+            .values_list("pk", flat=True)
+        )
+        if not list(still):
+            return False
+        TaskQueue.objects.filter(pk=task.pk).update(payload=payload, run_at=run_at, priority=priority)
+    task.payload, task.run_at, task.priority, task.status = payload, run_at, priority, TaskStatus.PENDING
+    return True
+
+
+def supersede_and_enqueue(running: TaskQueue, new: TaskQueue) -> bool:
+    """A running task lets go of its unique key and `new` takes it, in one transaction.
+
+    The running task carries on; only its `unique_key` is cleared. Return False when it is no
+    longer running (nothing changed). A concurrent enqueue that took the key first makes the
+    INSERT fail with the unique constraint's IntegrityError, raised to the caller.
+    """
+    with transaction.atomic():
+        held = (
+            TaskQueue.objects.select_for_update()
+            .filter(pk=running.pk, status=TaskStatus.RUNNING, unique_key__isnull=False)
+            .values_list("pk", flat=True)
+        )
+        if not list(held):
+            return False
+        TaskQueue.objects.filter(pk=running.pk).update(unique_key=None)
+        enqueue([new])
+    running.unique_key = None
+    return True
+
+
 # --- Claim -----------------------------------------------------------------------------------
 
 

@@ -140,12 +140,12 @@ class TaskHubBackend(BaseTaskBackend):
 
     def _insert(self, task: Task, args: list[Any], kwargs: dict[str, Any]) -> TaskResult:
         from tasks import services
-        from tasks.backends.results import build_result
+        from tasks.backends.results import build_result, task_result
         from tasks.specs import PayloadTooLarge, TaskSpecInvalid
 
         max_attempts, timeout = _policy(task, self)
         try:
-            row = services.task_enqueue_django(
+            enqueued = services.task_enqueue_django(
                 user=owner.current_owner(self.owner_username),
                 task_path=task.module_path,
                 args=args,
@@ -155,9 +155,15 @@ class TaskHubBackend(BaseTaskBackend):
                 run_at=task.run_after,
                 max_attempts=max_attempts,
                 timeout_seconds=timeout,
+                unique_key=getattr(task, "unique_key", None),
+                on_conflict=getattr(task, "on_conflict", "return"),
             )
         except (TaskSpecInvalid, PayloadTooLarge) as exc:
             raise InvalidTask(f"{task.module_path}: {exc}") from exc
+        row = enqueued.task
+        if enqueued.deduplicated:
+            # The active task holding the unique key: its result as it stands, no new enqueue signal.
+            return task_result(row, alias=self.alias, queue_name=task.queue_name)
         result = build_result(
             task=task,
             pk=row.pk,

@@ -28,12 +28,32 @@ class TaskHubTask(Task):
     max_attempts: int | None = None
     backoff: Backoff | None = None
     timeout: int | None = None  # seconds; also the lease the worker holds the task under
+    # One active task per key (owner, queue): `.using(unique_key=..., on_conflict="replace")`.
+    unique_key: str | None = None
+    on_conflict: str = "return"
 
-    def using(self, *, max_attempts: int | None = None, timeout: int | None = None, **changes: Any) -> TaskHubTask:
+    def using(
+        self,
+        *,
+        max_attempts: int | None = None,
+        timeout: int | None = None,
+        unique_key: str | None = None,
+        on_conflict: str | None = None,
+        **changes: Any,
+    ) -> TaskHubTask:
         """Return a copy with Django's changes (priority, queue_name, run_after, backend) and TaskHub's."""
         # Task.using, not super(): a slots dataclass breaks zero-argument super() before Python 3.14.
         task = Task.using(self, **changes)
-        policy = {name: value for name, value in (("max_attempts", max_attempts), ("timeout", timeout)) if value}
+        policy = {
+            name: value
+            for name, value in (
+                ("max_attempts", max_attempts),
+                ("timeout", timeout),
+                ("unique_key", unique_key),
+                ("on_conflict", on_conflict),
+            )
+            if value
+        }
         return replace(task, **policy) if policy else task
 
 
