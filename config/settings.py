@@ -305,6 +305,9 @@ TASKHUB_SHUTDOWN_GRACE_SECONDS = env.float("TASKHUB_SHUTDOWN_GRACE_SECONDS", def
 TASKHUB_EXTRA_HANDLER_MODULES = env.list("TASKHUB_EXTRA_HANDLER_MODULES", default=[])
 TASKHUB_BACKLOG_MAX_AGE_SECONDS = env.int("TASKHUB_BACKLOG_MAX_AGE_SECONDS", default=600)
 TASKHUB_STATS_WINDOW_HOURS = env.int("TASKHUB_STATS_WINDOW_HOURS", default=24)
+# A schedule's fire time later than this when a worker first sees it counts as missed (downtime):
+# its `misfire` policy applies instead of catching up every missed time.
+TASKHUB_SCHEDULE_MISFIRE_GRACE_SECONDS = env.float("TASKHUB_SCHEDULE_MISFIRE_GRACE_SECONDS", default=30.0)
 
 # Django's task framework (docs/DJANGO_TASKS.md): any @task function runs on TaskHub's workers.
 # QUEUES empty: every queue in queue_config is accepted (an unknown one is refused at enqueue).

@@ -32,6 +32,19 @@ DB_ERRORS = Counter("taskhub_db_errors_total", "Database errors seen while servi
 DB_CONNECTIONS_OPENED = Counter(
     "taskhub_db_connections_opened_total", "New database connections opened (the session check ran on each)."
 )
+SCHEDULE_FIRES = Counter(
+    "taskhub_schedule_fires_total",
+    "Schedule fire times this process claimed, by outcome (fired, manual, overlap, quota, invalid, misfire_skipped).",
+    ["outcome"],
+)
+SCHEDULE_FIRES_LOST = Counter(
+    "taskhub_schedule_fires_lost_total", "Fire times another node claimed first (a duplicate key or a deadlock)."
+)
+SCHEDULE_LATENESS = Histogram(
+    "taskhub_schedule_lateness_seconds",
+    "From a schedule's fire time to its task's creation.",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0),
+)
 
 # Clients may send any method; only these become label values, so cardinality stays bounded.
 _KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -12,9 +13,9 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from tasks import services
-from tasks.errors import TaskStateConflict
-from tasks.models import QueueConfig, TaskQueue, WorkerProcess
+from tasks import schedule_services, services
+from tasks.errors import TaskSpecInvalid, TaskStateConflict
+from tasks.models import QueueConfig, Schedule, ScheduleFire, TaskQueue, WorkerProcess
 
 
 @admin.register(QueueConfig)
@@ -69,7 +70,7 @@ class TaskQueueAdmin(admin.ModelAdmin):
         "finished_at",
     )
     list_filter = ("status", "queue", "kind", "task_type", ("owner", admin.RelatedOnlyFieldListFilter))
-    search_fields = ("=id", "task_type", "owner__username", "=idempotency_key")
+    search_fields = ("=id", "task_type", "owner__username", "=idempotency_key", "=unique_key")
     list_select_related = ("queue", "owner")
     # A full COUNT(*) on every changelist page is what makes admin pages unusable at scale.
     show_full_result_count = False
@@ -92,6 +93,8 @@ class TaskQueueAdmin(admin.ModelAdmin):
         "progress_message",
         "cancel_requested",
         "idempotency_key",
+        "unique_key",
+        "schedule",
         "created_at",
         "started_at",
         "finished_at",
@@ -186,3 +189,94 @@ class WorkerProcessAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: WorkerProcess | None = None) -> bool:
         return False
+
+
+class ScheduleFireInline(admin.TabularInline):
+    model = ScheduleFire
+    fields = ("fire_time", "outcome", "task", "created_at")
+    readonly_fields = fields
+    ordering = ("-fire_time",)
+    extra = 0
+    max_num = 0
+    can_delete = False
+    show_change_link = False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ScheduleFire]:
+        # The last runs only: fire rows are kept for the tasks' retention.
+        recent = super().get_queryset(request).order_by("-fire_time").values_list("pk", flat=True)[:20]
+        return super().get_queryset(request).filter(pk__in=list(recent)).select_related("task")
+
+
+class ScheduleForm(forms.ModelForm):
+    """The admin's schedule form: the same rules as the REST API (`schedule_services`)."""
+
+    class Meta:
+        model = Schedule
+        fields = (
+            "owner",
+            "name",
+            "cron",
+            "interval_seconds",
+            "timezone",
+            "task_type",
+            "payload",
+            "queue",
+            "priority",
+            "max_attempts",
+            "overlap",
+            "misfire",
+            "is_paused",
+        )
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if self.errors:
+            return data
+        values = {**data, "queue": data["queue"].name}
+        values.pop("owner", None)
+        try:
+            schedule_services.check(values, owner_id=data["owner"].pk)
+        except TaskSpecInvalid as exc:
+            raise forms.ValidationError({name: message for name, message in exc.errors.items()}) from exc
+        return data
+
+
+@admin.register(Schedule)
+class ScheduleAdmin(admin.ModelAdmin):
+    form = ScheduleForm
+    list_display = (
+        "name",
+        "owner",
+        "cron",
+        "interval_seconds",
+        "timezone",
+        "task_type",
+        "queue",
+        "is_paused",
+        "next_fire_at",
+        "last_fired_at",
+    )
+    list_filter = ("is_paused", "queue", "overlap", "misfire")
+    search_fields = ("name", "task_type", "owner__username")
+    list_select_related = ("queue", "owner")
+    readonly_fields = ("next_fire_at", "last_fired_at", "created_at", "updated_at")
+    inlines = (ScheduleFireInline,)
+    actions = ("pause_schedules", "resume_schedules")
+
+    def save_model(self, request: HttpRequest, obj: Schedule, form: forms.ModelForm, change: bool) -> None:
+        timing_changed = not change or bool(set(form.changed_data) & schedule_services.TIMING_FIELDS)
+        schedule_services.schedule_save(obj, timing_changed=timing_changed)
+
+    @admin.action(description=_("Pause selected schedules"))
+    def pause_schedules(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
+        self._set_paused(request, queryset, paused=True)
+
+    @admin.action(description=_("Resume selected schedules"))
+    def resume_schedules(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
+        self._set_paused(request, queryset, paused=False)
+
+    def _set_paused(self, request: HttpRequest, queryset: QuerySet[Schedule], *, paused: bool) -> None:
+        schedules = list(queryset.select_related("queue"))
+        for schedule in schedules:
+            schedule_services.schedule_set_paused(schedule=schedule, paused=paused)
+        self.message_user(request, _("%(count)d schedule(s) updated.") % {"count": len(schedules)}, messages.SUCCESS)

@@ -12,15 +12,18 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.openapi import error_responses
-from tasks import selectors, services
+from tasks import schedule_services, schedules, selectors, services
 from tasks.errors import translated_errors
-from tasks.models import QueueConfig, TaskQueue, queue_name_validator
+from tasks.models import QueueConfig, Schedule, TaskQueue, queue_name_validator
 from tasks.pagination import TaskCursorPagination
 from tasks.parsers import BoundedJSONParser, bounded_json_parser
 from tasks.serializers import (
     QueueSerializer,
     QueueStatusSerializer,
     QueueUpdateSerializer,
+    ScheduleDetailSerializer,
+    ScheduleSerializer,
+    ScheduleWriteSerializer,
     StatisticsQuerySerializer,
     TaskBulkCreateSerializer,
     TaskBulkResultSerializer,
@@ -234,3 +237,103 @@ class QueueDetailApi(APIView):
         with translated_errors():
             queue = services.queue_update(queue=queue, changes=serializer.validated_data)
         return Response(QueueSerializer(queue).data)
+
+
+def _schedule_for(request: Request, pk: int) -> Schedule:
+    """Return a schedule the caller may see, or 404 (another user's schedule does not exist for them)."""
+    schedule = schedule_services.schedules_visible_to(request.user).filter(pk=pk).first()
+    if schedule is None:
+        raise NotFound(_("Schedule %(id)s not found.") % {"id": pk})
+    return schedule
+
+
+def _schedule_detail(schedule: Schedule, code: int = status.HTTP_200_OK) -> Response:
+    detail = schedule_services.schedule_detail(schedule=schedule)
+    return Response(ScheduleDetailSerializer(detail).data, status=code)
+
+
+class ScheduleListCreateApi(APIView):
+    parser_classes = [BoundedJSONParser]
+
+    @extend_schema(operation_id="schedules_list", responses={200: ScheduleSerializer(many=True), **error_responses()})
+    def get(self, request: Request) -> Response:
+        """List your schedules (staff: everyone's)."""
+        rows = schedule_services.schedules_visible_to(request.user).order_by("id")
+        return Response(ScheduleSerializer(rows, many=True).data)
+
+    @extend_schema(
+        operation_id="schedules_create",
+        request=ScheduleWriteSerializer,
+        responses={201: ScheduleDetailSerializer, **error_responses(400, 413, 415)},
+    )
+    def post(self, request: Request) -> Response:
+        """Create a schedule: a cron expression or an interval, and the task it creates each time."""
+        serializer = ScheduleWriteSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        with translated_errors():
+            schedule = schedule_services.schedule_create(user=request.user, data=serializer.validated_data)
+        return _schedule_detail(schedule, status.HTTP_201_CREATED)
+
+
+class ScheduleDetailApi(APIView):
+    parser_classes = [BoundedJSONParser]
+
+    @extend_schema(operation_id="schedules_retrieve", responses={200: ScheduleDetailSerializer, **error_responses(404)})
+    def get(self, request: Request, pk: int) -> Response:
+        """Return a schedule with its next 5 fire times and its last runs."""
+        return _schedule_detail(_schedule_for(request, pk))
+
+    @extend_schema(
+        operation_id="schedules_partial_update",
+        request=ScheduleWriteSerializer(partial=True),
+        responses={200: ScheduleDetailSerializer, **error_responses(400, 404, 413, 415)},
+    )
+    def patch(self, request: Request, pk: int) -> Response:
+        """Change a schedule; a new timing takes effect from now."""
+        schedule = _schedule_for(request, pk)
+        serializer = ScheduleWriteSerializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        with translated_errors():
+            schedule = schedule_services.schedule_update(schedule=schedule, changes=serializer.validated_data)
+        return _schedule_detail(schedule)
+
+    @extend_schema(operation_id="schedules_destroy", responses={204: None, **error_responses(404)})
+    def delete(self, request: Request, pk: int) -> Response:
+        """Delete a schedule; the tasks it created stay."""
+        schedule_services.schedule_delete(schedule=_schedule_for(request, pk))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class SchedulePauseApi(APIView):
+    paused = True
+
+    @extend_schema(
+        operation_id="schedules_pause", request=None, responses={200: ScheduleDetailSerializer, **error_responses(404)}
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        """Pause a schedule: no fire times until it is resumed."""
+        schedule = schedule_services.schedule_set_paused(schedule=_schedule_for(request, pk), paused=self.paused)
+        return _schedule_detail(schedule)
+
+
+class ScheduleResumeApi(SchedulePauseApi):
+    paused = False
+
+    @extend_schema(
+        operation_id="schedules_resume", request=None, responses={200: ScheduleDetailSerializer, **error_responses(404)}
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        """Resume a schedule: it fires from its next fire time after now (nothing missed while paused)."""
+        return super().post(request, pk)
+
+
+class ScheduleRunNowApi(APIView):
+    @extend_schema(
+        operation_id="schedules_run_now", request=None, responses={201: TaskSerializer, **error_responses(404, 429)}
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        """Create a run of the schedule now (paused or not, overlap or not)."""
+        schedule = _schedule_for(request, pk)
+        with translated_errors():
+            task = schedules.schedule_run_now(schedule=schedule)
+        return Response(TaskSerializer(task).data, status=status.HTTP_201_CREATED)

@@ -379,6 +379,7 @@ class ScheduleFireOutcome(models.TextChoices):
     MANUAL = "manual", _("Run now")
     SKIPPED_OVERLAP = "overlap", _("Skipped: the previous run is active")
     SKIPPED_QUOTA = "quota", _("Skipped: the owner's quota is full")
+    INVALID = "invalid", _("Skipped: its task no longer passes the checks")
 
 
 class ScheduleFire(models.Model):

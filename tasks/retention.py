@@ -6,10 +6,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db.models import Q
+from django.db.models import Max, Q
 
 from tasks import transitions
-from tasks.models import FINISHED_STATUSES, TaskQueue
+from tasks.models import FINISHED_STATUSES, ScheduleFire, TaskQueue
 
 
 @dataclass
@@ -61,3 +61,18 @@ def tasks_purge_finished(
         if on_batch is not None:
             on_batch(result)
     return result
+
+
+def schedule_fires_prune(*, before: datetime) -> int:
+    """Delete schedule fire rows older than `before`, keeping each schedule's latest; return how many.
+
+    The latest stays so that a fire time can never be claimed twice: a worker that read a stale
+    next_fire_at still finds its row. Each schedule's rows go in one DELETE on task_schedule_fire_uniq.
+    """
+    deleted = 0
+    latest = ScheduleFire.objects.filter(fire_time__lt=before).values("schedule_id").annotate(last=Max("fire_time"))
+    for row in latest.order_by():
+        newest = ScheduleFire.objects.filter(schedule_id=row["schedule_id"]).aggregate(last=Max("fire_time"))["last"]
+        cutoff = min(before, newest)
+        deleted += ScheduleFire.objects.filter(schedule_id=row["schedule_id"], fire_time__lt=cutoff).delete()[0]
+    return deleted

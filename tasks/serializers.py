@@ -8,6 +8,7 @@ from typing import Any
 
 from django.db import models
 from django.utils.translation import gettext_lazy as _
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from tasks.models import (
@@ -18,6 +19,11 @@ from tasks.models import (
     TASK_TYPE_MAX_LENGTH,
     UNIQUE_KEY_MAX_LENGTH,
     QueueConfig,
+    Schedule,
+    ScheduleFire,
+    ScheduleFireOutcome,
+    ScheduleMisfire,
+    ScheduleOverlap,
     TaskQueue,
     TaskStatus,
 )
@@ -306,3 +312,92 @@ class QueueUpdateSerializer(StrictFieldsMixin, serializers.ModelSerializer):
                 )
             },
         }
+
+
+class ScheduleWriteSerializer(StrictFieldsMixin, serializers.Serializer):
+    """A schedule's body on create (and, partial, on PATCH): types here, the rules in the service."""
+
+    name = StrictCharField(max_length=100, validators=[reject_surrogates])
+    cron = StrictCharField(
+        max_length=120,
+        required=False,
+        allow_blank=True,
+        validators=[reject_surrogates],
+        help_text="5 fields (minute hour day month weekday), or 6 with seconds last. Exactly one of cron and interval_seconds.",
+    )
+    interval_seconds = StrictIntegerField(required=False, allow_null=True, min_value=1, max_value=INT32_MAX)
+    timezone = StrictCharField(
+        max_length=64, required=False, validators=[reject_surrogates], help_text="IANA name (default UTC)."
+    )
+    task_type = TaskTypeField(max_length=100, validators=[reject_surrogates], help_text="A registered handler.")
+    payload = serializers.DictField(required=False)
+    queue = StrictCharField(max_length=64, required=False, validators=[reject_surrogates])
+    priority = StrictIntegerField(min_value=PRIORITY_MIN, max_value=PRIORITY_MAX, required=False)
+    max_attempts = StrictIntegerField(min_value=1, max_value=MAX_ATTEMPTS_LIMIT, required=False, allow_null=True)
+    overlap = serializers.ChoiceField(choices=ScheduleOverlap.choices, required=False)
+    misfire = serializers.ChoiceField(choices=ScheduleMisfire.choices, required=False)
+    is_paused = StrictBooleanField(required=False)
+
+
+class ScheduleSerializer(serializers.ModelSerializer):
+    queue = serializers.SlugRelatedField(slug_field="name", read_only=True)
+
+    class Meta:
+        model = Schedule
+        fields = (
+            "id",
+            "owner",
+            "name",
+            "cron",
+            "interval_seconds",
+            "timezone",
+            "kind",
+            "task_type",
+            "payload",
+            "queue",
+            "priority",
+            "max_attempts",
+            "overlap",
+            "misfire",
+            "is_paused",
+            "next_fire_at",
+            "last_fired_at",
+            "created_at",
+            "updated_at",
+        )
+        read_only_fields = fields
+
+
+class ScheduleRunSerializer(serializers.Serializer):
+    fire_time = serializers.DateTimeField()
+    outcome = serializers.ChoiceField(choices=ScheduleFireOutcome.choices)
+    task = serializers.IntegerField(source="task_id", allow_null=True)
+    status = serializers.SerializerMethodField(
+        help_text="The task's status; null if none was created or it was purged."
+    )
+
+    def get_status(self, fire: ScheduleFire) -> str | None:
+        return fire.task.status if fire.task is not None else None
+
+
+class ScheduleDetailSerializer(ScheduleSerializer):
+    """A schedule with its next 5 fire times (UTC) and its last runs: the instance is a `ScheduleDetail`."""
+
+    next_fire_times = serializers.SerializerMethodField()
+    last_runs = serializers.SerializerMethodField()
+
+    class Meta(ScheduleSerializer.Meta):
+        fields = (*ScheduleSerializer.Meta.fields, "next_fire_times", "last_runs")
+        read_only_fields = fields
+
+    def to_representation(self, detail: Any) -> dict[str, Any]:
+        self._detail = detail
+        return super().to_representation(detail.schedule)
+
+    @extend_schema_field(serializers.ListField(child=serializers.DateTimeField()))
+    def get_next_fire_times(self, schedule: Schedule) -> list[str]:
+        return [moment.astimezone(UTC).isoformat().replace("+00:00", "Z") for moment in self._detail.next_fire_times]
+
+    @extend_schema_field(ScheduleRunSerializer(many=True))
+    def get_last_runs(self, schedule: Schedule) -> list[dict[str, Any]]:
+        return ScheduleRunSerializer(self._detail.last_runs, many=True).data

@@ -236,7 +236,7 @@ def tasks_enqueue_bulk(
     raise AssertionError("unreachable")
 
 
-def _new_task(user: AbstractBaseUser, spec: TaskSpec, queue: QueueConfig, now: datetime) -> TaskQueue:
+def _new_task(user: AbstractBaseUser | None, spec: TaskSpec, queue: QueueConfig, now: datetime) -> TaskQueue:
     return TaskQueue(
         owner=user,
         queue=queue,
@@ -306,7 +306,7 @@ def _insert_specs(
         if spec.idempotency_key is not None:
             by_key[spec.idempotency_key] = task
         answers.append(task)
-    _check_quotas(user=user, tasks=new)
+    _check_quotas(user_id=user.pk, tasks=new)
     transitions.enqueue(new)
     return BulkEnqueueResult(tasks=answers, created=len(new) + superseding, deduplicated=frozenset(existed))
 
@@ -383,7 +383,21 @@ def _active_holders(*, user: AbstractBaseUser, keys: set[tuple[int, str]]) -> di
     return found
 
 
-def _check_quotas(*, user: AbstractBaseUser, tasks: list[TaskQueue]) -> None:
+def quota_check(task: TaskQueue) -> None:
+    """Refuse (QuotaExceeded) a task its owner's quota in its queue has no room for; inside a transaction."""
+    _check_quotas(user_id=task.owner_id, tasks=[task])
+
+
+def task_build(*, user_id: int, spec: TaskSpec) -> TaskQueue:
+    """Return an unsaved task of `spec` owned by user `user_id`, checked as an enqueue checks it (schedules use it)."""
+    queues = _queues_named({spec.queue} if isinstance(spec.queue, str) else set())
+    checked = check_spec(spec, queues)
+    task = _new_task(None, checked, queues[checked.queue], timezone.now())
+    task.owner_id = user_id
+    return task
+
+
+def _check_quotas(*, user_id: int, tasks: list[TaskQueue]) -> None:
     """Refuse tasks that would exceed a queue's per-user active limit.
 
     The user's row is locked first, so two enqueues by one user into limited queues count one
@@ -397,9 +411,9 @@ def _check_quotas(*, user: AbstractBaseUser, tasks: list[TaskQueue]) -> None:
             requested[task.queue_id] = requested.get(task.queue_id, 0) + 1
     if not limited:
         return
-    list(get_user_model().objects.select_for_update().filter(pk=user.pk).values_list("pk", flat=True))
+    list(get_user_model().objects.select_for_update().filter(pk=user_id).values_list("pk", flat=True))
     active = dict(
-        TaskQueue.objects.filter(owner=user, status__in=ACTIVE_STATUSES, queue_id__in=limited)
+        TaskQueue.objects.filter(owner_id=user_id, status__in=ACTIVE_STATUSES, queue_id__in=limited)
         .values_list("queue_id")
         .annotate(n=models.Count("id"))
         .order_by()

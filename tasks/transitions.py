@@ -26,7 +26,7 @@ import enum
 import functools
 import operator
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import ModuleType
@@ -39,7 +39,7 @@ from django.utils import timezone
 from core import shortcuts
 from core.db.errors import with_contention_retry
 from tasks import counters
-from tasks.models import FINISHED_STATUSES, QueueConfig, TaskQueue, TaskStatus
+from tasks.models import FINISHED_STATUSES, QueueConfig, Schedule, ScheduleFire, TaskQueue, TaskStatus
 from tasks.outcomes import Outcome, OutcomeKind
 
 WORKER_LOST = "worker lost"
@@ -155,6 +155,49 @@ def supersede_and_enqueue(running: TaskQueue, new: TaskQueue) -> bool:
         enqueue([new])
     running.unique_key = None
     return True
+
+
+# --- Schedules -------------------------------------------------------------------------------
+
+
+def fire_schedule(
+    schedule: Schedule,
+    fire_time: datetime,
+    *,
+    task: TaskQueue | None,
+    outcome: str,
+    next_fire_at: datetime | None,
+    check: Callable[[TaskQueue], None] | None = None,
+) -> ScheduleFire:
+    """Claim one fire time of `schedule` and enqueue its task (if any) in one transaction.
+
+    1. INSERT the fire row, unique on (schedule, fire_time): that INSERT is the claim. Another
+       node's row makes it fail with the unique constraint's IntegrityError (or, on InnoDB, a
+       deadlock), raised to the caller: nothing of this transaction stays. No affected-row count
+       decides anything (the MySQL backend counts matched rows: the oban#1250 trap).
+    2. `check` the task (the owner's quota: QuotaExceeded rolls everything back), INSERT it and
+       point the fire row at it.
+    3. Move the schedule's next_fire_at forward (`schedule_advance`), unless `next_fire_at` is None.
+    """
+    with transaction.atomic():
+        fire = ScheduleFire.objects.create(schedule_id=schedule.pk, fire_time=fire_time, outcome=outcome)
+        if task is not None:
+            if check is not None:
+                check(task)
+            enqueue([task])
+            ScheduleFire.objects.filter(pk=fire.pk).update(task=task)
+            fire.task = task
+        if next_fire_at is not None:
+            schedule_advance(schedule, next_fire_at=next_fire_at, fired_at=fire_time)
+    return fire
+
+
+def schedule_advance(schedule: Schedule, *, next_fire_at: datetime, fired_at: datetime | None = None) -> None:
+    """Move a schedule's next fire time forward to `next_fire_at` (never back; a paused one stays NULL)."""
+    changes: dict[str, Any] = {"next_fire_at": next_fire_at}
+    if fired_at is not None:
+        changes["last_fired_at"] = fired_at
+    Schedule.objects.filter(pk=schedule.pk, next_fire_at__lt=next_fire_at).update(**changes)
 
 
 # --- Claim -----------------------------------------------------------------------------------

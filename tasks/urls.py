@@ -13,6 +13,11 @@ urlpatterns = [
     path("tasks/<int:pk>/", apis.TaskDetailApi.as_view(), name="task-detail"),
     path("tasks/<int:pk>/cancel/", apis.TaskCancelApi.as_view(), name="task-cancel"),
     path("tasks/<int:pk>/retry/", apis.TaskRetryApi.as_view(), name="task-retry"),
+    path("schedules/", apis.ScheduleListCreateApi.as_view(), name="schedule-list"),
+    path("schedules/<int:pk>/", apis.ScheduleDetailApi.as_view(), name="schedule-detail"),
+    path("schedules/<int:pk>/pause/", apis.SchedulePauseApi.as_view(), name="schedule-pause"),
+    path("schedules/<int:pk>/resume/", apis.ScheduleResumeApi.as_view(), name="schedule-resume"),
+    path("schedules/<int:pk>/run-now/", apis.ScheduleRunNowApi.as_view(), name="schedule-run-now"),
     path("queues/", apis.QueueListApi.as_view(), name="queue-list"),
     path("queues/<str:name>/", apis.QueueDetailApi.as_view(), name="queue-detail"),
 ]

@@ -20,7 +20,7 @@ class Migration(migrations.Migration):
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('fire_time', models.DateTimeField(verbose_name='fire time')),
-                ('outcome', models.CharField(choices=[('fired', 'Fired'), ('manual', 'Run now'), ('overlap', 'Skipped: the previous run is active'), ('quota', "Skipped: the owner's quota is full")], max_length=8, verbose_name='outcome')),
+                ('outcome', models.CharField(choices=[('fired', 'Fired'), ('manual', 'Run now'), ('overlap', 'Skipped: the previous run is active'), ('quota', "Skipped: the owner's quota is full"), ('invalid', 'Skipped: its task no longer passes the checks')], max_length=8, verbose_name='outcome')),
                 ('created_at', models.DateTimeField(default=django.utils.timezone.now, verbose_name='created at')),
             ],
             options={

@@ -24,7 +24,7 @@ from core.db.errors import error_code, is_connection_lost, is_retryable_contenti
 # The worker's only import of the state machine (.importlinter holds the others to that).
 from core.db.features import UnsupportedDatabase, ensure_skip_locked
 from core.db.session import ensure_clean_session
-from tasks import transitions
+from tasks import schedules, transitions
 from tasks.models import QueueConfig, TaskStatus
 from tasks.outcomes import Outcome, OutcomeKind, bound_error
 from tasks.worker import row
@@ -45,6 +45,8 @@ SESSION_UPKEEP_SECONDS = 1.0
 # keep the worker busy: each search of it reads past its scheduled (future run_at) tasks, once
 # per batch otherwise. When the other queues run dry every queue is searched again at once.
 IDLE_QUEUE_RECHECK_SECONDS = 1.0
+# Every worker looks for due schedules this often at most (one indexed query when none is due).
+SCHEDULE_TICK_SECONDS = 1.0
 DB_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0)
 # Too many connections (server-wide, per user): the server is up but full for now.
 TRANSIENT_CODES = frozenset({1040, 1203})
@@ -64,6 +66,7 @@ class WorkerDatabase:
         self._idle_until: dict[int, float] = {}  # queue id -> monotonic time to search it again
         self._retry_at = 0.0
         self._failures = 0
+        self._next_tick = 0.0  # monotonic time of the next schedule tick
 
     # --- Connection and back-off ---------------------------------------------------------------
 
@@ -137,6 +140,18 @@ class WorkerDatabase:
                 "took back %d tasks whose worker stopped renewing their lease (%s)",
                 len(recovered),
                 ", ".join(f"#{task.pk} {task.status}" for task in recovered),
+            )
+
+    def fire_schedules(self) -> None:
+        """Fire the schedules that are due, at most once a second; another node winning a fire time is no error."""
+        now = time.monotonic()
+        if now < self._next_tick:
+            return
+        self._next_tick = now + SCHEDULE_TICK_SECONDS
+        result = self.call("firing schedules", schedules.schedules_fire_due)
+        if result is not None and (result.fired or result.skipped):
+            logger.debug(
+                "schedules: %d fired, %d skipped, %d taken by another worker", result.fired, result.skipped, result.lost
             )
 
     def prune_dead_workers(self) -> None:

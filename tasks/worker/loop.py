@@ -8,7 +8,9 @@ One round of `Worker.run_one()`:
        transaction; hand back what must go back; write progress at most once a second;
     5. renew leases (half-way through them); each heartbeat, refresh the worker row, then take
        back the tasks of workers that stopped renewing their leases and prune those workers' rows;
-    6. send claimed tasks to the children.
+    6. at most once a second, fire the schedules that are due (`tasks.schedules`: every worker
+       does, a unique key decides which one creates each fire time's task);
+    7. send claimed tasks to the children.
 
 What the worker holds is kept in its book (`held.HeldTasks`, no database); every round trip
 goes through `db.WorkerDatabase`; the children are `children.Pool`.
@@ -124,6 +126,7 @@ class Worker:
         self.db.flush_progress(self.held)
         self._maintain()
         if not self._stopping:
+            self.db.fire_schedules()
             self.pool.dispatch(self.held, self._depth(), time.monotonic())
         return not self._done()
 

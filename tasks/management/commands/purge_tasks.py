@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from tasks.models import FINISHED_STATUSES
-from tasks.retention import PurgeResult, tasks_purge_finished
+from tasks.retention import PurgeResult, schedule_fires_prune, tasks_purge_finished
 
 
 class Command(BaseCommand):
@@ -49,3 +49,5 @@ class Command(BaseCommand):
         self.stdout.write(
             f"Deleted {result.deleted} finished task(s) older than {before:%Y-%m-%d %H:%M} UTC in {result.batches} batch(es)."
         )
+        fires = schedule_fires_prune(before=before)
+        self.stdout.write(f"Deleted {fires} schedule fire record(s) older than that (each schedule keeps its latest).")

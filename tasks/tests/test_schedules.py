@@ -1,0 +1,253 @@
+"""Schedules: fire times in time zones across DST, the tick's catch-up and misfire policies, overlap, one claim per fire time."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from core import metrics
+from tasks import schedule_services, schedules
+from tasks.models import Schedule, ScheduleFire, ScheduleFireOutcome, TaskQueue, TaskStatus
+from tasks.tests.factories import finished_fields
+
+
+def utc(*args: int) -> datetime:
+    return datetime(*args, tzinfo=UTC)
+
+
+def timing(cron: str = "", zone: str = "UTC", interval: int | None = None, anchor: datetime | None = None):
+    return schedules.Timing(cron=cron, interval_seconds=interval, timezone=zone, anchor=anchor or utc(2026, 1, 1))
+
+
+# --- Fire times ---------------------------------------------------------------------------------
+
+
+def test_a_daily_cron_in_shanghai_fires_at_01_utc():
+    times = schedules.next_fire_times(timing("0 9 * * *", "Asia/Shanghai"), utc(2026, 3, 7, 2), 3)
+    assert times == [utc(2026, 3, 8, 1), utc(2026, 3, 9, 1), utc(2026, 3, 10, 1)]
+
+
+def test_a_time_skipped_by_spring_forward_fires_once_at_the_next_valid_instant():
+    # New York, 2026-03-08: 02:00 EST jumps to 03:00 EDT (07:00Z); 02:30 never happens that day.
+    times = schedules.next_fire_times(timing("30 2 * * *", "America/New_York"), utc(2026, 3, 7), 3)
+    assert times == [utc(2026, 3, 7, 7, 30), utc(2026, 3, 8, 7, 0), utc(2026, 3, 9, 6, 30)]
+
+
+def test_the_skipped_hour_of_a_frequent_cron_fires_once():
+    times = schedules.next_fire_times(timing("*/30 * * * *", "America/New_York"), utc(2026, 3, 8, 4, 59), 6)
+    assert times == [
+        utc(2026, 3, 8, 5, 0),
+        utc(2026, 3, 8, 5, 30),
+        utc(2026, 3, 8, 6, 0),
+        utc(2026, 3, 8, 6, 30),
+        utc(2026, 3, 8, 7, 0),  # 02:00 and 02:30 (skipped) and 03:00 EDT: one instant, one fire
+        utc(2026, 3, 8, 7, 30),
+    ]
+
+
+def test_a_time_repeated_by_fall_back_fires_once_at_its_first_occurrence():
+    # New York, 2026-11-01: 02:00 EDT falls back to 01:00 EST (06:00Z); 01:30 happens twice.
+    times = schedules.next_fire_times(timing("30 1 * * *", "America/New_York"), utc(2026, 10, 31), 3)
+    assert times == [utc(2026, 10, 31, 5, 30), utc(2026, 11, 1, 5, 30), utc(2026, 11, 2, 6, 30)]
+
+
+def test_the_repeated_hour_of_a_frequent_cron_is_not_fired_twice():
+    times = schedules.next_fire_times(timing("*/30 * * * *", "America/New_York"), utc(2026, 11, 1, 3, 59), 5)
+    assert times == [
+        utc(2026, 11, 1, 4, 0),
+        utc(2026, 11, 1, 4, 30),
+        utc(2026, 11, 1, 5, 0),
+        utc(2026, 11, 1, 5, 30),
+        utc(2026, 11, 1, 7, 0),  # 01:00 and 01:30 EST (06:00Z, 06:30Z) were fired as EDT already
+    ]
+
+
+def test_a_sixth_field_is_seconds():
+    times = schedules.next_fire_times(timing("* * * * * */20"), utc(2026, 1, 1, 0, 0, 1), 3)
+    assert times == [utc(2026, 1, 1, 0, 0, 20), utc(2026, 1, 1, 0, 0, 40), utc(2026, 1, 1, 0, 1, 0)]
+
+
+def test_an_interval_counts_from_the_anchor_whatever_the_zone():
+    anchor = utc(2026, 3, 8, 6, 59, 0)
+    times = schedules.next_fire_times(timing(interval=30, zone="America/New_York", anchor=anchor), anchor, 3)
+    assert times == [anchor + timedelta(seconds=30 * n) for n in (1, 2, 3)]
+
+
+@pytest.mark.parametrize("expression", ["* * * *", "61 * * * *", "* * * * * * *", "every day", ""])
+def test_bad_cron_expressions_are_named(expression):
+    assert schedules.cron_problem(expression)
+
+
+@pytest.mark.parametrize("name", ["Mars/Olympus", "", "../etc/passwd", "UTC+8"])
+def test_bad_time_zones_are_named(name):
+    assert schedules.timezone_problem(name)
+
+
+# --- The tick -------------------------------------------------------------------------------------
+
+T0 = utc(2026, 5, 1, 12, 0, 0)
+
+
+@pytest.fixture
+def make_schedule(alice, default_queue):
+    def make(**fields) -> Schedule:
+        fields.setdefault("interval_seconds", 60)
+        fields.setdefault("task_type", "echo")
+        schedule = Schedule.objects.create(
+            owner=alice, queue=default_queue, name=f"s{Schedule.objects.count()}", created_at=T0, **fields
+        )
+        schedule.next_fire_at = schedule_services.schedule_next_fire_at(schedule, T0)
+        schedule.save(update_fields=["next_fire_at"])
+        return schedule
+
+    return make
+
+
+def tasks_of(schedule: Schedule) -> list[TaskQueue]:
+    return list(TaskQueue.objects.filter(schedule=schedule).order_by("run_at"))
+
+
+@pytest.mark.django_db
+class TestTick:
+    def test_nothing_is_due_before_the_first_fire_time(self, make_schedule):
+        schedule = make_schedule()
+        assert schedules.schedules_fire_due(now=T0 + timedelta(seconds=59)).fired == 0
+        assert not tasks_of(schedule)
+
+    def test_a_due_fire_time_creates_one_task_owned_by_the_owner_at_that_time(self, make_schedule, alice):
+        schedule = make_schedule(payload={"hello": "world"}, priority=5)
+        result = schedules.schedules_fire_due(now=T0 + timedelta(seconds=60.3))
+        assert result.fired == 1
+        [task] = tasks_of(schedule)
+        assert (task.owner, task.run_at, task.payload, task.priority) == (
+            alice,
+            T0 + timedelta(seconds=60),
+            {"hello": "world"},
+            5,
+        )
+        schedule.refresh_from_db()
+        assert schedule.next_fire_at == T0 + timedelta(seconds=120)
+        assert ScheduleFire.objects.get().task == task
+
+    def test_a_second_tick_and_a_second_node_find_nothing_more(self, make_schedule):
+        schedule = make_schedule()
+        stale = Schedule.objects.get(pk=schedule.pk)  # what a slower node read before the first fired
+        schedules.schedules_fire_due(now=T0 + timedelta(seconds=60.3))
+        assert schedules.schedules_fire_due(now=T0 + timedelta(seconds=60.6)).fired == 0
+        lost_before = metrics.SCHEDULE_FIRES_LOST._value.get()
+        assert schedules.fire(stale, T0 + timedelta(seconds=60), next_fire_at=T0 + timedelta(seconds=120)) is None
+        assert metrics.SCHEDULE_FIRES_LOST._value.get() == lost_before + 1
+        assert len(tasks_of(schedule)) == 1
+
+    def test_a_slow_tick_catches_up_every_due_time_within_the_grace(self, make_schedule):
+        schedule = make_schedule(interval_seconds=2)
+        schedules.schedules_fire_due(now=T0 + timedelta(seconds=7.5), grace=30)
+        assert [t.run_at for t in tasks_of(schedule)] == [T0 + timedelta(seconds=s) for s in (2, 4, 6)]
+
+    def test_after_downtime_run_once_fires_the_latest_missed_time_once(self, make_schedule):
+        schedule = make_schedule(interval_seconds=60, misfire="run_once")
+        back = T0 + timedelta(minutes=5, seconds=50)
+        schedules.schedules_fire_due(now=back, grace=30)
+        schedules.schedules_fire_due(now=back + timedelta(seconds=1), grace=30)
+        assert [t.run_at for t in tasks_of(schedule)] == [T0 + timedelta(minutes=5)]
+        schedule.refresh_from_db()
+        assert schedule.next_fire_at == T0 + timedelta(minutes=6)
+
+    def test_after_downtime_skip_fires_nothing_and_carries_on(self, make_schedule):
+        schedule = make_schedule(interval_seconds=60, misfire="skip")
+        schedules.schedules_fire_due(now=T0 + timedelta(minutes=5, seconds=50), grace=30)
+        assert tasks_of(schedule) == []
+        schedule.refresh_from_db()
+        assert schedule.next_fire_at == T0 + timedelta(minutes=6)
+        schedules.schedules_fire_due(now=T0 + timedelta(minutes=6, seconds=1), grace=30)
+        assert [t.run_at for t in tasks_of(schedule)] == [T0 + timedelta(minutes=6)]
+
+    def test_a_cron_schedule_never_fires_for_times_before_it_existed(self, make_schedule):
+        schedule = make_schedule(interval_seconds=None, cron="0 * * * *", misfire="run_once")
+        schedules.schedules_fire_due(now=T0 + timedelta(minutes=30), grace=30)
+        assert tasks_of(schedule) == []
+        schedules.schedules_fire_due(now=T0 + timedelta(hours=3, minutes=5), grace=30)
+        assert [t.run_at for t in tasks_of(schedule)] == [T0 + timedelta(hours=3)]
+
+    def test_overlap_skip_skips_while_the_previous_run_is_active(self, make_schedule):
+        schedule = make_schedule(interval_seconds=10, overlap="skip")
+        schedules.schedules_fire_due(now=T0 + timedelta(seconds=10.1))
+        [first] = tasks_of(schedule)
+        TaskQueue.objects.filter(pk=first.pk).update(status=TaskStatus.RUNNING)
+        schedules.schedules_fire_due(now=T0 + timedelta(seconds=20.1))
+        assert tasks_of(schedule) == [first]
+        assert (
+            ScheduleFire.objects.get(fire_time=T0 + timedelta(seconds=20)).outcome
+            == ScheduleFireOutcome.SKIPPED_OVERLAP
+        )
+        TaskQueue.objects.filter(pk=first.pk).update(**finished_fields(TaskStatus.SUCCEEDED))
+        schedules.schedules_fire_due(now=T0 + timedelta(seconds=30.1))
+        assert [t.run_at for t in tasks_of(schedule)] == [T0 + timedelta(seconds=10), T0 + timedelta(seconds=30)]
+
+    def test_overlap_allow_fires_beside_an_active_run(self, make_schedule):
+        schedule = make_schedule(interval_seconds=10)
+        schedules.schedules_fire_due(now=T0 + timedelta(seconds=10.1))
+        TaskQueue.objects.filter(schedule=schedule).update(status=TaskStatus.RUNNING)
+        schedules.schedules_fire_due(now=T0 + timedelta(seconds=20.1))
+        assert len(tasks_of(schedule)) == 2
+
+    def test_a_paused_schedule_is_never_due(self, make_schedule):
+        schedule = make_schedule(interval_seconds=10)
+        schedule_services.schedule_set_paused(schedule=schedule, paused=True)
+        assert Schedule.objects.get(pk=schedule.pk).next_fire_at is None
+        schedules.schedules_fire_due(now=T0 + timedelta(hours=1))
+        assert tasks_of(schedule) == []
+
+    def test_a_full_quota_records_the_fire_time_as_skipped(self, make_schedule, default_queue):
+        from tasks import queue_cache
+
+        default_queue.max_active_per_user = 0
+        default_queue.save()
+        try:
+            schedule = make_schedule(interval_seconds=10)
+            schedules.schedules_fire_due(now=T0 + timedelta(seconds=10.1))
+        finally:
+            queue_cache.forget()
+        assert tasks_of(schedule) == []
+        assert ScheduleFire.objects.get().outcome == ScheduleFireOutcome.SKIPPED_QUOTA
+
+
+@pytest.mark.django_db
+def test_pruning_fire_rows_keeps_each_schedules_latest(make_schedule):
+    from tasks.retention import schedule_fires_prune
+
+    busy, quiet = make_schedule(interval_seconds=10), make_schedule(interval_seconds=10)
+    for n in range(1, 4):
+        ScheduleFire.objects.create(schedule=busy, fire_time=T0 + timedelta(seconds=10 * n), outcome="fired")
+    ScheduleFire.objects.create(schedule=quiet, fire_time=T0 + timedelta(seconds=10), outcome="fired")
+
+    assert schedule_fires_prune(before=T0 + timedelta(days=1)) == 2
+    kept = sorted(ScheduleFire.objects.values_list("schedule_id", "fire_time"))
+    assert kept == sorted([(busy.pk, T0 + timedelta(seconds=30)), (quiet.pk, T0 + timedelta(seconds=10))])
+
+
+@pytest.mark.django_db
+def test_staff_create_a_schedule_in_the_admin_with_the_same_rules(client, staff, alice, default_queue):
+    client.force_login(staff)
+    form = {
+        "owner": alice.pk,
+        "name": "admin-made",
+        "cron": "*/5 * * * *",
+        "timezone": "Europe/Paris",
+        "task_type": "echo",
+        "payload": "{}",
+        "queue": default_queue.pk,
+        "priority": 0,
+        "overlap": "allow",
+        "misfire": "run_once",
+        "fires-TOTAL_FORMS": "0",
+        "fires-INITIAL_FORMS": "0",
+    }
+    bad = client.post("/admin/tasks/schedule/add/", {**form, "cron": "99 * * * *"})
+    assert bad.status_code == 200 and not Schedule.objects.exists()
+    good = client.post("/admin/tasks/schedule/add/", form)
+    assert good.status_code == 302, good.content[:2000]
+    schedule = Schedule.objects.get()
+    assert schedule.next_fire_at is not None and schedule.next_fire_at.minute % 5 == 0
+    assert client.get(f"/admin/tasks/schedule/{schedule.pk}/change/").status_code == 200
