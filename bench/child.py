@@ -32,6 +32,13 @@ def _parser() -> argparse.ArgumentParser:
     enqueue.add_argument("--mode", choices=("per-task", "bulk"), required=True)
     enqueue.add_argument("--count", type=int, required=True)
     enqueue.add_argument("--chunk", type=int, default=500)
+    enqueue.add_argument("--unique", action="store_true", help="per-task: each task with its own unique_key")
+    backlog = sub.add_parser("backlog", help="enqueue sleep tasks in bulk")
+    backlog.add_argument("--count", type=int, required=True)
+    backlog.add_argument("--seconds", type=float, required=True)
+    sub.add_parser("schedule", help="replace the schedules with one firing every second")
+    lateness = sub.add_parser("lateness", help="pause a schedule and report its fire times' lateness")
+    lateness.add_argument("--schedule", type=int, required=True)
     django_tasks = sub.add_parser("enqueue-django", help="enqueue @task no-ops with .enqueue() (TaskHubBackend)")
     django_tasks.add_argument("--count", type=int, required=True)
     return parser
@@ -61,10 +68,25 @@ def main(argv: list[str]) -> None:
 
         user = get_user_model().objects.get(username=loader.USER_NAME.format(0))
         if args.mode == "per-task":
-            seconds = taskhub_side.enqueue_per_task(user=user, count=args.count)
+            seconds = taskhub_side.enqueue_per_task(user=user, count=args.count, unique=args.unique)
         else:
             seconds = taskhub_side.enqueue_bulk(user=user, count=args.count, chunk=args.chunk)
         emit_result({"count": args.count, "seconds": seconds})
+    elif args.command in ("backlog", "schedule"):
+        from django.contrib.auth import get_user_model
+
+        user = get_user_model().objects.get(username=loader.USER_NAME.format(0))
+        if args.command == "backlog":
+            emit_result(
+                {
+                    "count": args.count,
+                    "seconds": taskhub_side.backlog(user=user, count=args.count, seconds=args.seconds),
+                }
+            )
+        else:
+            emit_result({"schedule": taskhub_side.schedule_every_second(user=user)})
+    elif args.command == "lateness":
+        emit_result(taskhub_side.schedule_lateness(schedule_id=args.schedule))
     elif args.command == "enqueue-django":
         emit_result({"count": args.count, "seconds": taskhub_side.enqueue_django(count=args.count)})
 

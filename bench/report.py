@@ -413,6 +413,37 @@ def _shortcuts(results: dict) -> list[str]:
     return lines + [""]
 
 
+def _schedules(results: dict) -> list[str]:
+    entry, lines = _heading(results, "schedules", "6. Schedules and unique tasks")
+    if entry is None:
+        return lines
+    late, enq = entry.get("lateness") or {}, entry.get("enqueue") or {}
+    problem = _status(late)
+    if problem:
+        lines.append(f"- Lateness: {problem}")
+    elif late.get("p99") is None:
+        lines.append("- Lateness: no fire time created a task")
+    else:
+        verdict = "meets" if late["meets_target"] else "misses"
+        lines.append(
+            f"- Lateness of an every-second schedule (fire time → task created) over {late['window_seconds']:.0f} s, "
+            f"{late['workers']} workers busy on a {late['backlog']:,}-task backlog: p50 {late['p50']:.3f} s, "
+            f"p99 {late['p99']:.3f} s, max {late['max']:.3f} s, {late['fires']} fire times — {verdict} the "
+            f"target p99 < {late['target_p99']:g} s."
+        )
+    problem = _status(enq)
+    if problem:
+        lines.append(f"- Enqueue with a unique_key: {problem}")
+    else:
+        plain, unique = summarize(enq["rates"].get("plain", [])), summarize(enq["rates"].get("unique_key", []))
+        verdict = "meets" if enq["meets_target"] else "misses"
+        lines.append(
+            f"- Enqueue per task (service): plain {_spread(plain)}, with a unique_key {_spread(unique)}: "
+            f"{_num(enq['ratio'])}× — {verdict} the target ≥ {enq['target_ratio']:g}×."
+        )
+    return lines + [""]
+
+
 def _variant(name: str) -> str:
     return "all on" if name == "all" else f"{name} off"
 
@@ -439,7 +470,7 @@ def render(results: dict) -> str:
         lines += [f"> ⚠️ The machine was busy when the run started (load {mach['loadavg'][0]}): figures are noisy.", ""]
     lines += _targets_table(results) + compare.before_after(results, targets(results))
     lines += _throughput(results) + _djtasks(results) + _scale(results) + _auth(results) + _memory(results)
-    lines += _shortcuts(results)
+    lines += _shortcuts(results) + _schedules(results)
     errors = results.get("errors") or []
     if errors:
         lines += ["## Problems during the run", ""] + [f"- {e}" for e in errors] + [""]

@@ -10,7 +10,19 @@ import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from bench import auth, compare, db, djtasks_compare, machine, memory, report, scale, shortcuts, taskhub
+from bench import (
+    auth,
+    compare,
+    db,
+    djtasks_compare,
+    machine,
+    memory,
+    report,
+    scale,
+    schedules_bench,
+    shortcuts,
+    taskhub,
+)
 from bench.config import OUT_DIR, load_config
 from bench.context import Context, Unavailable
 from bench.peers import celery_bench, djtasks, rawsql
@@ -23,6 +35,7 @@ TASKHUB_SECTIONS = {
     "auth": auth.run,
     "memory": memory.run,
     "shortcuts": shortcuts.run,
+    "schedules": schedules_bench.run,
 }
 PEERS = {"django-tasks-db": djtasks.run, "celery": celery_bench.run, "raw": rawsql.run}
 

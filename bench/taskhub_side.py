@@ -20,14 +20,57 @@ def worker_args(*extra: str) -> list[str]:
     return ["manage.py", "run_worker", "--burst", *extra]
 
 
-def enqueue_per_task(*, user: Any, count: int) -> float:
-    """Enqueue `count` echo tasks one `task_enqueue` call each; return the seconds it took."""
+def enqueue_per_task(*, user: Any, count: int, unique: bool = False) -> float:
+    """Enqueue `count` echo tasks one `task_enqueue` call each (with `unique`, each its own unique_key); return the seconds."""
     from tasks.services import task_enqueue
 
     started = time.perf_counter()
-    for i in range(count):
-        task_enqueue(user=user, task_type="echo", payload={"n": i})
+    if unique:
+        for i in range(count):
+            task_enqueue(user=user, task_type="echo", payload={"n": i}, unique_key=f"bench-{i}")
+    else:
+        for i in range(count):
+            task_enqueue(user=user, task_type="echo", payload={"n": i})
     return time.perf_counter() - started
+
+
+def backlog(*, user: Any, count: int, seconds: float, chunk: int = 500) -> float:
+    """Enqueue `count` sleep tasks of `seconds` each in bulk (work that keeps workers busy); return the seconds."""
+    from tasks.services import tasks_enqueue_bulk
+    from tasks.specs import TaskSpec
+
+    started = time.perf_counter()
+    for start in range(0, count, chunk):
+        size = min(chunk, count - start)
+        tasks_enqueue_bulk(user=user, specs=[TaskSpec(task_type="sleep", payload={"seconds": seconds})] * size)
+    return time.perf_counter() - started
+
+
+def schedule_every_second(*, user: Any) -> int:
+    """Replace every schedule with one that fires every second (cron with seconds); return its id."""
+    from tasks.models import Schedule
+    from tasks.schedule_services import schedule_create
+
+    Schedule.objects.all().delete()
+    schedule = schedule_create(
+        user=user, data={"name": "bench-every-second", "cron": "* * * * * *", "task_type": "echo"}
+    )
+    return schedule.pk
+
+
+def schedule_lateness(*, schedule_id: int) -> dict[str, Any]:
+    """Return each fire time's lateness (fire time → task created, seconds), the fire times and the span they cover."""
+    from tasks.models import Schedule, ScheduleFire
+
+    Schedule.objects.filter(pk=schedule_id).update(is_paused=True, next_fire_at=None)
+    fires = list(
+        ScheduleFire.objects.filter(schedule_id=schedule_id, task__isnull=False)
+        .select_related("task")
+        .order_by("fire_time")
+    )
+    lateness = [(fire.task.created_at - fire.fire_time).total_seconds() for fire in fires]
+    span = (fires[-1].fire_time - fires[0].fire_time).total_seconds() if fires else 0.0
+    return {"lateness": lateness, "fires": len(fires), "span_seconds": span}
 
 
 def enqueue_bulk(*, user: Any, count: int, chunk: int) -> float:
