@@ -218,6 +218,7 @@ class ScheduleForm(forms.ModelForm):
             "cron",
             "interval_seconds",
             "timezone",
+            "kind",
             "task_type",
             "payload",
             "queue",
@@ -227,6 +228,10 @@ class ScheduleForm(forms.ModelForm):
             "misfire",
             "is_paused",
         )
+        help_texts = {
+            "task_type": _("A registered handler, or (kind Django task) a @task's dotted path."),
+            "payload": _('A handler\'s payload, or a Django task\'s {"args": [...], "kwargs": {...}}.'),
+        }
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()

@@ -169,18 +169,43 @@ def check(values: dict[str, Any], *, owner_id: int) -> QueueConfig:
         max_attempts=values.get("max_attempts"),
         kind=values.get("kind", TaskKind.HANDLER),
     )
+    if spec.kind == TaskKind.DJANGO:
+        errors.update(_django_task_problems(spec))
     task = None
     try:
         task = services.task_build(user_id=owner_id, spec=spec)
     except TaskSpecInvalid as exc:
-        errors.update(exc.errors)
+        errors.update({name: message for name, message in exc.errors.items() if name not in errors})
     if errors:
         raise TaskSpecInvalid(errors)
     return task.queue
 
 
+def _django_task_problems(spec: TaskSpec) -> dict[str, str]:
+    """A Django task schedule (admin only): its path must name a `@task`, its payload hold JSON args and kwargs."""
+    from tasks.backends.results import resolve
+    from tasks.backends.task import check_arguments
+
+    errors: dict[str, str] = {}
+    try:
+        resolve(spec.task_type)
+    except Exception as exc:  # ImportError, NotATask, an error while importing the module
+        errors["task_type"] = _("Not the dotted path of a Django task: %(error)s") % {"error": exc}
+    payload = spec.payload
+    if not isinstance(payload, dict) or set(payload) - {"args", "kwargs"}:
+        errors["payload"] = _('A Django task\'s payload is {"args": [...], "kwargs": {...}}.')
+    else:
+        try:
+            check_arguments(payload.get("args", []), payload.get("kwargs", {}))
+        except (TypeError, ValueError) as exc:
+            errors["payload"] = str(exc)
+    return errors
+
+
 def _model_values(values: dict[str, Any], queue: QueueConfig) -> dict[str, Any]:
     fields = {name: values[name] for name in EDITABLE_FIELDS if name != "queue"}
+    if "kind" in values:
+        fields["kind"] = values["kind"]
     fields["name"] = fields["name"].strip()
     fields["cron"] = " ".join(fields["cron"].split()) if fields["cron"] else ""
     return {**fields, "queue": queue}

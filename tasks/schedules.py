@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError
 from django.utils import timezone
@@ -57,6 +57,12 @@ def cron_problem(expression: str) -> str | None:
         return _("A cron expression has 5 fields (minute hour day month weekday), or 6 with seconds last.")
     if not croniter.is_valid(expression):
         return _("Not a valid cron expression: %(expression)s.") % {"expression": repr(expression)}
+    try:
+        croniter(expression, datetime(2000, 1, 1)).get_next(datetime)
+    except CroniterBadDateError:
+        return _("This cron expression never fires (a day that no month has?): %(expression)s.") % {
+            "expression": repr(expression)
+        }
     return None
 
 
@@ -64,7 +70,7 @@ def timezone_problem(name: str) -> str | None:
     """Return why `name` is not an IANA time zone, or None."""
     try:
         _zone(name)
-    except (ZoneInfoNotFoundError, ValueError, TypeError):
+    except (ZoneInfoNotFoundError, ValueError, TypeError, OSError):
         return _("Unknown time zone %(name)s: use an IANA name such as Europe/Paris.") % {"name": repr(name)}
     return None
 
@@ -205,8 +211,8 @@ def schedules_fire_due(*, now: datetime | None = None, grace: float | None = Non
     """
     now = now or timezone.now()
     result = TickResult()
-    due = list(Schedule.objects.filter(next_fire_at__lte=now).select_related("queue").order_by("next_fire_at"))
-    for schedule in due[:TICK_BATCH]:
+    due = Schedule.objects.filter(next_fire_at__lte=now).select_related("queue").order_by("next_fire_at")
+    for schedule in list(due[:TICK_BATCH]):
         timing = Timing.of(schedule)
         following = next_after(timing, now)
         times = due_fire_times(schedule, now, grace)

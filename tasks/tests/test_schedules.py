@@ -74,12 +74,12 @@ def test_an_interval_counts_from_the_anchor_whatever_the_zone():
     assert times == [anchor + timedelta(seconds=30 * n) for n in (1, 2, 3)]
 
 
-@pytest.mark.parametrize("expression", ["* * * *", "61 * * * *", "* * * * * * *", "every day", ""])
+@pytest.mark.parametrize("expression", ["* * * *", "61 * * * *", "* * * * * * *", "every day", "", "0 0 30 2 *"])
 def test_bad_cron_expressions_are_named(expression):
     assert schedules.cron_problem(expression)
 
 
-@pytest.mark.parametrize("name", ["Mars/Olympus", "", "../etc/passwd", "UTC+8"])
+@pytest.mark.parametrize("name", ["Mars/Olympus", "", "../etc/passwd", "UTC+8", "a" * 300, "\x00"])
 def test_bad_time_zones_are_named(name):
     assert schedules.timezone_problem(name)
 
@@ -235,6 +235,7 @@ def test_staff_create_a_schedule_in_the_admin_with_the_same_rules(client, staff,
         "name": "admin-made",
         "cron": "*/5 * * * *",
         "timezone": "Europe/Paris",
+        "kind": "handler",
         "task_type": "echo",
         "payload": "{}",
         "queue": default_queue.pk,
@@ -251,3 +252,34 @@ def test_staff_create_a_schedule_in_the_admin_with_the_same_rules(client, staff,
     schedule = Schedule.objects.get()
     assert schedule.next_fire_at is not None and schedule.next_fire_at.minute % 5 == 0
     assert client.get(f"/admin/tasks/schedule/{schedule.pk}/change/").status_code == 200
+
+
+@pytest.mark.django_db
+def test_a_django_task_schedule_made_in_the_admin_fires_a_django_task(client, staff, alice, default_queue):
+    client.force_login(staff)
+    form = {
+        "owner": alice.pk,
+        "name": "django-add",
+        "interval_seconds": 60,
+        "timezone": "UTC",
+        "kind": "django",
+        "task_type": "tasks.tests.djtasks.add",
+        "payload": '{"args": [1, 2], "kwargs": {}}',
+        "queue": default_queue.pk,
+        "priority": 0,
+        "overlap": "allow",
+        "misfire": "run_once",
+        "fires-TOTAL_FORMS": "0",
+        "fires-INITIAL_FORMS": "0",
+    }
+    bad = client.post("/admin/tasks/schedule/add/", {**form, "task_type": "tasks.tests.djtasks.right_away"})
+    assert bad.status_code == 200 and not Schedule.objects.exists()
+    assert client.post("/admin/tasks/schedule/add/", form).status_code == 302
+    schedule = Schedule.objects.get()
+    schedules.schedules_fire_due(now=schedule.next_fire_at)
+    task = TaskQueue.objects.get()
+    assert (task.kind, task.task_type, task.payload) == (
+        "django",
+        "tasks.tests.djtasks.add",
+        {"args": [1, 2], "kwargs": {}},
+    )

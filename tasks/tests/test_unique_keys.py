@@ -189,3 +189,16 @@ def test_twenty_concurrent_enqueues_of_one_key_make_exactly_one_task(alice, defa
     assert len({body["id"] for _, body in answers}) == 1
     assert sum(body["deduplicated"] for _, body in answers) == POSTERS - 1
     assert TaskQueue.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_a_django_task_enqueued_with_a_unique_key_returns_the_active_holders_result(default_queue):
+    from tasks.tests import djtasks
+
+    first = djtasks.add.using(unique_key="add-once").enqueue(1, 2)
+    second = djtasks.add.using(unique_key="add-once").enqueue(3, 4)
+    assert second.id == first.id
+    assert list(second.args) == [1, 2]
+    replaced = djtasks.add.using(unique_key="add-once", on_conflict="replace").enqueue(5, 6)
+    assert replaced.id == first.id
+    assert TaskQueue.objects.get().payload == {"args": [5, 6], "kwargs": {}}
