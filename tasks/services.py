@@ -148,9 +148,12 @@ def _enqueue_one(*, user: AbstractBaseUser, spec: TaskSpec) -> EnqueueResult:
             task = result.tasks[0]
             return EnqueueResult(task=task, created=bool(result.created), deduplicated=task.pk in result.deduplicated)
         task = _new_task(user, checked, target, timezone.now())
+        # Inside a caller's transaction, an INSERT expected to fail on an idempotency or unique key
+        # gets a savepoint so that failing does not abort the caller's transaction.
+        keyed = checked.idempotency_key is not None or checked.unique_key is not None
+        savepoint = connection.in_atomic_block and keyed
         try:
-            # Inside a caller's transaction a failed INSERT must not abort it: a savepoint.
-            with transaction.atomic() if connection.in_atomic_block else nullcontext():
+            with transaction.atomic() if savepoint else nullcontext():
                 transitions.enqueue([task])
         except IntegrityError as exc:
             conflict = checked.idempotency_key is not None and _is_idempotency_conflict(exc)
@@ -163,7 +166,7 @@ def _enqueue_one(*, user: AbstractBaseUser, spec: TaskSpec) -> EnqueueResult:
                 resolved = _resolve_unique_key(user, checked, target)
                 if resolved is not None:
                     return resolved
-            if attempt == attempts:
+            if attempt == attempts or (connection.in_atomic_block and not savepoint):
                 raise
             if not conflict:
                 queue_cache.forget()  # the cached queue may have been deleted meanwhile: look again
