@@ -123,7 +123,7 @@ def test_a_task_whose_module_is_gone_fails_clearly_and_the_worker_runs_on(defaul
 
 @pytest.mark.parametrize("path", ["tasks.tests.djtasks.plain_function", "tasks.tests.djtasks.NOT_A_TASK", "os.system"])
 def test_a_path_that_is_not_a_task_is_refused(alice, default_queue, path):
-    row = services.task_enqueue_django(user=alice, task_path=path, args=["echo hacked"], kwargs={})
+    row = services.task_enqueue_django(user=alice, task_path=path, args=["echo hacked"], kwargs={}).task
     drain()
     row.refresh_from_db()
     assert (row.status, row.attempts) == (TaskStatus.FAILED, 1)
