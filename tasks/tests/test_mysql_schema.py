@@ -48,7 +48,7 @@ def test_foreign_keys_are_real_and_enforced(alice, default_queue):
         "SELECT COLUMN_NAME, REFERENCED_TABLE_NAME FROM information_schema.KEY_COLUMN_USAGE "
         "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'task_queue' AND REFERENCED_TABLE_NAME IS NOT NULL"
     )
-    assert set(fks) == {("owner_id", "auth_user"), ("queue_id", "queue_config")}
+    assert set(fks) == {("owner_id", "auth_user"), ("queue_id", "queue_config"), ("schedule_id", "task_schedule")}
     missing_queue = default_queue.pk + 10_000
     with pytest.raises(IntegrityError), transaction.atomic():
         with connection.cursor() as cursor:
@@ -59,6 +59,20 @@ def test_foreign_keys_are_real_and_enforced(alice, default_queue):
                 "VALUES ('handler', 'echo', '{}', 0, 'pending', 0, 3, NOW(6), '', 0, '', '', '[]', 0, NOW(6), %s, %s)",
                 [alice.pk, missing_queue],
             )
+
+
+def test_the_active_unique_key_is_a_stored_generated_column_under_a_unique_index():
+    [(extra, expression)] = fetch(
+        "SELECT EXTRA, GENERATION_EXPRESSION FROM information_schema.COLUMNS "
+        "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'task_queue' AND COLUMN_NAME = 'active_unique_key'"
+    )
+    assert "STORED" in extra.upper() and "unique_key" in expression
+    columns = fetch(
+        "SELECT COLUMN_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() "
+        "AND TABLE_NAME = 'task_queue' AND INDEX_NAME = 'task_active_unique_key_uniq' AND NON_UNIQUE = 0 "
+        "ORDER BY SEQ_IN_INDEX"
+    )
+    assert [column for (column,) in columns] == ["owner_id", "queue_id", "active_unique_key"]
 
 
 def test_four_byte_characters_round_trip_byte_for_byte(alice):

@@ -48,7 +48,7 @@ def test_three_workers_fire_each_time_of_a_2s_schedule_exactly_once(alice, defau
     assert times == [anchor + timedelta(seconds=2 * n) for n in range(1, len(times) + 1)], "none lost, none twice"
     assert ScheduleFire.objects.filter(schedule=schedule).count() == len(times)
     for worker in workers:
-        assert "Traceback" not in worker.output() and "ERROR" not in worker.output(), worker.output()[-2000:]
+        assert "Traceback" not in worker.output() and " ERROR " not in worker.output(), worker.output()[-2000:]
 
 
 def test_a_worker_back_after_five_minutes_down_fires_run_once_exactly_once(alice, default_queue, start_worker):
