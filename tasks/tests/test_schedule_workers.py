@@ -67,3 +67,21 @@ def test_a_worker_back_after_five_minutes_down_fires_run_once_exactly_once(alice
     assert fired == anchor + timedelta(minutes=6), "the latest missed time, once"
     schedule.refresh_from_db()
     assert schedule.next_fire_at == anchor + timedelta(minutes=7)
+
+
+def test_overlap_skip_fires_nothing_while_the_previous_run_is_still_going(alice, default_queue, start_worker):
+    schedule = make_schedule(
+        alice, default_queue, name="slow", interval_seconds=1, overlap="skip", payload={"seconds": 2.5}
+    )
+    Schedule.objects.filter(pk=schedule.pk).update(task_type="sleep")
+    worker = start_worker("--concurrency", "2")
+
+    wait_for(lambda: TaskQueue.objects.filter(schedule=schedule, status="succeeded").count() >= 2, timeout=60)
+    Schedule.objects.filter(pk=schedule.pk).update(is_paused=True, next_fire_at=None)
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(60) == 0
+
+    runs = list(TaskQueue.objects.filter(schedule=schedule).order_by("run_at"))
+    for earlier, later in zip(runs, runs[1:], strict=False):
+        assert later.created_at >= earlier.finished_at, "a run was created while the previous one was active"
+    assert ScheduleFire.objects.filter(schedule=schedule, outcome="overlap").exists()
