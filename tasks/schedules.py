@@ -25,7 +25,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from core import metrics
-from core.db.errors import is_retryable_contention
+from core.db.errors import is_connection_lost, is_retryable_contention
 from tasks import services, transitions
 from tasks.errors import PayloadTooLarge, QuotaExceeded, TaskSpecInvalid
 from tasks.models import (
@@ -46,6 +46,7 @@ TICK_BATCH = 100
 # Fire times of one schedule fired in one tick when it is merely late (not misfired).
 CATCH_UP_MAX = 100
 FIRE_CONSTRAINT = "task_schedule_fire_uniq"
+BROKEN_RETRY_SECONDS = 60
 
 
 # --- When a schedule fires --------------------------------------------------------------------
@@ -200,6 +201,7 @@ class TickResult:
     fired: int = 0
     skipped: int = 0
     lost: int = 0
+    failed: int = 0
 
 
 def schedules_fire_due(*, now: datetime | None = None, grace: float | None = None) -> TickResult:
@@ -213,23 +215,36 @@ def schedules_fire_due(*, now: datetime | None = None, grace: float | None = Non
     result = TickResult()
     due = Schedule.objects.filter(next_fire_at__lte=now).select_related("queue").order_by("next_fire_at")
     for schedule in list(due[:TICK_BATCH]):
-        timing = Timing.of(schedule)
-        following = next_after(timing, now)
-        times = due_fire_times(schedule, now, grace)
-        if not times:
-            transitions.schedule_advance(schedule, next_fire_at=following)
-            result.skipped += 1
-            metrics.SCHEDULE_FIRES.labels(outcome="misfire_skipped").inc()
-            continue
-        for fire_time in times:
-            outcome = fire(schedule, fire_time, next_fire_at=following)
-            if outcome is None:
-                result.lost += 1
-            elif outcome.outcome == ScheduleFireOutcome.FIRED:
-                result.fired += 1
-            else:
-                result.skipped += 1
+        try:
+            _fire_due(schedule, now, grace, result)
+        except Exception as exc:
+            if isinstance(exc, DatabaseError) and (is_connection_lost(exc) or is_retryable_contention(exc)):
+                raise  # the worker backs off and reconnects (`WorkerDatabase.call`)
+            # One broken schedule must not stop the worker, nor the other schedules: it is tried
+            # again a minute later, not at every tick.
+            result.failed += 1
+            logger.exception("schedule %s (%s) could not fire: %s", schedule.pk, schedule.name, exc)
+            transitions.schedule_advance(schedule, next_fire_at=now + timedelta(seconds=BROKEN_RETRY_SECONDS))
     return result
+
+
+def _fire_due(schedule: Schedule, now: datetime, grace: float | None, result: TickResult) -> None:
+    timing = Timing.of(schedule)
+    following = next_after(timing, now)
+    times = due_fire_times(schedule, now, grace)
+    if not times:
+        transitions.schedule_advance(schedule, next_fire_at=following)
+        result.skipped += 1
+        metrics.SCHEDULE_FIRES.labels(outcome="misfire_skipped").inc()
+        return
+    for fire_time in times:
+        row = fire(schedule, fire_time, next_fire_at=following)
+        if row is None:
+            result.lost += 1
+        elif row.outcome == ScheduleFireOutcome.FIRED:
+            result.fired += 1
+        else:
+            result.skipped += 1
 
 
 def fire(

@@ -283,3 +283,15 @@ def test_a_django_task_schedule_made_in_the_admin_fires_a_django_task(client, st
         "tasks.tests.djtasks.add",
         {"args": [1, 2], "kwargs": {}},
     )
+
+
+@pytest.mark.django_db
+def test_a_broken_schedule_is_logged_and_left_for_a_minute_and_the_others_fire(make_schedule, caplog):
+    broken, healthy = make_schedule(interval_seconds=10), make_schedule(interval_seconds=10)
+    Schedule.objects.filter(pk=broken.pk).update(interval_seconds=None, cron="not a cron")  # behind the checks
+    now = T0 + timedelta(seconds=10.5)
+    result = schedules.schedules_fire_due(now=now)
+    assert (result.fired, result.failed) == (1, 1)
+    assert [t.schedule_id for t in TaskQueue.objects.all()] == [healthy.pk]
+    assert Schedule.objects.get(pk=broken.pk).next_fire_at == now + timedelta(seconds=60)
+    assert "could not fire" in caplog.text
