@@ -12,6 +12,7 @@ and is written on a later round. Errors that waiting cannot cure (bad SQL, bad d
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
@@ -45,8 +46,11 @@ SESSION_UPKEEP_SECONDS = 1.0
 # keep the worker busy: each search of it reads past its scheduled (future run_at) tasks, once
 # per batch otherwise. When the other queues run dry every queue is searched again at once.
 IDLE_QUEUE_RECHECK_SECONDS = 1.0
-# Every worker looks for due schedules this often at most (one indexed query when none is due).
+# Every worker looks for due schedules once a second (one indexed query when none is due), just
+# after each whole second of the wall clock: fire times fall on whole seconds (cron, and intervals
+# counted from a whole second), so a tick then finds them at once. The jitter spreads the workers.
 SCHEDULE_TICK_SECONDS = 1.0
+SCHEDULE_TICK_OFFSET = (0.005, 0.05)
 DB_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0)
 # Too many connections (server-wide, per user): the server is up but full for now.
 TRANSIENT_CODES = frozenset({1040, 1203})
@@ -142,12 +146,18 @@ class WorkerDatabase:
                 ", ".join(f"#{task.pk} {task.status}" for task in recovered),
             )
 
+    def next_tick_at(self) -> float:
+        """Return when the next schedule tick is due (monotonic)."""
+        return self._next_tick
+
     def fire_schedules(self) -> None:
-        """Fire the schedules that are due, at most once a second; another node winning a fire time is no error."""
+        """Fire the schedules that are due, once a second; another node winning a fire time is no error."""
         now = time.monotonic()
         if now < self._next_tick:
             return
-        self._next_tick = now + SCHEDULE_TICK_SECONDS
+        # Just after the next whole second of the wall clock: one tick per second at most.
+        delay = SCHEDULE_TICK_SECONDS - time.time() % SCHEDULE_TICK_SECONDS + random.uniform(*SCHEDULE_TICK_OFFSET)
+        self._next_tick = now + delay
         result = self.call("firing schedules", schedules.schedules_fire_due)
         if result is not None and (result.fired or result.skipped):
             logger.debug(

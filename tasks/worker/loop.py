@@ -335,6 +335,8 @@ class Worker:
         database = [self._next_heartbeat, self.held.next_due(now, flush_delay=FLUSH_DELAY)]
         if not self._stopping and self._room() > 0:
             database.append(self._next_claim)
+        if not self._stopping:
+            database.append(self.db.next_tick_at())
         retry_at = self.db.available_at()
         moments = [max(moment, retry_at) for moment in database]  # no spinning while it is away
         moments += [self._grace_deadline, now if self._stop_reason and not self._stopping else now + MAX_WAIT]
