@@ -117,6 +117,8 @@ if find_spec("django.tasks") is None:
 MIDDLEWARE = [
     # Outermost: gives every request an id and guarantees a clean DB session at its end.
     "core.db.middleware.DatabaseSessionMiddleware",
+    # Outside the middleware that refuse a Host or a body: every /api/ answer is JSON, no slash redirect.
+    "core.api_paths.ApiPathMiddleware",
     # Records this instance's JWT key fingerprint (throttled) for check_production to compare.
     "diagnostics.instances.InstanceFingerprintMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -272,7 +274,8 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.JWTAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # Bounded and 500-proof (core/parsers.py): every endpoint, the public token endpoints included.
+    "DEFAULT_PARSER_CLASSES": ["core.parsers.BoundedJSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "core.errors.api_exception_handler",
     "DEFAULT_THROTTLE_RATES": {"login": LOGIN_THROTTLE_RATE, "login_address": LOGIN_ADDRESS_THROTTLE_RATE},

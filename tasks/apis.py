@@ -12,11 +12,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.openapi import error_responses
+from core.parsers import bounded_json_parser
 from tasks import selectors, services
 from tasks.errors import translated_errors
 from tasks.models import QueueConfig, TaskQueue, queue_name_validator
 from tasks.pagination import TaskCursorPagination
-from tasks.parsers import BoundedJSONParser, bounded_json_parser
 from tasks.serializers import (
     QueueSerializer,
     QueueStatusSerializer,
@@ -72,7 +72,6 @@ class IsStaffOrReadOnly(permissions.BasePermission):
 
 
 class TaskListCreateApi(APIView):
-    parser_classes = [BoundedJSONParser]
     pagination_class = TaskCursorPagination
 
     @extend_schema(
@@ -201,7 +200,6 @@ class QueueListApi(APIView):
 
 
 class QueueDetailApi(APIView):
-    parser_classes = [BoundedJSONParser]
     permission_classes = [permissions.IsAuthenticated, IsStaffOrReadOnly]
 
     @extend_schema(
