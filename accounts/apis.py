@@ -25,7 +25,7 @@ from accounts.serializers import (
     VerifiedTokenSerializer,
     VerifySerializer,
 )
-from accounts.throttles import LoginAddressThrottle, LoginUserThrottle
+from accounts.throttles import LoginAccountThrottle, LoginAddressThrottle
 from core import shortcuts
 from core.openapi import error_responses
 
@@ -38,18 +38,25 @@ class PublicTokenApi(TokenViewBase):
 
 
 class LoginApi(PublicTokenApi):
-    """Exchange a username and password for an access and a refresh token (throttled)."""
+    """Exchange a username and password for an access and a refresh token (throttled).
+
+    Every attempt counts against the client address (a throttle class); failed attempts count
+    against the account at that address (`LoginAccountThrottle`, once the body is valid).
+    """
 
     serializer_class = LoginSerializer
-    throttle_classes = [LoginAddressThrottle, LoginUserThrottle]
+    throttle_classes = [LoginAddressThrottle]
 
     @extend_schema(responses={200: TokenPairSerializer, **error_responses(400, 429, public=True)})
     def post(self, request: Request) -> Response:
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        account_limit = LoginAccountThrottle()
+        account_limit.charge(request, serializer.validated_data["username"])
         pair = services.session_login(request=request, **serializer.validated_data)
         if pair is None:
             raise InvalidCredentials()
+        account_limit.refund()
         return Response(TokenPairSerializer(pair).data)
 
 

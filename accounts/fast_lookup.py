@@ -75,11 +75,11 @@ def _compiled_lookup(alias: str) -> _CompiledLookup:
     Refuses (RuntimeError) a compilation whose parameters or columns are not the expected ones: a
     Django release that compiles the query differently fails loudly on the first request.
     """
-    revoked = TokenFamily.objects.filter(pk=_FAMILY_SENTINEL, user_id=OuterRef("pk"), revoked_at__isnull=False)
+    live = TokenFamily.objects.filter(pk=_FAMILY_SENTINEL, user_id=OuterRef("pk"), revoked_at__isnull=True)
     user_model = get_user_model()
     query = (
         user_model._default_manager.filter(**{api_settings.USER_ID_FIELD: _USER_SENTINEL})
-        .annotate(taskhub_family_revoked=Exists(revoked))
+        .annotate(taskhub_family_revoked=~Exists(live))
         .query
     )
     compiler = query.get_compiler(alias)

@@ -52,6 +52,8 @@ def user_for_token(token: Token) -> Any:
     if not user.is_active:
         raise _rejected(USER_INACTIVE, f"user {user_id} is inactive", jti)
     if user.taskhub_family_revoked:
+        if not TokenFamily.objects.filter(pk=family_id, user=user).exists():
+            raise _rejected(TOKEN_INVALID, f"token family {family_id} is not a family of user {user_id}", jti)
         raise _rejected(TOKEN_REVOKED, f"token family {family_id} was revoked (logout or reuse)", jti)
     current = password_fingerprint(user)
     if not constant_time_compare(password_claim, current) and not _rehashed(user, password_claim, current):
@@ -60,10 +62,11 @@ def user_for_token(token: Token) -> Any:
 
 
 def _find_user(*, user_id: Any, family_id: int) -> Any:
-    """Return the user, annotated with whether the token's family was revoked, or None."""
-    revoked = TokenFamily.objects.filter(pk=family_id, user_id=OuterRef("pk"), revoked_at__isnull=False)
+    """Return the user, annotated with whether the token's family is revoked (or not the user's), or None."""
+    # "Revoked" unless the family is this user's and still open: a family of another user is refused too.
+    live = TokenFamily.objects.filter(pk=family_id, user_id=OuterRef("pk"), revoked_at__isnull=True)
     users = get_user_model()._default_manager.filter(**{api_settings.USER_ID_FIELD: user_id})
-    return read_checking_connection(users.annotate(taskhub_family_revoked=Exists(revoked)).first)
+    return read_checking_connection(users.annotate(taskhub_family_revoked=~Exists(live)).first)
 
 
 @shortcuts.chosen

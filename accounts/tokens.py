@@ -135,6 +135,7 @@ class _KeyIdBackendMixin:
     def check_exp(self, claim: str = "exp", current_time: Any = None) -> None:
         """simplejwt's check, raising `ExpiredTokenError` for an `exp` that has passed.
 
+        A claim no datetime can hold is a `TokenError` (401 `token_invalid`), not a 500.
         With the `token_cache` shortcut a token verified earlier is not decoded again, so this check
         (not PyJWT's) is the one that finds it expired; a client must still be told
         `token_expired`, not `token_invalid`.
@@ -143,6 +144,9 @@ class _KeyIdBackendMixin:
             super().check_exp(claim, current_time)  # type: ignore[misc]
         except ExpiredTokenError:
             raise
+        except (OverflowError, OSError, ValueError, TypeError) as exc:
+            # Not a time any clock can show (`exp` in the year 10000 and beyond, or not a number).
+            raise TokenError(f"'{claim}' claim is not a valid time") from exc
         except TokenError as exc:
             if claim != "exp" or claim not in self.payload:
                 raise
@@ -204,7 +208,7 @@ def peek_jti(raw: Any) -> str:
     """Return the (unverified, sanitised) `jti` of a token for logs; never the token itself."""
     try:
         payload = jwt.decode(raw, options={"verify_signature": False})
-    except jwt.InvalidTokenError:
+    except (jwt.InvalidTokenError, RecursionError):
         return ""
     return _loggable(payload.get(api_settings.JTI_CLAIM)) if isinstance(payload, dict) else ""
 
@@ -232,7 +236,7 @@ def _unverified_header(token: Any) -> dict[str, Any]:
         raise TokenRejected(TOKEN_INVALID, "malformed token (not a JWT)")
     try:
         header = json.loads(base64.urlsafe_b64decode(segment.rstrip(b"=") + b"=" * (-len(segment.rstrip(b"=")) % 4)))
-    except (ValueError, binascii.Error) as exc:
+    except (ValueError, binascii.Error, RecursionError) as exc:
         raise TokenRejected(TOKEN_INVALID, "malformed token (not a JWT)") from exc
     return header if isinstance(header, dict) else {}
 
