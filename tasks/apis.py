@@ -87,7 +87,7 @@ class TaskListCreateApi(APIView):
         tasks = selectors.task_list(user=request.user, owner=filters.pop("user", None), **filters)
         paginator = self.pagination_class()
         page = paginator.paginate_queryset(tasks, request, view=self)
-        return paginator.get_paginated_response(TaskSerializer(page, many=True).data)
+        return paginator.get_paginated_response(TaskSerializer(page, many=True, context={"request": request}).data)
 
     @extend_schema(
         operation_id="tasks_create",
@@ -102,7 +102,9 @@ class TaskListCreateApi(APIView):
         serializer.is_valid(raise_exception=True)
         with translated_errors():
             result = services.task_enqueue(user=request.user, **serializer.validated_data)
-        return Response(TaskSerializer(result.task).data, status=_enqueue_status(result.created))
+        return Response(
+            TaskSerializer(result.task, context={"request": request}).data, status=_enqueue_status(result.created)
+        )
 
 
 class TaskBulkCreateApi(APIView):
@@ -124,7 +126,9 @@ class TaskBulkCreateApi(APIView):
         specs = [TaskSpec(**item) for item in serializer.validated_data["tasks"]]
         with translated_errors(bulk=True):
             result = services.tasks_enqueue_bulk(user=request.user, specs=specs)
-        body = TaskBulkResultSerializer({"created": result.created, "tasks": result.tasks}).data
+        body = TaskBulkResultSerializer(
+            {"created": result.created, "tasks": result.tasks}, context={"request": request}
+        ).data
         return Response(body, status=_enqueue_status(result.created))
 
 
@@ -132,7 +136,7 @@ class TaskDetailApi(APIView):
     @extend_schema(operation_id="tasks_retrieve", responses={200: TaskSerializer, **error_responses(404)})
     def get(self, request: Request, pk: int) -> Response:
         """Return one of your tasks."""
-        return Response(TaskSerializer(_task_for(request, pk)).data)
+        return Response(TaskSerializer(_task_for(request, pk), context={"request": request}).data)
 
 
 class TaskCancelApi(APIView):
@@ -151,7 +155,7 @@ class TaskCancelApi(APIView):
         with translated_errors():
             outcome = services.task_cancel(task=task, by=request.user)
         code = status.HTTP_200_OK if outcome is services.CancelOutcome.CANCELLED else status.HTTP_202_ACCEPTED
-        return Response(TaskSerializer(task).data, status=code)
+        return Response(TaskSerializer(task, context={"request": request}).data, status=code)
 
 
 class TaskRetryApi(APIView):
@@ -163,7 +167,7 @@ class TaskRetryApi(APIView):
         task = _task_for(request, pk)
         with translated_errors():
             task = services.task_retry(task=task, by=request.user)
-        return Response(TaskSerializer(task).data)
+        return Response(TaskSerializer(task, context={"request": request}).data)
 
 
 class TaskStatisticsApi(APIView):
