@@ -74,7 +74,8 @@ class MeSerializer(serializers.Serializer):
 
     id = serializers.IntegerField(read_only=True)
     username = serializers.CharField(read_only=True)
-    email = serializers.EmailField(read_only=True)
+    # Not an EmailField: its schema says `format: email`, and many accounts have no address ("").
+    email = serializers.CharField(read_only=True, help_text="The account's e-mail address; empty when it has none.")
     first_name = serializers.CharField(read_only=True)
     last_name = serializers.CharField(read_only=True)
     is_staff = serializers.BooleanField(read_only=True)
