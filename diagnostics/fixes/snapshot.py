@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -11,7 +12,8 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from diagnostics.schema import missing_foreign_keys
 
 TARGET_CHARSET = "utf8mb4"
-TARGET_COLLATION = "utf8mb4_unicode_ci"
+# The collation when neither MYSQL_COLLATION nor a utf8mb4 database default names one.
+FALLBACK_COLLATION = "utf8mb4_unicode_ci"
 # Every character of these fits utf8mb4 unchanged, so their data needs no round-trip probe.
 SUBSET_CHARSETS = frozenset({"utf8mb4", "utf8mb3", "utf8"})
 RECOMMENDED_GLOBALS = ("innodb_buffer_pool_size", "max_connections", "wait_timeout", "interactive_timeout", "sql_mode")
@@ -25,6 +27,7 @@ class Column:
     charset: str | None
     max_chars: int | None = None
     numeric_precision: int | None = None
+    collation: str | None = None
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,14 @@ class Table:
             column.charset not in (None, TARGET_CHARSET) for column in self.columns
         )
 
+    def collation_differs(self, target: str) -> bool:
+        """Return True when the table or one of its text columns does not use the `target` collation."""
+        return self.collation != target or any(column.collation not in (None, target) for column in self.columns)
+
+    def columns_collated_otherwise(self, target: str) -> list[Column]:
+        """Return the text columns whose collation is not `target`."""
+        return [column for column in self.columns if column.collation not in (None, target)]
+
     def column(self, name: str) -> Column | None:
         return next((column for column in self.columns if column.name == name), None)
 
@@ -85,6 +96,8 @@ class Snapshot:
     account: str = ""
     # Bytes per character of each character set (latin1 1, utf8mb3 3, utf8mb4 4, …).
     charset_maxlen: dict[str, int] = field(default_factory=lambda: {"utf8mb4": 4})
+    # The one collation every table and text column should use (`target_collation`).
+    target_collation: str = FALLBACK_COLLATION
 
 
 def take_snapshot(connection: BaseDatabaseWrapper) -> Snapshot:
@@ -108,6 +121,7 @@ def take_snapshot(connection: BaseDatabaseWrapper) -> Snapshot:
         account, privileges = _account_privileges(cursor)
         dynamic = _buffer_pool_dynamic(cursor, connection)
         maxlen = dict(_all(cursor, "SELECT CHARACTER_SET_NAME, MAXLEN FROM information_schema.CHARACTER_SETS"))
+        target = target_collation(cursor, database_collation=collation, tables=tables)
     name = "MariaDB" if connection.mysql_is_mariadb else "MySQL"
     return Snapshot(
         database=database,
@@ -122,7 +136,36 @@ def take_snapshot(connection: BaseDatabaseWrapper) -> Snapshot:
         can_set_globals=bool(privileges & SET_GLOBAL_PRIVILEGES) or "ALL PRIVILEGES" in privileges,
         account=account,
         charset_maxlen=maxlen,
+        target_collation=target,
     )
+
+
+def target_collation(
+    cursor, *, database_collation: str, tables: Iterable[Table] = (), configured: str | None = None
+) -> str:
+    """Return the collation for every table and text column.
+
+    `MYSQL_COLLATION` when set; else the database's default when it is a utf8mb4 one; else the
+    utf8mb4 collation most tables already use (the least to convert); else the server's default
+    utf8mb4 collation (MariaDB utf8mb4_general_ci, MySQL 8 utf8mb4_0900_ai_ci).
+    """
+    if configured is None:
+        from django.conf import settings
+
+        configured = getattr(settings, "MYSQL_COLLATION", "")
+    if configured:
+        return configured
+    if (database_collation or "").startswith(f"{TARGET_CHARSET}_"):
+        return database_collation
+    in_use = Counter(table.collation for table in tables if table.charset == TARGET_CHARSET)
+    if in_use:
+        return in_use.most_common(1)[0][0]
+    rows = _all(
+        cursor,
+        "SELECT DEFAULT_COLLATE_NAME FROM information_schema.CHARACTER_SETS WHERE CHARACTER_SET_NAME = %s",
+        [TARGET_CHARSET],
+    )
+    return str(rows[0][0]) if rows else FALLBACK_COLLATION
 
 
 def read_table_overview(cursor) -> list[Table]:
@@ -144,8 +187,8 @@ def read_table_overview(cursor) -> list[Table]:
     columns: dict[str, list[Column]] = defaultdict(list)
     for table, *values in _all(
         cursor,
-        "SELECT TABLE_NAME, COLUMN_NAME, DATA_TYPE, CHARACTER_SET_NAME, CHARACTER_MAXIMUM_LENGTH, NUMERIC_PRECISION "
-        "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() ORDER BY TABLE_NAME, ORDINAL_POSITION",
+        "SELECT TABLE_NAME, COLUMN_NAME, DATA_TYPE, CHARACTER_SET_NAME, CHARACTER_MAXIMUM_LENGTH, NUMERIC_PRECISION, "
+        "COLLATION_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() ORDER BY TABLE_NAME, ORDINAL_POSITION",
     ):
         columns[table].append(Column(*values))
     return [replace(table, columns=tuple(columns[table.name])) for table in tables]
