@@ -117,10 +117,10 @@ if find_spec("django.tasks") is None:
 MIDDLEWARE = [
     # Outermost: gives every request an id and guarantees a clean DB session at its end.
     "core.db.middleware.DatabaseSessionMiddleware",
-    # Outside the middleware that refuse a Host or a body: every /api/ answer is JSON, no slash redirect.
-    "core.api_paths.ApiPathMiddleware",
     # Records this instance's JWT key fingerprint (throttled) for check_production to compare.
     "diagnostics.instances.InstanceFingerprintMiddleware",
+    # Outside the middleware that refuse a Host or a body: every /api/ answer is JSON, no slash redirect.
+    "core.api_paths.ApiPathMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",

@@ -167,8 +167,10 @@ def test_a_request_never_opens_a_connection_just_to_check_it(wsgi, persistent_co
     assert connection.connection is None
 
 
-@pytest.mark.parametrize("view", ["/t/gone-away/", "/t/drf-gone-away/"])
-def test_a_lost_connection_answers_503_and_is_closed_for_the_next_request(wsgi, persistent_connection, view):
+# An API read that lost its connection is run once more on a new one (core/errors.py): that one
+# is lost too here, so it reconnects twice.
+@pytest.mark.parametrize(("view", "lost"), [("/t/gone-away/", 1), ("/t/drf-gone-away/", 2)])
+def test_a_lost_connection_answers_503_and_is_closed_for_the_next_request(wsgi, persistent_connection, view, lost):
     reconnects = _counter("taskhub_db_reconnects_total")
     response = wsgi.get(view)
     assert response.status == 503
@@ -178,7 +180,7 @@ def test_a_lost_connection_answers_503_and_is_closed_for_the_next_request(wsgi, 
     }
     assert response.headers["Retry-After"] == "5"
     assert connection.connection is None
-    assert _counter("taskhub_db_reconnects_total") == reconnects + 1
+    assert _counter("taskhub_db_reconnects_total") == reconnects + lost
     assert wsgi.get("/t/one-query/").status == 200
 
 
