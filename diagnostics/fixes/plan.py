@@ -105,7 +105,10 @@ def _plan_table(table: Table, snapshot: Snapshot, fixes: list[Fix], skipped: lis
             )
         )
     target = snapshot.target_collation
-    convert = (f"ALTER TABLE {quote(table.name)} CONVERT TO CHARACTER SET {TARGET_CHARSET} COLLATE {target}",)
+    convert = (
+        f"ALTER TABLE {quote(table.name)} CONVERT TO CHARACTER SET {TARGET_CHARSET} COLLATE {target}",
+        *_json_columns_restored(table),
+    )
     if table.needs_charset_conversion:
         blockers = charset_blockers(table, snapshot)
         if blockers:
@@ -207,6 +210,19 @@ def parents_first(snapshot: Snapshot) -> list[Table]:
     except CycleError:
         order = sorted(graph)  # a cycle cannot be ordered; each statement is atomic either way
     return [by_name[name] for name in order]
+
+
+def _json_columns_restored(table: Table) -> tuple[str, ...]:
+    """Return the statement that gives MariaDB JSON columns back their utf8mb4_bin (CONVERT TO changes them too)."""
+    if not table.json_columns:
+        return ()
+    columns = ", ".join(
+        f"MODIFY {quote(column.name)} {column.column_type or 'longtext'} CHARACTER SET {TARGET_CHARSET} "
+        f"COLLATE {TARGET_CHARSET}_bin {'NULL' if column.nullable else 'NOT NULL'} "
+        f"CHECK (json_valid({quote(column.name)}))"
+        for column in table.json_columns
+    )
+    return (f"ALTER TABLE {quote(table.name)} {columns}",)
 
 
 def _collations(table: Table, target: str) -> str:

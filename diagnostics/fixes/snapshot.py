@@ -28,6 +28,11 @@ class Column:
     max_chars: int | None = None
     numeric_precision: int | None = None
     collation: str | None = None
+    # MariaDB's JSON: LONGTEXT in utf8mb4_bin with a json_valid() CHECK. Binary by design (JSON
+    # compares byte-wise): never part of the one-collation rule, and restored after CONVERT TO.
+    json: bool = False
+    nullable: bool = True
+    column_type: str = ""
 
 
 @dataclass(frozen=True)
@@ -61,12 +66,16 @@ class Table:
         )
 
     def collation_differs(self, target: str) -> bool:
-        """Return True when the table or one of its text columns does not use the `target` collation."""
-        return self.collation != target or any(column.collation not in (None, target) for column in self.columns)
+        """Return True when the table or one of its text columns (JSON aside) does not use the `target` collation."""
+        return self.collation != target or bool(self.columns_collated_otherwise(target))
 
     def columns_collated_otherwise(self, target: str) -> list[Column]:
-        """Return the text columns whose collation is not `target`."""
-        return [column for column in self.columns if column.collation not in (None, target)]
+        """Return the text columns (JSON aside) whose collation is not `target`."""
+        return [column for column in self.columns if column.collation not in (None, target) and not column.json]
+
+    @property
+    def json_columns(self) -> list[Column]:
+        return [column for column in self.columns if column.json]
 
     def column(self, name: str) -> Column | None:
         return next((column for column in self.columns if column.name == name), None)
@@ -184,14 +193,35 @@ def read_table_overview(cursor) -> list[Table]:
             "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME",
         )
     ]
+    json_checked = _json_checked_columns(cursor)
     columns: dict[str, list[Column]] = defaultdict(list)
-    for table, *values in _all(
+    for table, name, data_type, charset, chars, precision, collation, nullable, column_type in _all(
         cursor,
         "SELECT TABLE_NAME, COLUMN_NAME, DATA_TYPE, CHARACTER_SET_NAME, CHARACTER_MAXIMUM_LENGTH, NUMERIC_PRECISION, "
-        "COLLATION_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() ORDER BY TABLE_NAME, ORDINAL_POSITION",
+        "COLLATION_NAME, IS_NULLABLE, COLUMN_TYPE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() "
+        "ORDER BY TABLE_NAME, ORDINAL_POSITION",
     ):
-        columns[table].append(Column(*values))
+        is_json = (table, name) in json_checked and collation == f"{TARGET_CHARSET}_bin"
+        columns[table].append(
+            Column(name, data_type, charset, chars, precision, collation, is_json, nullable == "YES", column_type)
+        )
     return [replace(table, columns=tuple(columns[table.name])) for table in tables]
+
+
+def _json_checked_columns(cursor) -> set[tuple[str, str]]:
+    """Return the (table, column) pairs MariaDB declared as JSON (a `json_valid(col)` column CHECK).
+
+    MySQL 8 has a native JSON type without a collation, and a CHECK_CONSTRAINTS view without
+    TABLE_NAME: nothing to find there.
+    """
+    if not getattr(getattr(cursor, "db", None), "mysql_is_mariadb", False):
+        return set()
+    rows = _all(
+        cursor,
+        "SELECT TABLE_NAME, CONSTRAINT_NAME, CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS "
+        "WHERE CONSTRAINT_SCHEMA = DATABASE() AND LEVEL = 'Column'",
+    )
+    return {(table, name) for table, name, clause in rows if clause == f"json_valid({quote(name)})"}
 
 
 def _read_tables(cursor) -> list[Table]:

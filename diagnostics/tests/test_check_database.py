@@ -37,11 +37,13 @@ def scratch_tables(db):
             "diagnostics.E041",
         ),
         (
-            "CREATE TABLE diag_check_t (id INT PRIMARY KEY, body VARCHAR(50)) ENGINE=MyISAM CHARSET=utf8mb4",
+            "CREATE TABLE diag_check_t (id INT PRIMARY KEY, body VARCHAR(50)) ENGINE=MyISAM CHARSET=utf8mb4 "
+            "COLLATE=utf8mb4_unicode_ci",
             "diagnostics.E043",
         ),
         (
-            "CREATE TABLE diag_check_t (id INT PRIMARY KEY, body VARCHAR(50) CHARACTER SET latin1) CHARSET=utf8mb4",
+            "CREATE TABLE diag_check_t (id INT PRIMARY KEY, body VARCHAR(50) CHARACTER SET latin1) CHARSET=utf8mb4 "
+            "COLLATE=utf8mb4_unicode_ci",
             "diagnostics.E042",
         ),
     ],
@@ -233,7 +235,10 @@ def test_tables_and_columns_in_another_collation_are_named_then_fix_mysql_conver
     execute(
         "CREATE TABLE diag_general (id INT PRIMARY KEY, body VARCHAR(50)) CHARSET=utf8mb4 COLLATE=utf8mb4_general_ci"
     )
-    execute("CREATE TABLE diag_column (id INT PRIMARY KEY, body VARCHAR(50) COLLATE utf8mb4_bin) CHARSET=utf8mb4")
+    execute(
+        "CREATE TABLE diag_column (id INT PRIMARY KEY, body VARCHAR(50) COLLATE utf8mb4_bin, doc JSON) "
+        "CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci"
+    )
 
     results = charsets.check_charsets(databases=DEFAULT_DATABASE)
 
@@ -241,6 +246,7 @@ def test_tables_and_columns_in_another_collation_are_named_then_fix_mysql_conver
     message = results[0].msg
     assert "diag_general (utf8mb4_general_ci)" in message and "diag_column.body (utf8mb4_bin)" in message
     assert "diag_general.body" not in message  # the table is named, its columns go with it
+    assert "task_queue" not in message and "diag_column.doc" not in message  # MariaDB's JSON is utf8mb4_bin
 
     call_command("fix_mysql", "--apply", stdout=StringIO())
     assert by_id(charsets.check_charsets(databases=DEFAULT_DATABASE)) == {}
@@ -248,4 +254,7 @@ def test_tables_and_columns_in_another_collation_are_named_then_fix_mysql_conver
         "SELECT DISTINCT COLLATION_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() "
         "AND TABLE_NAME IN ('diag_general', 'diag_column') AND COLLATION_NAME IS NOT NULL"
     )
-    assert collations == [(connection.settings_dict["TEST"]["COLLATION"],)]
+    expected = {connection.settings_dict["TEST"]["COLLATION"]} | (
+        {"utf8mb4_bin"} if connection.mysql_is_mariadb else set()
+    )
+    assert {collation for (collation,) in collations} == expected  # the JSON column keeps its binary collation
