@@ -30,6 +30,16 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"database: {connection.vendor} ({connection.settings_dict['NAME']})"
 
 
+@pytest.fixture(autouse=True)
+def fresh_queue_cache():
+    """Each test starts with an empty per-process queue cache (queues are re-created per test)."""
+    from tasks import queue_cache
+
+    queue_cache.forget()
+    yield
+    queue_cache.forget()
+
+
 @pytest.fixture
 def alice(django_user_model):
     return django_user_model.objects.create_user("alice", "alice@example.com", "alice-password-1")

@@ -129,9 +129,11 @@ def _enqueue_one(*, user: AbstractBaseUser, spec: TaskSpec) -> EnqueueResult:
             result = tasks_enqueue_bulk(user=user, specs=[checked], queues=queues)
             return EnqueueResult(task=result.tasks[0], created=bool(result.created))
         task = _new_task(user, checked, target, timezone.now())
+        # Inside a caller's transaction, an INSERT expected to fail on an idempotency key gets a
+        # savepoint so that failing does not abort the caller's transaction.
+        savepoint = connection.in_atomic_block and checked.idempotency_key is not None
         try:
-            # Inside a caller's transaction a failed INSERT must not abort it: a savepoint.
-            with transaction.atomic() if connection.in_atomic_block else nullcontext():
+            with transaction.atomic() if savepoint else nullcontext():
                 transitions.enqueue([task])
         except IntegrityError as exc:
             conflict = checked.idempotency_key is not None and _is_idempotency_conflict(exc)
@@ -139,7 +141,7 @@ def _enqueue_one(*, user: AbstractBaseUser, spec: TaskSpec) -> EnqueueResult:
                 existing = _existing_by_key(user=user, keys={checked.idempotency_key})
                 if checked.idempotency_key in existing:
                     return EnqueueResult(task=existing[checked.idempotency_key], created=False)
-            if attempt == 2:
+            if attempt == 2 or (connection.in_atomic_block and not savepoint):
                 raise
             if not conflict:
                 queue_cache.forget()  # the cached queue may have been deleted meanwhile: look again

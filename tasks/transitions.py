@@ -80,8 +80,12 @@ def enqueue(tasks: list[TaskQueue]) -> None:
     if not tasks:
         return
     fast_sql = _fast_sql()
-    if fast_sql is not None and len(tasks) == 1:
-        fast_sql.insert_one(tasks[0])
+    if len(tasks) == 1:
+        if fast_sql is not None:
+            fast_sql.insert_one(tasks[0])
+        else:
+            # Not bulk_create: it wraps even one row in a transaction (two more round trips on MySQL).
+            tasks[0].save(force_insert=True)
     else:
         TaskQueue.objects.bulk_create(tasks, batch_size=ENQUEUE_BATCH_SIZE)
         if tasks[0].pk is None:

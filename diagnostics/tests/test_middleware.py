@@ -83,9 +83,9 @@ def _assert_leak_is_rolled_back(wsgi, second_connection, caplog, view: str) -> N
     assert _counter("taskhub_db_forced_rollbacks_total") == rollbacks + 1
 
     following = wsgi.get("/t/state/").json()
-    # The same persistent connection, except that without the `transaction_reset` shortcut a
-    # connection left inside atomic blocks is closed and opened again.
-    kept = view != "/t/abandon-atomic/" or shortcuts.enabled("transaction_reset")
+    # The same persistent connection, except that a connection left inside atomic blocks is
+    # closed and opened again.
+    kept = view != "/t/abandon-atomic/"
     assert (following["connection_id"] == leaked.json()["connection_id"]) is kept
     assert following["in_transaction"] is False
 

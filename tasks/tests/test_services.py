@@ -79,6 +79,7 @@ def test_enqueue_inserts_a_pending_task_that_the_statistics_count_as_created(ali
     assert selectors.task_statistics(user=alice).last_hour.created == 1
 
 
+@pytest.mark.django_db(transaction=True)
 def test_one_enqueue_is_one_insert(alice, default_queue):
     services.task_enqueue(user=alice, task_type="echo")  # the queue is read once, then cached
     with CaptureQueriesContext(connection) as captured:
@@ -109,11 +110,13 @@ def test_an_idempotency_key_conflict_returns_the_existing_task_with_one_insert_a
     with CaptureQueriesContext(connection) as captured:
         again = services.task_enqueue(user=alice, task_type="echo", idempotency_key="k-1")
     assert (again.created, again.task.pk) == (False, first.task.pk)
-    statements = [_statement_and_table(q["sql"]) for q in captured.captured_queries]
-    assert [s for s in statements if s[0] in ("INSERT", "SELECT")] == [
-        ("INSERT", "task_queue"),
-        ("SELECT", "task_queue"),
+    statements = [
+        q["sql"] for q in captured.captured_queries if not q["sql"].startswith(("SAVEPOINT", "RELEASE", "ROLLBACK"))
     ]
+    # The INSERT that failed on the key (Django logs a failed statement's text as "None" on MySQL), then the read.
+    assert len(statements) == 2, statements
+    assert statements[0].startswith("INSERT") or statements[0] == "None"
+    assert _statement_and_table(statements[1]) == ("SELECT", "task_queue")
 
 
 def _statement_and_table(sql: str) -> tuple[str, str]:
@@ -212,7 +215,7 @@ def test_quota_counts_only_active_tasks_of_that_user_and_queue(alice, bob, defau
     assert (caught.value.active, caught.value.requested) == (2, 1)
 
 
-def test_bulk_enqueue_writes_one_multi_row_insert_per_batch_and_counts_once(alice, default_queue):
+def test_bulk_enqueue_writes_one_multi_row_insert_per_batch(alice, default_queue):
     specs = [TaskSpec(task_type="echo", payload={"n": n}) for n in range(transitions.ENQUEUE_BATCH_SIZE + 10)]
     with CaptureQueriesContext(connection) as captured:
         result = services.tasks_enqueue_bulk(user=alice, specs=specs)
@@ -224,8 +227,8 @@ def test_bulk_enqueue_writes_one_multi_row_insert_per_batch_and_counts_once(alic
     assert len(inserts) == math.ceil(len(specs) / per_insert)
     if connection.vendor == "mysql":
         assert len(inserts) == 2
-    # Besides the INSERTs: the queue lookup, a counter UPDATE (+ upsert the first time), savepoints.
-    assert len(captured.captured_queries) - len(inserts) <= 6
+    # Besides the INSERTs: the queue lookup and savepoints; no counter is written at enqueue.
+    assert len(captured.captured_queries) - len(inserts) <= 4
     assert result.created == len(specs)
     assert [t.payload["n"] for t in TaskQueue.objects.order_by("id")] == list(range(len(specs)))
     assert [t.pk for t in result.tasks] == list(TaskQueue.objects.order_by("id").values_list("id", flat=True))
