@@ -127,7 +127,8 @@ def test_it_puts_the_ratios_of_an_earlier_run_next_to_this_runs(tmp_path: Path) 
     results = _results({"runs": _runs("2 workers", [1840], 1380, "per-task")})
     results["before"] = compare.load_before(tmp_path / "before.json", "the product before the fixes")
     text = render(results)
-    assert "Before: the product before the fixes — run 2026-01-01T00:00:00+00:00 (`bench/out/before.json`" in text
+    before = (tmp_path / "before.json").as_posix()
+    assert f"Before: the product before the fixes — run 2026-01-01T00:00:00+00:00 (`{before}`" in text
     assert "| TaskHub drain, 2 workers ÷ django-tasks-db 2 workers | 1.96 | 4.00 | ≥ 2 |" in text
     assert "| TaskHub enqueue per task (service) ÷ django-tasks-db .enqueue() | 0.62 | 1.73 | ≥ 1.5 |" in text
 
@@ -197,7 +198,11 @@ def test_a_saved_run_is_re_rendered_next_to_an_earlier_one(tmp_path: Path, monke
     report_main([str(tmp_path / "run.json"), str(tmp_path / "RESULTS.md")])
 
     text = (tmp_path / "RESULTS.md").read_text()
-    assert "Before: the product before — run 2026-01-01T00:00:00+00:00 (`bench/out/before.json`" in text
+    # Both runs are cited where they lie (a committed run: bench/runs/...).
+    assert (
+        f"Before: the product before — run 2026-01-01T00:00:00+00:00 (`{(tmp_path / 'before.json').as_posix()}`" in text
+    )
+    assert f"raw numbers in `{(tmp_path / 'run.json').as_posix()}`" in text
     assert "| TaskHub drain, 2 workers ÷ django-tasks-db 2 workers | 1.96 | 4.00 | ≥ 2 |" in text
 
 
