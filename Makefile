@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test superuser lint venv clean bench messages
+.PHONY: run test fuzz superuser lint venv clean bench messages
 
 $(VENV)/.runtime-installed: requirements.txt
 	scripts/ensure-system-deps
@@ -27,6 +27,10 @@ run: $(VENV)/.runtime-installed messages
 
 test: $(VENV)/.test-installed
 	scripts/test
+
+# The schemathesis run alone (it is part of `make test` too): schema and server must agree.
+fuzz: $(VENV)/.test-installed
+	DATABASE_TYPE=sqlite $(PY) -m pytest -q -m fuzz tasks/tests/test_api_schema.py
 
 superuser: $(VENV)/.runtime-installed
 	DEBUG=$${DEBUG:-1} $(PY) manage.py createsuperuser

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from drf_spectacular.utils import extend_schema
@@ -25,8 +24,7 @@ from accounts.serializers import (
     VerifiedTokenSerializer,
     VerifySerializer,
 )
-from accounts.throttles import LoginAddressThrottle, LoginUserThrottle
-from core import shortcuts
+from accounts.throttles import LoginAccountThrottle, LoginAddressThrottle
 from core.openapi import error_responses
 
 
@@ -38,18 +36,25 @@ class PublicTokenApi(TokenViewBase):
 
 
 class LoginApi(PublicTokenApi):
-    """Exchange a username and password for an access and a refresh token (throttled)."""
+    """Exchange a username and password for an access and a refresh token (throttled).
+
+    Every attempt counts against the client address (a throttle class); failed attempts count
+    against the account at that address (`LoginAccountThrottle`, once the body is valid).
+    """
 
     serializer_class = LoginSerializer
-    throttle_classes = [LoginAddressThrottle, LoginUserThrottle]
+    throttle_classes = [LoginAddressThrottle]
 
     @extend_schema(responses={200: TokenPairSerializer, **error_responses(400, 429, public=True)})
     def post(self, request: Request) -> Response:
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        account_limit = LoginAccountThrottle()
+        account_limit.charge(request, serializer.validated_data["username"])
         pair = services.session_login(request=request, **serializer.validated_data)
         if pair is None:
             raise InvalidCredentials()
+        account_limit.refund()
         return Response(TokenPairSerializer(pair).data)
 
 
@@ -122,18 +127,4 @@ class MeApi(GenericAPIView):
 
     @extend_schema(responses={200: MeSerializer, **error_responses()})
     def get(self, request: Request) -> Response:
-        return Response(_me_data()(request.user))
-
-
-@shortcuts.chosen
-def _me_data() -> Callable[[Any], dict[str, Any]]:
-    """The `me_serializer` shortcut (`accounts.shared_serializer`), or a serializer per request."""
-    if shortcuts.enabled("me_serializer"):
-        from accounts.shared_serializer import me_data
-
-        return me_data
-    return _me_data_per_request
-
-
-def _me_data_per_request(user: Any) -> dict[str, Any]:
-    return MeSerializer(user).data
+        return Response(MeSerializer(request.user).data)

@@ -20,6 +20,7 @@ from accounts.tokens import AccessToken, decode
 from core.request_context import get_request_id
 
 logger = logging.getLogger("taskhub.auth")
+_SCHEMES = frozenset(scheme.lower().encode() for scheme in api_settings.AUTH_HEADER_TYPES)
 
 
 class JWTAuthentication(SimpleJWTAuthentication):
@@ -45,6 +46,15 @@ class JWTAuthentication(SimpleJWTAuthentication):
             return self._timed_user_lookup(request, token), token
         except TokenRejected as rejection:
             reject(request, rejection)
+
+    def get_raw_token(self, header: bytes) -> bytes | None:
+        """Return the token of a `Bearer <token>` header; the scheme is case-insensitive (RFC 7235 §2.1)."""
+        parts = header.split()
+        if not parts or parts[0].lower() not in _SCHEMES:
+            return None
+        if len(parts) != 2:
+            raise AuthenticationFailed("Authorization header must contain two space-delimited values")
+        return parts[1]
 
     def get_validated_token(self, raw_token: bytes) -> Token:
         # Only TaskHub access tokens: a refresh token presented here fails its type check.

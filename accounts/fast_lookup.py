@@ -23,7 +23,6 @@ from django.db.models import Exists, OuterRef
 from rest_framework_simplejwt.settings import api_settings
 
 from accounts.models import TokenFamily
-from core.db.session import read_checking_connection
 
 # Stand-ins for the two parameters while the ORM compiles the lookup once per process.
 _USER_SENTINEL = -918273645
@@ -48,14 +47,9 @@ class _CompiledLookup:
         values = {_USER_SENTINEL: user_id, _FAMILY_SENTINEL: family_id}
         params = [values.get(param, param) if isinstance(param, int) else param for param in self.params]
         connection = connections[alias]
-
-        def fetch() -> Any:
-            with connection.cursor() as cursor:
-                cursor.execute(self.sql, params)
-                return cursor.fetchone()
-
-        # The first statement of an API request.
-        row = read_checking_connection(fetch) if alias == DEFAULT_DB_ALIAS else fetch()
+        with connection.cursor() as cursor:
+            cursor.execute(self.sql, params)
+            row = cursor.fetchone()
         if row is None:
             return None
         row = list(row)
@@ -75,11 +69,11 @@ def _compiled_lookup(alias: str) -> _CompiledLookup:
     Refuses (RuntimeError) a compilation whose parameters or columns are not the expected ones: a
     Django release that compiles the query differently fails loudly on the first request.
     """
-    revoked = TokenFamily.objects.filter(pk=_FAMILY_SENTINEL, user_id=OuterRef("pk"), revoked_at__isnull=False)
+    live = TokenFamily.objects.filter(pk=_FAMILY_SENTINEL, user_id=OuterRef("pk"), revoked_at__isnull=True)
     user_model = get_user_model()
     query = (
         user_model._default_manager.filter(**{api_settings.USER_ID_FIELD: _USER_SENTINEL})
-        .annotate(taskhub_family_revoked=Exists(revoked))
+        .annotate(taskhub_family_revoked=~Exists(live))
         .query
     )
     compiler = query.get_compiler(alias)

@@ -20,9 +20,17 @@ class StrictSerializer(serializers.Serializer):
         return attrs
 
 
+def unicode_text(value: str) -> None:
+    """Refuse text that is not valid Unicode (an unpaired surrogate such as "\\ud800" from JSON)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise serializers.ValidationError(_("Must be valid Unicode text (no unpaired surrogates).")) from None
+
+
 class LoginSerializer(StrictSerializer):
-    username = serializers.CharField(max_length=150, trim_whitespace=False)
-    password = serializers.CharField(max_length=4096, trim_whitespace=False, write_only=True)
+    username = serializers.CharField(max_length=150, trim_whitespace=False, validators=[unicode_text])
+    password = serializers.CharField(max_length=4096, trim_whitespace=False, write_only=True, validators=[unicode_text])
 
 
 class TokenPairSerializer(serializers.Serializer):
@@ -50,8 +58,9 @@ class LogoutSerializer(StrictSerializer):
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         attrs = super().validate(attrs)
-        if attrs["all"] == ("refresh" in attrs):
-            raise serializers.ValidationError(_('Give either "refresh" (this session) or "all": true (every session).'))
+        # "all" with the caller's own refresh token still means every session.
+        if not attrs["all"] and "refresh" not in attrs:
+            raise serializers.ValidationError(_('Give "refresh" (this session) or "all": true (every session).'))
         return attrs
 
 
@@ -65,7 +74,8 @@ class MeSerializer(serializers.Serializer):
 
     id = serializers.IntegerField(read_only=True)
     username = serializers.CharField(read_only=True)
-    email = serializers.EmailField(read_only=True)
+    # Not an EmailField: its schema says `format: email`, and many accounts have no address ("").
+    email = serializers.CharField(read_only=True, help_text="The account's e-mail address; empty when it has none.")
     first_name = serializers.CharField(read_only=True)
     last_name = serializers.CharField(read_only=True)
     is_staff = serializers.BooleanField(read_only=True)

@@ -22,6 +22,7 @@ def load_before(path: Path, label: str) -> dict:
         "label": label,
         "date": earlier["meta"]["date"],
         "json_name": path.name,
+        "raw_path": path.as_posix(),
         "loadavg": earlier["machine"]["loadavg"],
         "targets": [[what, value] for what, value, _, _ in targets(earlier)],
     }
@@ -36,7 +37,8 @@ def before_after(results: dict, now: list[tuple[str, float | None, float, bool]]
     lines = [
         "## Before and after the fixes",
         "",
-        f"Before: {before['label']} — run {before['date']} (`bench/out/{before['json_name']}`, load average "
+        f"Before: {before['label']} — run {before['date']} "
+        f"(`{before.get('raw_path') or 'bench/out/' + before['json_name']}`, load average "
         f"at start {before['loadavg']}), with its own peer runs. After: this run.",
         "",
         "| measure | before | after | target |",

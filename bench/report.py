@@ -456,7 +456,7 @@ def render(results: dict) -> str:
         lines += ["> **Quick smoke run (BENCH_QUICK=1): tiny sizes, one repetition — not figures to quote.**", ""]
     lines += [
         f"Run {meta['date']} (took {meta['duration_seconds']:.0f} s) by `make bench`; raw numbers in "
-        f"`bench/out/{meta['json_name']}`.",
+        f"`{meta.get('raw_path') or 'bench/out/' + meta['json_name']}`.",
         "",
         f"- Machine: {mach['cpu_model']}, {mach['cores']} cores, {mach['ram_gib']} GiB RAM, Linux {mach['kernel']}; "
         f"load average at start {mach['loadavg']}, at end {results.get('machine_end', {}).get('loadavg')}",
@@ -482,6 +482,7 @@ def main(argv: list[str]) -> None:
     source = Path(argv[0])
     target = Path(argv[1]) if len(argv) > 1 else Path("bench/RESULTS.md")
     results = json.loads(source.read_text())
+    results["meta"]["raw_path"] = source.as_posix()  # a committed run (bench/runs/) is cited where it lies
     add_summaries(results)
     before = os.environ.get("BENCH_BEFORE", "").strip()
     if before:

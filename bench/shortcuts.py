@@ -26,13 +26,8 @@ MEASURES = (AUTH, ENQUEUE, DRAIN)
 # What each shortcut is judged on: the measures of the paths it sits on.
 JUDGED_ON: dict[str, tuple[str, ...]] = {
     "reply_flags": (AUTH, DRAIN),
-    "health_check_read": (AUTH,),
     "user_lookup": (AUTH,),
-    "token_cache": (AUTH,),
-    "me_serializer": (AUTH,),
     "raw_task_sql": (ENQUEUE, DRAIN),
-    # Runs only after a request or task left a transaction open: no hot path to measure it on.
-    "transaction_reset": (),
 }
 ALL = "all"
 KEEP_GAIN_PCT = 10.0

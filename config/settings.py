@@ -119,6 +119,8 @@ MIDDLEWARE = [
     "core.db.middleware.DatabaseSessionMiddleware",
     # Records this instance's JWT key fingerprint (throttled) for check_production to compare.
     "diagnostics.instances.InstanceFingerprintMiddleware",
+    # Outside the middleware that refuse a Host or a body: every /api/ answer is JSON, no slash redirect.
+    "core.api_paths.ApiPathMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
@@ -160,6 +162,21 @@ MYSQL_SQL_MODE = env.str(
     default="STRICT_TRANS_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION",
 )
 MYSQL_ISOLATION_LEVEL = "read committed"
+# Every sql_mode name MySQL 8 or MariaDB 10.6+ knows (combinations included): a typo is refused at
+# start-up, not by the first connection (or, worse, silently by an old server).
+_SQL_MODES = frozenset(
+    "ALLOW_INVALID_DATES ANSI ANSI_QUOTES DB2 EMPTY_STRING_IS_NULL ERROR_FOR_DIVISION_BY_ZERO HIGH_NOT_PRECEDENCE "
+    "IGNORE_BAD_TABLE_OPTIONS IGNORE_SPACE MAXDB MSSQL MYSQL323 MYSQL40 NO_AUTO_CREATE_USER NO_AUTO_VALUE_ON_ZERO "
+    "NO_BACKSLASH_ESCAPES NO_DIR_IN_CREATE NO_ENGINE_SUBSTITUTION NO_FIELD_OPTIONS NO_KEY_OPTIONS NO_TABLE_OPTIONS "
+    "NO_UNSIGNED_SUBTRACTION NO_ZERO_DATE NO_ZERO_IN_DATE ONLY_FULL_GROUP_BY ORACLE PAD_CHAR_TO_FULL_LENGTH "
+    "PIPES_AS_CONCAT POSTGRESQL REAL_AS_FLOAT SIMULTANEOUS_ASSIGNMENT STRICT_ALL_TABLES STRICT_TRANS_TABLES "
+    "TIME_ROUND_FRACTIONAL TIME_TRUNCATE_FRACTIONAL TRADITIONAL".split()
+)
+# One collation for the database, every table and every text column (fix_mysql converts to it,
+# check_production reports what differs). Empty: the database's own utf8mb4 default.
+MYSQL_COLLATION = env.str("MYSQL_COLLATION", default="")
+if MYSQL_COLLATION and not MYSQL_COLLATION.startswith("utf8mb4_"):
+    raise ImproperlyConfigured(f"MYSQL_COLLATION must be a utf8mb4 collation (utf8mb4_...), not {MYSQL_COLLATION!r}.")
 # Bounded, and always shorter than wait_timeout, so Django never reuses a connection the
 # server has already dropped; CONN_HEALTH_CHECKS catches the rest.
 CONN_MAX_AGE = env.int("DB_CONN_MAX_AGE", default=60)
@@ -172,8 +189,12 @@ def _mysql_init_command() -> str:
     ):
         if value < 1:
             raise ImproperlyConfigured(f"{name} must be a positive number of seconds, not {value}.")
-    if "'" in MYSQL_SQL_MODE or ";" in MYSQL_SQL_MODE:
-        raise ImproperlyConfigured("MYSQL_SQL_MODE must be a comma-separated list of mode names.")
+    unknown = [mode for mode in MYSQL_SQL_MODE.split(",") if mode.strip().upper() not in _SQL_MODES]
+    if unknown and MYSQL_SQL_MODE.strip():
+        raise ImproperlyConfigured(
+            f"MYSQL_SQL_MODE names unknown modes {', '.join(repr(mode) for mode in unknown)}: give a comma-separated "
+            "list of MySQL/MariaDB sql_mode names (e.g. STRICT_TRANS_TABLES,NO_ENGINE_SUBSTITUTION)."
+        )
     return (
         f"SET SESSION wait_timeout={MYSQL_WAIT_TIMEOUT}, "
         f"SESSION interactive_timeout={MYSQL_INTERACTIVE_TIMEOUT}, "
@@ -223,7 +244,7 @@ elif DATABASE_TYPE == "mysql":
             "TEST": {
                 "NAME": env.str("MYSQL_TEST_DATABASE", default="test_taskhub"),
                 "CHARSET": "utf8mb4",
-                "COLLATION": "utf8mb4_unicode_ci",
+                "COLLATION": MYSQL_COLLATION or "utf8mb4_unicode_ci",
             },
         }
     }
@@ -272,7 +293,8 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.JWTAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # Bounded and 500-proof (core/parsers.py): every endpoint, the public token endpoints included.
+    "DEFAULT_PARSER_CLASSES": ["core.parsers.BoundedJSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "core.errors.api_exception_handler",
     "DEFAULT_THROTTLE_RATES": {"login": LOGIN_THROTTLE_RATE, "login_address": LOGIN_ADDRESS_THROTTLE_RATE},

@@ -4,9 +4,13 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from accounts.admin_login import admin_login
+
 urlpatterns = [
     # The staff dashboard; before admin.site.urls, whose catch-all would answer first.
     path("admin/taskhub/", include("tasks.dashboard_urls")),
+    # The admin's login, throttled like the API's (before admin.site.urls, which would answer first).
+    path("admin/login/", admin_login, name="admin-login"),
     path("admin/", admin.site.urls),
     path("api/auth/", include("accounts.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -8,6 +8,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.db import connection
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
@@ -15,8 +16,8 @@ from django.views import defaults
 from rest_framework import exceptions
 
 from core import metrics
-from core.db.errors import is_database_unavailable
-from core.db.session import handle_database_error
+from core.db.errors import is_connection_lost, is_database_unavailable
+from core.db.session import handle_database_error, under_test_transaction
 
 logger = logging.getLogger("taskhub.api")
 
@@ -48,6 +49,9 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> HttpRespon
     from rest_framework.views import exception_handler as drf_exception_handler
 
     if is_database_unavailable(exc):
+        retried = _read_again(exc, context)
+        if retried is not None:
+            return retried
         return database_unavailable_response(exc, where=_path(context))
 
     response = drf_exception_handler(exc, context)
@@ -65,6 +69,35 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> HttpRespon
     elif isinstance(exc, DjangoPermissionDenied):
         response.data = {"detail": _("You do not have permission to perform this action."), "code": "permission_denied"}
     return response
+
+
+READ_RETRIED_ATTR = "taskhub_read_retried"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def _read_again(exc: Exception, context: dict[str, Any]) -> HttpResponse | None:
+    """Run a read-only API request once more after its connection was lost; None when it must not.
+
+    A connection killed mid-request (server restart, KILL, a proxy's idle cut) loses nothing a
+    read had done, so one fresh attempt on a new connection answers the client instead of a 503.
+    Never a write (it may have reached the server), never twice, never inside a transaction the
+    request opened (its work is gone with the connection).
+    """
+    request, view = context.get("request"), context.get("view")
+    http_request = getattr(request, "_request", None)
+    if (
+        view is None
+        or http_request is None
+        or http_request.method not in SAFE_METHODS
+        or not is_connection_lost(exc)
+        or getattr(http_request, READ_RETRIED_ATTR, False)
+        or (connection.in_atomic_block and not under_test_transaction(connection))
+    ):
+        return None
+    setattr(http_request, READ_RETRIED_ATTR, True)
+    logger.warning("connection lost during %s %s (%s): reading again once", http_request.method, http_request.path, exc)
+    handle_database_error(exc)  # closes the dead connection: the retry opens a new one
+    return view.dispatch(http_request, *context.get("args", ()), **context.get("kwargs", {}))
 
 
 def _detail_and_code(exc: exceptions.APIException) -> dict[str, Any]:

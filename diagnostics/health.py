@@ -1,4 +1,11 @@
-"""Health checks for load balancers: /health/ (readiness) and /health/live (liveness)."""
+"""Health checks: /health/ (readiness), /health/live (liveness), /health/queue (the queue's state).
+
+Readiness says whether *this instance* can serve: its database, cache and schema. The queue's
+state (work waiting with no worker, an old backlog) is shared by every instance and can be pushed
+by any user (enqueue tasks, nobody runs them): were it part of readiness, a load balancer would
+pull every instance at once, turning a slow queue into an outage. So it is its own group, for
+monitoring and alerting, never for routing.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,7 @@ from django.conf import settings
 from django.db import DatabaseError, connection
 from django.db.migrations.executor import MigrationExecutor
 from django.db.models import Min
+from django.db.models.functions import Greatest
 from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 from health_check.base import HealthCheck
@@ -73,11 +81,15 @@ class WorkersAlive(_RequestConnectionCheck):
 
 @dataclasses.dataclass
 class Backlog(_RequestConnectionCheck):
-    """The oldest runnable task has not waited longer than the backlog threshold."""
+    """The oldest runnable task has not waited longer than the backlog threshold.
+
+    A task waits from when it became runnable: its `run_at`, but never before its creation (a
+    `run_at` in 1970 does not make a task 56 years late).
+    """
 
     def check(self) -> None:
         limit = settings.TASKHUB_BACKLOG_MAX_AGE_SECONDS
-        oldest = _work_waiting().aggregate(oldest=Min("run_at"))["oldest"]
+        oldest = _work_waiting().aggregate(oldest=Min(Greatest("run_at", "created_at")))["oldest"]
         if oldest is None:
             return
         waited = (timezone.now() - oldest).total_seconds()
@@ -86,14 +98,12 @@ class Backlog(_RequestConnectionCheck):
 
 
 class HealthView(HealthCheckView):
-    """django-health-check's view with TaskHub's checks; unhealthy answers 503, not 500."""
+    """Readiness: django-health-check's view with this instance's checks; unhealthy answers 503, not 500."""
 
     checks = (
         "health_check.checks.Database",
         "health_check.checks.Cache",
         "diagnostics.health.Migrations",
-        "diagnostics.health.WorkersAlive",
-        "diagnostics.health.Backlog",
     )
 
     async def get(self, request, *args, **kwargs):
@@ -103,6 +113,15 @@ class HealthView(HealthCheckView):
             response.status_code = 503
             metrics.SERVICE_UNAVAILABLE.labels(code="unhealthy").inc()
         return response
+
+
+class QueueHealthView(HealthView):
+    """The queue's state, shared by every instance: for alerts, never for a load balancer's routing."""
+
+    checks = (
+        "diagnostics.health.WorkersAlive",
+        "diagnostics.health.Backlog",
+    )
 
 
 def liveness(request: HttpRequest) -> JsonResponse:

@@ -12,11 +12,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.openapi import error_responses
+from core.parsers import bounded_json_parser
 from tasks import schedule_services, schedules, selectors, services
 from tasks.errors import translated_errors
 from tasks.models import QueueConfig, Schedule, TaskQueue, queue_name_validator
 from tasks.pagination import TaskCursorPagination
-from tasks.parsers import BoundedJSONParser, bounded_json_parser
 from tasks.serializers import (
     QueueSerializer,
     QueueStatusSerializer,
@@ -76,7 +76,6 @@ class IsStaffOrReadOnly(permissions.BasePermission):
 
 
 class TaskListCreateApi(APIView):
-    parser_classes = [BoundedJSONParser]
     pagination_class = TaskCursorPagination
 
     @extend_schema(
@@ -92,7 +91,7 @@ class TaskListCreateApi(APIView):
         tasks = selectors.task_list(user=request.user, owner=filters.pop("user", None), **filters)
         paginator = self.pagination_class()
         page = paginator.paginate_queryset(tasks, request, view=self)
-        return paginator.get_paginated_response(TaskSerializer(page, many=True).data)
+        return paginator.get_paginated_response(TaskSerializer(page, many=True, context={"request": request}).data)
 
     @extend_schema(
         operation_id="tasks_create",
@@ -109,7 +108,7 @@ class TaskListCreateApi(APIView):
         serializer.is_valid(raise_exception=True)
         with translated_errors():
             result = services.task_enqueue(user=request.user, **serializer.validated_data)
-        context = {"deduplicated": {result.task.pk} if result.deduplicated else set()}
+        context = {"request": request, "deduplicated": {result.task.pk} if result.deduplicated else set()}
         body = TaskEnqueuedSerializer(result.task, context=context).data
         return Response(body, status=_enqueue_status(result.created))
 
@@ -134,7 +133,8 @@ class TaskBulkCreateApi(APIView):
         with translated_errors(bulk=True):
             result = services.tasks_enqueue_bulk(user=request.user, specs=specs)
         body = TaskBulkResultSerializer(
-            {"created": result.created, "tasks": result.tasks}, context={"deduplicated": result.deduplicated}
+            {"created": result.created, "tasks": result.tasks},
+            context={"request": request, "deduplicated": result.deduplicated},
         ).data
         return Response(body, status=_enqueue_status(result.created))
 
@@ -143,7 +143,7 @@ class TaskDetailApi(APIView):
     @extend_schema(operation_id="tasks_retrieve", responses={200: TaskSerializer, **error_responses(404)})
     def get(self, request: Request, pk: int) -> Response:
         """Return one of your tasks."""
-        return Response(TaskSerializer(_task_for(request, pk)).data)
+        return Response(TaskSerializer(_task_for(request, pk), context={"request": request}).data)
 
 
 class TaskCancelApi(APIView):
@@ -162,7 +162,7 @@ class TaskCancelApi(APIView):
         with translated_errors():
             outcome = services.task_cancel(task=task, by=request.user)
         code = status.HTTP_200_OK if outcome is services.CancelOutcome.CANCELLED else status.HTTP_202_ACCEPTED
-        return Response(TaskSerializer(task).data, status=code)
+        return Response(TaskSerializer(task, context={"request": request}).data, status=code)
 
 
 class TaskRetryApi(APIView):
@@ -174,7 +174,7 @@ class TaskRetryApi(APIView):
         task = _task_for(request, pk)
         with translated_errors():
             task = services.task_retry(task=task, by=request.user)
-        return Response(TaskSerializer(task).data)
+        return Response(TaskSerializer(task, context={"request": request}).data)
 
 
 class TaskStatisticsApi(APIView):
@@ -211,7 +211,6 @@ class QueueListApi(APIView):
 
 
 class QueueDetailApi(APIView):
-    parser_classes = [BoundedJSONParser]
     permission_classes = [permissions.IsAuthenticated, IsStaffOrReadOnly]
 
     @extend_schema(
@@ -253,8 +252,6 @@ def _schedule_detail(schedule: Schedule, code: int = status.HTTP_200_OK) -> Resp
 
 
 class ScheduleListCreateApi(APIView):
-    parser_classes = [BoundedJSONParser]
-
     @extend_schema(operation_id="schedules_list", responses={200: ScheduleSerializer(many=True), **error_responses()})
     def get(self, request: Request) -> Response:
         """List your schedules (staff: everyone's)."""
@@ -276,8 +273,6 @@ class ScheduleListCreateApi(APIView):
 
 
 class ScheduleDetailApi(APIView):
-    parser_classes = [BoundedJSONParser]
-
     @extend_schema(operation_id="schedules_retrieve", responses={200: ScheduleDetailSerializer, **error_responses(404)})
     def get(self, request: Request, pk: int) -> Response:
         """Return a schedule with its next 5 fire times and its last runs."""
@@ -336,4 +331,4 @@ class ScheduleRunNowApi(APIView):
         schedule = _schedule_for(request, pk)
         with translated_errors():
             task = schedules.schedule_run_now(schedule=schedule)
-        return Response(TaskSerializer(task).data, status=status.HTTP_201_CREATED)
+        return Response(TaskSerializer(task, context={"request": request}).data, status=status.HTTP_201_CREATED)

@@ -54,6 +54,17 @@ def format_error(exc: BaseException, *, limit: int = ERROR_MAX_CHARS) -> str:
     return bound_error(f"{headline}\n\n{trace}", limit=limit)
 
 
+TRACEBACK_START = "\n\nTraceback (most recent call last):"
+
+
+def without_traceback(error: str) -> str:
+    """Return the "Type: message" part of a stored error (what `format_error` put before its traceback).
+
+    Task owners see this; the traceback (server paths, code lines) is kept for staff.
+    """
+    return error.split(TRACEBACK_START, 1)[0] if error else error
+
+
 def bound_error(text: str, *, limit: int = ERROR_MAX_CHARS) -> str:
     """Cut `text` to `limit` characters, keeping its head and its tail (where the raise is)."""
     if len(text) <= limit:

@@ -27,6 +27,7 @@ from tasks.models import (
     TaskQueue,
     TaskStatus,
 )
+from tasks.outcomes import without_traceback
 from tasks.services import QUEUE_EDITABLE_FIELDS
 from tasks.specs import IDEMPOTENCY_KEY_MAX_LENGTH, ON_CONFLICT_CHOICES, ON_CONFLICT_RETURN
 
@@ -195,6 +196,18 @@ class TaskSerializer(serializers.ModelSerializer):
             "finished_at",
         )
         read_only_fields = fields
+
+    def to_representation(self, instance: TaskQueue) -> dict[str, Any]:
+        """The task; its errors without their tracebacks unless the caller is staff (context `request`)."""
+        data = super().to_representation(instance)
+        request = self.context.get("request")
+        if not getattr(getattr(request, "user", None), "is_staff", False):
+            data["error"] = without_traceback(data["error"])
+            data["attempt_errors"] = [
+                {**entry, "error": without_traceback(entry.get("error") or "")} if isinstance(entry, dict) else entry
+                for entry in data["attempt_errors"] or []
+            ]
+        return data
 
 
 class TaskEnqueuedSerializer(TaskSerializer):

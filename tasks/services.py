@@ -246,7 +246,9 @@ def _new_task(user: AbstractBaseUser | None, spec: TaskSpec, queue: QueueConfig,
         task_type=spec.task_type,
         payload=spec.payload,
         priority=spec.priority,
-        run_at=spec.run_at or now,
+        # A time in the past means "now": a task becomes runnable when it is created, no earlier, so
+        # its wait (health, metrics, queue status) and its place in the claim order (run_at) start then.
+        run_at=max(spec.run_at, now) if spec.run_at else now,
         max_attempts=spec.max_attempts or queue.max_attempts,
         idempotency_key=spec.idempotency_key,
         kind=spec.kind,

@@ -58,8 +58,12 @@ class TaskSpec:
 
 
 def payload_size(payload: Any) -> int:
-    """Return the size in bytes of `payload` as compact UTF-8 JSON."""
-    return len(json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+    """Return the size in bytes of `payload` as compact UTF-8 JSON; ValueError for NaN or an infinity.
+
+    Python's `float("inf")` (what `1e400` becomes) is not JSON: MySQL's JSON check refuses it, and
+    it must be refused here, at validation, not by the INSERT.
+    """
+    return len(json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8"))
 
 
 def nests_deeper_than(value: Any, limit: int) -> bool:
@@ -145,7 +149,7 @@ def check_spec(spec: TaskSpec, queues: dict[str, QueueConfig], *, index: int | N
         except UnicodeEncodeError:
             errors["payload"] = _("Must be valid Unicode text (no unpaired surrogates).")
         except (TypeError, ValueError):
-            errors["payload"] = _("Must contain only JSON values.")
+            errors["payload"] = _("Must contain only JSON values (finite numbers: no NaN or Infinity).")
     if errors:
         raise TaskSpecInvalid(errors, index=index)
     limit = settings.TASK_PAYLOAD_MAX_BYTES

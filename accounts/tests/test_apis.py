@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.utils import timezone
 from drf_spectacular.generators import SchemaGenerator
 from prometheus_client import REGISTRY
@@ -12,13 +14,11 @@ from rest_framework.fields import DateTimeField
 from rest_framework.test import APIClient
 
 from accounts.models import IssuedRefreshToken, TokenFamily
-from accounts.tests.helpers import ALICE_PASSWORD, bearer, claims, failures, rejection_lines
-from core.tests.both_ways import both_ways
+from accounts.tests.helpers import ALICE_PASSWORD, bearer, claims, failures, forge, rejection_lines
+from accounts.tokens import current_kid
 
 pytestmark = pytest.mark.django_db
 
-# The caller's account both ways: one shared serializer (accounts.shared_serializer) or one per request.
-me_serializer = both_ways("me_serializer")
 drf_datetime = DateTimeField().to_representation
 
 LOGIN = "/api/auth/token/"
@@ -163,8 +163,18 @@ def test_logout_all_revokes_every_session(alice):
         assert post(REFRESH, {"refresh": tokens["refresh"]}).json()["code"] == "token_revoked"
 
 
-@pytest.mark.parametrize("body", [{}, {"all": False}, {"all": True, "refresh": "x"}, {"all": "maybe"}])
-def test_logout_needs_exactly_one_of_refresh_or_all(alice, body):
+def test_logout_everywhere_naming_the_callers_own_token_means_everywhere(alice):
+    first, second = login(), login()
+
+    response = post(LOGOUT, {"refresh": first["refresh"], "all": True}, bearer(first["access"]))
+    assert post(REFRESH, {"refresh": second["refresh"]}).json()["code"] == "token_revoked"
+
+    assert response.status_code == 200
+    assert response.json() == {"revoked_sessions": 2}
+
+
+@pytest.mark.parametrize("body", [{}, {"all": False}, {"all": "maybe"}])
+def test_logout_needs_refresh_or_all(alice, body):
     tokens = login()
 
     response = post(LOGOUT, body, bearer(tokens["access"]))
@@ -188,7 +198,7 @@ def test_logout_and_me_require_a_token():
     assert APIClient().get(ME).status_code == 401
 
 
-def test_me_returns_the_caller(alice, bob, me_serializer):
+def test_me_returns_the_caller(alice, bob):
     alice.first_name, alice.last_login = "Alice", timezone.now()
     alice.save()
     body = bearer(login()["access"]).get(ME).json()
@@ -219,3 +229,45 @@ def test_the_openapi_schema_documents_bearer_auth_on_protected_endpoints():
     assert schema["components"]["securitySchemes"]["jwtAuth"]["scheme"] == "bearer"
     assert {"jwtAuth": []} in schema["paths"]["/api/auth/me/"]["get"]["security"]
     assert "security" not in schema["paths"]["/api/auth/token/"]["post"]
+
+
+# --- Hardening: odd input is a clean 400/401, never a 500 -------------------------------------
+
+
+@pytest.mark.parametrize("field", ["username", "password"])
+def test_a_login_with_an_unpaired_surrogate_is_a_400(alice, field):
+    body = {"username": "alice", "password": ALICE_PASSWORD, field: "\ud800"}
+    response = APIClient().post(LOGIN, json.dumps(body), content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid"
+    assert field in response.json()["errors"]
+
+
+@pytest.mark.parametrize("scheme", ["bearer", "BEARER", "Bearer"])
+def test_the_bearer_scheme_is_case_insensitive(alice, scheme):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"{scheme} {login()['access']}")
+
+    assert client.get(ME).status_code == 200
+
+
+def test_a_token_whose_family_belongs_to_another_user_is_refused(alice, bob):
+    bobs_family = claims(login("bob", "bob-password-1")["refresh"])["fam"]
+    payload = {**claims(login()["access"]), "fam": bobs_family}
+    forged = forge(payload, key=settings.SIMPLE_JWT["SIGNING_KEY"], headers={"kid": current_kid()})
+
+    response = bearer(forged).get(ME)
+
+    assert response.status_code == 401
+    assert response.json()["code"] == "token_invalid"
+
+
+@pytest.mark.parametrize("exp", [10**12, 10**18, 2**64])
+def test_a_token_expiring_beyond_any_calendar_is_a_401(alice, exp):
+    payload = {**claims(login()["access"]), "exp": exp}
+    forged = forge(payload, key=settings.SIMPLE_JWT["SIGNING_KEY"], headers={"kid": current_kid()})
+
+    for response in (bearer(forged).get(ME), post(VERIFY, {"token": forged})):
+        assert response.status_code == 401
+        assert response.json()["code"] == "token_invalid"

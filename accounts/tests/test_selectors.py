@@ -45,10 +45,12 @@ def test_both_lookups_find_no_one_for_a_missing_user(alice):
     assert _both(alice.pk + 1000, family) == (None, None)
 
 
-def test_a_family_of_another_user_does_not_count_as_revoked(alice, bob):
+@pytest.mark.parametrize("bob_logged_out", [False, True])
+def test_a_family_of_another_user_is_never_a_live_family_of_this_one(alice, bob, bob_logged_out):
     bobs_family = claims(session_start(user=bob).access)["fam"]
-    session_logout_all(user=bob)
+    if bob_logged_out:
+        session_logout_all(user=bob)
 
     compiled, orm = _both(alice.pk, bobs_family)
 
-    assert compiled.taskhub_family_revoked is orm.taskhub_family_revoked is False
+    assert compiled.taskhub_family_revoked is orm.taskhub_family_revoked is True

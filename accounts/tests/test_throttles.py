@@ -11,7 +11,7 @@ from rest_framework.test import APIClient
 
 from accounts.models import ThrottleWindow
 from accounts.tests.helpers import ALICE_PASSWORD
-from accounts.throttles import throttle_hit
+from accounts.throttles import normalise_username, throttle_hit
 
 pytestmark = pytest.mark.django_db
 
@@ -99,3 +99,75 @@ def test_counters_live_in_the_database_shared_by_every_process(alice, frozen_clo
         attempt("alice")
 
     assert sorted(ThrottleWindow.objects.values_list("hits", flat=True)) == [2, 2]
+
+
+@pytest.mark.parametrize("spelling", ["ｃａｒｏｌ", "carol\u200b", "CAROL", "cárol", " carol", "Ca\u0301rol"])
+def test_spellings_the_collation_deems_equal_share_the_accounts_bucket(django_user_model, frozen_clock, spelling):
+    django_user_model.objects.create_user("carol", password="carol-password-1")
+    with override_settings(REST_FRAMEWORK=rates(login="3/min")):
+        for _ in range(3):
+            attempt("carol")
+        other_spelling = attempt(spelling)
+
+    assert other_spelling.status_code == 429
+
+
+def test_normalise_username_folds_width_case_accents_and_invisible_characters():
+    forms = ["ｃａｒｏｌ", "carol\u200b", "CAROL", "cárol", "carol\u00ad", "c\u200dar\ufe0fol"]
+    assert {normalise_username(form) for form in forms} == {"carol"}
+    assert normalise_username("bob") != normalise_username("carol")
+
+
+def test_successful_logins_do_not_count_against_the_account(alice, frozen_clock):
+    with override_settings(REST_FRAMEWORK=rates(login="10/min")):
+        statuses = [attempt("alice", ALICE_PASSWORD).status_code for _ in range(11)]
+
+    assert statuses == [200] * 11
+
+
+def test_the_address_limit_still_counts_every_attempt(alice, frozen_clock):
+    with override_settings(REST_FRAMEWORK=rates(login_address="5/min")):
+        statuses = [attempt("alice", ALICE_PASSWORD).status_code for _ in range(6)]
+
+    assert statuses == [200] * 5 + [429]
+
+
+def test_failures_still_lock_the_account_at_that_address_after_successes(alice, frozen_clock):
+    with override_settings(REST_FRAMEWORK=rates(login="3/min")):
+        attempt("alice", ALICE_PASSWORD)
+        statuses = [attempt("alice").status_code for _ in range(4)]
+
+    assert statuses == [400, 400, 400, 429]
+
+
+# --- The admin's login ----------------------------------------------------------------------------
+
+
+def admin_attempt(client, username: str, password: str = "wrong", address: str = "10.0.0.1"):
+    return client.post("/admin/login/", {"username": username, "password": password}, REMOTE_ADDR=address)
+
+
+def test_the_admin_login_is_throttled_per_account_at_an_address(staff, frozen_clock, client):
+    with override_settings(REST_FRAMEWORK=rates(login="3/min")):
+        statuses = [admin_attempt(client, "staff").status_code for _ in range(3)]
+        throttled = admin_attempt(client, "staff", "staff-password-1")
+        elsewhere = admin_attempt(client, "staff", "staff-password-1", address="10.0.0.2")
+
+    assert statuses == [200, 200, 200]  # the form again, with its error
+    assert throttled.status_code == 429
+    assert throttled["Retry-After"] == "45"
+    assert elsewhere.status_code == 302
+
+
+def test_the_admin_login_is_throttled_per_address(staff, frozen_clock, client):
+    with override_settings(REST_FRAMEWORK=rates(login_address="3/min")):
+        statuses = [admin_attempt(client, f"user{i}").status_code for i in range(4)]
+
+    assert statuses == [200, 200, 200, 429]
+
+
+def test_the_admin_login_shares_its_counters_with_the_api(staff, frozen_clock, client):
+    with override_settings(REST_FRAMEWORK=rates(login="3/min")):
+        for _ in range(3):
+            attempt("staff")
+        assert admin_attempt(client, "staff", "staff-password-1").status_code == 429

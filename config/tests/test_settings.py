@@ -172,3 +172,16 @@ def test_bad_protocol_is_refused(tmp_path):
     proc = run_settings({**SECRETS, "EXTERNAL_PROTOCOL": "ftp"}, tmp_path)
     assert proc.returncode != 0
     assert "EXTERNAL_PROTOCOL" in proc.stderr
+
+
+def test_an_unknown_sql_mode_name_is_refused_at_start_up(tmp_path):
+    proc = run_settings(
+        {**SECRETS, "DATABASE_TYPE": "mysql", "MYSQL_SQL_MODE": "STRICT_TRANS_TABLES,NO_ZERO_DATES"}, tmp_path
+    )
+    assert proc.returncode != 0
+    assert "MYSQL_SQL_MODE names unknown modes 'NO_ZERO_DATES'" in proc.stderr
+
+
+def test_known_sql_mode_names_are_accepted_in_any_case(tmp_path):
+    env = {**SECRETS, "DATABASE_TYPE": "mysql", "MYSQL_SQL_MODE": "strict_trans_tables, NO_ENGINE_SUBSTITUTION"}
+    assert "strict_trans_tables" in load(env, tmp_path)["DATABASES"]["default"]["OPTIONS"]["init_command"]

@@ -23,7 +23,7 @@ def test_all_and_none_name_every_shortcut_or_none():
 
 
 def test_a_list_turns_on_exactly_the_named_shortcuts():
-    assert shortcuts.parse("reply_flags, transaction_reset") == {"reply_flags", "transaction_reset"}
+    assert shortcuts.parse("reply_flags, raw_task_sql") == {"reply_flags", "raw_task_sql"}
 
 
 def test_an_unknown_name_is_refused_naming_the_valid_ones():

@@ -1,4 +1,4 @@
-"""utf8mb4 and InnoDB everywhere: the database default, every table, every text column."""
+"""utf8mb4, one collation and InnoDB everywhere: the database default, every table, every text column."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from django.db import connection
 
 from diagnostics.checks.messages import error, ok
 from diagnostics.checks.registration import database_check
-from diagnostics.fixes.snapshot import TARGET_CHARSET, read_table_overview
+from diagnostics.fixes.snapshot import TARGET_CHARSET, read_table_overview, target_collation
 
 REMEDY_FIX_MYSQL = "Run manage.py fix_mysql to see the exact SQL and why, then manage.py fix_mysql --apply."
 MAX_LISTED = 10
@@ -24,6 +24,7 @@ def check_charsets() -> list[CheckMessage]:
         )
         database, charset, collation = cursor.fetchone()
         tables = read_table_overview(cursor)
+        target = target_collation(cursor, database_collation=collation, tables=tables)
     results = []
     if charset != TARGET_CHARSET:
         results.append(
@@ -57,8 +58,39 @@ def check_charsets() -> list[CheckMessage]:
                 check, "diagnostics.E042", f"Text columns not in utf8mb4: {_listing(other_columns)}.", REMEDY_FIX_MYSQL
             )
         )
+    results.extend(_collation_findings(check, database, collation, target, tables))
     return results or [
-        ok(check, f"Database {database}, its {len(tables)} tables and their text columns are utf8mb4 ({collation}).")
+        ok(check, f"Database {database}, its {len(tables)} tables and their text columns are utf8mb4 ({target}).")
+    ]
+
+
+def _collation_findings(check: str, database: str, collation: str, target: str, tables: list) -> list[CheckMessage]:
+    """Name the database default, each table and each text column whose collation is not `target`."""
+    # A database default not in utf8mb4 is E040; converting it sets the collation too.
+    differing = (
+        [f"database {database} ({collation})"] if collation != target and collation.startswith("utf8mb4_") else []
+    )
+    for table in tables:
+        if table.charset != TARGET_CHARSET:
+            continue  # reported above; converting it sets the collation too
+        if table.collation != target:
+            differing.append(f"{table.name} ({table.collation})")  # converting it converts its columns
+            continue
+        differing += [
+            f"{table.name}.{column.name} ({column.collation})"
+            for column in table.columns_collated_otherwise(target)
+            if column.charset == TARGET_CHARSET
+        ]
+    if not differing:
+        return []
+    return [
+        error(
+            check,
+            "diagnostics.E048",
+            f"Not in the collation {target}: {_listing(differing)}. Comparing text across collations fails "
+            "(MySQL error 1267), and sorting and unique keys disagree between tables.",
+            "Set MYSQL_COLLATION to choose another. " + REMEDY_FIX_MYSQL,
+        )
     ]
 
 

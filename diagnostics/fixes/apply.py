@@ -62,9 +62,10 @@ def apply_plan(
 def describe_fix(fix: Fix) -> str:
     """Return a short title for a fix."""
     titles = {
-        "database": "set the database default to utf8mb4",
+        "database": "set the database default to utf8mb4 and its collation",
         "engine": "move to InnoDB",
         "charset": "convert to utf8mb4",
+        "collation": "convert to the database's collation",
         "foreign_key": "add the foreign key",
         "global": "set the global variable",
     }

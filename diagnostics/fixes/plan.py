@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from graphlib import CycleError, TopologicalSorter
 
 from diagnostics.fixes.safety import charset_blockers, engine_blockers
-from diagnostics.fixes.snapshot import TARGET_CHARSET, TARGET_COLLATION, Snapshot, Table, quote
+from diagnostics.fixes.snapshot import TARGET_CHARSET, Snapshot, Table, quote
 
 BUFFER_POOL_BYTES = 256 * 1024 * 1024
 MAX_CONNECTIONS = 150
@@ -16,7 +16,7 @@ STRICT_MODES = frozenset({"STRICT_TRANS_TABLES", "STRICT_ALL_TABLES"})
 
 @dataclass(frozen=True)
 class Fix:
-    kind: str  # database, engine, charset, foreign_key, global
+    kind: str  # database, engine, charset, collation, foreign_key, global
     target: str
     reason: str
     sql: tuple[str, ...]
@@ -41,27 +41,28 @@ class Plan:
 
 
 def build_plan(snapshot: Snapshot, *, set_globals: bool = False, sql_mode: str = "") -> Plan:
-    """Return the fixes that bring the database to utf8mb4/InnoDB (and the globals, if asked).
+    """Return the fixes that bring the database to utf8mb4/InnoDB and one collation (and the globals, if asked).
 
-    1. The database default, so tables created later are utf8mb4 too.
+    1. The database default, so tables created later are utf8mb4 in the same collation too.
     2. Tables, parents before children: engine first (InnoDB's key limits are what utf8mb4
-       needs), then the character set. A table that cannot be converted safely is skipped.
+       needs), then the character set and collation (`snapshot.target_collation`, for the table
+       and each text column: mixed collations make comparisons across them fail, MySQL error
+       1267). A table that cannot be converted safely is skipped.
     3. Foreign keys the models declare but the tables lack (MyISAM dropped them), once both
        tables are InnoDB and no row points at nothing.
     4. With `set_globals`, the recommended server variables that differ.
     """
     fixes: list[Fix] = []
     skipped: list[Skip] = []
-    if snapshot.charset != TARGET_CHARSET:
+    target = snapshot.target_collation
+    if snapshot.charset != TARGET_CHARSET or snapshot.collation != target:
         fixes.append(
             Fix(
                 "database",
                 snapshot.database,
-                f"the database defaults to {snapshot.charset}: tables created later (new migrations) would be too",
-                (
-                    f"ALTER DATABASE {quote(snapshot.database)} CHARACTER SET {TARGET_CHARSET} "
-                    f"COLLATE {TARGET_COLLATION}",
-                ),
+                f"the database defaults to {snapshot.collation} ({snapshot.charset}), not {target}: tables created "
+                "later (new migrations) would be too",
+                (f"ALTER DATABASE {quote(snapshot.database)} CHARACTER SET {TARGET_CHARSET} COLLATE {target}",),
             )
         )
     innodb_after: set[str] = set()
@@ -103,6 +104,11 @@ def _plan_table(table: Table, snapshot: Snapshot, fixes: list[Fix], skipped: lis
                 table.rows,
             )
         )
+    target = snapshot.target_collation
+    convert = (
+        f"ALTER TABLE {quote(table.name)} CONVERT TO CHARACTER SET {TARGET_CHARSET} COLLATE {target}",
+        *_json_columns_restored(table),
+    )
     if table.needs_charset_conversion:
         blockers = charset_blockers(table, snapshot)
         if blockers:
@@ -114,13 +120,23 @@ def _plan_table(table: Table, snapshot: Snapshot, fixes: list[Fix], skipped: lis
                     table.name,
                     f"{_charsets(table)} cannot store every character (emoji, much of CJK): such text fails "
                     "or turns into '?'; its existing text is re-encoded unchanged",
-                    (
-                        f"ALTER TABLE {quote(table.name)} CONVERT TO CHARACTER SET {TARGET_CHARSET} "
-                        f"COLLATE {TARGET_COLLATION}",
-                    ),
+                    convert,
                     table.rows,
                 )
             )
+    elif table.collation_differs(target):
+        fixes.append(
+            Fix(
+                "collation",
+                table.name,
+                f"{_collations(table, target)} differ(s) from the database's {target}: comparing text across "
+                "tables fails (MySQL error 1267) and sorting and unique keys disagree; the text is unchanged "
+                "(if two values of a unique key become equal under the new collation, the statement fails "
+                "and changes nothing)",
+                convert,
+                table.rows,
+            )
+        )
     return True
 
 
@@ -194,6 +210,25 @@ def parents_first(snapshot: Snapshot) -> list[Table]:
     except CycleError:
         order = sorted(graph)  # a cycle cannot be ordered; each statement is atomic either way
     return [by_name[name] for name in order]
+
+
+def _json_columns_restored(table: Table) -> tuple[str, ...]:
+    """Return the statement that gives MariaDB JSON columns back their utf8mb4_bin (CONVERT TO changes them too)."""
+    if not table.json_columns:
+        return ()
+    columns = ", ".join(
+        f"MODIFY {quote(column.name)} {column.column_type or 'longtext'} CHARACTER SET {TARGET_CHARSET} "
+        f"COLLATE {TARGET_CHARSET}_bin {'NULL' if column.nullable else 'NOT NULL'} "
+        f"CHECK (json_valid({quote(column.name)}))"
+        for column in table.json_columns
+    )
+    return (f"ALTER TABLE {quote(table.name)} {columns}",)
+
+
+def _collations(table: Table, target: str) -> str:
+    found = [f"table {table.collation}"] if table.collation != target else []
+    found += [f"{column.name} {column.collation}" for column in table.columns_collated_otherwise(target)]
+    return ", ".join(found)
 
 
 def _charsets(table: Table) -> str:

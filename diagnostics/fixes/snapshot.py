@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -11,7 +12,8 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from diagnostics.schema import missing_foreign_keys
 
 TARGET_CHARSET = "utf8mb4"
-TARGET_COLLATION = "utf8mb4_unicode_ci"
+# The collation when neither MYSQL_COLLATION nor a utf8mb4 database default names one.
+FALLBACK_COLLATION = "utf8mb4_unicode_ci"
 # Every character of these fits utf8mb4 unchanged, so their data needs no round-trip probe.
 SUBSET_CHARSETS = frozenset({"utf8mb4", "utf8mb3", "utf8"})
 RECOMMENDED_GLOBALS = ("innodb_buffer_pool_size", "max_connections", "wait_timeout", "interactive_timeout", "sql_mode")
@@ -25,6 +27,12 @@ class Column:
     charset: str | None
     max_chars: int | None = None
     numeric_precision: int | None = None
+    collation: str | None = None
+    # MariaDB's JSON: LONGTEXT in utf8mb4_bin with a json_valid() CHECK. Binary by design (JSON
+    # compares byte-wise): never part of the one-collation rule, and restored after CONVERT TO.
+    json: bool = False
+    nullable: bool = True
+    column_type: str = ""
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,18 @@ class Table:
             column.charset not in (None, TARGET_CHARSET) for column in self.columns
         )
 
+    def collation_differs(self, target: str) -> bool:
+        """Return True when the table or one of its text columns (JSON aside) does not use the `target` collation."""
+        return self.collation != target or bool(self.columns_collated_otherwise(target))
+
+    def columns_collated_otherwise(self, target: str) -> list[Column]:
+        """Return the text columns (JSON aside) whose collation is not `target`."""
+        return [column for column in self.columns if column.collation not in (None, target) and not column.json]
+
+    @property
+    def json_columns(self) -> list[Column]:
+        return [column for column in self.columns if column.json]
+
     def column(self, name: str) -> Column | None:
         return next((column for column in self.columns if column.name == name), None)
 
@@ -85,6 +105,8 @@ class Snapshot:
     account: str = ""
     # Bytes per character of each character set (latin1 1, utf8mb3 3, utf8mb4 4, …).
     charset_maxlen: dict[str, int] = field(default_factory=lambda: {"utf8mb4": 4})
+    # The one collation every table and text column should use (`target_collation`).
+    target_collation: str = FALLBACK_COLLATION
 
 
 def take_snapshot(connection: BaseDatabaseWrapper) -> Snapshot:
@@ -108,6 +130,7 @@ def take_snapshot(connection: BaseDatabaseWrapper) -> Snapshot:
         account, privileges = _account_privileges(cursor)
         dynamic = _buffer_pool_dynamic(cursor, connection)
         maxlen = dict(_all(cursor, "SELECT CHARACTER_SET_NAME, MAXLEN FROM information_schema.CHARACTER_SETS"))
+        target = target_collation(cursor, database_collation=collation, tables=tables)
     name = "MariaDB" if connection.mysql_is_mariadb else "MySQL"
     return Snapshot(
         database=database,
@@ -122,7 +145,36 @@ def take_snapshot(connection: BaseDatabaseWrapper) -> Snapshot:
         can_set_globals=bool(privileges & SET_GLOBAL_PRIVILEGES) or "ALL PRIVILEGES" in privileges,
         account=account,
         charset_maxlen=maxlen,
+        target_collation=target,
     )
+
+
+def target_collation(
+    cursor, *, database_collation: str, tables: Iterable[Table] = (), configured: str | None = None
+) -> str:
+    """Return the collation for every table and text column.
+
+    `MYSQL_COLLATION` when set; else the database's default when it is a utf8mb4 one; else the
+    utf8mb4 collation most tables already use (the least to convert); else the server's default
+    utf8mb4 collation (MariaDB utf8mb4_general_ci, MySQL 8 utf8mb4_0900_ai_ci).
+    """
+    if configured is None:
+        from django.conf import settings
+
+        configured = getattr(settings, "MYSQL_COLLATION", "")
+    if configured:
+        return configured
+    if (database_collation or "").startswith(f"{TARGET_CHARSET}_"):
+        return database_collation
+    in_use = Counter(table.collation for table in tables if table.charset == TARGET_CHARSET)
+    if in_use:
+        return in_use.most_common(1)[0][0]
+    rows = _all(
+        cursor,
+        "SELECT DEFAULT_COLLATE_NAME FROM information_schema.CHARACTER_SETS WHERE CHARACTER_SET_NAME = %s",
+        [TARGET_CHARSET],
+    )
+    return str(rows[0][0]) if rows else FALLBACK_COLLATION
 
 
 def read_table_overview(cursor) -> list[Table]:
@@ -141,14 +193,35 @@ def read_table_overview(cursor) -> list[Table]:
             "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME",
         )
     ]
+    json_checked = _json_checked_columns(cursor)
     columns: dict[str, list[Column]] = defaultdict(list)
-    for table, *values in _all(
+    for table, name, data_type, charset, chars, precision, collation, nullable, column_type in _all(
         cursor,
-        "SELECT TABLE_NAME, COLUMN_NAME, DATA_TYPE, CHARACTER_SET_NAME, CHARACTER_MAXIMUM_LENGTH, NUMERIC_PRECISION "
-        "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() ORDER BY TABLE_NAME, ORDINAL_POSITION",
+        "SELECT TABLE_NAME, COLUMN_NAME, DATA_TYPE, CHARACTER_SET_NAME, CHARACTER_MAXIMUM_LENGTH, NUMERIC_PRECISION, "
+        "COLLATION_NAME, IS_NULLABLE, COLUMN_TYPE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() "
+        "ORDER BY TABLE_NAME, ORDINAL_POSITION",
     ):
-        columns[table].append(Column(*values))
+        is_json = (table, name) in json_checked and collation == f"{TARGET_CHARSET}_bin"
+        columns[table].append(
+            Column(name, data_type, charset, chars, precision, collation, is_json, nullable == "YES", column_type)
+        )
     return [replace(table, columns=tuple(columns[table.name])) for table in tables]
+
+
+def _json_checked_columns(cursor) -> set[tuple[str, str]]:
+    """Return the (table, column) pairs MariaDB declared as JSON (a `json_valid(col)` column CHECK).
+
+    MySQL 8 has a native JSON type without a collation, and a CHECK_CONSTRAINTS view without
+    TABLE_NAME: nothing to find there.
+    """
+    if not getattr(getattr(cursor, "db", None), "mysql_is_mariadb", False):
+        return set()
+    rows = _all(
+        cursor,
+        "SELECT TABLE_NAME, CONSTRAINT_NAME, CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS "
+        "WHERE CONSTRAINT_SCHEMA = DATABASE() AND LEVEL = 'Column'",
+    )
+    return {(table, name) for table, name, clause in rows if clause == f"json_valid({quote(name)})"}
 
 
 def _read_tables(cursor) -> list[Table]:

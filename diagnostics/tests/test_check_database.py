@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from io import StringIO
+
 import pytest
 from django.core.checks import ERROR, INFO, WARNING
 from django.core.management import call_command
@@ -35,11 +37,13 @@ def scratch_tables(db):
             "diagnostics.E041",
         ),
         (
-            "CREATE TABLE diag_check_t (id INT PRIMARY KEY, body VARCHAR(50)) ENGINE=MyISAM CHARSET=utf8mb4",
+            "CREATE TABLE diag_check_t (id INT PRIMARY KEY, body VARCHAR(50)) ENGINE=MyISAM CHARSET=utf8mb4 "
+            "COLLATE=utf8mb4_unicode_ci",
             "diagnostics.E043",
         ),
         (
-            "CREATE TABLE diag_check_t (id INT PRIMARY KEY, body VARCHAR(50) CHARACTER SET latin1) CHARSET=utf8mb4",
+            "CREATE TABLE diag_check_t (id INT PRIMARY KEY, body VARCHAR(50) CHARACTER SET latin1) CHARSET=utf8mb4 "
+            "COLLATE=utf8mb4_unicode_ci",
             "diagnostics.E042",
         ),
     ],
@@ -222,3 +226,35 @@ def test_time_zone_tables_are_needed_only_when_time_zone_differs_from_the_connec
     assert by_id(timezones.check_time_zone_tables(databases=DEFAULT_DATABASE)) == expected
     settings.USE_TZ = False
     assert timezones.time_zone_tables_needed() is False
+
+
+@mysql
+@pytest.mark.django_db(transaction=True)
+def test_tables_and_columns_in_another_collation_are_named_then_fix_mysql_converts_them(scratch_tables):
+    scratch_tables += ["diag_general", "diag_column"]
+    execute(
+        "CREATE TABLE diag_general (id INT PRIMARY KEY, body VARCHAR(50)) CHARSET=utf8mb4 COLLATE=utf8mb4_general_ci"
+    )
+    execute(
+        "CREATE TABLE diag_column (id INT PRIMARY KEY, body VARCHAR(50) COLLATE utf8mb4_bin, doc JSON) "
+        "CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci"
+    )
+
+    results = charsets.check_charsets(databases=DEFAULT_DATABASE)
+
+    assert by_id(results) == {"diagnostics.E048": ERROR}
+    message = results[0].msg
+    assert "diag_general (utf8mb4_general_ci)" in message and "diag_column.body (utf8mb4_bin)" in message
+    assert "diag_general.body" not in message  # the table is named, its columns go with it
+    assert "task_queue" not in message and "diag_column.doc" not in message  # MariaDB's JSON is utf8mb4_bin
+
+    call_command("fix_mysql", "--apply", stdout=StringIO())
+    assert by_id(charsets.check_charsets(databases=DEFAULT_DATABASE)) == {}
+    collations = execute(
+        "SELECT DISTINCT COLLATION_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() "
+        "AND TABLE_NAME IN ('diag_general', 'diag_column') AND COLLATION_NAME IS NOT NULL"
+    )
+    expected = {connection.settings_dict["TEST"]["COLLATION"]} | (
+        {"utf8mb4_bin"} if connection.mysql_is_mariadb else set()
+    )
+    assert {collation for (collation,) in collations} == expected  # the JSON column keeps its binary collation

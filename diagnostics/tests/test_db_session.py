@@ -10,14 +10,9 @@ from prometheus_client import REGISTRY
 
 from core.db import reply_flags
 from core.db.session import ensure_clean_session, handle_database_error, server_in_transaction, under_test_transaction
-from core.db.transaction_reset import forget_atomic_blocks
-from core.tests.both_ways import both_ways
 from tasks.models import QueueConfig
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-# Abandoned atomic blocks both ways: rolled back and forgotten by hand, or closed and reconnected.
-transaction_reset = both_ways("transaction_reset")
 
 
 @pytest.fixture(autouse=True)
@@ -52,8 +47,8 @@ def _connection_id() -> int:
 
 
 @pytest.mark.parametrize("depth", [1, 3], ids=["one block", "nested blocks"])
-def test_an_abandoned_atomic_block_is_rolled_back_and_logged(caplog, transaction_reset, depth):
-    before = _connection_id()
+def test_an_abandoned_atomic_block_is_rolled_back_and_logged(caplog, depth):
+    before, reconnects = _connection_id(), _reconnects()
     for _ in range(depth):
         transaction.atomic().__enter__()
     QueueConfig.objects.create(name="never-committed")
@@ -64,8 +59,10 @@ def test_an_abandoned_atomic_block_is_rolled_back_and_logged(caplog, transaction
     assert connection.get_autocommit()
     assert not connection.in_atomic_block
     assert not QueueConfig.objects.filter(name="never-committed").exists()
-    # Kept (rolled back by hand) with the shortcut; closed and opened again without it.
-    assert (_connection_id() == before) is transaction_reset
+    # Closed (the server rolls back) and opened again.
+    assert _reconnects() == reconnects + 1
+    if connection.vendor == "mysql":
+        assert _connection_id() != before
     with transaction.atomic():
         QueueConfig.objects.create(name="committed-afterwards")
     assert QueueConfig.objects.filter(name="committed-afterwards").exists()
@@ -91,7 +88,7 @@ def _refuse_to_connect(*args, **kwargs):
     raise OperationalError(2003, "Can't connect to MySQL server")
 
 
-def test_an_abandoned_atomic_block_on_a_database_that_went_away_is_dropped(transaction_reset, monkeypatch):
+def test_an_abandoned_atomic_block_on_a_database_that_went_away_is_dropped(monkeypatch):
     transaction.atomic().__enter__()
     QueueConfig.objects.count()
     connections["default"].connection = _GoneAway(connection.connection)
@@ -125,8 +122,8 @@ def test_closing_alone_leaves_django_refusing_queries_until_the_block_exits():
     assert QueueConfig.objects.count() >= 0
 
 
-def test_forgetting_atomic_blocks_by_hand_leaves_the_state_a_new_connection_has():
-    """Pins the hand edit to Django: an attribute it adds or renames makes this fail loudly."""
+def test_leaving_abandoned_atomic_blocks_leaves_the_state_a_new_connection_has():
+    """The reconnect leaves Django's wrapper outside every block, as a fresh connection is."""
     connection.close()
     connection.ensure_connection()
     fresh = _transaction_state()
@@ -138,9 +135,7 @@ def test_forgetting_atomic_blocks_by_hand_leaves_the_state_a_new_connection_has(
     transaction.set_rollback(True)
     assert _transaction_state() != fresh
 
-    connection.connection.rollback()
-    forget_atomic_blocks(connection)
-    connection.set_autocommit(True)
+    assert ensure_clean_session(context_id="req-fresh") is True
 
     assert _transaction_state() == fresh
     assert not QueueConfig.objects.filter(name="never-committed").exists()

@@ -23,7 +23,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 
 from diagnostics.checks.secrets import is_placeholder
-from diagnostics.health import HealthView
+from diagnostics.health import HealthView, QueueHealthView
 from diagnostics.tests import deploy_guide as guide
 from diagnostics.tests.deploy_guide import BASE_DIR, GUIDES, INSTALL_DIR
 
@@ -221,7 +221,7 @@ def test_every_log_marker_is_in_both_guides_verbatim():
 def test_every_metric_series_and_health_check_is_in_both_guides():
     series = guide.metric_names()
     assert "taskhub_db_forced_rollbacks_total" in series and "taskhub_queue_tasks" in series
-    checks = {name.rsplit(".", 1)[1] for name in HealthView.checks}
+    checks = {name.rsplit(".", 1)[1] for name in (*HealthView.checks, *QueueHealthView.checks)}
     for path in GUIDES:
         text = path.read_text()
         assert {name for name in series if f"`{name}`" not in text} == set(), path.name

@@ -228,3 +228,47 @@ def test_a_buffer_pool_that_is_not_dynamic_is_left_to_my_cnf():
 def test_fix_mysql_refuses_to_run_on_sqlite():
     with pytest.raises(CommandError, match="works on MySQL/MariaDB; the configured database is sqlite"):
         call_command("fix_mysql", "--apply")
+
+
+# --- One collation everywhere ---------------------------------------------------------------------
+
+
+def collated(name: str, collation: str, *columns: Column) -> Table:
+    return replace(table(name, columns=columns or (Column("id", "int", None),)), collation=collation)
+
+
+def test_tables_in_another_utf8mb4_collation_are_converted_to_the_databases():
+    plan = build_plan(
+        snapshot(
+            collated("task_queue", "utf8mb4_unicode_ci"),
+            collated("auth_user", "utf8mb4_general_ci"),
+            target_collation="utf8mb4_unicode_ci",
+        )
+    )
+    assert kinds(plan) == [("collation", "auth_user")]
+    assert plan.fixes[0].sql == ("ALTER TABLE `auth_user` CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci",)
+    assert "utf8mb4_general_ci" in plan.fixes[0].reason and "1267" in plan.fixes[0].reason
+
+
+def test_a_column_in_another_collation_is_converted_with_its_table():
+    odd = Column("name", "varchar", "utf8mb4", 20, collation="utf8mb4_bin")
+    plan = build_plan(snapshot(collated("queue_config", "utf8mb4_unicode_ci", odd)))
+    assert kinds(plan) == [("collation", "queue_config")]
+    assert "name utf8mb4_bin" in plan.fixes[0].reason
+
+
+def test_the_target_collation_is_the_database_default_and_the_database_follows_it():
+    plan = build_plan(
+        snapshot(
+            collated("task_queue", "utf8mb4_unicode_ci"),
+            collation="utf8mb4_unicode_ci",
+            target_collation="utf8mb4_0900_ai_ci",  # MYSQL_COLLATION on MySQL 8
+        )
+    )
+    assert kinds(plan) == [("database", "taskhub"), ("collation", "task_queue")]
+    assert plan.fixes[0].sql == ("ALTER DATABASE `taskhub` CHARACTER SET utf8mb4 COLLATE utf8mb4_0900_ai_ci",)
+
+
+def test_latin1_tables_are_converted_to_the_target_collation():
+    plan = build_plan(snapshot(table("legacy", charset="latin1"), target_collation="utf8mb4_general_ci"))
+    assert plan.fixes[-1].sql == ("ALTER TABLE `legacy` CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci",)

@@ -94,6 +94,7 @@ EXAMPLES_PER_OPERATION = 25
 # documented 400/413 instead.
 
 
+@pytest.mark.fuzz
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
 def test_schemathesis_finds_no_server_error_and_no_schema_violation(wsgi_schema, staff, alice, default_queue, mode):
     headers = {"Authorization": f"Bearer {session_start(user=staff).access}"}
@@ -128,3 +129,14 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(wsgi_schema,
                 case.call_and_validate(headers=headers, excluded_checks=[positive_data_acceptance])
 
             run()
+
+
+@pytest.mark.fuzz
+def test_the_schema_is_true_for_an_account_without_an_email_address(wsgi_schema, django_user_model):
+    nobody = django_user_model.objects.create_user("no-mail", password="no-mail-password-1")
+    assert nobody.email == ""
+    headers = {"Authorization": f"Bearer {session_start(user=nobody).access}"}
+    operation = wsgi_schema["/api/auth/me/"]["GET"]
+
+    case = operation.Case(headers=headers)
+    case.call_and_validate(headers=headers)

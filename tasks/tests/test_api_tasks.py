@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 
 from tasks.models import QueueConfig, TaskQueue, TaskStatus, TaskStatusCount
+from tasks.outcomes import format_error
 from tasks.tests.factories import finished_fields, make_task
 
 pytestmark = pytest.mark.django_db
@@ -201,3 +203,31 @@ def test_every_task_endpoint_needs_a_token(api_client, alice):
         assert "code" in response.json()
     assert QueueConfig.objects.filter(name="default").exists()
     assert TaskQueue.objects.count() == 1
+
+
+def _failed_with_a_traceback(owner):
+    try:
+        raise ValueError("the input was odd")
+    except ValueError as exc:
+        error = format_error(exc)
+    attempt = {"attempt": 1, "worker": "w", "exception": "builtins.ValueError", "error": error, "started_at": None}
+    return make_task(owner, error=error, attempt_errors=[attempt], **finished_fields(TaskStatus.FAILED))
+
+
+def test_the_owner_sees_the_exception_but_not_the_traceback(client_for, alice):
+    task = _failed_with_a_traceback(alice)
+
+    api = client_for(alice)
+    for body in (api.get(f"/api/tasks/{task.pk}/").json(), api.get("/api/tasks/").json()["results"][0]):
+        assert body["error"] == "ValueError: the input was odd"
+        assert body["attempt_errors"][0]["error"] == "ValueError: the input was odd"
+        assert "Traceback" not in json.dumps(body) and __file__ not in json.dumps(body)
+
+
+def test_staff_see_the_whole_traceback(client_for, alice, staff):
+    task = _failed_with_a_traceback(alice)
+
+    body = client_for(staff).get(f"/api/tasks/{task.pk}/").json()
+
+    assert body["error"].startswith("ValueError: the input was odd\n\nTraceback (most recent call last):")
+    assert "Traceback" in body["attempt_errors"][0]["error"]

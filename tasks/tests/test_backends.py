@@ -384,9 +384,10 @@ def test_the_admin_shows_a_django_tasks_dotted_path(admin_client, default_queue)
     assert "tasks.tests.djtasks.add" in changelist
 
 
-def test_a_deferred_run_after_in_the_past_is_accepted(default_queue):
+def test_a_deferred_run_after_in_the_past_is_accepted_and_runnable_from_its_creation(default_queue):
     past = datetime(2020, 1, 1, tzinfo=UTC)
-    assert row_of(djtasks.add.using(run_after=past).enqueue(1, 1)).run_at == past
+    row = row_of(djtasks.add.using(run_after=past).enqueue(1, 1))
+    assert row.run_at == row.created_at  # not years late, and not ahead of older tasks
 
 
 def test_a_paused_queue_still_takes_tasks(default_queue):

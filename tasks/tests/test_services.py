@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 from django.core.exceptions import ValidationError
-from django.db import connection
+from django.db import IntegrityError, connection
 from django.test.utils import CaptureQueriesContext
 
 from core.tests.both_ways import both_ways
@@ -298,3 +298,28 @@ def test_one_request_with_two_keys_the_database_deems_equal_is_refused(alice, de
         services.tasks_enqueue_bulk(user=alice, specs=specs)
     assert "idempotency_key" in caught.value.errors
     assert not TaskQueue.objects.exists()
+
+
+@pytest.mark.parametrize("number", [math.inf, -math.inf, math.nan])
+def test_a_payload_number_no_database_can_store_is_refused_at_validation(alice, default_queue, number):
+    with pytest.raises(TaskSpecInvalid) as refused:
+        services.task_enqueue(user=alice, task_type="echo", payload={"x": [number]}, idempotency_key="k")
+
+    assert set(refused.value.errors) == {"payload"}
+    assert not TaskQueue.objects.exists()
+
+
+@pytest.mark.parametrize("keys", [("a",), ("a", "b")])
+def test_an_integrity_error_other_than_the_key_is_raised_not_taken_for_a_race(alice, default_queue, monkeypatch, keys):
+    calls = []
+
+    def fail(**kwargs):
+        calls.append(1)
+        raise IntegrityError(4025, "CONSTRAINT `task_queue.payload` failed for `test`.`task_queue`")
+
+    monkeypatch.setattr(services, "_insert_specs", fail)
+    specs = [TaskSpec(task_type="echo", idempotency_key=key) for key in keys]
+
+    with pytest.raises(IntegrityError):
+        services.tasks_enqueue_bulk(user=alice, specs=specs)
+    assert len(calls) == 1
