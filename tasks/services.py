@@ -399,6 +399,9 @@ def task_build(*, user_id: int, spec: TaskSpec) -> TaskQueue:
     checked = check_spec(spec, queues)
     task = _new_task(None, checked, queues[checked.queue], timezone.now())
     task.owner_id = user_id
+    if checked.run_at is not None:
+        # A schedule's task runs at the fire time it was created for, even a moment past (issue #15).
+        task.run_at = checked.run_at
     return task
 
 
