@@ -212,22 +212,7 @@ class ScheduleForm(forms.ModelForm):
 
     class Meta:
         model = Schedule
-        fields = (
-            "owner",
-            "name",
-            "cron",
-            "interval_seconds",
-            "timezone",
-            "kind",
-            "task_type",
-            "payload",
-            "queue",
-            "priority",
-            "max_attempts",
-            "overlap",
-            "misfire",
-            "is_paused",
-        )
+        fields = ("owner", *schedule_services.SCHEDULE_FIELDS)
         help_texts = {
             "task_type": _("A registered handler, or (kind Django task) a @task's dotted path."),
             "payload": _('A handler\'s payload, or a Django task\'s {"args": [...], "kwargs": {...}}.'),

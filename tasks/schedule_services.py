@@ -34,12 +34,13 @@ NAME_CONSTRAINT = "task_schedule_owner_name_uniq"
 NAME_MAX_LENGTH = 100
 INTERVAL_MAX_SECONDS = 366 * 24 * 3600
 LAST_RUNS = 10
-# The fields a caller sets; the timing ones move the next fire time when they change.
-EDITABLE_FIELDS = (
+# What describes a schedule, in the order the admin and the API show it.
+SCHEDULE_FIELDS = (
     "name",
     "cron",
     "interval_seconds",
     "timezone",
+    "kind",
     "task_type",
     "payload",
     "queue",
@@ -49,6 +50,8 @@ EDITABLE_FIELDS = (
     "misfire",
     "is_paused",
 )
+# The fields a caller sets (the kind follows from the task); the timing ones move the next fire time.
+EDITABLE_FIELDS = tuple(name for name in SCHEDULE_FIELDS if name != "kind")
 TIMING_FIELDS = {"cron", "interval_seconds", "timezone", "is_paused"}
 DEFAULTS: dict[str, Any] = {
     "cron": "",

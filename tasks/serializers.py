@@ -28,6 +28,7 @@ from tasks.models import (
     TaskStatus,
 )
 from tasks.outcomes import without_traceback
+from tasks.schedule_services import SCHEDULE_FIELDS
 from tasks.services import QUEUE_EDITABLE_FIELDS
 from tasks.specs import IDEMPOTENCY_KEY_MAX_LENGTH, ON_CONFLICT_CHOICES, ON_CONFLICT_RETURN
 
@@ -357,27 +358,7 @@ class ScheduleSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Schedule
-        fields = (
-            "id",
-            "owner",
-            "name",
-            "cron",
-            "interval_seconds",
-            "timezone",
-            "kind",
-            "task_type",
-            "payload",
-            "queue",
-            "priority",
-            "max_attempts",
-            "overlap",
-            "misfire",
-            "is_paused",
-            "next_fire_at",
-            "last_fired_at",
-            "created_at",
-            "updated_at",
-        )
+        fields = ("id", "owner", *SCHEDULE_FIELDS, "next_fire_at", "last_fired_at", "created_at", "updated_at")
         read_only_fields = fields
 
 

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections import Counter
 
 import pytest
-from django.db import IntegrityError, connection, transaction
-from rest_framework.test import APIClient
+from django.db import IntegrityError, transaction
 
-from accounts.services import session_start
 from core.tests.both_ways import both_ways
 from tasks import queue_cache, services
 from tasks.errors import TaskStateConflict
 from tasks.models import QueueConfig, TaskQueue, TaskStatus
 from tasks.specs import TaskSpec
 from tasks.tests.factories import finished_fields, make_task
+from tasks.tests.test_api_concurrency import POSTERS, race
 
 raw_task_sql = both_ways("raw_task_sql")
 
@@ -144,40 +142,6 @@ def test_bulk_marks_the_existing_tasks_deduplicated(alice_api, default_queue):
     answer = alice_api.post("/api/tasks/bulk/", body, format="json")
     assert answer.status_code == 201
     assert [task["deduplicated"] for task in answer.json()["tasks"]] == [True, False]
-
-
-POSTERS = 20
-
-
-def race(user, body: dict) -> list[tuple[int, dict]]:
-    """POST `body` from POSTERS threads at once, each on its own connection; return the answers."""
-    token = f"Bearer {session_start(user=user).access}"
-    start = threading.Barrier(POSTERS, timeout=60)
-    answers: list[tuple[int, dict]] = []
-    errors: list[BaseException] = []
-    lock = threading.Lock()
-
-    def post() -> None:
-        try:
-            client = APIClient()
-            client.credentials(HTTP_AUTHORIZATION=token)
-            start.wait()
-            response = client.post("/api/tasks/", json.dumps(body), content_type="application/json")
-            with lock:
-                answers.append((response.status_code, response.json()))
-        except BaseException as exc:  # surfaced below: a thread's failure must fail the test
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=post) for _ in range(POSTERS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not errors, errors
-    assert not any(thread.is_alive() for thread in threads)
-    return answers
 
 
 @pytest.mark.django_db(transaction=True)
