@@ -283,7 +283,7 @@ def _insert_specs(
     now = timezone.now()
     new: list[TaskQueue] = []
     answers: list[TaskQueue] = []
-    superseding = 0  # new tasks inserted beside a running holder (`supersede_and_enqueue`)
+    superseding: list[tuple[TaskQueue, TaskQueue]] = []  # (running holder, the new task that takes its key)
     for spec in specs:
         if spec.idempotency_key is not None and spec.idempotency_key in by_key:
             answers.append(by_key[spec.idempotency_key])
@@ -301,9 +301,7 @@ def _insert_specs(
             elif not transitions.replace_pending(holder, payload=spec.payload, run_at=run_at, priority=spec.priority):
                 raise IntegrityError(f"{UNIQUE_KEY_CONSTRAINT}: its holder was claimed meanwhile")
         elif holder is not None:
-            if not transitions.supersede_and_enqueue(holder, task):
-                raise IntegrityError(f"{UNIQUE_KEY_CONSTRAINT}: its holder finished meanwhile")
-            superseding += 1
+            superseding.append((holder, task))  # written after the quota check: the holder stays active
         else:
             new.append(task)
         if spec.unique_key is not None:
@@ -311,9 +309,13 @@ def _insert_specs(
         if spec.idempotency_key is not None:
             by_key[spec.idempotency_key] = task
         answers.append(task)
-    _check_quotas(user_id=user.pk, tasks=new)
+    # A task superseding a running holder adds one active task to the owner's count, as a new one does.
+    _check_quotas(user_id=user.pk, tasks=[*new, *(task for _, task in superseding)])
+    for holder, task in superseding:
+        if not transitions.supersede_and_enqueue(holder, task):
+            raise IntegrityError(f"{UNIQUE_KEY_CONSTRAINT}: its holder finished meanwhile")
     transitions.enqueue(new)
-    return BulkEnqueueResult(tasks=answers, created=len(new) + superseding, deduplicated=frozenset(existed))
+    return BulkEnqueueResult(tasks=answers, created=len(new) + len(superseding), deduplicated=frozenset(existed))
 
 
 # What enqueueing reads of a queue.

@@ -10,7 +10,7 @@ from django.db import IntegrityError, transaction
 
 from core.tests.both_ways import both_ways
 from tasks import queue_cache, services
-from tasks.errors import TaskStateConflict
+from tasks.errors import QuotaExceeded, TaskStateConflict
 from tasks.models import QueueConfig, TaskQueue, TaskStatus
 from tasks.specs import TaskSpec
 from tasks.tests.factories import finished_fields, make_task
@@ -93,6 +93,27 @@ class TestService:
         finally:
             queue_cache.forget()  # the per-process cache outlives this test's transaction
         assert (second.created, second.deduplicated, second.task.pk) == (False, True, first.task.pk)
+
+    @pytest.mark.parametrize("bulk", [False, True])
+    def test_replacing_a_running_holder_counts_against_the_quota(self, alice, default_queue, bulk):
+        # The superseded holder keeps running: the task that takes its key is one more active task.
+        QueueConfig.objects.filter(pk=default_queue.pk).update(max_active_per_user=2)
+        queue_cache.forget()
+        try:
+            holder = enqueue(alice, unique_key="k", payload={"v": 1}).task
+            TaskQueue.objects.filter(pk=holder.pk).update(status=TaskStatus.RUNNING)
+            enqueue(alice)  # two active: the quota is full
+            with pytest.raises(QuotaExceeded):
+                if bulk:
+                    spec = TaskSpec(task_type="echo", unique_key="k", payload={"v": 2}, on_conflict="replace")
+                    services.tasks_enqueue_bulk(user=alice, specs=[spec])
+                else:
+                    enqueue(alice, unique_key="k", payload={"v": 2}, on_conflict="replace")
+        finally:
+            queue_cache.forget()
+        running = TaskQueue.objects.get(pk=holder.pk)
+        assert (running.status, running.unique_key) == (TaskStatus.RUNNING, "k")  # nothing superseded
+        assert TaskQueue.objects.filter(owner=alice).count() == 2
 
     def test_bulk_deduplicates_against_the_table_and_within_the_request(self, alice):
         held = enqueue(alice, unique_key="a").task
