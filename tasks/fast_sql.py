@@ -18,25 +18,40 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import Field
 
 from tasks.models import QueueConfig, TaskQueue
 
 
 def insert_one(task: TaskQueue) -> None:
     """INSERT one task in a single statement and set its id; each field prepares its own value, as the ORM would."""
-    meta = TaskQueue._meta
-    # A generated column (active_unique_key) is the database's to write.
-    fields = [f for f in meta.concrete_fields if not f.primary_key and not f.generated]
-    values = [f.get_db_prep_save(f.pre_save(task, True), connection) for f in fields]
-    quote = connection.ops.quote_name
-    columns = ", ".join(quote(f.column) for f in fields)
-    marks = ", ".join(["%s"] * len(fields))
-    with connection.cursor() as cursor:
-        cursor.execute(f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({marks})", values)
-        task.pk = connection.ops.last_insert_id(cursor, meta.db_table, meta.pk.column)
+    conn = connections[DEFAULT_DB_ALIAS]  # the wrapper itself: every field reaches it several times
+    fields, sql = _insert_statement(conn)
+    values = [f.get_db_prep_save(f.pre_save(task, True), conn) for f in fields]
+    with conn.cursor() as cursor:
+        cursor.execute(sql, values)
+        task.pk = conn.ops.last_insert_id(cursor, TaskQueue._meta.db_table, TaskQueue._meta.pk.column)
     task._state.adding = False
-    task._state.db = connection.alias
+    task._state.db = conn.alias
+
+
+_INSERTS: dict[str, tuple[list[Field], str]] = {}  # vendor -> (the fields written, the INSERT statement)
+
+
+def _insert_statement(conn: BaseDatabaseWrapper) -> tuple[list[Field], str]:
+    """Return the fields an INSERT of one task writes and its statement, built once per database vendor."""
+    cached = _INSERTS.get(conn.vendor)
+    if cached is None:
+        meta = TaskQueue._meta
+        # A generated column (active_unique_key) is the database's to write.
+        fields = [f for f in meta.concrete_fields if not f.primary_key and not f.generated]
+        quote = conn.ops.quote_name
+        columns = ", ".join(quote(f.column) for f in fields)
+        marks = ", ".join(["%s"] * len(fields))
+        cached = _INSERTS[conn.vendor] = (fields, f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({marks})")
+    return cached
 
 
 def mark_running(pks: Sequence[int], *, worker_id: str, now: datetime, lease_expires_at: datetime) -> None:
