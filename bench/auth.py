@@ -67,4 +67,13 @@ def run(ctx: Context) -> dict:
         "one_read_ratio": ratio(rps["one_read"]["median"], rps["liveness"]["median"]),
         "one_read_round_ratios": summarize([r for r in one_read_rounds if r is not None]),
         "auth_vs_one_read": ratio(rps["authenticated"]["median"], rps["one_read"]["median"]),
+        "undrawn_ratio": undrawn_ratio(loads),
     }
+
+
+def undrawn_ratio(loads: dict[str, list[dict]]) -> float | None:
+    """Authenticated ÷ liveness from each round's first draw, as if no round had been redrawn."""
+    first = {name: [run.get("first_rps", run["rps"]) for run in runs] for name, runs in loads.items()}
+    if not first.get("authenticated") or not first.get("liveness"):
+        return None
+    return ratio(summarize(first["authenticated"])["median"], summarize(first["liveness"])["median"])

@@ -41,15 +41,39 @@ def before_after(results: dict, now: list[tuple[str, float | None, float, bool]]
         f"(`{before.get('raw_path') or 'bench/out/' + before['json_name']}`, load average "
         f"at start {before['loadavg']}), with its own peer runs. After: this run.",
         "",
-        "| measure | before | after | target |",
-        "|---|---|---|---|",
+        f"Change is after against before, signed so that + is better whichever way the measure points; "
+        f"a measure regresses when it is more than {REGRESSION_PCT:g} % worse.",
+        "",
+        "| measure | before | after | target | change | |",
+        "|---|---|---|---|---|---|",
     ]
     for what, value, target, higher in now:
         if what not in earlier:
             continue
-        sign = "≥" if higher else ("<" if "%" in what else "≤")
-        lines.append(f"| {what} | {_num(earlier[what])} | {_num(value)} | {sign} {target:g} |")
+        sign = "≥" if higher else ("<" if "(%)" in what else "≤")
+        pct = change_pct(earlier[what], value, higher=higher)
+        change = "–" if pct is None else f"{pct:+.1f} %"
+        lines.append(
+            f"| {what} | {_num(earlier[what])} | {_num(value)} | {sign} {target:g} | {change} | {regression_verdict(pct)} |"
+        )
     return lines + [""]
+
+
+REGRESSION_PCT = 10.0
+
+
+def change_pct(before: float | None, after: float | None, *, higher: bool) -> float | None:
+    """Return how much better (+) or worse (−) `after` is than `before`, in %; None when either is missing or 0."""
+    if before is None or after is None or before == 0 or after == 0:
+        return None
+    return (after / before - 1) * 100 if higher else (before / after - 1) * 100
+
+
+def regression_verdict(pct: float | None) -> str:
+    """Return "regressed" for a change more than REGRESSION_PCT % worse, "–" when unknown, else "no regression"."""
+    if pct is None:
+        return "–"
+    return "regressed" if pct < -REGRESSION_PCT else "no regression"
 
 
 def findings() -> list[str]:

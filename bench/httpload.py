@@ -154,9 +154,11 @@ def balanced(spread: dict[int, int], *, workers: int, connections: int) -> bool:
 def load_spread(port: int, path: str, *, token: str | None, seconds: float, connections: int, workers: int) -> dict:
     """`load`, run again (up to MAX_REDRAWS times) while the connections are not spread over the workers.
 
-    The result carries the spread it was measured with and how many rounds were redrawn.
+    The result carries the spread it was measured with, how many rounds were redrawn, and the
+    requests/s of the first draw (`first_rps`), so the undrawn figure can be reported beside it.
     """
     redrawn = 0
+    first_rps = None
     while True:
         spread: dict[int, int] = {}
         sampler = threading.Thread(target=_sample_spread, args=(port, seconds, spread), daemon=True)
@@ -164,8 +166,10 @@ def load_spread(port: int, path: str, *, token: str | None, seconds: float, conn
         result = load(port, path, token=token, seconds=seconds, connections=connections)
         sampler.join(timeout=seconds + 5)
         fair = balanced(spread, workers=workers, connections=connections)
+        first_rps = result["rps"] if first_rps is None else first_rps
         if fair or redrawn >= MAX_REDRAWS:
-            return {**result, "spread": sorted(spread.values(), reverse=True), "balanced": fair, "redrawn": redrawn}
+            spread_counts = sorted(spread.values(), reverse=True)
+            return {**result, "spread": spread_counts, "balanced": fair, "redrawn": redrawn, "first_rps": first_rps}
         redrawn += 1
 
 

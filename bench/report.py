@@ -1,6 +1,8 @@
 """Turn a run's raw results (bench/out/*.json) into RESULTS.md: figures, ratios, targets, context.
 
-`python -m bench.report bench/out/latest.json [RESULTS.md]` re-renders a saved run.
+`python -m bench.report bench/out/latest.json [RESULTS.md]` re-renders a saved run;
+`python -m bench.report --published` re-renders every committed report from the committed runs
+that `bench/runs/published.json` names.
 """
 
 from __future__ import annotations
@@ -12,10 +14,13 @@ from collections import defaultdict
 from pathlib import Path
 
 from bench import compare
-from bench.scale import ENDPOINTS
+from bench.scale import BACKLOG_SHARE, ENDPOINTS
 from bench.stats import median_of, ratio, summarize
 
 PEERS = (("django-tasks-db", "django-tasks-db"), ("celery", "Celery + Redis"), ("raw", "raw SQL ceiling"))
+BULK_ENQUEUE = "TaskHub enqueue, bulk service ÷ django-tasks-db .enqueue()"
+# Rows that compare unlike things: shown for reference, with no verdict.
+REFERENCES = {BULK_ENQUEUE: "reference: 500 tasks a call against one a call"}
 
 
 def summarize_runs(runs: list[dict]) -> dict:
@@ -161,7 +166,7 @@ def targets(results: dict) -> list[tuple[str, float | None, float, bool]]:
     # The issue welcomes a bulk enqueue "if it is what gets there": both paths are reported.
     for label, what in (
         ("per-task", "TaskHub enqueue per task (service) ÷ django-tasks-db .enqueue()"),
-        ("bulk", "TaskHub enqueue, bulk service ÷ django-tasks-db .enqueue()"),
+        ("bulk", BULK_ENQUEUE),
     ):
         rows.append((what, ratio(_median(results, None, "enqueue", label), peer_enqueue), 1.5, True))
     scale = results["sections"].get("scale") or {}
@@ -173,6 +178,11 @@ def targets(results: dict) -> list[tuple[str, float | None, float, bool]]:
             rows.append((f"p95 {name}: {big['label']} ÷ {small['label']}", ratio(*p95), 2.0, False))
         claims = [s.get("claim", {}).get("rate") for s in (big, small)]
         rows.append((f"claim+complete rate: {big['label']} ÷ {small['label']}", ratio(*claims), 0.8, True))
+        backlog = (big.get("backlog") or {}).get("http") or {}
+        for name in ENDPOINTS:
+            p95 = [backlog.get(name, {}).get("p95_ms"), small.get("http", {}).get(name, {}).get("p95_ms")]
+            what = f"p95 {name}: {big['label']} with {BACKLOG_SHARE:.0%} of it live ÷ {small['label']}"
+            rows.append((what, ratio(*p95), 2.0, False))
     auth = results["sections"].get("auth") or {}
     rows.append(("authenticated ÷ liveness requests/s", auth.get("ratio"), 0.75, True))
     memory = results["sections"].get("memory") or {}
@@ -183,8 +193,9 @@ def targets(results: dict) -> list[tuple[str, float | None, float, bool]]:
 def _targets_table(results: dict) -> list[str]:
     lines = ["## Ratios and the targets of issue 8", "", "| measure | measured | target | |", "|---|---|---|---|"]
     for what, value, target, higher in targets(results):
-        sign = "≥" if higher else ("<" if "%" in what else "≤")
+        sign = "≥" if higher else ("<" if "(%)" in what else "≤")
         verdict = "–" if value is None else ("met" if (value >= target if higher else value <= target) else "missed")
+        verdict = REFERENCES.get(what, verdict)
         lines.append(f"| {what} | {_num(value)} | {sign} {target:g} | {verdict} |")
     return lines + ["", "A ratio is – when either side could not be measured in this run (see the sections).", ""]
 
@@ -289,7 +300,12 @@ def _auth(results: dict) -> list[str]:
         ),
         f"| `{entry['auth_path']}` (bearer JWT) | {_spread(rps['authenticated'], '')} | {bad['authenticated']} |",
         "",
-        f"Authenticated ÷ liveness: **{_num(entry['ratio'])}** (per round: {_spread(entry.get('round_ratios'), '', 2)}).",
+        f"Authenticated ÷ liveness: **{_num(entry['ratio'])}** (per round: {_spread(entry.get('round_ratios'), '', 2)}"
+        + (
+            f"; from each round's first draw, as if none had been redrawn: {_num(entry['undrawn_ratio'])})."
+            if "undrawn_ratio" in entry
+            else "; this run did not keep its first draws)."
+        ),
     ]
     if "one_read" in rps:
         lines += [
@@ -477,18 +493,55 @@ def render(results: dict) -> str:
     return "\n".join(lines + compare.findings())
 
 
-def main(argv: list[str]) -> None:
-    """Re-render RESULTS.md from a saved JSON run (with BENCH_BEFORE: next to an earlier run's ratios)."""
-    source = Path(argv[0])
-    target = Path(argv[1]) if len(argv) > 1 else Path("bench/RESULTS.md")
-    results = json.loads(source.read_text())
+ROOT = Path(__file__).resolve().parent.parent
+PUBLISHED = ROOT / "bench" / "runs" / "published.json"
+
+
+def render_run(source: Path, *, before: Path | None = None, before_label: str = "") -> str:
+    """Return the report of the saved run `source` (and, with `before`, an earlier run's ratios beside it).
+
+    Relative paths are read from the repository's root and cited as given.
+    """
+    results = json.loads((ROOT / source).read_text())
     results["meta"]["raw_path"] = source.as_posix()  # a committed run (bench/runs/) is cited where it lies
     add_summaries(results)
+    if before is not None:
+        results["before"] = compare.load_before(ROOT / before, before_label or "an earlier run")
+        results["before"]["raw_path"] = before.as_posix()
+    return render(results)
+
+
+def published() -> dict[str, str]:
+    """Return {report path: its text} for every report `bench/runs/published.json` lists, rendered from its runs.
+
+    Each entry names the committed run a report shows and, optionally, the run it is compared with;
+    the reports in the repository are these texts byte for byte (bench/tests/test_published.py).
+    """
+    manifest = json.loads(PUBLISHED.read_text())
+    return {
+        target: render_run(
+            Path(entry["run"]),
+            before=Path(entry["before"]) if entry.get("before") else None,
+            before_label=entry.get("before_label", ""),
+        )
+        for target, entry in manifest.items()
+    }
+
+
+def main(argv: list[str]) -> None:
+    """Re-render RESULTS.md from a saved JSON run (with BENCH_BEFORE: next to an earlier run's ratios).
+
+    `--published` re-renders every report listed in bench/runs/published.json instead.
+    """
+    if argv[:1] == ["--published"]:
+        for target, text in published().items():
+            (ROOT / target).write_text(text)
+        return
+    source = Path(argv[0])
+    target = Path(argv[1]) if len(argv) > 1 else Path("bench/RESULTS.md")
     before = os.environ.get("BENCH_BEFORE", "").strip()
-    if before:
-        label = os.environ.get("BENCH_BEFORE_LABEL", "").strip() or "an earlier run"
-        results["before"] = compare.load_before(Path(before), label)
-    target.write_text(render(results))
+    label = os.environ.get("BENCH_BEFORE_LABEL", "").strip()
+    target.write_text(render_run(source, before=Path(before) if before else None, before_label=label))
 
 
 if __name__ == "__main__":

@@ -176,7 +176,10 @@ def test_it_reports_the_bulk_enqueue_service_against_the_same_peer() -> None:
     measured = {what: value for what, value, _, _ in targets(results)}
     assert measured["TaskHub enqueue per task (service) ÷ django-tasks-db .enqueue()"] == 900 / 800
     assert measured["TaskHub enqueue, bulk service ÷ django-tasks-db .enqueue()"] == 6400 / 800
-    assert "| TaskHub enqueue, bulk service ÷ django-tasks-db .enqueue() | 8.00 | ≥ 1.5 | met |" in render(results)
+    assert (
+        "| TaskHub enqueue, bulk service ÷ django-tasks-db .enqueue() | 8.00 | ≥ 1.5 "
+        "| reference: 500 tasks a call against one a call |" in render(results)
+    )
 
 
 def test_it_says_how_many_auth_rounds_were_redrawn_for_an_unbalanced_spread() -> None:
@@ -226,6 +229,7 @@ def _ab_rates() -> dict[str, dict[str, list[float]]]:
         "auth": {
             "all": [1000.0, 1100.0, 1050.0],
             "reply_flags": [990.0, 1080.0, 1000.0],
+            "health_check_read": [800.0, 860.0, 840.0],
             "user_lookup": [700.0, 720.0, 710.0],
         },
         "enqueue": {"all": [400.0, 420.0, 410.0], "raw_task_sql": [300.0, 320.0, 310.0]},
@@ -256,6 +260,7 @@ def test_a_shortcut_stays_when_any_of_its_measures_gains_enough() -> None:
 
     assert verdicts == {
         "reply_flags": "drop",  # auth +5 %, drain +3 %: under 10 % on every measure of its path
+        "health_check_read": "keep",  # auth +25 %
         "user_lookup": "keep",
         "raw_task_sql": "keep",  # enqueue +32.3 %, even though the drain gains only 2.5 %
     }
@@ -275,7 +280,7 @@ def test_the_ab_table_shows_on_off_gain_and_verdict_with_the_per_round_spread() 
     assert "| `raw_task_sql` | enqueue per task (service), tasks/s | 410 (400–420) | 310 (300–320) | +32.3 %" in text
     assert "| `raw_task_sql` | drain of 5,000 no-op tasks, 2 workers, tasks/s |" in text
     assert "| `reply_flags` | `/api/auth/me/` requests/s | 1,050 (1,000–1,100) | 1,000 (990–1,080) | +5.0 %" in text
-    assert "Keep: `user_lookup`, `raw_task_sql`." in text
+    assert "Keep: `health_check_read`, `user_lookup`, `raw_task_sql`." in text
     assert "Drop (the plain version stays): `reply_flags`." in text
 
 
@@ -313,3 +318,66 @@ def test_a_measure_that_could_not_run_leaves_its_shortcuts_undecided() -> None:
 def test_a_run_without_the_section_says_so() -> None:
     text = render(_results({"runs": _runs("2 workers", [1800], 1380, "per-task")}))
     assert "## 5. Shortcuts A/B\n\nnot run" in text
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "higher", "pct", "verdict"),
+    [
+        (1.0, 0.95, True, -5.0, "no regression"),
+        (1.0, 0.85, True, -15.0, "regressed"),
+        (1.0, 1.20, True, 20.0, "no regression"),
+        # lower is better (p95 ratios): 1.0 → 1.25 is 20 % worse
+        (1.0, 1.25, False, -20.0, "regressed"),
+        (2.0, 1.0, False, 100.0, "no regression"),
+        (None, 1.0, True, None, "–"),
+    ],
+)
+def test_the_before_and_after_table_signs_changes_so_that_plus_is_better(before, after, higher, pct, verdict) -> None:
+    got = compare.change_pct(before, after, higher=higher)
+    assert got == pytest.approx(pct) if pct is not None else got is None
+    assert compare.regression_verdict(got) == verdict
+
+
+def test_a_measure_worse_by_more_than_ten_percent_is_called_a_regression_in_the_report() -> None:
+    results = _results({"runs": _runs("2 workers", [1800, 1840, 1900], 1380, "per-task")})
+    add_summaries(results)
+    now = targets(results)
+    drain = "TaskHub drain, 2 workers ÷ django-tasks-db 2 workers"
+    measured = dict((what, value) for what, value, _, _ in now)
+    results["before"] = {
+        "label": "earlier",
+        "date": "2025-12-31",
+        "json_name": "x.json",
+        "loadavg": [0, 0, 0],
+        "targets": [[drain, measured[drain] * 1.2]],  # before was 20 % better
+    }
+    text = "\n".join(compare.before_after(results, now))
+    assert f"| {drain} | {measured[drain] * 1.2:.2f} | {measured[drain]:.2f} | ≥ 2 | -16.7 % | regressed |" in text
+
+
+def test_the_backlog_rows_are_targets_with_their_verdicts() -> None:
+    http = {name: {"p95_ms": 10.0} for name in ENDPOINTS}
+    small = {"label": "10k", "table_rows": 10_000, "http": http, "claim": {"rate": 1000.0}}
+    backlog = {name: {"p95_ms": 15.0} for name in ENDPOINTS}
+    backlog["queue-status"] = {"p95_ms": 50.0}
+    big = {"label": "1M", "table_rows": 10**6, "http": http, "claim": {"rate": 900.0}}
+    big["backlog"] = {"live": 30_000, "http": backlog}
+    results = _results({"runs": _runs("2 workers", [1800], 1380, "per-task")})
+    results["sections"]["scale"] = {"sizes": [small, big]}
+    text = render(results)
+    assert "| p95 statistics (own): 1M with 3% of it live ÷ 10k | 1.50 | ≤ 2 | met |" in text
+    assert "| p95 queue-status: 1M with 3% of it live ÷ 10k | 5.00 | ≤ 2 | missed |" in text
+
+
+def test_the_auth_section_shows_the_undrawn_ratio_beside_the_redrawn_one() -> None:
+    from bench.auth import undrawn_ratio
+
+    loads = {
+        "liveness": [{"rps": 2000.0, "first_rps": 1000.0}, {"rps": 2000.0, "first_rps": 2000.0}],
+        "authenticated": [{"rps": 1000.0, "first_rps": 1000.0}, {"rps": 1000.0}],
+    }
+    assert undrawn_ratio(loads) == pytest.approx(1000.0 / 1500.0)
+    rps = {name: _spread(v, v, v) for name, v in (("liveness", 2000.0), ("authenticated", 1000.0))}
+    results = _results({"runs": _runs("2 workers", [1800], 1380, "per-task")})
+    results["sections"]["auth"] = _auth_entry(rps, 0.5, _spread(0.5, 0.5, 0.5), undrawn_ratio=0.67, redrawn=1)
+    assert "as if none had been redrawn: 0.67" in render(results)
