@@ -383,6 +383,7 @@ def _shortcuts(results: dict) -> list[str]:
     measure_names = {
         "auth": f"`{entry.get('auth_path', '/api/auth/me/')}` requests/s",
         "enqueue": "enqueue per task (service), tasks/s",
+        "bulk": f"bulk enqueue ({entry.get('bulk_chunk', 500)} a call), tasks/s",
         "drain": f"drain of {entry.get('tasks', 0):,} no-op tasks, {entry.get('drain_workers', 2)} workers, tasks/s",
     }
     lines += [

@@ -11,6 +11,7 @@ pairs each variant with `all` round by round.
 from __future__ import annotations
 
 from contextlib import ExitStack
+from functools import partial
 
 from bench import httpload, taskhub
 from bench.config import USER_NAME
@@ -20,15 +21,16 @@ from core.shortcuts import SHORTCUTS
 
 AUTH = "auth"
 ENQUEUE = "enqueue"
+BULK = "bulk"
 DRAIN = "drain"
 # The measures, in the order they run and are reported.
-MEASURES = (AUTH, ENQUEUE, DRAIN)
+MEASURES = (AUTH, ENQUEUE, BULK, DRAIN)
 # What each shortcut is judged on: the measures of the paths it sits on.
 JUDGED_ON: dict[str, tuple[str, ...]] = {
     "reply_flags": (AUTH, DRAIN),
     "health_check_read": (AUTH,),
     "user_lookup": (AUTH,),
-    "raw_task_sql": (ENQUEUE, DRAIN),
+    "raw_task_sql": (ENQUEUE, BULK, DRAIN),
 }
 ALL = "all"
 KEEP_GAIN_PCT = 10.0
@@ -60,7 +62,8 @@ def run(ctx: Context) -> dict:
         raise StepFailed(f"the harness judges {sorted(JUDGED_ON)}, TaskHub has {sorted(SHORTCUTS)}")
     database = taskhub.shared_database(ctx)
     measured = {}
-    for measure, func in ((AUTH, _auth), (ENQUEUE, _enqueue), (DRAIN, _drain)):
+    steps = ((AUTH, _auth), (ENQUEUE, partial(_enqueue, mode="per-task")), (BULK, partial(_enqueue, mode="bulk")))
+    for measure, func in (*steps, (DRAIN, _drain)):
         try:
             measured[measure] = func(ctx, database)
         except Unavailable as exc:
@@ -76,6 +79,7 @@ def run(ctx: Context) -> dict:
         "auth_path": ctx.cfg.auth_path,
         "tasks": ctx.cfg.tasks,
         "drain_workers": DRAIN_WORKERS,
+        "bulk_chunk": ctx.cfg.bulk_chunk,
     }
 
 
@@ -113,20 +117,21 @@ def _auth(ctx: Context, database: str) -> dict:
     return {"unit": "requests/s", "rates": rates, "non_2xx": non_2xx, "tool": tool}
 
 
-def _enqueue(ctx: Context, database: str) -> dict:
-    """Tasks/s of `task_enqueue` called once per task, each variant in turn each round."""
+def _enqueue(ctx: Context, database: str, *, mode: str) -> dict:
+    """Tasks/s of `task_enqueue` called once per task (`per-task`) or `tasks_enqueue_bulk` (`bulk`), each variant in turn each round."""
     cfg = ctx.cfg
-    names = variants(ENQUEUE)
+    names = variants(ENQUEUE if mode == "per-task" else BULK)
+    chunk = ("--chunk", str(cfg.bulk_chunk)) if mode == "bulk" else ()
     rates: dict[str, list[float]] = {name: [] for name in names}
     for rep in range(cfg.repeats):
         for name in in_turn(names, rep):
-            ctx.require_time(cfg.step_estimate(cfg.tasks), "shortcuts enqueue A/B")
-            ctx.log(f"shortcuts: enqueue per task, rep {rep + 1}, {_label(name)}, {cfg.tasks} tasks")
+            ctx.require_time(cfg.step_estimate(cfg.tasks), f"shortcuts {mode} enqueue A/B")
+            ctx.log(f"shortcuts: enqueue {mode}, rep {rep + 1}, {_label(name)}, {cfg.tasks} tasks")
             taskhub.reset(ctx, database)
             done = taskhub.child(
                 ctx,
                 database,
-                *("enqueue", "--mode", "per-task", "--count", str(cfg.tasks)),
+                *("enqueue", "--mode", mode, "--count", str(cfg.tasks), *chunk),
                 name=f"enqueue-{name}",
                 timeout=cfg.step_timeout(cfg.tasks),
                 env=shortcuts_env(name),

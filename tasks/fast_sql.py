@@ -1,8 +1,8 @@
 """The `raw_task_sql` shortcut: hand-written SQL where the ORM's statement costs more Python than the database spends.
 
-Four statements on the per-task paths: the INSERT of one enqueued task, the read of the queues an
-enqueue names, the UPDATE that marks a claimed batch running and the CASE WHEN UPDATE that records
-a batch of successes. Each does exactly what its plain ORM version in `tasks.transitions` (or
+Five statements on the per-task paths: the INSERT of one enqueued task, the multi-row INSERT of a
+bulk enqueue, the read of the queues an enqueue names, the UPDATE that marks a claimed batch
+running and the CASE WHEN UPDATE that records a batch of successes. Each does exactly what its plain ORM version in `tasks.transitions` (or
 `tasks.services` for the read) does, leaving identical rows (tasks/tests/test_transitions.py runs
 both). The writes are called only by `tasks.transitions`, which stays the one owner of every task
 transition: guards and counters are its business, not this module's.
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from django.db import DEFAULT_DB_ALIAS, connection, connections
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field
 
@@ -35,6 +35,33 @@ def insert_one(task: TaskQueue) -> None:
         task.pk = conn.ops.last_insert_id(cursor, TaskQueue._meta.db_table, TaskQueue._meta.pk.column)
     task._state.adding = False
     task._state.db = conn.alias
+
+
+def insert_many(tasks: Sequence[TaskQueue], *, batch_size: int) -> None:
+    """INSERT tasks in multi-row statements of `batch_size` rows, all or none; set their ids where the database returns them.
+
+    Each field prepares its own value, as the ORM's `bulk_create` does, without its per-value
+    compiler steps. Ids come back through `RETURNING` where the backend has it for multi-row
+    INSERTs (MariaDB ≥ 10.5, SQLite ≥ 3.35); elsewhere (MySQL) they stay unset for the caller
+    to read back, as after `bulk_create`.
+    """
+    conn = connections[DEFAULT_DB_ALIAS]
+    fields, single = _insert_statement(conn)
+    head, row = single.split(" VALUES ")
+    returning = conn.features.can_return_rows_from_bulk_insert
+    batch_size = max(1, min(batch_size, conn.ops.bulk_batch_size(fields, tasks)))  # SQLite's parameter limit
+    pk = conn.ops.quote_name(TaskQueue._meta.pk.column)
+    with transaction.atomic(using=conn.alias, savepoint=False), conn.cursor() as cursor:
+        for start in range(0, len(tasks), batch_size):
+            batch = tasks[start : start + batch_size]
+            values = [f.get_db_prep_save(f.pre_save(task, True), conn) for task in batch for f in fields]
+            sql = f"{head} VALUES {', '.join([row] * len(batch))}" + (f" RETURNING {pk}" if returning else "")
+            cursor.execute(sql, values)
+            ids = [r[0] for r in cursor.fetchall()] if returning else [None] * len(batch)
+            for task, pk_value in zip(batch, ids, strict=True):
+                task.pk = pk_value
+                task._state.adding = False
+                task._state.db = conn.alias
 
 
 _INSERTS: dict[str, tuple[list[Field], str]] = {}  # vendor -> (the fields written, the INSERT statement)

@@ -87,7 +87,10 @@ def enqueue(tasks: list[TaskQueue]) -> None:
             # Not bulk_create: it wraps even one row in a transaction (two more round trips on MySQL).
             tasks[0].save(force_insert=True)
     else:
-        TaskQueue.objects.bulk_create(tasks, batch_size=ENQUEUE_BATCH_SIZE)
+        if fast_sql is not None:
+            fast_sql.insert_many(tasks, batch_size=ENQUEUE_BATCH_SIZE)
+        else:
+            TaskQueue.objects.bulk_create(tasks, batch_size=ENQUEUE_BATCH_SIZE)
         if tasks[0].pk is None:
             _fetch_ids(tasks)
 
