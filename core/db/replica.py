@@ -14,6 +14,7 @@ Writes always go to the primary; so does everything a worker does (it never opts
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -35,6 +36,7 @@ ROUTER = "core.db.replica.ReplicaRouter"
 PRIMARY = DEFAULT_DB_ALIAS
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 _CACHE_KEY = "taskhub:replica:wrote:{}"
+logger = logging.getLogger("taskhub.db")
 # True inside `replica_reads` when the replica may answer this block's reads.
 _replica_allowed: ContextVar[bool] = ContextVar("taskhub_replica_allowed", default=False)
 
@@ -45,15 +47,26 @@ def replica_configured() -> bool:
 
 
 def note_write(user_id: Any) -> None:
-    """Remember that `user_id` just wrote: their reads stay on the primary for the sticky window."""
+    """Remember that `user_id` just wrote: their reads stay on the primary for the sticky window.
+
+    A cache that is away is logged, never raised: the write itself has been done.
+    """
     seconds = settings.DATABASE_REPLICA_STICKY_SECONDS
-    if seconds > 0:
+    if seconds <= 0:
+        return
+    try:
         cache.set(_CACHE_KEY.format(user_id), time.time(), timeout=seconds)
+    except Exception as exc:  # every cache backend raises its own errors
+        logger.warning("could not note a write for read-your-writes in the cache: %s", exc)
 
 
 def wrote_recently(user_id: Any) -> bool:
-    """Return whether `user_id` wrote within the sticky window."""
-    return cache.get(_CACHE_KEY.format(user_id)) is not None
+    """Return whether `user_id` wrote within the sticky window (True when the cache cannot say: the primary is safe)."""
+    try:
+        return cache.get(_CACHE_KEY.format(user_id)) is not None
+    except Exception as exc:  # every cache backend raises its own errors
+        logger.warning("could not read recent writes from the cache, reading the primary: %s", exc)
+        return True
 
 
 @contextmanager

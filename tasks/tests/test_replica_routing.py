@@ -97,6 +97,16 @@ def test_a_users_reads_right_after_their_own_write_go_to_the_primary(replica, al
     assert client_for(bob).get(STATS).json()["source"] == "replica"
 
 
+def test_a_cache_that_is_away_never_fails_a_write_and_keeps_reads_on_the_primary(replica, alice_client, settings):
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://127.0.0.1:1/0"}
+    }
+    created = alice_client.post(TASKS, {"task_type": "echo", "payload": {}}, format="json")
+    assert created.status_code == 201
+    body = alice_client.get(STATS).json()
+    assert (body["source"], body["by_status"]["pending"]) == ("primary", 4)
+
+
 def test_a_task_just_enqueued_is_found_at_once(replica, alice_client):
     task_id = alice_client.post(TASKS, {"task_type": "echo", "payload": {}}, format="json").json()["id"]
     assert alice_client.get(f"{TASKS}{task_id}/").status_code == 200
