@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test fuzz superuser lint venv clean bench messages
+.PHONY: run test fuzz cluster-test superuser lint venv clean bench messages
 
 $(VENV)/.runtime-installed: requirements.txt
 	scripts/ensure-system-deps
@@ -31,6 +31,13 @@ test: $(VENV)/.test-installed
 # The schemathesis run alone (it is part of `make test` too): schema and server must agree.
 fuzz: $(VENV)/.test-installed
 	DATABASE_TYPE=sqlite $(PY) -m pytest -q -m fuzz tasks/tests/test_api_schema.py
+
+# The multi-host tests (docs/SCALING.md): the replica router against a private MariaDB primary and
+# replica (scripts/cluster/mariadb-pair), then the network-namespace drills (scripts/cluster/netns-drills,
+# root). Never the server on 3306; everything started is stopped, also on failure.
+cluster-test: $(VENV)/.test-installed
+	DATABASE_TYPE=sqlite $(PY) -m pytest -m cluster tasks/tests/test_replica_live.py
+	scripts/cluster/netns-drills
 
 superuser: $(VENV)/.runtime-installed
 	DEBUG=$${DEBUG:-1} $(PY) manage.py createsuperuser

@@ -11,13 +11,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Run `mysql`-marked tests only against MySQL and `sqlite`-marked ones only on SQLite.
 
     They are deselected (not skipped) in the other pass, because `make test` runs both passes.
+    `cluster` tests start servers of their own and run only in `make cluster-test` (`-m cluster`).
     """
     vendor = connection.vendor
+    markexpr = config.getoption("markexpr") or ""
+    cluster_run = "cluster" in markexpr and "not cluster" not in markexpr
     keep, drop = [], []
     for item in items:
         wants_mysql = item.get_closest_marker("mysql") is not None
         wants_sqlite = item.get_closest_marker("sqlite") is not None
-        if (wants_mysql and vendor != "mysql") or (wants_sqlite and vendor != "sqlite"):
+        wants_cluster = item.get_closest_marker("cluster") is not None
+        if (wants_mysql and vendor != "mysql") or (wants_sqlite and vendor != "sqlite") or wants_cluster != cluster_run:
             drop.append(item)
         else:
             keep.append(item)

@@ -129,6 +129,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Stamps a user who wrote, so their reads stay on the primary for a while (a no-op without a replica).
+    "core.db.replica.ReadYourWritesMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -250,6 +252,38 @@ elif DATABASE_TYPE == "mysql":
     }
 else:
     raise ImproperlyConfigured(f"DATABASE_TYPE must be 'sqlite' or 'mysql', not {DATABASE_TYPE!r}.")
+
+# A read replica (docs/SCALING.md): statistics, queue status, task lists and the dashboard may read
+# it (core/db/replica.py); everything else, any read inside a transaction and a user's reads for
+# DATABASE_REPLICA_STICKY_SECONDS after their own write go to the primary.
+DATABASE_REPLICA_URL = env.str("DATABASE_REPLICA_URL", default="")
+DATABASE_REPLICA_STICKY_SECONDS = env.float("DATABASE_REPLICA_STICKY_SECONDS", default=10.0)
+DATABASE_REPLICA_MAX_LAG_SECONDS = env.float("DATABASE_REPLICA_MAX_LAG_SECONDS", default=5.0)
+DATABASE_ROUTERS: list[str] = []
+
+
+def _replica_database(url: str) -> dict:
+    """Return the `replica` alias: the primary's settings with the URL's server, account and database."""
+    try:
+        parsed = environ.Env.db_url_config(url)
+    except Exception as exc:  # django-environ raises several kinds for a malformed URL
+        raise ImproperlyConfigured(f"DATABASE_REPLICA_URL is not a database URL ({type(exc).__name__}).") from None
+    engine = DATABASES["default"]["ENGINE"]
+    if parsed.get("ENGINE") != engine:
+        raise ImproperlyConfigured(
+            f"DATABASE_REPLICA_URL must name the same kind of database as the primary ({engine.rsplit('.', 1)[-1]}), "
+            f"e.g. mysql://user:password@replica-host:3306/{DATABASES['default']['NAME']}."
+        )
+    replica = {**DATABASES["default"], "TEST": {"MIRROR": "default"}}
+    for key in ("HOST", "PORT", "USER", "PASSWORD", "NAME"):
+        if parsed.get(key) not in (None, ""):
+            replica[key] = parsed[key]
+    return replica
+
+
+if DATABASE_REPLICA_URL:
+    DATABASES["replica"] = _replica_database(DATABASE_REPLICA_URL)
+    DATABASE_ROUTERS = ["core.db.replica.ReplicaRouter"]
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -25,6 +25,7 @@ from health_check.exceptions import ServiceUnavailable
 from health_check.views import HealthCheckView
 
 from core import metrics
+from core.db.replica import replica_configured, replica_state
 from core.db.session import handle_database_error
 from tasks.models import TaskQueue, WorkerProcess
 
@@ -97,6 +98,33 @@ class Backlog(_RequestConnectionCheck):
             raise ServiceUnavailable(f"the oldest runnable task has waited {waited:.0f} s (limit {limit} s)")
 
 
+@dataclasses.dataclass
+class ReplicaLag(_RequestConnectionCheck):
+    """The read replica's lag, shown in the check's name (`SHOW REPLICA STATUS`).
+
+    In readiness it only reports: the replica is shared by every instance, and taking them all
+    out of rotation would not bring it closer. With `alert` (the queue group) a replica that
+    stopped replicating or lags more than DATABASE_REPLICA_MAX_LAG_SECONDS fails the check.
+    """
+
+    alert: bool = dataclasses.field(default=False, repr=False)
+    lag_seconds: float | None = None
+    replicating: bool | None = None
+
+    def check(self) -> None:
+        state = replica_state()
+        self.lag_seconds, self.replicating = state.lag_seconds, state.replicating
+        if not self.alert:
+            return
+        limit = settings.DATABASE_REPLICA_MAX_LAG_SECONDS
+        if not state.replicating or state.lag_seconds is None:
+            raise ServiceUnavailable(
+                f"the replica is not replicating ({state.error or 'a replication thread stopped'})"
+            )
+        if state.lag_seconds > limit:
+            raise ServiceUnavailable(f"the replica lags {state.lag_seconds:g} s behind the primary (limit {limit:g} s)")
+
+
 class HealthView(HealthCheckView):
     """Readiness: django-health-check's view with this instance's checks; unhealthy answers 503, not 500."""
 
@@ -105,6 +133,12 @@ class HealthView(HealthCheckView):
         "health_check.checks.Cache",
         "diagnostics.health.Migrations",
     )
+    replica_alert = False
+
+    def get_checks(self):
+        yield from super().get_checks()
+        if replica_configured():
+            yield ReplicaLag(alert=self.replica_alert)
 
     async def get(self, request, *args, **kwargs):
         response = await super().get(request, *args, **kwargs)
@@ -122,6 +156,7 @@ class QueueHealthView(HealthView):
         "diagnostics.health.WorkersAlive",
         "diagnostics.health.Backlog",
     )
+    replica_alert = True
 
 
 def liveness(request: HttpRequest) -> JsonResponse:

@@ -6,9 +6,11 @@ import sqlite3
 import time
 from typing import Any
 
-from django.db import connection
+from django.conf import settings
+from django.db import connection, connections
 
 from core import metrics
+from core.db.replica import REPLICA, replica_configured, replica_state
 from core.db.setup import connection_info, read_session_variables
 
 SERVER_STATUS_NAMES = (
@@ -36,7 +38,27 @@ def db_monitor_snapshot() -> dict[str, Any]:
     elif connection.vendor == "sqlite":
         snapshot["server_version"] = sqlite3.sqlite_version
         snapshot["sqlite"] = _sqlite_settings()
+    if replica_configured():
+        snapshot["replica"] = replica_report()
     return snapshot
+
+
+def replica_report() -> dict[str, Any]:
+    """Return the read replica's address (never its password) and how far behind the primary it is."""
+    state = replica_state(REPLICA)
+    settings_dict = connections[REPLICA].settings_dict
+    limit = settings.DATABASE_REPLICA_MAX_LAG_SECONDS
+    return {
+        "alias": REPLICA,
+        "server": f"{settings_dict.get('HOST') or 'localhost'}:{settings_dict.get('PORT') or 3306}",
+        "database": str(settings_dict["NAME"]),
+        "lag_seconds": state.lag_seconds,
+        "io_running": state.io_running,
+        "sql_running": state.sql_running,
+        "max_lag_seconds": limit,
+        "healthy": state.replicating and state.lag_seconds is not None and state.lag_seconds <= limit,
+        "error": state.error,
+    }
 
 
 def mysql_server_usage() -> dict[str, Any]:

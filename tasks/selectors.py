@@ -3,6 +3,8 @@
 Neither reader's cost grows with `task_queue`: finished tasks are read from the counter tables
 that `tasks.counters` keeps in step, and only pending/running rows (few, by design) are
 counted live, through indexes. All queries are plain consistent reads: no locks on any row.
+Inside `core.db.replica.replica_reads` they may be answered by the replica; statistics then
+say how fresh they are (`Freshness`).
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db.models import Count, Min, Q, QuerySet, Sum, Value
+from django.db.models import Count, Max, Min, Q, QuerySet, Sum, Value
 from django.utils import timezone
 
+from core.db.replica import PRIMARY, REPLICA, freshness, read_alias, replica_state
 from tasks.counters import hour_of
 from tasks.models import (
     ACTIVE_STATUSES,
@@ -43,6 +46,16 @@ class Throughput:
 
 
 @dataclass(frozen=True)
+class Freshness:
+    """Where a read was answered and how old its data may be."""
+
+    source: str  # "primary" or "replica"
+    as_of: datetime | None  # the data is at least this recent; None: unknown
+    lag_seconds: float | None  # behind the primary by at most this; None: unknown
+    stale: bool  # lag unknown, or over DATABASE_REPLICA_MAX_LAG_SECONDS
+
+
+@dataclass(frozen=True)
 class TaskStatistics:
     scope: str
     by_status: dict[str, int]
@@ -55,6 +68,7 @@ class TaskStatistics:
     mean_wait_seconds: float | None
     mean_run_seconds: float | None
     generated_at: datetime
+    freshness: Freshness
 
 
 @dataclass(frozen=True)
@@ -129,7 +143,27 @@ def task_statistics(*, user: AbstractBaseUser | None, now: datetime | None = Non
         mean_wait_seconds=sums["w_wait"] / sums["w_started"] if sums["w_started"] else None,
         mean_run_seconds=sums["w_run"] / sums["w_started"] if sums["w_started"] else None,
         generated_at=now,
+        freshness=read_freshness(now=now),
     )
+
+
+def read_freshness(*, now: datetime | None = None) -> Freshness:
+    """Return where reads are answered here and now, and how stale their data may be.
+
+    On the primary: current. On the replica: its replication lag while both of its threads run;
+    with replication stopped (lag NULL), the newest worker heartbeat it holds (workers write
+    theirs every few seconds on the primary) bounds how old its data is.
+    """
+    now = now or timezone.now()
+    if read_alias() == PRIMARY:
+        return Freshness(source="primary", as_of=now, lag_seconds=0.0, stale=False)
+    state = replica_state(REPLICA)
+    heartbeat = None
+    if not (state.replicating and state.lag_seconds is not None):
+        heartbeat = WorkerProcess.objects.aggregate(newest=Max("last_heartbeat_at"))["newest"]
+    as_of, lag = freshness(state, heartbeat=heartbeat, now=now)
+    stale = lag is None or lag > settings.DATABASE_REPLICA_MAX_LAG_SECONDS
+    return Freshness(source="replica", as_of=as_of, lag_seconds=None if lag is None else round(lag, 3), stale=stale)
 
 
 def _hourly_sums(

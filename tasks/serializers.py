@@ -278,6 +278,22 @@ class TaskStatisticsSerializer(serializers.Serializer):
         allow_null=True, help_text="Started → finished, tasks finished in the window."
     )
     generated_at = serializers.DateTimeField()
+    source = serializers.ChoiceField(
+        choices=[("primary", "primary"), ("replica", "replica")],
+        source="freshness.source",
+        help_text="The database that answered: the read replica (DATABASE_REPLICA_URL) or the primary.",
+    )
+    as_of = serializers.DateTimeField(
+        allow_null=True, source="freshness.as_of", help_text="The data is at least this recent; null: unknown."
+    )
+    lag_seconds = serializers.FloatField(
+        allow_null=True,
+        source="freshness.lag_seconds",
+        help_text="How far behind the primary the data may be (0 from the primary); null: unknown.",
+    )
+    stale = serializers.BooleanField(
+        source="freshness.stale", help_text="The lag is unknown or above DATABASE_REPLICA_MAX_LAG_SECONDS."
+    )
 
 
 class QueueStatusSerializer(serializers.Serializer):

@@ -38,6 +38,7 @@ from django.utils import timezone
 
 from core import shortcuts
 from core.db.errors import with_contention_retry
+from core.db.topology import plan_problem
 from tasks import counters
 from tasks.models import FINISHED_STATUSES, QueueConfig, Schedule, ScheduleFire, TaskQueue, TaskStatus
 from tasks.outcomes import Outcome, OutcomeKind
@@ -308,6 +309,19 @@ def _lock_claimable(queue_id: int, now: datetime, limit: int) -> list[TaskQueue]
     # SQLite: the transaction (BEGIN IMMEDIATE) already excludes every other writer.
     rows = TaskQueue.objects.runnable(now).filter(queue_id=queue_id).order_by(*CLAIM_ORDER)
     return list(rows.only(*CLAIM_COLUMNS)[:limit])
+
+
+def claim_plan_problem(*, limit: int = 20) -> str | None:
+    """EXPLAIN the claim query and return why it would lock more rows than it claims, or None.
+
+    MySQL/MariaDB only (SQLite claims under BEGIN IMMEDIATE, locking nothing row by row). The
+    plan is taken for a real queue id, as the worker's first claim would run it.
+    """
+    if connection.vendor != "mysql":
+        return None
+    queue_id = QueueConfig.objects.order_by("id").values_list("id", flat=True).first() or 0
+    params = [queue_id, connection.ops.adapt_datetimefield_value(timezone.now()), limit]
+    return plan_problem(connection, CLAIM_SQL_MYSQL, params, table=TaskQueue._meta.db_table)
 
 
 def _mark_running(tasks: list[TaskQueue], *, worker_id: str, now: datetime, lease_expires_at: datetime) -> None:

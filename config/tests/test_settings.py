@@ -27,6 +27,7 @@ print(json.dumps({
     "SECRET_KEY": settings.SECRET_KEY,
     "JWT_SECRET_KEY": settings.JWT_SECRET_KEY,
     "SIGNING_KEY": settings.SIMPLE_JWT["SIGNING_KEY"],
+    "DATABASE_ROUTERS": settings.DATABASE_ROUTERS,
 }, default=str))
 """
 
@@ -100,6 +101,42 @@ def test_conn_max_age_must_stay_below_wait_timeout(tmp_path):
     )
     assert proc.returncode != 0
     assert "DB_CONN_MAX_AGE" in proc.stderr
+
+
+def test_a_replica_url_adds_the_replica_alias_and_the_router(tmp_path):
+    env = {
+        **SECRETS,
+        "DATABASE_TYPE": "mysql",
+        "MYSQL_HOST": "db.internal",
+        "MYSQL_DATABASE": "taskhub_prod",
+        "MYSQL_WAIT_TIMEOUT": "600",
+        "DATABASE_REPLICA_URL": "mysql://reader:p%40ss@replica.internal:3308/taskhub_prod",
+    }
+    loaded = load(env, tmp_path)
+    primary, replica = loaded["DATABASES"]["default"], loaded["DATABASES"]["replica"]
+    assert (replica["HOST"], replica["PORT"], replica["USER"], replica["PASSWORD"], replica["NAME"]) == (
+        "replica.internal",
+        3308,
+        "reader",
+        "p@ss",
+        "taskhub_prod",
+    )
+    # The primary's session set-up, and no test database of its own (tests mirror the primary).
+    assert replica["OPTIONS"] == primary["OPTIONS"]
+    assert replica["TEST"]["MIRROR"] == "default"
+    assert loaded["DATABASE_ROUTERS"] == ["core.db.replica.ReplicaRouter"]
+
+
+def test_no_replica_means_no_router(tmp_path):
+    loaded = load(SECRETS, tmp_path)
+    assert "replica" not in loaded["DATABASES"]
+    assert loaded["DATABASE_ROUTERS"] == []
+
+
+def test_a_replica_of_another_kind_of_database_is_refused(tmp_path):
+    proc = run_settings({**SECRETS, "DATABASE_REPLICA_URL": "mysql://reader@replica.internal/taskhub"}, tmp_path)
+    assert proc.returncode != 0
+    assert "DATABASE_REPLICA_URL must name the same kind of database as the primary" in proc.stderr
 
 
 def test_unknown_database_type_is_refused(tmp_path):

@@ -17,9 +17,11 @@ from diagnostics.checks import (
     hosts,
     https,
     pending_migrations,
+    replica,
     schema,
     secrets,
     timezones,
+    topology,
     variables,
 )
 from diagnostics.checks.registration import TAG, ProductionCheck
@@ -42,6 +44,11 @@ CHECKS: tuple[ProductionCheck, ...] = (
     schema.check_tables,
     charsets.check_charsets,
     charsets.check_engines,
+    topology.check_primary_writable,
+    topology.check_lock_probe,
+    topology.check_claim_plan,
+    replica.check_replica,
+    replica.check_replica_cache,
     timezones.check_time_zone_tables,
     clock.check_clock_skew,
     fingerprints.check_key_fingerprints,

@@ -11,14 +11,12 @@ from django.core.checks import ERROR, CheckMessage
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections
 
 from core.db.errors import describe_database_error
+from core.db.features import identity_problem, read_identity
 from diagnostics.checks.messages import error, ok, warning
 from diagnostics.checks.registration import database_check
 
 SLOW_ROUND_TRIP_MS = 50.0
 ROUND_TRIPS = 3
-# SELECT … FOR UPDATE SKIP LOCKED, which the worker's claim query needs.
-MIN_MYSQL = (8, 0)
-MIN_MARIADB = (10, 6)
 SESSION = "database.session"
 # Django's own check that the session is strict (mysql.W002), and the modes it accepts as strict.
 STRICT_MODE_CHECK = "mysql.W002"
@@ -63,27 +61,15 @@ def check_connection() -> list[CheckMessage]:
 
 @database_check("database.version", mysql_only=True)
 def check_server_version() -> list[CheckMessage]:
-    """MySQL 8.0+ or MariaDB 10.6+ (SKIP LOCKED)."""
+    """MySQL 8.0.1+ or MariaDB 10.6+ (SKIP LOCKED), and not TiDB (which ignores it), as `SELECT VERSION()` says."""
     check = "database.version"
-    name = "MariaDB" if connection.mysql_is_mariadb else "MySQL"
-    version = ".".join(str(part) for part in connection.mysql_version)
-    problem = unsupported_version(is_mariadb=connection.mysql_is_mariadb, version=connection.mysql_version)
+    identity = read_identity(connection)
+    problem = identity_problem(identity)
+    if identity.product == "TiDB":
+        return [error(check, "diagnostics.E033", problem, "Run TaskHub on MySQL 8.0.1+ or MariaDB 10.6+.")]
     if problem:
-        return [
-            error(check, "diagnostics.E031", f"{name} {version}: {problem}", "Upgrade to MySQL 8.0+ or MariaDB 10.6+.")
-        ]
-    return [ok(check, f"{name} {version} is supported.")]
-
-
-def unsupported_version(*, is_mariadb: bool, version: tuple[int, ...]) -> str | None:
-    """Return why this server version is not supported, or None."""
-    minimum = MIN_MARIADB if is_mariadb else MIN_MYSQL
-    if tuple(version[:2]) >= minimum:
-        return None
-    return (
-        f"older than {'.'.join(map(str, minimum))}, which TaskHub needs for SELECT … FOR UPDATE SKIP LOCKED "
-        "(workers would serialize or fail)."
-    )
+        return [error(check, "diagnostics.E031", problem, "Upgrade to MySQL 8.0.1+ or MariaDB 10.6+.")]
+    return [ok(check, f"{identity} is supported.")]
 
 
 @database_check(SESSION, mysql_only=True, register=False)

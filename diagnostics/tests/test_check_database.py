@@ -7,11 +7,12 @@ from io import StringIO
 import pytest
 from django.core.checks import ERROR, INFO, WARNING
 from django.core.management import call_command
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 
-from diagnostics.checks import charsets, clock, database, schema, timezones
+from core.db.features import identify_server
+from diagnostics.checks import charsets, clock, database, registration, schema, timezones
 from diagnostics.checks.clock import skew_result
-from diagnostics.checks.database import session_mismatches, unsupported_version
+from diagnostics.checks.database import session_mismatches
 from diagnostics.tests.conftest import DEFAULT_DATABASE, by_id, check_production_json, execute, problems
 from tasks.models import TaskQueue
 
@@ -165,17 +166,26 @@ def test_session_mismatches_compare_values_and_required_sql_modes():
 
 
 @pytest.mark.parametrize(
-    ("is_mariadb", "version", "supported"),
+    ("answer", "expected_id"),
     [
-        (True, (10, 5, 20), False),
-        (True, (10, 6, 0), True),
-        (True, (11, 4, 2), True),
-        (False, (5, 7, 44), False),
-        (False, (8, 0, 36), True),
+        ("10.5.20-MariaDB-log", "diagnostics.E031"),
+        ("10.6.0-MariaDB", None),
+        ("5.5.5-10.11.6-MariaDB-0+deb12u1", None),
+        ("5.7.44-log", "diagnostics.E031"),
+        ("8.0.0-dmr", "diagnostics.E031"),
+        ("8.0.36", None),
+        ("8.0.11-TiDB-v7.5.1", "diagnostics.E033"),
+        ("5.7.25-TiDB-v6.5.0", "diagnostics.E033"),
     ],
 )
-def test_server_versions_without_skip_locked_are_unsupported(is_mariadb, version, supported):
-    assert (unsupported_version(is_mariadb=is_mariadb, version=version) is None) is supported
+@pytest.mark.django_db
+def test_server_version_check_reads_select_version(monkeypatch, answer, expected_id):
+    """The check goes by the server's own answer: TiDB names itself there, whatever version it claims."""
+    monkeypatch.setattr(database, "read_identity", lambda conn: identify_server(answer))
+    monkeypatch.setattr(registration, "_reachable", lambda: True)
+    monkeypatch.setattr(connections[DEFAULT_DB_ALIAS], "vendor", "mysql")
+    found = by_id(database.check_server_version(databases=DEFAULT_DATABASE))
+    assert found == ({expected_id: ERROR} if expected_id else {})
 
 
 @mysql

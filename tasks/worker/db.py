@@ -17,14 +17,15 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from django.db import DatabaseError, OperationalError, close_old_connections, connection, connections
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, OperationalError, close_old_connections, connection, connections
 
 from core import metrics
+from core.db import topology
 from core.db.errors import error_code, is_connection_lost, is_retryable_contention
-
-# The worker's only import of the state machine (.importlinter holds the others to that).
 from core.db.features import UnsupportedDatabase, ensure_skip_locked
 from core.db.session import ensure_clean_session
+
+# The worker's only import of the state machine (.importlinter holds the others to that).
 from tasks import schedules, transitions
 from tasks.models import QueueConfig, TaskStatus
 from tasks.outcomes import Outcome, OutcomeKind, bound_error
@@ -104,9 +105,32 @@ class WorkerDatabase:
         self._retry_at = 0.0
 
     def ensure_usable(self) -> None:
-        """Connect, and refuse a server that cannot claim safely (raise UnsupportedDatabase)."""
+        """Connect, and refuse a topology where claims would not exclude each other (raise UnsupportedDatabase).
+
+        1. The server: MySQL 8.0.1+ or MariaDB 10.6+, not TiDB (`ensure_skip_locked`).
+        2. A read-only server (`@@read_only`: a replica or a demoted primary) is logged: every
+           write will fail until it is writable.
+        3. The lock probe: a row locked FOR UPDATE SKIP LOCKED on one new connection must not be
+           lockable from another (a proxy sending locking reads to a replica fails it).
+        4. The claim query's plan: no full scan, no filesort (either would lock every row read).
+        """
         connection.ensure_connection()
         ensure_skip_locked(connection)
+        if connection.vendor != "mysql":
+            return
+        if topology.is_read_only(connection):
+            logger.warning(
+                "the database server is read-only (@@read_only = 1): a replica or a demoted primary; "
+                "point MYSQL_HOST at the writable primary"
+            )
+        probe = topology.probe_connections(DEFAULT_DB_ALIAS, connections)
+        if probe.problem:
+            raise UnsupportedDatabase(f"Lock probe failed: {probe.problem}. {topology.PROBE_REMEDY}")
+        if probe.doubt:
+            logger.warning("lock probe inconclusive: %s", probe.doubt)
+        plan = transitions.claim_plan_problem()
+        if plan:
+            raise UnsupportedDatabase(f"{plan}: {topology.PLAN_REMEDY}")
 
     def disconnect(self) -> None:
         """Close every database connection of this process."""
