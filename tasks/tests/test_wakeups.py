@@ -330,3 +330,34 @@ def test_a_claim_that_finds_nothing_reads_when_the_next_scheduled_task_is_due(al
         worker_id="w", claim_from=[QueueConfig.objects.create(name="empty")], limit=5, now=now, look_ahead=True
     )
     assert (none.tasks, none.next_run_at) == ([], None)
+
+
+@pytest.mark.mysql
+@pytest.mark.parametrize("look", ["next_due", "next_run_at"])
+def test_the_look_ahead_reads_only_task_claim_idx(alice, default_queue, look):
+    """The idle look and the claim's look-ahead read the claim index alone: no task row, no filesort."""
+    import json
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    other = QueueConfig.objects.create(name="other")
+    enqueue_many(alice, 100, queue=other, run_at=timezone.now() + timedelta(hours=1))
+    enqueue_many(alice, 100, status=TaskStatus.SUCCEEDED)
+    enqueue_many(alice, 100, priority=5, run_at=timezone.now() + timedelta(hours=2))
+    with CaptureQueriesContext(connection) as captured:
+        if look == "next_due":
+            found = transitions.next_due(["default", "other"])
+        else:
+            found = transitions._next_run_at([default_queue.pk, other.pk])
+    assert found is not None
+    (sql,) = [q["sql"] for q in captured.captured_queries if "MIN" in q["sql"]]
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN FORMAT=JSON " + sql)
+        plan = json.loads(cursor.fetchone()[0])
+    text = json.dumps(plan)
+    tables = [step["table"] for step in plan["query_block"].get("nested_loop", [plan["query_block"]])]
+    (task_table,) = [table for table in tables if table["table_name"] == "task_queue"]
+    assert task_table["key"] == "task_claim_idx", plan
+    assert task_table.get("using_index") is True, plan
+    assert "filesort" not in text, plan
