@@ -14,8 +14,9 @@ One round of `Worker.run_one()`:
 
 An idle worker claims again after a jittered back-off up to the poll interval, or at once when
 woken (`tasks.wakeups`: with `TASKHUB_WAKEUP_URL`, a Redis subscription joins the wait of step
-1; while it is live the back-off is the whole poll interval), and never later than the run_at
-of the next scheduled task of its queues (read by the claim that found nothing).
+1; while it is live the worker polls once per poll interval, with one plain read of the next
+due run_at instead of a claim), and never later than the run_at of the next scheduled task of
+its queues (read by the claim, or the look, that found nothing due).
 
 What the worker holds is kept in its book (`held.HeldTasks`, no database); every round trip
 goes through `db.WorkerDatabase`; the children are `children.Pool`.
