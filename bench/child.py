@@ -39,6 +39,11 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("schedule", help="replace the schedules with one firing every second")
     lateness = sub.add_parser("lateness", help="pause a schedule and report its fire times' lateness")
     lateness.add_argument("--schedule", type=int, required=True)
+    pickup = sub.add_parser("pickup", help="enqueue echo tasks `--idle` seconds apart; report enqueue → start")
+    pickup.add_argument("--count", type=int, required=True)
+    pickup.add_argument("--idle", type=float, required=True)
+    run_at = sub.add_parser("run-at", help="enqueue echo tasks due 1–1.5 s ahead, one at a time; report lateness")
+    run_at.add_argument("--count", type=int, required=True)
     django_tasks = sub.add_parser("enqueue-django", help="enqueue @task no-ops with .enqueue() (TaskHubBackend)")
     django_tasks.add_argument("--count", type=int, required=True)
     return parser
@@ -87,6 +92,14 @@ def main(argv: list[str]) -> None:
             emit_result({"schedule": taskhub_side.schedule_every_second(user=user)})
     elif args.command == "lateness":
         emit_result(taskhub_side.schedule_lateness(schedule_id=args.schedule))
+    elif args.command in ("pickup", "run-at"):
+        from django.contrib.auth import get_user_model
+
+        user = get_user_model().objects.get(username=loader.USER_NAME.format(0))
+        if args.command == "pickup":
+            emit_result({"pickup": taskhub_side.pickup(user=user, count=args.count, idle=args.idle)})
+        else:
+            emit_result({"lateness": taskhub_side.run_at_lateness(user=user, count=args.count)})
     elif args.command == "enqueue-django":
         emit_result({"count": args.count, "seconds": taskhub_side.enqueue_django(count=args.count)})
 

@@ -13,7 +13,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from bench import compare
+from bench import compare, latency
 from bench.scale import BACKLOG_SHARE, ENDPOINTS
 from bench.stats import median_of, ratio, summarize
 
@@ -461,6 +461,58 @@ def _schedules(results: dict) -> list[str]:
     return lines + [""]
 
 
+def _latency(results: dict) -> list[str]:
+    entry, lines = _heading(results, "latency", "7. Latency: an idle worker starts a task")
+    if entry is None:
+        return lines
+    pickup = entry.get("taskhub") or {}
+    lines += [
+        f"Pickup = enqueue → start of a no-op sent after {pickup.get('idle_seconds', latency.IDLE_SECONDS):g} s "
+        "of idleness, one at a time; TaskHub workers with Redis wake-ups (`TASKHUB_WAKEUP_URL`, default poll "
+        "interval), Celery prefork `--concurrency 1` on the same Redis. In ms.",
+        "",
+        "| system | workers | tasks | p50 | p99 | max |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key, title in (("taskhub", "TaskHub + wake-ups"), ("celery", "Celery + Redis")):
+        part = entry.get(key) or {}
+        problem = _status(part)
+        if problem:
+            lines.append(f"| {title} | – | – | {problem} | – | – |")
+            continue
+        for workers, run in part.get("runs", {}).items():
+            lines.append(
+                f"| {title} | {workers} | {run['n']} | {_num(run['p50_ms'], '{:.1f}')} | "
+                f"{_num(run['p99_ms'], '{:.1f}')} | {_num(run['max_ms'], '{:.1f}')} |"
+            )
+    run_at, idle = entry.get("run_at") or {}, entry.get("idle") or {}
+    problem = _status(run_at)
+    lines.append("")
+    if problem:
+        lines.append(f"- run_at lateness: {problem}")
+    else:
+        lines.append(
+            f"- run_at lateness (run_at → start, one idle worker, {run_at['n']} tasks due 1–1.5 s ahead): "
+            f"p50 {_num(run_at['p50_ms'], '{:.1f}')} ms, p99 {_num(run_at['p99_ms'], '{:.1f}')} ms, "
+            f"max {_num(run_at['max_ms'], '{:.1f}')} ms."
+        )
+    problem = _status(idle)
+    if problem:
+        lines.append(f"- Idle cost: {problem}")
+    else:
+        rates = idle.get("per_worker_per_second", {})
+        lines.append(
+            f"- Idle cost ({idle['workers']} idle workers with wake-ups, {idle['window_seconds']:g} s, counted by each "
+            f"worker's own connection: `bench/counting_worker.py`): {_num(rates.get('statements'))} statements "
+            f"(queries, `SET autocommit`, `COMMIT`) and {_num(rates.get('selects'))} SELECTs per worker per second."
+        )
+    lines += ["", "| target | measured | target | |", "|---|---|---|---|"]
+    for what, value, target, sign in latency.verdicts(entry):
+        verdict = "–" if value is None else ("met" if value <= target else "missed")
+        lines.append(f"| {what} | {_num(value)} | {sign} {target:g} | {verdict} |")
+    return lines + [""]
+
+
 def _variant(name: str) -> str:
     return "all on" if name == "all" else f"{name} off"
 
@@ -487,7 +539,7 @@ def render(results: dict) -> str:
         lines += [f"> ⚠️ The machine was busy when the run started (load {mach['loadavg'][0]}): figures are noisy.", ""]
     lines += _targets_table(results) + compare.before_after(results, targets(results))
     lines += _throughput(results) + _djtasks(results) + _scale(results) + _auth(results) + _memory(results)
-    lines += _shortcuts(results) + _schedules(results)
+    lines += _shortcuts(results) + _schedules(results) + _latency(results)
     errors = results.get("errors") or []
     if errors:
         lines += ["## Problems during the run", ""] + [f"- {e}" for e in errors] + [""]

@@ -93,3 +93,50 @@ def enqueue_django(*, count: int) -> float:
     for i in range(count):
         noop.enqueue({"n": i})
     return time.perf_counter() - started
+
+
+def _wait_finished(pks: list[int], timeout: float) -> None:
+    from tasks.models import TaskQueue, TaskStatus
+
+    deadline = time.monotonic() + timeout
+    while TaskQueue.objects.filter(pk__in=pks, status=TaskStatus.SUCCEEDED).count() < len(pks):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"tasks {pks[:5]}… did not all succeed within {timeout:.0f}s")
+        time.sleep(0.05)
+
+
+def pickup(*, user: Any, count: int, idle: float) -> list[float]:
+    """Enqueue an echo task every `idle` seconds (after a warm-up one); return each one's created_at → started_at."""
+    from tasks.models import TaskQueue
+    from tasks.services import task_enqueue
+
+    _wait_finished([task_enqueue(user=user, task_type="echo").task.pk], timeout=60)
+    pks = []
+    for i in range(count):
+        time.sleep(idle)
+        pks.append(task_enqueue(user=user, task_type="echo", payload={"n": i}).task.pk)
+    _wait_finished(pks, timeout=60)
+    rows = TaskQueue.objects.filter(pk__in=pks).values_list("created_at", "started_at")
+    return [(started - created).total_seconds() for created, started in rows]
+
+
+def run_at_lateness(*, user: Any, count: int) -> list[float]:
+    """Enqueue echo tasks due 1 to 1.5 s ahead, one at a time; return each one's run_at → started_at."""
+    import random
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from tasks.models import TaskQueue
+    from tasks.services import task_enqueue
+
+    _wait_finished([task_enqueue(user=user, task_type="echo").task.pk], timeout=60)
+    pks = []
+    for i in range(count):
+        ahead = 1.0 + random.random() / 2
+        run_at = timezone.now() + timedelta(seconds=ahead)
+        pks.append(task_enqueue(user=user, task_type="echo", payload={"n": i}, run_at=run_at).task.pk)
+        time.sleep(ahead + 0.5)  # no polling meanwhile: the worker alone talks to the database
+    _wait_finished(pks, timeout=60)
+    rows = TaskQueue.objects.filter(pk__in=pks).values_list("run_at", "started_at")
+    return [(started - run_at).total_seconds() for run_at, started in rows]

@@ -355,6 +355,12 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = max(2 * TASK_PAYLOAD_MAX_BYTES, 262144)
 TASKHUB_WORKER_HEARTBEAT_SECONDS = env.float("TASKHUB_WORKER_HEARTBEAT_SECONDS", default=5.0)
 TASKHUB_WORKER_STALE_SECONDS = env.float("TASKHUB_WORKER_STALE_SECONDS", default=30.0)
 TASKHUB_POLL_INTERVAL_SECONDS = env.float("TASKHUB_POLL_INTERVAL_SECONDS", default=1.0)
+# Redis that wakes idle workers when work arrives (tasks.wakeups); empty: workers only poll.
+TASKHUB_WAKEUP_URL = env.str("TASKHUB_WAKEUP_URL", default="").strip()
+if TASKHUB_WAKEUP_URL and not TASKHUB_WAKEUP_URL.startswith(("redis://", "rediss://", "unix://")):
+    raise ImproperlyConfigured(
+        "TASKHUB_WAKEUP_URL must be a Redis URL (redis://host:6379/0, rediss://… or unix://…), or empty."
+    )
 TASKHUB_CLAIM_BATCH_SIZE = env.int("TASKHUB_CLAIM_BATCH_SIZE", default=20)
 TASKHUB_SHUTDOWN_GRACE_SECONDS = env.float("TASKHUB_SHUTDOWN_GRACE_SECONDS", default=30.0)
 # Handler modules the worker imports besides the apps' `handlers.py` (dotted paths, comma-separated).

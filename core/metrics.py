@@ -45,6 +45,12 @@ SCHEDULE_LATENESS = Histogram(
     "From a schedule's fire time to its task's creation.",
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0),
 )
+WAKEUPS = Counter(
+    "taskhub_wakeups_total",
+    "Worker wake-ups (Redis pub/sub) by outcome: sent; failed or skipped while Redis is away "
+    "(publishing); listen_failed (a worker's subscription lost or refused).",
+    ["outcome"],
+)
 
 # Clients may send any method; only these become label values, so cardinality stays bounded.
 _KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})

@@ -41,6 +41,14 @@ def queues_named(names: Iterable[str], load: Callable[[set[str]], dict[str, Queu
     return found
 
 
+def name_of(queue_id: int) -> str | None:
+    """Return the name of a queue this process has read lately, or None (never a query)."""
+    for _expires, queue in list(_entries.values()):
+        if queue.pk == queue_id:
+            return queue.name
+    return None
+
+
 def forget(*args: Any, **kwargs: Any) -> None:
     """Drop every entry (also a receiver of QueueConfig's post_save and post_delete)."""
     _entries.clear()

@@ -20,7 +20,7 @@ from django.utils.translation import gettext as _
 
 from core import shortcuts
 from core.db.errors import is_retryable_contention
-from tasks import queue_cache, transitions
+from tasks import queue_cache, transitions, wakeups
 from tasks.errors import QuotaExceeded, TaskSpecInvalid, TaskStateConflict
 from tasks.models import ACTIVE_STATUSES, DEFAULT_QUEUE_NAME, QueueConfig, TaskKind, TaskQueue, TaskStatus
 from tasks.specs import ON_CONFLICT_RETURN, TaskSpec, check_spec
@@ -469,9 +469,11 @@ def task_retry(*, task: TaskQueue, by: AbstractBaseUser | None = None) -> TaskQu
 
 
 def queue_set_paused(*, queue: QueueConfig, paused: bool) -> QueueConfig:
-    """Pause or resume a queue; workers stop or resume claiming from it."""
+    """Pause or resume a queue; workers stop or resume claiming from it (woken at once on resume)."""
     QueueConfig.objects.filter(pk=queue.pk).update(is_paused=paused, updated_at=timezone.now())
     queue_cache.forget()
+    if not paused:
+        wakeups.notify([queue.name])
     queue.refresh_from_db()
     return queue
 

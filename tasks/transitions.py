@@ -33,13 +33,13 @@ from types import ModuleType
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Case, Count, F, JSONField, Q, QuerySet, Value, When
+from django.db.models import Case, Count, F, JSONField, Min, Q, QuerySet, Value, When
 from django.utils import timezone
 
 from core import shortcuts
 from core.db.errors import with_contention_retry
 from core.db.topology import plan_problem
-from tasks import counters
+from tasks import counters, queue_cache, wakeups
 from tasks.models import FINISHED_STATUSES, QueueConfig, Schedule, ScheduleFire, TaskQueue, TaskStatus
 from tasks.outcomes import Outcome, OutcomeKind
 
@@ -76,7 +76,8 @@ def enqueue(tasks: list[TaskQueue]) -> None:
 
     Nothing else is written: a task is counted when it finishes (`tasks.counters`), so one task
     needs no transaction of its own. All the tasks of one call share one owner and one
-    `created_at` (the ids are read back by them where the backend cannot return them).
+    `created_at` (the ids are read back by them where the backend cannot return them). The
+    workers of their queues are woken once they commit (`tasks.wakeups`).
     """
     if not tasks:
         return
@@ -94,6 +95,7 @@ def enqueue(tasks: list[TaskQueue]) -> None:
             TaskQueue.objects.bulk_create(tasks, batch_size=ENQUEUE_BATCH_SIZE)
         if tasks[0].pk is None:
             _fetch_ids(tasks)
+    _wake(tasks)
 
 
 @shortcuts.chosen
@@ -140,6 +142,7 @@ def replace_pending(task: TaskQueue, *, payload: dict[str, Any], run_at: datetim
         if not list(still):
             return False
         TaskQueue.objects.filter(pk=task.pk).update(payload=payload, run_at=run_at, priority=priority)
+        _wake([task])
     task.payload, task.run_at, task.priority, task.status = payload, run_at, priority, TaskStatus.PENDING
     return True
 
@@ -227,6 +230,9 @@ class Claim:
     empty_queues: set[int] = field(default_factory=set)
     # True when the caller left out some of its queues: "nothing claimed" proves nothing either.
     partial: bool = False
+    # With `look_ahead`, when nothing was claimed: the earliest run_at of the pending tasks of the
+    # queues searched (None: none is pending); the time to look again.
+    next_run_at: datetime | None = None
 
 
 def claim(*, worker_id: str, queues: Sequence[QueueConfig], limit: int, now: datetime | None = None) -> Claim:
@@ -234,7 +240,9 @@ def claim(*, worker_id: str, queues: Sequence[QueueConfig], limit: int, now: dat
     return record_and_claim(worker_id=worker_id, claim_from=queues, limit=limit, now=now)[1]
 
 
-def _claim(worker_id: str, queues: Sequence[QueueConfig], limit: int, now: datetime) -> Claim:
+def _claim(
+    worker_id: str, queues: Sequence[QueueConfig], limit: int, now: datetime, *, look_ahead: bool = False
+) -> Claim:
     """Claim inside the caller's transaction.
 
     1. Work out each queue's budget under max_concurrency (`_budgets`).
@@ -243,6 +251,8 @@ def _claim(worker_id: str, queues: Sequence[QueueConfig], limit: int, now: datet
     3. Keep the best `limit` across queues (the rest unlock at commit, a moment later).
     4. Mark them running in one UPDATE per lease length: the queue's task timeout, or a task's
        own (usually one UPDATE for the whole batch).
+    5. With `look_ahead` and nothing claimed, read when the next pending task of the queues
+       searched is due (`_next_run_at`).
     """
     if limit <= 0 or not queues:
         return Claim()
@@ -263,7 +273,33 @@ def _claim(worker_id: str, queues: Sequence[QueueConfig], limit: int, now: datet
         by_lease.setdefault(task.timeout_seconds or leases[task.queue_id], []).append(task)
     for seconds, tasks in by_lease.items():
         _mark_running(tasks, worker_id=worker_id, now=now, lease_expires_at=now + timedelta(seconds=seconds))
-    return Claim(tasks=chosen, contended=contended, empty_queues=empty)
+    found = Claim(tasks=chosen, contended=contended, empty_queues=empty)
+    if look_ahead and not chosen and empty:
+        found.next_run_at = _next_run_at(empty)
+    return found
+
+
+def _next_run_at(queue_ids: Iterable[int]) -> datetime | None:
+    """Return the earliest run_at among the pending tasks of these queues (a plain read, no lock).
+
+    Served by task_claim_idx (status, queue_id, priority DESC, run_at) alone: equality on the
+    prefix, MIN over the index's own run_at entries; no table row is read.
+    """
+    pending = TaskQueue.objects.filter(status=TaskStatus.PENDING, queue_id__in=sorted(queue_ids))
+    return pending.aggregate(earliest=Min("run_at"))["earliest"]
+
+
+def next_due(queue_names: Sequence[str] = ()) -> datetime | None:
+    """Return the earliest run_at among the pending tasks of the unpaused queues named (all when empty).
+
+    An idle worker's poll while wake-ups are live: one plain read instead of a claim transaction
+    and a re-read of the queue list. queue_config joined to task_claim_idx (status, queue_id, ...):
+    MIN over the index's own run_at entries, no task row read and nothing locked.
+    """
+    pending = TaskQueue.objects.filter(status=TaskStatus.PENDING, queue__is_paused=False)
+    if queue_names:
+        pending = pending.filter(queue__name__in=list(queue_names))
+    return pending.aggregate(earliest=Min("run_at"))["earliest"]
 
 
 def _budgets(queues: Sequence[QueueConfig], limit: int) -> tuple[dict[int, int], bool]:
@@ -384,10 +420,14 @@ def record_and_claim(
     claim_from: Sequence[QueueConfig] = (),
     limit: int = 0,
     now: datetime | None = None,
+    look_ahead: bool = False,
 ) -> tuple[list[Recorded], Claim]:
     """Record a batch of outcomes, then claim the next batch: one short transaction, one commit.
 
-    Recording first frees the finished tasks' places under each queue's max_concurrency.
+    Recording first frees the finished tasks' places under each queue's max_concurrency (the
+    workers of such a queue are woken, and those of the queues of retried tasks). With
+    `look_ahead`, a claim that finds nothing also reads when the next scheduled task of those
+    queues is due (`Claim.next_run_at`).
     """
     if not results and (limit <= 0 or not claim_from):
         return [], Claim()
@@ -398,7 +438,8 @@ def record_and_claim(
         moment = now or timezone.now()
         with transaction.atomic():
             recorded = _record(results, worker_id, backoff, cancels, moment) if results else []
-            return recorded, _claim(worker_id, claim_from, limit, moment)
+            _wake_after_outcomes(recorded, backoff)
+            return recorded, _claim(worker_id, claim_from, limit, moment, look_ahead=look_ahead)
 
     return with_contention_retry(work, what="recording and claiming")
 
@@ -603,7 +644,7 @@ def release(tasks: Iterable[TaskQueue]) -> int:
 
     def work() -> int:
         with transaction.atomic():
-            return sum(
+            released = sum(
                 _guarded(
                     task,
                     status=TaskStatus.PENDING,
@@ -614,6 +655,9 @@ def release(tasks: Iterable[TaskQueue]) -> int:
                 )
                 for task in tasks
             )
+            if released:
+                _wake(tasks)
+            return released
 
     return with_contention_retry(work, what="handing back tasks")
 
@@ -690,7 +734,41 @@ def _recover(now: datetime, limit: int) -> list[TaskQueue]:
         for task in expired:
             _settle_unsuccessful(task, lost, queues.get(task.queue_id), task.cancel_requested, now)
         counters.record_finished([task for task in expired if task.is_finished])
+        _wake([task for task in expired if task.status == TaskStatus.PENDING], queues)
     return expired
+
+
+# --- Wake-ups --------------------------------------------------------------------------------
+
+
+def _wake(tasks: Iterable[TaskQueue], queues: Mapping[int, QueueConfig] | None = None) -> None:
+    """Wake the workers of these tasks' queues once the transaction commits (`tasks.wakeups`).
+
+    The queue's name comes from what is at hand (`queues`, the task's loaded queue, the
+    enqueue cache): never a query. Unknown, the wake-up goes to every worker.
+    """
+    if wakeups.enabled():
+        wakeups.notify({_queue_name(task, queues or {}) for task in tasks})
+
+
+def _queue_name(task: TaskQueue, queues: Mapping[int, QueueConfig]) -> str | None:
+    queue = queues.get(task.queue_id)
+    if queue is None and TaskQueue.queue.is_cached(task):
+        queue = task.queue
+    return queue.name if queue is not None else queue_cache.name_of(task.queue_id)
+
+
+def _wake_after_outcomes(recorded: Sequence[Recorded], queues: Mapping[int, QueueConfig]) -> None:
+    """Wake for the tasks to retry, and for queues under max_concurrency whose places just freed."""
+    if not recorded or not wakeups.enabled():
+        return
+    waking = []
+    for entry in recorded:
+        queue = queues.get(entry.task.queue_id)
+        if entry.status == TaskStatus.PENDING or (queue is not None and queue.max_concurrency):
+            waking.append(entry.task)
+    if waking:
+        _wake(waking, queues)
 
 
 # --- Owners and staff ------------------------------------------------------------------------
@@ -750,6 +828,7 @@ def reopen(task: TaskQueue) -> bool:
                 finished_at=None,
             )
             counters.record_reopened([(task.owner_id, task.queue_id, *old)])
+            _wake([task])
     task.refresh_from_db()
     return old is not None
 

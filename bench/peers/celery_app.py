@@ -14,6 +14,7 @@ QUEUE = "bench"
 DONE_KEY = "bench:celery:done"
 FIRST_KEY = "bench:celery:first"  # hash: worker pid -> first task start (epoch seconds)
 LAST_KEY = "bench:celery:last"  # hash: worker pid -> last task end
+PICKUP_KEY = "bench:celery:pickup"  # list: seconds from before .delay() to the task's start
 
 app = Celery("bench", broker=REDIS_URL)
 app.conf.update(
@@ -50,3 +51,9 @@ def noop(payload: dict[str, Any]) -> dict[str, Any]:
     pipe.incr(DONE_KEY)
     pipe.execute()
     return result
+
+
+@app.task(name="bench.stamp", ignore_result=True)
+def stamp(sent: float) -> None:
+    """Record how long ago `sent` (the sender's clock just before `.delay()`) was: the pickup."""
+    _redis().rpush(PICKUP_KEY, time.time() - sent)

@@ -20,7 +20,8 @@ def _label(processes: int, concurrency: int | None) -> str:
     return f"{processes}×{conc}"
 
 
-def _worker_args(index: int, concurrency: int | None) -> list[str]:
+def worker_args(index: int, concurrency: int | None) -> list[str]:
+    """Return the command line of Celery worker `index` (prefork, queue `bench`)."""
     args = ["-m", "celery", "-A", "bench.peers.celery_app", "worker", "--pool", "prefork", "-Q", "bench"]
     args += ["-n", f"bench{index}@%h", "--without-gossip", "--without-mingle", "--without-heartbeat"]
     args += ["--loglevel", "WARNING"]
@@ -64,7 +65,7 @@ def run(ctx: Context) -> dict:
                     timeout=cfg.step_timeout(cfg.tasks),
                 )
                 procs = [
-                    ctx.children.spawn(_worker_args(i, concurrency), env=env, name=f"celery-worker{i}")
+                    ctx.children.spawn(worker_args(i, concurrency), env=env, name=f"celery-worker{i}")
                     for i in range(processes)
                 ]
                 deadline = time.monotonic() + cfg.step_timeout(cfg.tasks)

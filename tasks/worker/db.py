@@ -15,6 +15,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import TypeVar
 
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, OperationalError, close_old_connections, connection, connections
@@ -32,7 +33,9 @@ from tasks.outcomes import Outcome, OutcomeKind, bound_error
 from tasks.worker import row
 from tasks.worker.held import Batch, HeldTasks
 
-__all__ = ["UnsupportedDatabase", "WorkerDatabase"]
+__all__ = ["Claim", "UnsupportedDatabase", "WorkerDatabase"]
+
+Claim = transitions.Claim
 
 logger = logging.getLogger("taskhub.worker")
 
@@ -220,6 +223,7 @@ class WorkerDatabase:
                 cancel_requested=cancels,
                 claim_from=searched,
                 limit=claim_limit,
+                look_ahead=True,
             )
 
         now = time.monotonic()
@@ -278,6 +282,31 @@ class WorkerDatabase:
         if check is None:
             return None
         return held.leases_renewed(still_held=check.held, cancel_requested=check.cancel_requested, at=started)
+
+    def next_due(self) -> tuple[datetime | None] | None:
+        """Return (earliest run_at of a pending task of this worker's queues,), or None when the database is away."""
+
+        def work() -> tuple[datetime | None]:
+            self._session_upkeep()
+            return (transitions.next_due(self.queue_names),)
+
+        return self.call("looking for due tasks", work)
+
+    def woken(self, queue_names: set[str | None]) -> None:
+        """Search the woken queues at the next claim, even one found idle a moment ago.
+
+        A name not among the runnable queues (one just resumed or created) makes the list be
+        read again; None (any queue) clears every idle mark.
+        """
+        by_name = {queue.name: queue.pk for queue in self._runnable}
+        if None in queue_names:
+            self._idle_until.clear()
+        for name in queue_names - {None}:
+            if name in by_name:
+                self._idle_until.pop(by_name[name], None)
+            elif not self.queue_names or name in self.queue_names:
+                self._queues_read_at = float("-inf")
+                self._idle_until.clear()
 
     # --- Helpers -------------------------------------------------------------------------------
 

@@ -12,6 +12,12 @@ One round of `Worker.run_one()`:
        does, a unique key decides which one creates each fire time's task);
     7. send claimed tasks to the children.
 
+An idle worker claims again after a jittered back-off up to the poll interval, or at once when
+woken (`tasks.wakeups`: with `TASKHUB_WAKEUP_URL`, a Redis subscription joins the wait of step
+1; while it is live the worker polls once per poll interval, with one plain read of the next
+due run_at instead of a claim), and never later than the run_at of the next scheduled task of
+its queues (read by the claim, or the look, that found nothing due).
+
 What the worker holds is kept in its book (`held.HeldTasks`, no database); every round trip
 goes through `db.WorkerDatabase`; the children are `children.Pool`.
 """
@@ -24,10 +30,12 @@ import time
 from collections.abc import Sequence
 
 from django.conf import settings
+from django.utils import timezone
 
+from tasks import wakeups
 from tasks.outcomes import Outcome, OutcomeKind
 from tasks.worker.children import ChildProcess, Pool
-from tasks.worker.db import WorkerDatabase
+from tasks.worker.db import Claim, WorkerDatabase
 from tasks.worker.held import HeldTasks
 from tasks.worker.messages import parse_done
 from tasks.worker.row import new_worker_id
@@ -39,6 +47,7 @@ MAX_WAIT = 0.5  # longest a round sleeps, so timers and shutdown() from another 
 FLUSH_DELAY = 0.05  # outcomes wait at most this long for a fuller batch
 PREFETCH_SECONDS = 0.1  # each child is sent about this much work ahead (see _depth)
 IDLE_BACKOFF_START = 0.05
+POLL_JITTER = 0.1  # with wake-ups live, an idle worker claims every 1 to 1.1 poll intervals
 # What a killed attempt's error history names as its exception (classes in tasks.errors).
 TIMEOUT_EXCEPTION = "tasks.errors.TaskTimeout"
 LOST_EXCEPTION = "tasks.errors.WorkerLost"
@@ -76,11 +85,13 @@ class Worker:
         self._next_claim = 0.0
         self._idle_claims = 0
         self._nothing_runnable = False
+        self._woken = False
         self._next_heartbeat = 0.0
         self._stop_reason: str | None = None
         self._stopping = False
         self._grace_deadline = float("inf")
         self._signals = StopSignals()
+        self._wakeups = wakeups.Listener(settings.TASKHUB_WAKEUP_URL, self.queue_names) if wakeups.enabled() else None
 
     @property
     def processed(self) -> int:
@@ -105,18 +116,23 @@ class Worker:
         if install_signal_handlers:
             self._signals.install(self.shutdown)
         self.pool.fill()
+        if self._wakeups is not None:
+            self._wakeups.start()
         logger.info(
-            "worker %s started: queues=%s concurrency=%d batch=%d%s",
+            "worker %s started: queues=%s concurrency=%d batch=%d%s wake-ups=%s",
             self.worker_id,
             ",".join(self.queue_names) or "all",
             self.concurrency,
             self.batch_size,
             " burst" if self.burst else "",
+            wakeups.safe_url(self._wakeups.url) if self._wakeups else "off (polling)",
         )
 
     def run_one(self, timeout: float | None = None) -> bool:
         """Do one round (see the module docstring); return False once the worker is done."""
-        self._signals.wait(self.pool.pipes(), self._wait_timeout() if timeout is None else timeout)
+        sources = [*self.pool.pipes(), self._wakeups] if self._wakeups is not None else self.pool.pipes()
+        self._signals.wait(sources, self._wait_timeout() if timeout is None else timeout)
+        self._take_wakeups()
         self._collect()
         self._enforce_deadlines()
         if self._stop_reason and not self._stopping:
@@ -145,6 +161,8 @@ class Worker:
         self.db.hand_back(self.held)
         self.db.unregister()
         self._signals.restore()
+        if self._wakeups is not None:
+            self._wakeups.stop()
         self.db.disconnect()
         logger.info("worker %s stopped: %d tasks processed", self.worker_id, self.processed)
 
@@ -262,19 +280,72 @@ class Worker:
         limit = 0 if self._stopping else self._claim_limit()
         if not (flush or limit):
             return
+        if limit and not flush and self._may_peek() and not self._peek():
+            return
         had_work = self.held.active() > 0
         claim = self.db.record_and_claim(self.held, flush=flush, claim_limit=limit)
         if claim is None:
             return
+        self._woken = False
         now = time.monotonic()
         if claim.tasks:
             self._idle_claims = 0
             self._next_claim = now
         else:
             self._idle_claims += 1
-            step = min(self.poll_interval, IDLE_BACKOFF_START * 2**self._idle_claims)
-            self._next_claim = now + random.uniform(step / 2, step)
+            self._next_claim = now + self._idle_wait(claim)
         self._nothing_runnable = not (claim.tasks or claim.contended or claim.partial or had_work)
+
+    def _idle_wait(self, claim: Claim) -> float:
+        """Return how long to wait before claiming again after a claim that found nothing.
+
+        While wake-ups are live, the whole poll interval (a new task wakes the worker at once);
+        otherwise a jittered back-off doubling from IDLE_BACKOFF_START up to the poll interval.
+        Never past the run_at of the next scheduled task.
+        """
+        if self._wakeups is not None and self._wakeups.live:
+            wait = random.uniform(self.poll_interval, self.poll_interval * (1 + POLL_JITTER))
+        else:
+            step = min(self.poll_interval, IDLE_BACKOFF_START * 2**self._idle_claims)
+            wait = random.uniform(step / 2, step)
+        if claim.next_run_at is not None:
+            due = (claim.next_run_at - timezone.now()).total_seconds()
+            # Not yet claimable although due: another worker is claiming it this instant.
+            wait = min(wait, due if due > 0 else IDLE_BACKOFF_START)
+        return wait
+
+    def _may_peek(self) -> bool:
+        """Return True when a poll may be a look instead of a claim: idle, not woken, wake-ups live."""
+        live = self._wakeups is not None and self._wakeups.live
+        return live and not self.burst and not self.held and self._idle_claims > 0 and not self._woken
+
+    def _peek(self) -> bool:
+        """Look for a due task in one plain read; return True when one is due now (claim it).
+
+        Otherwise wait until the next poll, or the next scheduled task if that comes first.
+        """
+        found = self.db.next_due()
+        if found is None:
+            return False  # the database is away: its back-off applies
+        wait = random.uniform(self.poll_interval, self.poll_interval * (1 + POLL_JITTER))
+        if found[0] is not None:
+            due = (found[0] - timezone.now()).total_seconds()
+            if due <= 0:
+                return True
+            wait = min(wait, due)
+        self._next_claim = time.monotonic() + wait
+        return False
+
+    def _take_wakeups(self) -> None:
+        """Claim at the next step when a queue of this worker was woken."""
+        if self._wakeups is None:
+            return
+        woken = self._wakeups.take()
+        if woken:
+            self._woken = True
+            self.db.woken(woken)
+            self._idle_claims = 0
+            self._next_claim = min(self._next_claim, time.monotonic())
 
     def _claim_limit(self) -> int:
         room = self._room()

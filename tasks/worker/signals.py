@@ -5,10 +5,15 @@ from __future__ import annotations
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection, wait
+from typing import Protocol
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class HasFileno(Protocol):
+    def fileno(self) -> int: ...
 
 
 class StopSignals:
@@ -41,8 +46,8 @@ class StopSignals:
             end.close()
         self._wakeup = None
 
-    def wait(self, pipes: list[Connection], timeout: float) -> None:
-        """Wait until a pipe has something to read, a signal arrives, or `timeout` passes."""
+    def wait(self, pipes: Sequence[Connection | HasFileno], timeout: float) -> None:
+        """Wait until a pipe (or other source with a `fileno()`) has something to read, a signal arrives, or `timeout` passes."""
         sources: list = [*pipes, self._wakeup[0]] if self._wakeup else list(pipes)
         if not sources:
             time.sleep(timeout)
