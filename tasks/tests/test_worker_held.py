@@ -47,18 +47,37 @@ def test_tasks_a_child_never_started_go_back_to_the_front_in_order_unless_let_go
     assert held.ready() == [1, 3]
 
 
-def test_a_running_task_must_stop_at_its_timeout_or_its_lease_end_whichever_first(held):
-    assert held.deadline_of(1, started=110.0) == 100.0 + TIMEOUT  # the lease ends first
+# The worker stops a handler a margin before its lease ends: a tenth of the lease, at most 1 s.
+MARGIN = min(1.0, TIMEOUT / 10)
+
+
+def test_a_running_task_must_stop_at_its_timeout_or_a_margin_before_its_lease_end_whichever_first(held):
+    assert held.deadline_of(1, started=110.0) == 100.0 + TIMEOUT - MARGIN  # the lease ends first
     assert held.deadline_of(1, started=90.0) == 90.0 + TIMEOUT
     held.drop(1)
     assert held.deadline_of(1, started=110.0) is None
     assert held.lease_expired(1, now=0.0)
-    assert not held.lease_expired(2, now=100.0 + TIMEOUT - 1) and held.lease_expired(2, now=100.0 + TIMEOUT)
+    stop_by = 100.0 + TIMEOUT - MARGIN
+    assert not held.lease_expired(2, now=stop_by - 0.01) and held.lease_expired(2, now=stop_by)
+
+
+def test_the_margin_is_a_tenth_of_a_short_lease_and_a_second_of_a_long_one():
+    assert (held_module.lease_margin(3), held_module.lease_margin(60), held_module.lease_margin(600)) == (0.3, 1.0, 1.0)
 
 
 def test_tasks_in_line_past_their_lease_are_named_for_letting_go(held):
-    assert held.ready_past_lease(100.0 + TIMEOUT) == [1, 2]
-    assert held.ready_past_lease(100.0 + TIMEOUT - 1) == []
+    assert held.ready_past_lease(100.0 + TIMEOUT - MARGIN) == [1, 2]
+    assert held.ready_past_lease(100.0 + TIMEOUT - MARGIN - 0.01) == []
+
+
+def test_a_child_stops_itself_half_the_margin_before_the_first_of_its_leases_ends(held):
+    assert held.child_stops_by([3, 1]) == 100.0 + TIMEOUT - MARGIN / 2  # the slow queue's lease is longer
+    assert held.child_stops_by([3]) == 100.0 + SLOW_TIMEOUT - 1.0 / 2
+    assert held.child_stops_by([]) == math.inf
+    held.drop(1)
+    assert held.child_stops_by([1]) == math.inf, "a task let go is the parent's to stop"
+    held.leases_renewed(still_held={2, 3}, cancel_requested=set(), at=130.0)
+    assert held.child_stops_by([2]) == 130.0 + TIMEOUT - MARGIN / 2
 
 
 def test_outcomes_wait_for_the_batch_and_are_forgotten_once_recorded(held):
@@ -96,7 +115,7 @@ def test_a_lost_lease_lets_the_task_go_and_a_cancel_is_reported_once(held):
     assert held.leases_renewed(still_held={1}, cancel_requested={1}, at=130.0) == [1]
     assert (list(held), held.has_outcome(2)) == ([1, 2], True)
     assert held.spec(1).cancel_requested is True
-    assert held.deadline_of(1, started=130.0) == 130.0 + TIMEOUT
+    assert held.deadline_of(1, started=130.0) == 130.0 + TIMEOUT - MARGIN
     assert held.leases_renewed(still_held={1, 2}, cancel_requested={1}, at=140.0) == []
 
 
