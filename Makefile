@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test fuzz superuser lint venv clean bench messages
+.PHONY: run test fuzz mutation superuser lint venv clean bench messages
 
 $(VENV)/.runtime-installed: requirements.txt
 	scripts/ensure-system-deps
@@ -31,6 +31,15 @@ test: $(VENV)/.test-installed
 # The schemathesis run alone (it is part of `make test` too): schema and server must agree.
 fuzz: $(VENV)/.test-installed
 	DATABASE_TYPE=sqlite $(PY) -m pytest -q -m fuzz tasks/tests/test_api_schema.py
+
+# Mutation testing of the modules that carry the promises (docs/TESTING.md). Local, never CI:
+# CPU-heavy. `make mutation MODULES=tasks/worker/held.py` runs one; DATABASE_TYPE=mysql for MariaDB.
+$(VENV)/.mutation-installed: $(VENV)/.test-installed requirements-mutation.txt
+	$(PY) -m pip install --quiet -r requirements-mutation.txt
+	touch $@
+
+mutation: $(VENV)/.mutation-installed
+	scripts/mutation $(MODULES)
 
 superuser: $(VENV)/.runtime-installed
 	DEBUG=$${DEBUG:-1} $(PY) manage.py createsuperuser
