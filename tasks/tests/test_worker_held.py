@@ -13,7 +13,7 @@ from tasks.models import TaskQueue
 from tasks.outcomes import Outcome, OutcomeKind
 from tasks.worker import held as held_module
 from tasks.worker.held import HeldTasks
-from tasks.worker.messages import TaskSpec
+from tasks.worker.messages import DJANGO_KIND, TaskSpec
 
 QUEUE, SLOW_QUEUE = 1, 2
 TIMEOUT, SLOW_TIMEOUT = 60, 600
@@ -181,3 +181,36 @@ def test_the_book_imports_nothing_that_reaches_the_database():
     runtime, typing_only = _imports(ast.parse(Path(held_module.__file__).read_text()))
     assert not [name for name in runtime if name.startswith(("django", "tasks.models", "tasks.transitions"))]
     assert typing_only <= {"tasks.models.TaskQueue"}, "the model is named in type hints, never queried"
+
+
+def test_a_renewed_lease_is_renewed_again_half_way_through_even_an_odd_one():
+    book = HeldTasks()
+    book.set_timeouts({QUEUE: 7})
+    book.add_claimed([claimed(1)], now=100.0)
+    assert not book.renewal_due(100.0 + 3.49, heartbeat=False)
+    assert book.renewal_due(100.0 + 3.5, heartbeat=False)
+    book.leases_renewed(still_held={1}, cancel_requested=set(), at=130.0)
+    assert not book.renewal_due(130.0 + 3.49, heartbeat=False)
+    assert book.renewal_due(130.0 + 3.5, heartbeat=False)
+    assert book.lease_expired(1, now=130.0 + 7 + 1), "long past its end"
+
+
+def test_a_django_task_goes_to_its_child_with_the_details_its_result_shows():
+    book = HeldTasks()
+    book.set_timeouts({QUEUE: TIMEOUT})
+    book.set_queue_names({QUEUE: "default"})
+    task = TaskQueue(
+        pk=5, queue_id=QUEUE, kind=DJANGO_KIND, task_type="app.tasks.f", payload={}, attempts=1, priority=3
+    )
+    book.add_claimed([task], now=100.0)
+    spec = book.spec(5)
+    assert (spec.kind, spec.details["queue"], spec.details["priority"]) == (DJANGO_KIND, "default", 3)
+    assert book.spec(5) != TaskSpec(5, "app.tasks.f", {}, 1, False)
+
+
+def test_tasks_marked_for_hand_back_are_not_active():
+    book = HeldTasks()
+    book.set_timeouts({QUEUE: TIMEOUT})
+    book.add_claimed([claimed(pk) for pk in (1, 2, 3, 4)], now=100.0)
+    book.release_later([1])
+    assert book.active() == 3
