@@ -214,3 +214,18 @@ def test_tasks_marked_for_hand_back_are_not_active():
     book.add_claimed([claimed(pk) for pk in (1, 2, 3, 4)], now=100.0)
     book.release_later([1])
     assert book.active() == 3
+
+
+def test_past_due_is_past_due_not_only_at_the_instant(held):
+    stop_by = 100.0 + TIMEOUT - MARGIN
+    assert held.ready_past_lease(stop_by + 5) == [1, 2]
+    assert held.renewal_due(100.0 + TIMEOUT / 2 + 5, heartbeat=False)
+
+
+def test_progress_is_written_at_most_once_a_second(held):
+    held.add_progress(1, 10, "a tenth")
+    assert held.progress_due(10.0) == {1: (10, "a tenth")}
+    held.progress_written(10.0)
+    held.add_progress(1, 20, "a fifth")
+    assert held.progress_due(10.99) == {}
+    assert held.progress_due(11.0) == {1: (20, "a fifth")}
