@@ -49,14 +49,14 @@ WHAT = {
 }
 
 
-def session_change(sql: str | bytes) -> str | None:
+def session_change(sql: str | bytes | bytearray) -> str | None:
     """Return what `sql` leaves on the session beyond its transaction, or None.
 
     Cheap for the statements that change nothing (nearly all): a look at the first word, and
     a search only when the text holds `get_lock` or `@` at all.
     """
-    if isinstance(sql, bytes):
-        sql = sql.decode("utf-8", "replace")
+    if not isinstance(sql, str):
+        sql = bytes(sql).decode("utf-8", "replace")
     if sql.lstrip()[:7].upper().startswith(_FIRST_WORDS):
         starts = _STARTS.match(sql)
         if starts is not None:
@@ -73,13 +73,20 @@ def session_change(sql: str | bytes) -> str | None:
 class TrackingCursor(Cursor):
     """mysqlclient's cursor, noting on its connection each statement that changes the session."""
 
+    _in_executemany = False
+
     def execute(self, query: Any, args: Any = None) -> Any:
-        _note(self, query)
+        if not self._in_executemany:  # executemany's own batches were looked at as its template
+            _note(self, query)
         return super().execute(query, args)
 
     def executemany(self, query: Any, args: Any) -> Any:
         _note(self, query)
-        return super().executemany(query, args)
+        self._in_executemany = True
+        try:
+            return super().executemany(query, args)
+        finally:
+            self._in_executemany = False
 
 
 def _note(cursor: Cursor, query: Any) -> None:

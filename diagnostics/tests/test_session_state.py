@@ -96,6 +96,7 @@ def test_a_clean_request_keeps_its_connection_and_logs_nothing(wsgi, persistent_
 )
 def test_what_counts_as_session_state(sql, what):
     assert session_change(sql) == what
+    assert session_change(sql.encode()) == session_change(bytearray(sql.encode())) == what
 
 
 def test_looking_at_a_statement_costs_microseconds():
