@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test fuzz cluster-test superuser lint venv clean bench messages
+.PHONY: run test fuzz cluster-test mutation superuser lint venv clean bench messages
 
 $(VENV)/.runtime-installed: requirements.txt
 	scripts/ensure-system-deps
@@ -38,6 +38,15 @@ fuzz: $(VENV)/.test-installed
 cluster-test: $(VENV)/.test-installed
 	DATABASE_TYPE=sqlite $(PY) -m pytest -m cluster tasks/tests/test_replica_live.py
 	scripts/cluster/netns-drills
+
+# Mutation testing of the modules that carry the promises (docs/TESTING.md). Local, never CI:
+# CPU-heavy. `make mutation MODULES=tasks/worker/held.py` runs one; DATABASE_TYPE=mysql for MariaDB.
+$(VENV)/.mutation-installed: $(VENV)/.test-installed requirements-mutation.txt
+	$(PY) -m pip install --quiet -r requirements-mutation.txt
+	touch $@
+
+mutation: $(VENV)/.mutation-installed
+	scripts/mutation $(MODULES)
 
 superuser: $(VENV)/.runtime-installed
 	DEBUG=$${DEBUG:-1} $(PY) manage.py createsuperuser

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from django.db import connection
 from rest_framework.test import APIClient
@@ -42,6 +44,34 @@ def fresh_queue_cache():
     queue_cache.forget()
     yield
     queue_cache.forget()
+
+
+@pytest.fixture(autouse=True)
+def instance_report_just_made():
+    """Each test starts just after this process reported its key fingerprint, as a server does 59 s a minute.
+
+    The fingerprint middleware stays on, as in production; only the request on which a report
+    falls due writes it (diagnostics/tests/test_check_fingerprints.py), so the query budgets of
+    the other tests are those of every other request.
+    """
+    from django.conf import settings
+
+    from diagnostics import instances
+
+    instances._next_report_at = time.monotonic() + settings.TASKHUB_INSTANCE_REPORT_SECONDS
+
+
+@pytest.fixture(autouse=True)
+def session_tracking_starts_clean():
+    """What the test framework ran between tests (a flush's `SET FOREIGN_KEY_CHECKS`) is no request's doing."""
+    from django.db import connections
+
+    from core.db.session_state import start_tracking
+
+    for alias in connections:
+        wrapper = connections[alias]
+        if wrapper.vendor == "mysql" and wrapper.connection is not None:
+            start_tracking(wrapper.connection)
 
 
 @pytest.fixture

@@ -10,8 +10,6 @@ os.environ.setdefault("TASKHUB_VAR_DIR", str(Path(__file__).resolve().parent.par
 # Not the server defaults, so tests can tell the init_command really ran.
 os.environ.setdefault("MYSQL_WAIT_TIMEOUT", "3600")
 os.environ.setdefault("MYSQL_INTERACTIVE_TIMEOUT", "3700")
-# No fingerprint writes inside requests under test: they would break query-count assertions.
-os.environ.setdefault("TASKHUB_INSTANCE_REPORT_SECONDS", "0")
 # A developer's .env must not leak into the tests.
 os.environ["TASKHUB_READ_DOTENV"] = "0"
 

@@ -27,6 +27,10 @@ SESSION_DURATION = Histogram(
 DB_FORCED_ROLLBACKS = Counter(
     "taskhub_db_forced_rollbacks_total", "Connections found inside a transaction at the end of a request or task."
 )
+DB_SESSION_STATE_DROPS = Counter(
+    "taskhub_db_session_state_drops_total",
+    "Connections closed at the end of a request or task for session state left behind (locks, variables, ...).",
+)
 DB_RECONNECTS = Counter("taskhub_db_reconnects_total", "Connections closed after a connection-level error.")
 DB_ERRORS = Counter("taskhub_db_errors_total", "Database errors seen while serving requests or tasks.", ["kind"])
 DB_CONNECTIONS_OPENED = Counter(

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field
 
+from core.db.clock import SQL_NOW_PLUS, sql_seconds
 from tasks.models import QueueConfig, TaskQueue
 
 
@@ -81,15 +82,25 @@ def _insert_statement(conn: BaseDatabaseWrapper) -> tuple[list[Field], str]:
     return cached
 
 
-def mark_running(pks: Sequence[int], *, worker_id: str, now: datetime, lease_expires_at: datetime) -> None:
-    """pending → running for rows the caller's transaction has locked: one more attempt, under a lease."""
+def mark_running(
+    pks: Sequence[int], *, worker_id: str, now: datetime, lease_seconds: int, lease_from: datetime | None = None
+) -> None:
+    """pending → running for rows the caller's transaction has locked: one more attempt, under a lease.
+
+    The lease ends `lease_seconds` after the database's clock (`core.db.clock`), or after
+    `lease_from` when the caller fixes the time.
+    """
     adapt = connection.ops.adapt_datetimefield_value
     placeholders = ", ".join(["%s"] * len(pks))
+    if lease_from is None:
+        lease_sql, lease_param = SQL_NOW_PLUS[connection.vendor], sql_seconds(connection.vendor, lease_seconds)
+    else:
+        lease_sql, lease_param = "%s", adapt(lease_from + timedelta(seconds=lease_seconds))
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE task_queue SET status = 'running', attempts = attempts + 1, "
-            f"claimed_by = %s, lease_expires_at = %s, started_at = %s WHERE id IN ({placeholders})",
-            [worker_id, adapt(lease_expires_at), adapt(now), *pks],
+            f"claimed_by = %s, lease_expires_at = {lease_sql}, started_at = %s WHERE id IN ({placeholders})",
+            [worker_id, lease_param, adapt(now), *pks],
         )
 
 

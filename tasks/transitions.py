@@ -33,10 +33,11 @@ from types import ModuleType
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Case, Count, F, JSONField, Min, Q, QuerySet, Value, When
+from django.db.models import Case, Count, ExpressionWrapper, F, JSONField, Min, Q, QuerySet, Value, When
 from django.utils import timezone
 
 from core import shortcuts
+from core.db.clock import DatabaseNow, database_now_plus
 from core.db.errors import with_contention_retry
 from core.db.topology import plan_problem
 from tasks import counters, queue_cache, wakeups
@@ -241,7 +242,13 @@ def claim(*, worker_id: str, queues: Sequence[QueueConfig], limit: int, now: dat
 
 
 def _claim(
-    worker_id: str, queues: Sequence[QueueConfig], limit: int, now: datetime, *, look_ahead: bool = False
+    worker_id: str,
+    queues: Sequence[QueueConfig],
+    limit: int,
+    now: datetime,
+    *,
+    look_ahead: bool = False,
+    lease_from: datetime | None = None,
 ) -> Claim:
     """Claim inside the caller's transaction.
 
@@ -250,7 +257,9 @@ def _claim(
        over, never waited for.
     3. Keep the best `limit` across queues (the rest unlock at commit, a moment later).
     4. Mark them running in one UPDATE per lease length: the queue's task timeout, or a task's
-       own (usually one UPDATE for the whole batch).
+       own (usually one UPDATE for the whole batch). The lease ends that long after the
+       database's clock (`core.db.clock`: one clock for all hosts), or after `lease_from` when
+       the caller fixes the time.
     5. With `look_ahead` and nothing claimed, read when the next pending task of the queues
        searched is due (`_next_run_at`).
     """
@@ -272,7 +281,7 @@ def _claim(
     for task in chosen:
         by_lease.setdefault(task.timeout_seconds or leases[task.queue_id], []).append(task)
     for seconds, tasks in by_lease.items():
-        _mark_running(tasks, worker_id=worker_id, now=now, lease_expires_at=now + timedelta(seconds=seconds))
+        _mark_running(tasks, worker_id=worker_id, now=now, lease_seconds=seconds, lease_from=lease_from)
     found = Claim(tasks=chosen, contended=contended, empty_queues=empty)
     if look_ahead and not chosen and empty:
         found.next_run_at = _next_run_at(empty)
@@ -360,26 +369,40 @@ def claim_plan_problem(*, limit: int = 20) -> str | None:
     return plan_problem(connection, CLAIM_SQL_MYSQL, params, table=TaskQueue._meta.db_table)
 
 
-def _mark_running(tasks: list[TaskQueue], *, worker_id: str, now: datetime, lease_expires_at: datetime) -> None:
-    """pending → running for rows this transaction has locked: one more attempt, under a lease."""
+def _mark_running(
+    tasks: list[TaskQueue], *, worker_id: str, now: datetime, lease_seconds: int, lease_from: datetime | None
+) -> None:
+    """pending → running for rows this transaction has locked: one more attempt, under a lease.
+
+    The rows' lease ends by the database's clock unless `lease_from` fixes it; the objects carry
+    `now` + the lease, the same end as seen from this host.
+    """
     pks = [task.pk for task in tasks]
     fast_sql = _fast_sql()
     if fast_sql is not None:
-        fast_sql.mark_running(pks, worker_id=worker_id, now=now, lease_expires_at=lease_expires_at)
+        fast_sql.mark_running(pks, worker_id=worker_id, now=now, lease_seconds=lease_seconds, lease_from=lease_from)
     else:
         TaskQueue.objects.filter(pk__in=pks).update(
             status=TaskStatus.RUNNING,
             attempts=F("attempts") + 1,
             claimed_by=worker_id,
-            lease_expires_at=lease_expires_at,
+            lease_expires_at=_lease_end(lease_seconds, lease_from),
             started_at=now,
         )
+    lease_expires_at = (lease_from or now) + timedelta(seconds=lease_seconds)
     for task in tasks:
         task.status = TaskStatus.RUNNING
         task.attempts += 1
         task.claimed_by = worker_id
         task.lease_expires_at = lease_expires_at
         task.started_at = now
+
+
+def _lease_end(seconds: int, lease_from: datetime | None) -> datetime | ExpressionWrapper:
+    """Return when a lease of `seconds` taken now ends: by the database's clock, or from `lease_from`."""
+    if lease_from is not None:
+        return lease_from + timedelta(seconds=seconds)
+    return database_now_plus(seconds)
 
 
 # --- A worker's outcomes ---------------------------------------------------------------------
@@ -439,7 +462,7 @@ def record_and_claim(
         with transaction.atomic():
             recorded = _record(results, worker_id, backoff, cancels, moment) if results else []
             _wake_after_outcomes(recorded, backoff)
-            return recorded, _claim(worker_id, claim_from, limit, moment, look_ahead=look_ahead)
+            return recorded, _claim(worker_id, claim_from, limit, moment, look_ahead=look_ahead, lease_from=now)
 
     return with_contention_retry(work, what="recording and claiming")
 
@@ -675,11 +698,10 @@ def renew_leases(
 
     `lease_seconds` maps queue id to lease length (a task with its own timeout keeps that
     instead). One SELECT, then one UPDATE per lease length involved (usually one), all by
-    primary key.
+    primary key. Leases end by the database's clock (`core.db.clock`), or from `now` when given.
     """
     if not tasks:
         return LeaseCheck(set(), set())
-    now = now or timezone.now()
     by_pk = {task.pk: task for task in tasks}
     rows = TaskQueue.objects.filter(pk__in=list(by_pk)).values_list(
         "pk", "status", "claimed_by", "attempts", "cancel_requested"
@@ -695,7 +717,7 @@ def renew_leases(
         task = by_pk[pk]
         by_lease.setdefault(task.timeout_seconds or lease_seconds[task.queue_id], []).append(pk)
     for seconds, pks in by_lease.items():
-        _held_by(worker_id).filter(pk__in=pks).update(lease_expires_at=now + timedelta(seconds=seconds))
+        _held_by(worker_id).filter(pk__in=pks).update(lease_expires_at=_lease_end(seconds, now))
     return LeaseCheck(held, cancel)
 
 
@@ -714,16 +736,20 @@ def recover_expired_leases(*, now: datetime | None = None, limit: int = RECOVERY
     """Take back running tasks whose worker stopped renewing their lease; return them.
 
     Each is retried with back-off while attempts remain, else failed as `worker lost`
-    (cancelled if a cancel was requested). Any worker may do this for any other.
+    (cancelled if a cancel was requested). Any worker may do this for any other. A lease has
+    ended when the database's clock (`core.db.clock`) says so, whatever this host's clock says;
+    `now` fixes the time instead.
     """
-    return with_contention_retry(lambda: _recover(now or timezone.now(), limit), what="lease recovery")
+    return with_contention_retry(lambda: _recover(now, limit), what="lease recovery")
 
 
-def _recover(now: datetime, limit: int) -> list[TaskQueue]:
+def _recover(now: datetime | None, limit: int) -> list[TaskQueue]:
+    ended_before = DatabaseNow() if now is None else now
+    now = now or timezone.now()
     with transaction.atomic():
         # Served by task_lease_idx (status, lease_expires_at).
         expired = list(
-            TaskQueue.objects.filter(status=TaskStatus.RUNNING, lease_expires_at__lt=now)
+            TaskQueue.objects.filter(status=TaskStatus.RUNNING, lease_expires_at__lt=ended_before)
             .order_by("lease_expires_at")
             .select_for_update(skip_locked=True)[:limit]
         )

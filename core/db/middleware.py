@@ -13,6 +13,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from core import metrics
 from core.db.errors import is_database_unavailable
 from core.db.session import ensure_clean_session
+from core.db.session_state import statements_run
 from core.errors import database_unavailable_response
 from core.request_context import new_request_id, set_request_id
 
@@ -25,7 +26,8 @@ class DatabaseSessionMiddleware:
        chain returns ("Not Found: ...") carry it too.
     2. Notice whether the request touched the connection (an execute wrapper: no query).
     3. At the end of the request (for a streaming response: when it is closed, after its body),
-       if it did, roll back any transaction left open (`ensure_clean_session`: one query on MySQL).
+       if it did, roll back any transaction left open (`ensure_clean_session`: one query on MySQL
+       at most) and close a connection left with session state (locks, variables: no query).
     4. A database error escaping a view answers 503 `database_unavailable`, and a lost
        connection is closed so the next request reconnects.
     """
@@ -93,6 +95,8 @@ class _ConnectionUsage:
     def __init__(self) -> None:
         self.used = False
         self.raw_at_start = connection.connection
+        # Statements run on the raw DB-API connection bypass the wrapper; its cursors count them.
+        self.statements_at_start = statements_run(self.raw_at_start)
         connection.execute_wrappers.append(self)
 
     def __call__(self, execute: Callable, sql: str, params: Any, many: bool, context: dict) -> Any:
@@ -103,5 +107,6 @@ class _ConnectionUsage:
         """Stop watching; clean the session if the request used it (never open one to check)."""
         if self in connection.execute_wrappers:
             connection.execute_wrappers.remove(self)
-        if self.used or connection.connection is not self.raw_at_start:
+        raw = connection.connection
+        if self.used or raw is not self.raw_at_start or statements_run(raw) != self.statements_at_start:
             ensure_clean_session(context_id=request_id)

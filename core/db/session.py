@@ -22,11 +22,14 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from core import metrics, shortcuts
 from core.db import reply_flags
 from core.db.errors import error_code, is_connection_lost, is_database_unavailable
+from core.db.session_state import session_changes
 
 logger = logging.getLogger("taskhub.db")
 T = TypeVar("T")
 
 FORCED_ROLLBACK_MARKER = "❌ 数据库会话错误 [{context_id}]: ⚠️ 检测到未完成事务，强制回滚"
+# The same prefix as the rollback marker, so the alerts on it see this too.
+SESSION_STATE_MARKER = "❌ 数据库会话错误 [{context_id}]: ⚠️ 检测到会话状态残留，断开连接 ({what})"
 CONNECTION_LOST_MARKER = "⚠️ 数据库连接已断开，关闭连接以便重连: {error}"
 
 MARIADB_TRX_QUERY = "SELECT @@in_transaction, @@autocommit"
@@ -42,9 +45,28 @@ def ensure_clean_session(*, context_id: str) -> bool:
 
     Call at the end of every request and every worker task. `context_id` is the request id
     (or the task's id) that goes into the log marker. Never opens a connection just to check it.
+    A MySQL connection whose statements left session state behind (`core.db.session_state`:
+    locks, user or session variables, temporary tables) is closed too, which clears all of it.
     """
     if connection.connection is None or under_test_transaction(connection):
         return False
+    rolled_back = _roll_back_left_open(context_id)
+    _drop_changed_session(context_id)
+    return rolled_back
+
+
+def _drop_changed_session(context_id: str) -> None:
+    if connection.vendor != "mysql" or connection.connection is None:
+        return
+    changes = session_changes(connection.connection)
+    if not changes:
+        return
+    logger.error(SESSION_STATE_MARKER.format(context_id=context_id, what=", ".join(sorted(changes))))
+    metrics.DB_SESSION_STATE_DROPS.inc()
+    _close_quietly()
+
+
+def _roll_back_left_open(context_id: str) -> bool:
     try:
         if not (_django_left_transaction_open() or server_in_transaction(connection)):
             return False

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from core import metrics
+from core.db.session_state import start_tracking
 
 logger = logging.getLogger("taskhub.db")
 
@@ -47,6 +48,7 @@ def on_connection_created(sender: type, connection: BaseDatabaseWrapper, **kwarg
     if connection.vendor != "mysql":
         return
     info.session = read_session_variables(connection)
+    start_tracking(connection.connection)  # after Django's set-up: what it set is the baseline
     problems = session_problems(info.session)
     applied = " ".join(f"{name}={value}" for name, value in info.session.items())
     if problems:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import socket
 import sqlite3
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,11 +14,15 @@ from io import StringIO
 from typing import Any
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.core.checks import WARNING, CheckMessage
+from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.wsgi import WSGIHandler
 from django.core.management import CommandError, call_command
 from django.db import DEFAULT_DB_ALIAS, connection
 from django.test import RequestFactory
+
+from core.tests.proxy import TcpProxy
 
 
 @dataclass
@@ -58,9 +62,64 @@ class WsgiDriver:
         return WsgiResponse(captured["status"], captured["headers"], body)
 
 
-@pytest.fixture
-def wsgi() -> WsgiDriver:
-    return WsgiDriver()
+class AsgiDriver:
+    """Serve requests through Django's real ASGI handler, as uvicorn or daphne do.
+
+    Sync views and middleware run where asgiref puts thread-sensitive code: on this (the test's)
+    thread, so the request uses the test thread's persistent connection, as with WsgiDriver. The
+    whole body is always sent: an ASGI server has no "closed unread".
+    """
+
+    def __init__(self) -> None:
+        self.handler = ASGIHandler()
+
+    def get(self, path: str, headers: dict[str, str] | None = None, *, consume: bool = True) -> WsgiResponse:
+        return async_to_sync(self._get)(path, headers or {})
+
+    async def _get(self, path: str, headers: dict[str, str]) -> WsgiResponse:
+        path_only, _, query = path.partition("?")
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": path_only,
+            "raw_path": path_only.encode(),
+            "query_string": query.encode(),
+            "root_path": "",
+            "headers": [(b"host", b"testserver")] + [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+            "client": ("127.0.0.1", 50000),
+            "server": ("testserver", 80),
+        }
+        sent: list[dict[str, Any]] = []
+        finished = asyncio.Event()
+        requested = False
+
+        async def receive() -> dict[str, Any]:
+            nonlocal requested
+            if not requested:
+                requested = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await finished.wait()  # the client stays until the response is complete
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                finished.set()
+
+        await self.handler(scope, receive, send)
+        start = next(message for message in sent if message["type"] == "http.response.start")
+        body = b"".join(message.get("body", b"") for message in sent if message["type"] == "http.response.body")
+        response_headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in start["headers"]}
+        return WsgiResponse(start["status"], response_headers, body)
+
+
+@pytest.fixture(params=["wsgi", "asgi"])
+def wsgi(request) -> WsgiDriver | AsgiDriver:
+    """A server entry point: every request-path test runs through the WSGI and the ASGI one."""
+    return WsgiDriver() if request.param == "wsgi" else AsgiDriver()
 
 
 @pytest.fixture
@@ -116,83 +175,6 @@ def second_connection(transactional_db) -> Iterator[SecondConnection]:
         yield other
     finally:
         other.close()
-
-
-class TcpProxy:
-    """Forward a free 127.0.0.1 port to the database server until the test cuts it."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.port = 0
-        self._lock = threading.Lock()
-        self._sockets: list[socket.socket] = []
-        self._threads: list[threading.Thread] = []
-        self._cut = threading.Event()
-        self.resume()
-
-    def resume(self) -> None:
-        """Accept connections (again, on the same port: the database is back)."""
-        self._cut.clear()
-        self.listener = socket.create_server(("127.0.0.1", self.port))
-        self.listener.settimeout(0.1)
-        self.port = self.listener.getsockname()[1]
-        self._acceptor = threading.Thread(target=self._accept_loop, name="test-db-proxy", daemon=True)
-        self._acceptor.start()
-
-    def cut(self) -> None:
-        """Refuse new connections and drop the open ones, like a database that went away."""
-        self._cut.set()
-        self.listener.close()
-        self._acceptor.join(timeout=5)
-        with self._lock:
-            for sock in self._sockets:
-                _shut(sock)
-
-    def stop(self) -> None:
-        self.cut()
-        for thread in self._threads:
-            thread.join(timeout=5)
-
-    def _accept_loop(self) -> None:
-        while not self._cut.is_set():
-            try:
-                client, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(self.target, timeout=5)
-            except OSError:
-                client.close()
-                continue
-            client.settimeout(None)
-            upstream.settimeout(None)
-            with self._lock:
-                self._sockets += [client, upstream]
-                for source, sink in ((client, upstream), (upstream, client)):
-                    thread = threading.Thread(target=_pump, args=(source, sink), daemon=True)
-                    self._threads.append(thread)
-                    thread.start()
-
-
-def _pump(source: socket.socket, sink: socket.socket) -> None:
-    try:
-        while data := source.recv(65536):
-            sink.sendall(data)
-    except OSError:
-        pass
-    finally:
-        _shut(source)
-        _shut(sink)
-
-
-def _shut(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    sock.close()
 
 
 @pytest.fixture
@@ -280,6 +262,13 @@ def by_id(results: list[CheckMessage]) -> dict[str, int]:
 
 # What `check --database default` passes to each check: without it the database checks return nothing.
 DEFAULT_DATABASE = [DEFAULT_DB_ALIAS]
+
+
+def answers_a_query() -> bool:
+    """Return True when the default connection runs a query and gets its answer (reconnecting if it must)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 6 * 7")
+        return cursor.fetchone()[0] == 42
 
 
 def execute(sql: str, params: list | None = None) -> list[tuple]:

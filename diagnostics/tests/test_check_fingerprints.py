@@ -112,7 +112,7 @@ def test_recording_forgets_processes_gone_for_a_week():
 
 @pytest.fixture
 def reporting(settings, monkeypatch):
-    """Turn reporting on (tests run with it off) with a fresh per-process throttle."""
+    """Make this process's next report due now (each test starts just after one: conftest.py)."""
     settings.TASKHUB_INSTANCE_REPORT_SECONDS = 60
     monkeypatch.setattr(instances, "_next_report_at", 0.0)
 

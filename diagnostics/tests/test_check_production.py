@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from io import StringIO
 
 import pytest
 from django.conf import settings
@@ -153,7 +154,12 @@ def test_check_deploy_runs_the_configuration_checks_through_djangos_framework(pr
 @pytest.mark.django_db
 def test_plain_check_does_not_run_the_production_checks(production):
     production.JWT_SECRET_KEY = "too-short-key"
-    call_command("check", "--fail-level", "WARNING")  # raises if a production check leaked in
+    shown = StringIO()
+    call_command("check", "--fail-level", "WARNING", stdout=shown, stderr=shown)  # raises on any warning
+    assert "diagnostics.E001" not in shown.getvalue()
+    assert "System check identified no issues" in shown.getvalue()
+    with pytest.raises(SystemCheckError, match=r"diagnostics\.E001"):
+        call_command("check", "--deploy")  # the same configuration, with the production checks
 
 
 @mysql

@@ -104,7 +104,7 @@ def test_a_transaction_left_open_is_rolled_back_and_never_reaches_the_next_reque
 
 
 @pytest.mark.mysql
-def test_on_mysql_8_a_raw_transaction_left_open_is_rolled_back_too(
+def test_the_mysql_8_probe_run_on_mariadb_rolls_back_a_raw_transaction_left_open_too(
     wsgi, persistent_connection, second_connection, caplog, monkeypatch
 ):
     wsgi.get("/t/state/")  # connect as MariaDB first; from here on the check takes the MySQL 8 path

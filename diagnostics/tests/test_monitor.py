@@ -27,7 +27,7 @@ def test_staff_get_the_report_with_and_without_the_slash(client_for, staff, path
     body = response.json()
     assert body["vendor"] == connection.display_name
     assert body["server_version"]
-    assert body["ping_ms"] >= 0
+    assert 0 < body["ping_ms"] < 10_000, "a measured round trip, in milliseconds"
     assert {"forced_rollbacks", "reconnects", "db_errors", "db_errors_by_kind", "connections_opened"} <= set(
         body["counters"]
     )

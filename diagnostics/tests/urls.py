@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 
-from django.db import OperationalError, connection, transaction
+from django.db import OperationalError, ProgrammingError, connection, transaction
 from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 from django.urls import include, path
 from rest_framework.permissions import AllowAny
@@ -78,9 +78,72 @@ def no_query(request: HttpRequest) -> JsonResponse:
 
 
 def short_wait_timeout(request: HttpRequest) -> JsonResponse:
-    with connection.cursor() as cursor:
-        cursor.execute("SET SESSION wait_timeout = 1")
+    connection.ensure_connection()
+    # The driver's low-level query(), which the session-state tracking does not see (cursors
+    # only): the connection stays open for the server to time it out, which is what is tested.
+    connection.connection.query("SET SESSION wait_timeout = 1")
     return JsonResponse({"connection_id": _connection_id()})
+
+
+TEST_LOCK = "taskhub-test-lock"
+TEST_TEMPORARY_TABLE = "taskhub_test_temporary"
+# What a request may leave on its session beyond its transaction, each the way code does it.
+SESSION_DIRT = {
+    "get_lock": f"SELECT GET_LOCK('{TEST_LOCK}', 0)",
+    "lock_tables": "LOCK TABLES queue_config READ",
+    "user_variable": "SET @taskhub_test = 42",
+    "user_variable_in_select": "SELECT @taskhub_test := 42",
+    "sql_mode": "SET SESSION sql_mode = 'ALLOW_INVALID_DATES'",
+    "time_zone": "SET time_zone = '+05:00'",
+    "temporary_table": f"CREATE TEMPORARY TABLE {TEST_TEMPORARY_TABLE} (id INT)",
+}
+
+
+def dirty_session(request: HttpRequest, kind: str, via: str) -> JsonResponse:
+    """Leave session state behind, through a Django cursor or the raw DB-API connection.
+
+    `raw-only`: the request runs no statement through Django at all (the connection is already
+    open), so only the raw cursors' own count shows that it used the connection.
+    """
+    if via == "raw-only":
+        connection.ensure_connection()
+        with connection.connection.cursor() as cursor:
+            cursor.execute("SELECT CONNECTION_ID()")
+            (connection_id,) = cursor.fetchone()
+            cursor.execute(SESSION_DIRT[kind])
+        return JsonResponse({"connection_id": connection_id})
+    connection_id = _connection_id()
+    cursor = connection.connection.cursor() if via == "raw" else connection.cursor()
+    with cursor:
+        cursor.execute(SESSION_DIRT[kind])
+    return JsonResponse({"connection_id": connection_id})
+
+
+def session_report(request: HttpRequest) -> JsonResponse:
+    """Report the session state the request found: each kind of dirt, and whose connection it is."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT CONNECTION_ID(), IS_USED_LOCK(%s) = CONNECTION_ID(), @taskhub_test, @@SESSION.sql_mode, "
+            "@@SESSION.time_zone",
+            [TEST_LOCK],
+        )
+        connection_id, holds_lock, variable, sql_mode, time_zone = cursor.fetchone()
+        state = {"holds_lock": bool(holds_lock), "variable": variable, "sql_mode": sql_mode, "time_zone": time_zone}
+        state["tables_locked"] = _fails(cursor, "SELECT COUNT(*) FROM auth_user") == 1100  # not locked: LOCK TABLES
+        state["temporary_table"] = _fails(cursor, f"SELECT COUNT(*) FROM {TEST_TEMPORARY_TABLE}") is None
+    return JsonResponse({"connection_id": connection_id, "state": state})
+
+
+def _fails(cursor, sql: str) -> int | None:
+    """Run `sql`; return the MySQL error code it failed with, or None."""
+    try:
+        cursor.execute(sql)
+        cursor.fetchall()
+    except OperationalError as exc:
+        return exc.args[0]
+    except ProgrammingError as exc:
+        return exc.args[0]
+    return None
 
 
 def sleep(request: HttpRequest) -> JsonResponse:
@@ -151,6 +214,8 @@ urlpatterns = [
     path("t/gone-away/", gone_away),
     path("t/drf-gone-away/", DrfGoneAway.as_view()),
     path("t/log/", log_line),
+    path("t/dirty/<str:kind>/<str:via>/", dirty_session),
+    path("t/session/", session_report),
     path("", include("config.urls")),
 ]
 handler404 = "core.errors.json_not_found"

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
-from tasks import counters
+from tasks import counters, transitions
 from tasks.models import TaskQueue, TaskStatus, TaskStatusCount
 from tasks.retention import tasks_purge_finished
 from tasks.tests.factories import finished_fields, make_task
@@ -102,3 +103,35 @@ def test_rebuild_task_stats_repairs_broken_counters(mixed):
 
     assert status_counts_from_counters() == status_counts_brute_force()
     assert out.getvalue().startswith("Rebuilt ")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_task_retried_between_the_scan_and_the_delete_survives(alice, monkeypatch):
+    """The purge picks a failed task; before its delete runs, a retry commits on another connection."""
+    old = timezone.now() - timedelta(days=40)
+    retried = counted(alice, **finished_fields(TaskStatus.FAILED, created=old))
+    purged = counted(alice, **finished_fields(TaskStatus.SUCCEEDED, created=old))
+    real_purge = transitions.purge
+    chosen: list[int] = []
+
+    def retry_elsewhere() -> None:
+        try:
+            assert transitions.reopen(TaskQueue.objects.get(pk=retried.pk))
+        finally:
+            connection.close()  # this thread's own connection
+
+    def retry_then_purge(pks, **kwargs):
+        chosen.extend(pks)
+        thread = threading.Thread(target=retry_elsewhere)
+        thread.start()
+        thread.join()
+        return real_purge(pks, **kwargs)
+
+    monkeypatch.setattr(transitions, "purge", retry_then_purge)
+    result = tasks_purge_finished(before=timezone.now() - timedelta(days=30))
+
+    assert retried.pk in chosen, "the scan chose the task before it was retried"
+    assert result.deleted == 1
+    assert TaskQueue.objects.get(pk=retried.pk).status == TaskStatus.PENDING
+    assert not TaskQueue.objects.filter(pk=purged.pk).exists()
+    assert status_counts_from_counters() == status_counts_brute_force()

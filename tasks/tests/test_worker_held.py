@@ -13,7 +13,7 @@ from tasks.models import TaskQueue
 from tasks.outcomes import Outcome, OutcomeKind
 from tasks.worker import held as held_module
 from tasks.worker.held import HeldTasks
-from tasks.worker.messages import TaskSpec
+from tasks.worker.messages import DJANGO_KIND, TaskSpec
 
 QUEUE, SLOW_QUEUE = 1, 2
 TIMEOUT, SLOW_TIMEOUT = 60, 600
@@ -47,18 +47,37 @@ def test_tasks_a_child_never_started_go_back_to_the_front_in_order_unless_let_go
     assert held.ready() == [1, 3]
 
 
-def test_a_running_task_must_stop_at_its_timeout_or_its_lease_end_whichever_first(held):
-    assert held.deadline_of(1, started=110.0) == 100.0 + TIMEOUT  # the lease ends first
+# The worker stops a handler a margin before its lease ends: a tenth of the lease, at most 1 s.
+MARGIN = min(1.0, TIMEOUT / 10)
+
+
+def test_a_running_task_must_stop_at_its_timeout_or_a_margin_before_its_lease_end_whichever_first(held):
+    assert held.deadline_of(1, started=110.0) == 100.0 + TIMEOUT - MARGIN  # the lease ends first
     assert held.deadline_of(1, started=90.0) == 90.0 + TIMEOUT
     held.drop(1)
     assert held.deadline_of(1, started=110.0) is None
     assert held.lease_expired(1, now=0.0)
-    assert not held.lease_expired(2, now=100.0 + TIMEOUT - 1) and held.lease_expired(2, now=100.0 + TIMEOUT)
+    stop_by = 100.0 + TIMEOUT - MARGIN
+    assert not held.lease_expired(2, now=stop_by - 0.01) and held.lease_expired(2, now=stop_by)
+
+
+def test_the_margin_is_a_tenth_of_a_short_lease_and_a_second_of_a_long_one():
+    assert (held_module.lease_margin(3), held_module.lease_margin(60), held_module.lease_margin(600)) == (0.3, 1.0, 1.0)
 
 
 def test_tasks_in_line_past_their_lease_are_named_for_letting_go(held):
-    assert held.ready_past_lease(100.0 + TIMEOUT) == [1, 2]
-    assert held.ready_past_lease(100.0 + TIMEOUT - 1) == []
+    assert held.ready_past_lease(100.0 + TIMEOUT - MARGIN) == [1, 2]
+    assert held.ready_past_lease(100.0 + TIMEOUT - MARGIN - 0.01) == []
+
+
+def test_a_child_stops_itself_half_the_margin_before_the_first_of_its_leases_ends(held):
+    assert held.child_stops_by([3, 1]) == 100.0 + TIMEOUT - MARGIN / 2  # the slow queue's lease is longer
+    assert held.child_stops_by([3]) == 100.0 + SLOW_TIMEOUT - 1.0 / 2
+    assert held.child_stops_by([]) == math.inf
+    held.drop(1)
+    assert held.child_stops_by([1]) == math.inf, "a task let go is the parent's to stop"
+    held.leases_renewed(still_held={2, 3}, cancel_requested=set(), at=130.0)
+    assert held.child_stops_by([2]) == 130.0 + TIMEOUT - MARGIN / 2
 
 
 def test_outcomes_wait_for_the_batch_and_are_forgotten_once_recorded(held):
@@ -96,7 +115,7 @@ def test_a_lost_lease_lets_the_task_go_and_a_cancel_is_reported_once(held):
     assert held.leases_renewed(still_held={1}, cancel_requested={1}, at=130.0) == [1]
     assert (list(held), held.has_outcome(2)) == ([1, 2], True)
     assert held.spec(1).cancel_requested is True
-    assert held.deadline_of(1, started=130.0) == 130.0 + TIMEOUT
+    assert held.deadline_of(1, started=130.0) == 130.0 + TIMEOUT - MARGIN
     assert held.leases_renewed(still_held={1, 2}, cancel_requested={1}, at=140.0) == []
 
 
@@ -162,3 +181,51 @@ def test_the_book_imports_nothing_that_reaches_the_database():
     runtime, typing_only = _imports(ast.parse(Path(held_module.__file__).read_text()))
     assert not [name for name in runtime if name.startswith(("django", "tasks.models", "tasks.transitions"))]
     assert typing_only <= {"tasks.models.TaskQueue"}, "the model is named in type hints, never queried"
+
+
+def test_a_renewed_lease_is_renewed_again_half_way_through_even_an_odd_one():
+    book = HeldTasks()
+    book.set_timeouts({QUEUE: 7})
+    book.add_claimed([claimed(1)], now=100.0)
+    assert not book.renewal_due(100.0 + 3.49, heartbeat=False)
+    assert book.renewal_due(100.0 + 3.5, heartbeat=False)
+    book.leases_renewed(still_held={1}, cancel_requested=set(), at=130.0)
+    assert not book.renewal_due(130.0 + 3.49, heartbeat=False)
+    assert book.renewal_due(130.0 + 3.5, heartbeat=False)
+    assert book.lease_expired(1, now=130.0 + 7 + 1), "long past its end"
+
+
+def test_a_django_task_goes_to_its_child_with_the_details_its_result_shows():
+    book = HeldTasks()
+    book.set_timeouts({QUEUE: TIMEOUT})
+    book.set_queue_names({QUEUE: "default"})
+    task = TaskQueue(
+        pk=5, queue_id=QUEUE, kind=DJANGO_KIND, task_type="app.tasks.f", payload={}, attempts=1, priority=3
+    )
+    book.add_claimed([task], now=100.0)
+    spec = book.spec(5)
+    assert (spec.kind, spec.details["queue"], spec.details["priority"]) == (DJANGO_KIND, "default", 3)
+    assert book.spec(5) != TaskSpec(5, "app.tasks.f", {}, 1, False)
+
+
+def test_tasks_marked_for_hand_back_are_not_active():
+    book = HeldTasks()
+    book.set_timeouts({QUEUE: TIMEOUT})
+    book.add_claimed([claimed(pk) for pk in (1, 2, 3, 4)], now=100.0)
+    book.release_later([1])
+    assert book.active() == 3
+
+
+def test_past_due_is_past_due_not_only_at_the_instant(held):
+    stop_by = 100.0 + TIMEOUT - MARGIN
+    assert held.ready_past_lease(stop_by + 5) == [1, 2]
+    assert held.renewal_due(100.0 + TIMEOUT / 2 + 5, heartbeat=False)
+
+
+def test_progress_is_written_at_most_once_a_second(held):
+    held.add_progress(1, 10, "a tenth")
+    assert held.progress_due(10.0) == {1: (10, "a tenth")}
+    held.progress_written(10.0)
+    held.add_progress(1, 20, "a fifth")
+    assert held.progress_due(10.99) == {}
+    assert held.progress_due(11.0) == {1: (20, "a fifth")}

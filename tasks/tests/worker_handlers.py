@@ -89,3 +89,41 @@ def leave_transaction_open(payload: dict[str, Any], ctx: TaskContext) -> str:
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
     return "left open"
+
+
+@register("test.marks", description="Write start, alive and stop marks to payload['file'] for payload['seconds'].")
+def marks(payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+    """Run for payload['seconds'] (a number, or one per attempt: {"1": 30, "2": 0.5}), marking as it goes.
+
+    Each line is "task attempt pid kind wall-time", kind start, alive (every 20 ms) or stop, so
+    a test sees when each run began and the last moment it was still running, even if killed.
+    """
+    seconds = payload["seconds"]
+    if isinstance(seconds, dict):
+        seconds = seconds[str(ctx.attempt)]
+
+    def mark(kind: str) -> None:
+        with open(payload["file"], "a") as marks_file:
+            marks_file.write(f"{ctx.task_id} {ctx.attempt} {os.getpid()} {kind} {time.time():.6f}\n")
+
+    mark("start")
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        time.sleep(0.02)
+        mark("alive")
+    mark("stop")
+    return {"attempt": ctx.attempt, "pid": os.getpid()}
+
+
+def runs_in_marks(path: str) -> dict[tuple[int, int], tuple[float, float, bool]]:
+    """Return {(task, attempt): (first mark, last mark, stopped normally)} from a marks file."""
+    runs: dict[tuple[int, int], tuple[float, float, bool]] = {}
+    if not os.path.exists(path):
+        return runs
+    with open(path) as marks_file:
+        for line in marks_file:
+            task_id, attempt, _pid, kind, at = line.split()
+            key = (int(task_id), int(attempt))
+            first, _last, _stopped = runs.get(key, (float(at), 0.0, False))
+            runs[key] = (first, float(at), kind == "stop")
+    return runs

@@ -8,8 +8,10 @@ A Django task (kind "django") is run by `tasks.backends.running` instead of a re
 from __future__ import annotations
 
 import ctypes
+import math
 import os
 import signal
+import threading
 import time
 from collections import deque
 from multiprocessing.connection import Connection
@@ -27,6 +29,8 @@ from tasks.worker.messages import DJANGO_KIND, TaskSpec
 
 # How often a handler's `cancel_requested` looks at the pipe for news from the parent.
 CANCEL_POLL_SECONDS = 0.05
+# How often the lease watchdog reads the deadline its parent publishes.
+WATCHDOG_POLL_SECONDS = 0.05
 PR_SET_PDEATHSIG = 1
 
 # Connection objects inherited from the parent at fork: kept referenced, never closed, because
@@ -34,10 +38,45 @@ PR_SET_PDEATHSIG = 1
 _inherited: list[Any] = []
 
 
-def child_main(conn: Connection, worker_id: str, parent_pid: int, inherited: list[Connection]) -> None:
+def child_main(
+    conn: Connection, worker_id: str, parent_pid: int, inherited: list[Connection], stop_by: ctypes.c_double
+) -> None:
     """Run in a freshly forked child: serve the parent until it says stop or goes away."""
     _detach_from_parent(parent_pid, inherited)
+    LeaseWatchdog(stop_by).start()
     _Runner(conn, worker_id).serve()
+
+
+class LeaseWatchdog(threading.Thread):
+    """End this process when the leases of its tasks end, whether or not its parent is alive.
+
+    The parent renews the leases; if it cannot (frozen by SIGSTOP or a paused VM, cut off from
+    the database) another worker takes the task back once the lease ends, and a handler still
+    running here would run beside the new one. The parent writes when that would be into shared
+    memory every round (`Pool.publish_deadlines`); this thread arms the kernel's interval timer
+    for that moment. SIGALRM, left at its default action, ends the process in the kernel: a
+    handler stuck in C code holding the GIL is stopped too (only re-arming needs this thread).
+    Handlers must not use SIGALRM or ITIMER_REAL themselves.
+    """
+
+    def __init__(self, stop_by: ctypes.c_double) -> None:
+        super().__init__(name="lease-watchdog", daemon=True)
+        self.stop_by = stop_by
+        self.armed = math.inf
+
+    def run(self) -> None:
+        while True:
+            self.arm(self.stop_by.value)
+            time.sleep(WATCHDOG_POLL_SECONDS)
+
+    def arm(self, stop_by: float) -> None:
+        if stop_by == self.armed:
+            return
+        self.armed = stop_by
+        if math.isinf(stop_by):
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        else:
+            signal.setitimer(signal.ITIMER_REAL, max(stop_by - time.monotonic(), 0.001))
 
 
 def _detach_from_parent(parent_pid: int, inherited: list[Connection]) -> None:
@@ -47,6 +86,7 @@ def _detach_from_parent(parent_pid: int, inherited: list[Connection]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)  # the lease watchdog's timer ends the process
     try:
         # Die with the parent (Linux), so a SIGKILLed worker leaves no handler running on.
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL))

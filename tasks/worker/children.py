@@ -8,6 +8,7 @@ What they say to each other is in `messages.py`.
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing
 import os
 from collections import deque
@@ -34,8 +35,11 @@ class ChildProcess:
     def __init__(self, *, worker_id: str, siblings: list[ChildProcess]) -> None:
         parent_end, child_end = _fork.Pipe(duplex=True)
         inherited = [sibling.conn for sibling in siblings]
+        # When the child must stop itself (monotonic, shared memory): the end of the leases of the
+        # tasks sent to it, as the parent last renewed them. The child needs no live parent for it.
+        self.stop_by = _fork.RawValue("d", math.inf)
         self.process = _fork.Process(
-            target=child_main, args=(child_end, worker_id, os.getpid(), inherited), daemon=True
+            target=child_main, args=(child_end, worker_id, os.getpid(), inherited, self.stop_by), daemon=True
         )
         self.process.start()
         child_end.close()
@@ -165,6 +169,13 @@ class Pool:
                 child.current_started = now
             child.outstanding.extend(spec.task_id for spec in specs)
             child.send(("run", specs))
+
+    def publish_deadlines(self, held: HeldTasks) -> None:
+        """Tell each child when to stop itself should its leases not be renewed (see `child.py`)."""
+        for child in self.children:
+            stop_by = held.child_stops_by(child.outstanding)
+            if child.stop_by.value != stop_by:
+                child.stop_by.value = stop_by
 
     def pass_on_cancels(self, task_ids: list[int]) -> None:
         """Tell the children holding these tasks that someone asked to cancel them."""

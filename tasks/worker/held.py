@@ -26,6 +26,15 @@ logger = logging.getLogger("taskhub.worker")
 Batch = list[tuple["TaskQueue", Outcome]]  # held tasks with the outcome to record for each
 
 PROGRESS_WRITE_INTERVAL = 1.0
+# The worker stops a handler whose lease could not be renewed this long before the lease ends in
+# the database (a tenth of the lease, at most a second), and the child process stops itself at
+# half of it (`child.py`): both before any other worker may take the task back.
+LEASE_MARGIN_MAX_SECONDS = 1.0
+
+
+def lease_margin(lease_seconds: float) -> float:
+    """Return how long before a lease's end the worker stops the handler running under it."""
+    return min(LEASE_MARGIN_MAX_SECONDS, lease_seconds / 10)
 
 
 @dataclass
@@ -36,6 +45,16 @@ class HeldTask:
     lease_seconds: int
     lease_deadline: float  # monotonic: the lease in the database ends then unless renewed
     cancel_requested: bool = False
+
+    @property
+    def stop_by(self) -> float:
+        """Return when the worker stops the handler if the lease is not renewed (monotonic)."""
+        return self.lease_deadline - lease_margin(self.lease_seconds)
+
+    @property
+    def child_stops_by(self) -> float:
+        """Return when the child process stops itself if the lease is not renewed (monotonic)."""
+        return self.lease_deadline - lease_margin(self.lease_seconds) / 2
 
 
 class HeldTasks:
@@ -119,23 +138,31 @@ class HeldTasks:
         return TaskSpec(task.pk, task.task_type, task.payload, task.attempts, held.cancel_requested)
 
     def deadline_of(self, task_id: int, started: float) -> float | None:
-        """Return when a task running since `started` must be stopped: at its timeout or its lease's end.
+        """Return when a task running since `started` must be stopped: at its timeout or, a margin
+        before, its lease's end.
 
         None when the task is no longer held (its lease was lost): it must be stopped now.
         """
         held = self._tasks.get(task_id)
         if held is None:
             return None
-        return min(started + held.lease_seconds, held.lease_deadline)
+        return min(started + held.lease_seconds, held.stop_by)
 
     def lease_expired(self, task_id: int, now: float) -> bool:
-        """Return True if the task's lease has ended (or it was already let go)."""
+        """Return True if the task's lease has ended, or is within its margin (or it was already let go)."""
         held = self._tasks.get(task_id)
-        return held is None or now >= held.lease_deadline
+        return held is None or now >= held.stop_by
 
     def ready_past_lease(self, now: float) -> list[int]:
         """Return the tasks still waiting for a child whose lease could not be renewed in time."""
-        return [task_id for task_id in self._ready if now >= self._tasks[task_id].lease_deadline]
+        return [task_id for task_id in self._ready if now >= self._tasks[task_id].stop_by]
+
+    def child_stops_by(self, task_ids: Iterable[int]) -> float:
+        """Return when a child holding `task_ids` must stop itself unless leases are renewed (monotonic; inf: never)."""
+        return min(
+            (self._tasks[task_id].child_stops_by for task_id in task_ids if task_id in self._tasks),
+            default=float("inf"),
+        )
 
     def renewal_due(self, now: float, *, heartbeat: bool) -> bool:
         """Return True when the leases should be renewed: half-way through the shortest, or at a heartbeat."""

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import random
+import signal
 import time
 from collections.abc import Sequence
 
@@ -144,6 +145,7 @@ class Worker:
         if not self._stopping:
             self.db.fire_schedules()
             self.pool.dispatch(self.held, self._depth(), time.monotonic())
+        self.pool.publish_deadlines(self.held)
         return not self._done()
 
     def shutdown(self, reason: str = "shutdown requested") -> None:
@@ -190,12 +192,24 @@ class Worker:
         if child.stopped_cleanly():
             self.held.release_later(unfinished)  # never started: it stopped between tasks
             return
-        logger.error("worker process %s exited unexpectedly (exit code %s)", child.pid, child.exitcode)
-        if unfinished and child.was_running():
-            died = f"the worker process running it died (exit code {child.exitcode})"
-            self.held.add_outcome(
-                Outcome(unfinished.pop(0), OutcomeKind.RETRYABLE, error=died, exception=LOST_EXCEPTION)
+        running = unfinished.pop(0) if unfinished and child.was_running() else None
+        if (
+            running is not None
+            and child.exitcode == -signal.SIGALRM
+            and self.held.lease_expired(running, time.monotonic())
+        ):
+            # Its lease watchdog (child.py): this worker could not renew in time, e.g. it was frozen.
+            logger.warning(
+                "task %s: its lease ran out before this worker renewed it; its worker process stopped it "
+                "and the task is let go",
+                running,
             )
+            self.held.drop(running)
+        else:
+            logger.error("worker process %s exited unexpectedly (exit code %s)", child.pid, child.exitcode)
+            if running is not None:
+                died = f"the worker process running it died (exit code {child.exitcode})"
+                self.held.add_outcome(Outcome(running, OutcomeKind.RETRYABLE, error=died, exception=LOST_EXCEPTION))
         if self._stopping:
             self.held.release_later(unfinished)
         else:
