@@ -35,13 +35,27 @@ def bounded_statement_time(seconds: float) -> Iterator[None]:
     mariadb = connection.mysql_is_mariadb
     variable = "max_statement_time" if mariadb else "max_execution_time"
     value = seconds if mariadb else max(1, round(seconds * 1000))
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT @@SESSION.{variable}")
-        (previous,) = cursor.fetchone()
-        cursor.execute(f"SET SESSION {variable} = %s", [value])
+    connection.ensure_connection()
+    (previous,) = _untracked(f"SELECT @@SESSION.{variable}")[0]
+    _untracked(f"SET SESSION {variable} = %s", [value])
     try:
         yield
     finally:
         if connection.connection is not None:  # a lost connection takes its session with it
-            with connection.cursor() as cursor:
-                cursor.execute(f"SET SESSION {variable} = %s", [previous])
+            _untracked(f"SET SESSION {variable} = %s", [previous])
+
+
+def _untracked(sql: str, params: list | None = None) -> list[tuple]:
+    """Run `sql` on a plain mysqlclient cursor: a change this module undoes itself is not session state left behind.
+
+    Every other cursor notes session changes for the end-of-request check (`core.db.session_state`),
+    which would otherwise drop the connection after every bounded block.
+    """
+    from MySQLdb.cursors import Cursor
+
+    cursor = connection.connection.cursor(Cursor)
+    try:
+        cursor.execute(sql, params)
+        return list(cursor.fetchall())
+    finally:
+        cursor.close()

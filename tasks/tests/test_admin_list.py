@@ -9,7 +9,7 @@ from django.db import OperationalError, connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from core.db import statement_time
+from core.db import session_state, statement_time
 from tasks import admin_list
 from tasks.tests.factories import make_task
 
@@ -135,3 +135,5 @@ def test_on_mysql_the_bound_stops_a_long_read_and_puts_the_session_back(alice, d
             cursor.execute(HEAVY_READ)
     assert statement_time.is_statement_timeout(stopped.value)
     assert current() == before
+    # Set and put back by the bound itself: not session state left to the next request.
+    assert session_state.session_changes(connection.connection) == set()
