@@ -273,8 +273,12 @@ class Worker:
         else:
             self._idle_claims += 1
             step = min(self.poll_interval, IDLE_BACKOFF_START * 2**self._idle_claims)
-            self._next_claim = now + random.uniform(step / 2, step)
-        self._nothing_runnable = not (claim.tasks or claim.contended or claim.partial or had_work)
+            wait = random.uniform(step / 2, step)
+            if claim.retry_in is not None:
+                # A rate limit held tasks back: come back when its bucket has a token again.
+                wait = min(wait, max(claim.retry_in, IDLE_BACKOFF_START / 5))
+            self._next_claim = now + wait
+        self._nothing_runnable = not (claim.tasks or claim.contended or claim.partial or claim.held_back or had_work)
 
     def _claim_limit(self) -> int:
         room = self._room()
