@@ -27,10 +27,13 @@ class QueueConfigAdmin(admin.ModelAdmin):
         "max_attempts",
         "task_timeout_seconds",
         "max_active_per_user",
+        "fairness",
+        "per_key_concurrency",
+        "rate_limit",
         "updated_at",
     )
     list_editable = ("is_paused", "max_concurrency", "max_attempts", "task_timeout_seconds", "max_active_per_user")
-    list_filter = ("is_paused",)
+    list_filter = ("is_paused", "fairness")
     search_fields = ("name", "description")
     readonly_fields = ("created_at", "updated_at")
     actions = ("pause_queues", "resume_queues")
@@ -70,7 +73,7 @@ class TaskQueueAdmin(admin.ModelAdmin):
         "finished_at",
     )
     list_filter = ("status", "queue", "kind", "task_type", ("owner", admin.RelatedOnlyFieldListFilter))
-    search_fields = ("=id", "task_type", "owner__username", "=idempotency_key", "=unique_key")
+    search_fields = ("=id", "task_type", "owner__username", "=idempotency_key", "=unique_key", "=concurrency_key")
     list_select_related = ("queue", "owner")
     # A full COUNT(*) on every changelist page is what makes admin pages unusable at scale.
     show_full_result_count = False
@@ -94,6 +97,7 @@ class TaskQueueAdmin(admin.ModelAdmin):
         "cancel_requested",
         "idempotency_key",
         "unique_key",
+        "concurrency_key",
         "schedule",
         "created_at",
         "started_at",
