@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import random
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -46,6 +47,8 @@ OWNER_SCAN_ROWS = 4000
 PLAN_ROUNDS = 3
 SHARED_BUCKET = ""
 
+# The highest owner with pending tasks: one dive into task_fair_idx (no row read).
+START_SQL = "SELECT MAX(owner_id) FROM task_queue WHERE status = 'pending' AND queue_id = %s"
 # queue id -> the owner this process served last: the next fair claim starts after it.
 _cursor: dict[int, int] = {}
 
@@ -269,6 +272,17 @@ def _owners_after(queue_id: int, after: int, n: int) -> list[int]:
     return owners
 
 
+def _random_start(queue_id: int) -> int:
+    """Return where this process's round-robin starts: at random among the owners' ids.
+
+    Workers started together then do not all read (and fight over) the same owners' tasks.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(START_SQL, [queue_id])
+        (highest,) = cursor.fetchone()
+    return random.randint(0, highest) if highest else 0
+
+
 class _OrderedReader:
     """The queue's best runnable tasks in claim order (task_claim_idx)."""
 
@@ -289,7 +303,10 @@ class _FairReader:
 
     def __init__(self, queue_id: int, now: datetime, budget: int) -> None:
         self.queue_id, self.due = queue_id, connection.ops.adapt_datetimefield_value(now)
-        self.owners = next_owners(queue_id, _cursor.get(queue_id, 0), budget)
+        after = _cursor.get(queue_id)
+        if after is None:
+            after = _cursor[queue_id] = _random_start(queue_id)
+        self.owners = next_owners(queue_id, after, budget)
         self.rounds = 0
         # True when an owner's share was cut by its LIMIT while the batch is not full yet.
         self.short = False

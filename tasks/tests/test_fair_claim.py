@@ -20,7 +20,9 @@ ME = "host:1:aaaaaa"
 
 
 @pytest.fixture(autouse=True)
-def fresh_round_robin():
+def fresh_round_robin(monkeypatch):
+    """Every test's round-robin starts at the first owner (a worker's starts at random)."""
+    monkeypatch.setattr(fair_claim, "_random_start", lambda queue_id: 0)
     fair_claim._cursor.clear()
     yield
     fair_claim._cursor.clear()
@@ -83,6 +85,19 @@ def test_the_round_robin_serves_every_owner_before_any_twice(django_user_model):
     assert sorted(served) == sorted(person.pk for person in people)
     again = [task.owner_id for task in claim(queue, 5).tasks]
     assert again == sorted(again) and len(set(again)) == 5, "the next round starts over from the first owners"
+
+
+def test_a_workers_round_robin_starts_at_a_random_owner(django_user_model, monkeypatch):
+    monkeypatch.undo()
+    queue = QueueConfig.objects.create(name="fair", fairness="owner")
+    people = owners(django_user_model, 30)
+    for person in people:
+        enqueue_many(person, 1, queue=queue)
+    firsts = set()
+    for _ in range(8):
+        fair_claim._cursor.clear()
+        firsts.add(fair_claim.plan(queue, timezone.now(), 1).candidates.popitem()[1].owner_id)
+    assert len(firsts) > 1, "eight workers starting together would not all begin with the same owner"
 
 
 def test_a_fair_claim_skips_future_tasks_and_other_queues(alice, bob, default_queue):

@@ -138,6 +138,12 @@ def _check_the_owners_are_found_by_bounded_reads_of_the_index(million_tasks: Que
     assert len(reads.captured_queries) <= 3, "the big owner costs one read, then the next reads find many owners"
 
 
+def _check_a_workers_random_start_is_one_index_dive(million_tasks: QueueConfig) -> None:
+    plan = _plan(fair_claim.START_SQL, [million_tasks.pk])
+    assert _task_reads(plan) == [], plan  # "Select tables optimized away": answered from the index
+    assert "optimized away" in json.dumps(plan).lower(), plan
+
+
 def _check_each_owners_candidates_are_one_index_range_in_claim_order(million_tasks: QueueConfig) -> None:
     owners = fair_claim.next_owners(million_tasks.pk, 0, BATCH)
     excluded = ["k1", "k2"]
@@ -191,6 +197,7 @@ def _check_a_fair_claim_at_scale_takes_one_task_from_each_of_the_next_owners(mil
 def test_the_fair_claim_at_1m_tasks_and_1000_owners_reads_by_its_indexes_without_a_filesort(million_tasks):
     """One test, one fill: the table is built once (about a minute), then every read is checked on it."""
     _check_the_owners_are_found_by_bounded_reads_of_the_index(million_tasks)
+    _check_a_workers_random_start_is_one_index_dive(million_tasks)
     _check_each_owners_candidates_are_one_index_range_in_claim_order(million_tasks)
     _check_the_ordered_candidates_read_task_claim_idx_without_a_filesort(million_tasks)
     _check_the_locking_read_takes_the_chosen_rows_by_primary_key_without_a_filesort(million_tasks)
