@@ -15,6 +15,7 @@ from bench import (
     compare,
     db,
     djtasks_compare,
+    fairness_bench,
     machine,
     memory,
     report,
@@ -36,6 +37,7 @@ TASKHUB_SECTIONS = {
     "memory": memory.run,
     "shortcuts": shortcuts.run,
     "schedules": schedules_bench.run,
+    "fairness": fairness_bench.run,
 }
 PEERS = {"django-tasks-db": djtasks.run, "celery": celery_bench.run, "raw": rawsql.run}
 
