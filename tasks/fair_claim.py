@@ -47,8 +47,8 @@ OWNER_SCAN_ROWS = 4000
 PLAN_ROUNDS = 3
 SHARED_BUCKET = ""
 
-# The highest owner with pending tasks: one dive into task_fair_idx (no row read).
-START_SQL = "SELECT MAX(owner_id) FROM task_queue WHERE status = 'pending' AND queue_id = %s"
+# The lowest and highest owners with pending tasks: two dives into task_fair_idx (no row read).
+START_SQL = "SELECT MIN(owner_id), MAX(owner_id) FROM task_queue WHERE status = 'pending' AND queue_id = %s"
 # queue id -> the owner this process served last: the next fair claim starts after it.
 _cursor: dict[int, int] = {}
 
@@ -273,14 +273,14 @@ def _owners_after(queue_id: int, after: int, n: int) -> list[int]:
 
 
 def _random_start(queue_id: int) -> int:
-    """Return where this process's round-robin starts: at random among the owners' ids.
+    """Return where this process's round-robin starts: at random among the owners' ids (the claim reads after it).
 
     Workers started together then do not all read (and fight over) the same owners' tasks.
     """
     with connection.cursor() as cursor:
         cursor.execute(START_SQL, [queue_id])
-        (highest,) = cursor.fetchone()
-    return random.randint(0, highest) if highest else 0
+        lowest, highest = cursor.fetchone()
+    return random.randint(lowest - 1, highest - 1) if highest else 0
 
 
 class _OrderedReader:
