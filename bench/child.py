@@ -44,6 +44,15 @@ def _parser() -> argparse.ArgumentParser:
     pickup.add_argument("--idle", type=float, required=True)
     run_at = sub.add_parser("run-at", help="enqueue echo tasks due 1–1.5 s ahead, one at a time; report lateness")
     run_at.add_argument("--count", type=int, required=True)
+    fair_queue = sub.add_parser("fair-queue", help="set the default queue's fairness mode")
+    fair_queue.add_argument("--fairness", choices=("none", "owner"), required=True)
+    fair_enqueue = sub.add_parser("fair-enqueue", help="enqueue echo tasks spread over several bench users")
+    fair_enqueue.add_argument("--owners", type=int, required=True)
+    fair_enqueue.add_argument("--first-user", type=int, default=0)
+    fair_enqueue.add_argument("--count", type=int, required=True)
+    fair_waits = sub.add_parser("fair-waits", help="wait for tasks to start; report each one's wait")
+    fair_waits.add_argument("--first-id", type=int, required=True)
+    fair_waits.add_argument("--timeout", type=float, required=True)
     django_tasks = sub.add_parser("enqueue-django", help="enqueue @task no-ops with .enqueue() (TaskHubBackend)")
     django_tasks.add_argument("--count", type=int, required=True)
     return parser
@@ -100,6 +109,17 @@ def main(argv: list[str]) -> None:
             emit_result({"pickup": taskhub_side.pickup(user=user, count=args.count, idle=args.idle)})
         else:
             emit_result({"lateness": taskhub_side.run_at_lateness(user=user, count=args.count)})
+    elif args.command == "fair-queue":
+        taskhub_side.fair_queue(fairness=args.fairness)
+        emit_result({"fairness": args.fairness})
+    elif args.command == "fair-enqueue":
+        from django.contrib.auth import get_user_model
+
+        names = [loader.USER_NAME.format(args.first_user + i) for i in range(args.owners)]
+        owners = list(get_user_model().objects.filter(username__in=names).order_by("username"))
+        emit_result(taskhub_side.fair_enqueue(owners=owners, count=args.count))
+    elif args.command == "fair-waits":
+        emit_result(taskhub_side.fair_waits(first_id=args.first_id, timeout=args.timeout))
     elif args.command == "enqueue-django":
         emit_result({"count": args.count, "seconds": taskhub_side.enqueue_django(count=args.count)})
 

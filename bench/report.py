@@ -510,6 +510,45 @@ def _latency(results: dict) -> list[str]:
     for what, value, target, sign in latency.verdicts(entry):
         verdict = "–" if value is None else ("met" if value <= target else "missed")
         lines.append(f"| {what} | {_num(value)} | {sign} {target:g} | {verdict} |")
+
+
+def _fairness(results: dict) -> list[str]:
+    entry, lines = _heading(results, "fairness", "8. Fair scheduling between users")
+    if entry is None:
+        return lines
+    wait, drain = entry.get("wait") or {}, entry.get("drain") or {}
+    problem = _status(wait)
+    if problem:
+        lines.append(f"- Wait of a small user: {problem}")
+    else:
+        for mode, found in wait["modes"].items():
+            if found.get("p100_tasks_before") is None or found["started"] < found["expected"]:
+                lines.append(
+                    f"- fairness={mode}: {found['started']} of user B's {found['expected']} tasks started behind "
+                    f"user A's {found['backlog']:,}-task backlog before the step's time ran out"
+                )
+                continue
+            verdict = ""
+            if mode == "owner":
+                meets = found["p100_batches"] <= wait["target_batches"]
+                verdict = f" — {'meets' if meets else 'misses'} the target ≤ {wait['target_batches']} claim batches"
+            lines.append(
+                f"- fairness={mode}: user B's {found['expected']} tasks behind user A's {found['backlog']:,}, one "
+                f"worker (concurrency 2, claim batches of {wait['claim_batch']}): p100 wait "
+                f"{found['p100_tasks_before']} tasks started before them ({found['p100_batches']:.1f} batches), "
+                f"{found['p100_ms']:.0f} ms{verdict}."
+            )
+    problem = _status(drain)
+    if problem:
+        lines.append(f"- Drain with fairness=owner: {problem}")
+    else:
+        owner, none = summarize(drain["rates"].get("owner", [])), summarize(drain["rates"].get("none", []))
+        verdict = "meets" if drain["meets_target"] else "misses"
+        lines.append(
+            f"- Drain of tasks of {drain['owners']} owners, {drain['workers']} workers: fairness=owner "
+            f"{_spread(owner)}, none {_spread(none)}: {_num(drain['ratio'])}× — {verdict} the target "
+            f"≥ {drain['target_ratio']:g}×."
+        )
     return lines + [""]
 
 
@@ -539,7 +578,7 @@ def render(results: dict) -> str:
         lines += [f"> ⚠️ The machine was busy when the run started (load {mach['loadavg'][0]}): figures are noisy.", ""]
     lines += _targets_table(results) + compare.before_after(results, targets(results))
     lines += _throughput(results) + _djtasks(results) + _scale(results) + _auth(results) + _memory(results)
-    lines += _shortcuts(results) + _schedules(results) + _latency(results)
+    lines += _shortcuts(results) + _schedules(results) + _latency(results) + _fairness(results)
     errors = results.get("errors") or []
     if errors:
         lines += ["## Problems during the run", ""] + [f"- {e}" for e in errors] + [""]

@@ -15,6 +15,7 @@ from bench import (
     compare,
     db,
     djtasks_compare,
+    fairness_bench,
     latency,
     machine,
     memory,
@@ -38,6 +39,7 @@ TASKHUB_SECTIONS = {
     "shortcuts": shortcuts.run,
     "schedules": schedules_bench.run,
     "latency": latency.run,
+    "fairness": fairness_bench.run,
 }
 PEERS = {"django-tasks-db": djtasks.run, "celery": celery_bench.run, "raw": rawsql.run}
 

@@ -140,3 +140,50 @@ def run_at_lateness(*, user: Any, count: int) -> list[float]:
     _wait_finished(pks, timeout=60)
     rows = TaskQueue.objects.filter(pk__in=pks).values_list("run_at", "started_at")
     return [(started - run_at).total_seconds() for run_at, started in rows]
+
+
+def fair_queue(*, fairness: str) -> None:
+    """Set the default queue's fairness mode (the bench's tasks all go there)."""
+    from tasks.models import QueueConfig
+    from tasks.services import queue_update
+
+    queue_update(queue=QueueConfig.objects.get(name="default"), changes={"fairness": fairness})
+
+
+def fair_enqueue(*, owners: list[Any], count: int, chunk: int = 500) -> dict[str, Any]:
+    """Enqueue `count` echo tasks spread evenly over `owners` in bulk; return the first id and the seconds."""
+    from tasks.services import tasks_enqueue_bulk
+    from tasks.specs import TaskSpec
+
+    started = time.perf_counter()
+    first_id = None
+    for index, owner in enumerate(owners):
+        share = count // len(owners) + (1 if index < count % len(owners) else 0)
+        for start in range(0, share, chunk):
+            size = min(chunk, share - start)
+            result = tasks_enqueue_bulk(user=owner, specs=[TaskSpec(task_type="echo")] * size)
+            first_id = min(first_id or result.tasks[0].pk, result.tasks[0].pk)
+    return {"first_id": first_id, "count": count, "seconds": time.perf_counter() - started}
+
+
+def fair_waits(*, first_id: int, timeout: float) -> dict[str, Any]:
+    """Wait until the tasks from `first_id` on have all started; return each one's wait.
+
+    A task's wait: the tasks started after it was enqueued and before it, and the ms in between.
+    """
+    from tasks.models import TaskQueue
+
+    mine = TaskQueue.objects.filter(id__gte=first_id)
+    deadline = time.monotonic() + timeout
+    while mine.filter(started_at__isnull=True).exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    waits = []
+    for task in mine.filter(started_at__isnull=False):
+        before = TaskQueue.objects.filter(started_at__gte=task.created_at, started_at__lt=task.started_at)
+        waits.append(
+            {
+                "tasks_before": before.exclude(id__gte=first_id).count(),
+                "ms": (task.started_at - task.created_at).total_seconds() * 1000,
+            }
+        )
+    return {"waits": waits}

@@ -16,6 +16,7 @@ from prometheus_client.registry import Collector
 from core.db.session import handle_database_error
 from diagnostics.monitor import mysql_server_usage
 from tasks.models import ACTIVE_STATUSES, QueueConfig, TaskHourlyStats, TaskQueue, TaskStatus, TaskStatusCount
+from tasks.selectors import fair_shares
 
 logger = logging.getLogger("taskhub.metrics")
 
@@ -66,7 +67,34 @@ class DatabaseCollector(Collector):
             run_at = waiting.get(queue_id)
             oldest.add_metric([name], max((now - run_at).total_seconds(), 0.0) if run_at else 0.0)
 
-        return [tasks, oldest, *self._duration_families(names, now)]
+        return [tasks, oldest, *self._fairness_families(names, now), *self._duration_families(names, now)]
+
+    def _fairness_families(self, names: dict[int, str], now) -> list[Metric]:
+        mode = GaugeMetricFamily(
+            "taskhub_queue_fairness", "1 for each queue's fairness mode (none, owner).", labels=["queue", "mode"]
+        )
+        owners = GaugeMetricFamily(
+            "taskhub_queue_active_owners", "Owners with runnable tasks in each queue.", labels=["queue"]
+        )
+        at_limit = GaugeMetricFamily(
+            "taskhub_queue_keys_at_limit",
+            "Concurrency keys with per_key_concurrency tasks running (0 when the queue has no per-key limit).",
+            labels=["queue"],
+        )
+        throttled = GaugeMetricFamily(
+            "taskhub_queue_rate_throttled_claims",
+            "Claims that left runnable tasks behind for want of rate-limit tokens (grows; since each bucket's creation).",
+            labels=["queue"],
+        )
+        queues = list(QueueConfig.objects.order_by("name"))
+        shares = fair_shares(now, queues)
+        for queue in queues:
+            mode.add_metric([queue.name, queue.fairness], 1)
+            owners.add_metric([queue.name], shares.owners.get(queue.pk, 0))
+            running = shares.running_keys.get(queue.pk, [])
+            at_limit.add_metric([queue.name], sum(1 for n in running if n >= queue.per_key_concurrency > 0))
+            throttled.add_metric([queue.name], shares.throttled.get(queue.pk, 0))
+        return [mode, owners, at_limit, throttled]
 
     def _duration_families(self, names: dict[int, str], now) -> list[Metric]:
         hours = settings.TASKHUB_STATS_WINDOW_HOURS

@@ -30,10 +30,13 @@ class QueueConfigAdmin(admin.ModelAdmin):
         "max_attempts",
         "task_timeout_seconds",
         "max_active_per_user",
+        "fairness",
+        "per_key_concurrency",
+        "rate_limit",
         "updated_at",
     )
     list_editable = ("is_paused", "max_concurrency", "max_attempts", "task_timeout_seconds", "max_active_per_user")
-    list_filter = ("is_paused",)
+    list_filter = ("is_paused", "fairness")
     search_fields = ("name", "description")
     readonly_fields = ("created_at", "updated_at")
     actions = ("pause_queues", "resume_queues")
@@ -101,6 +104,7 @@ class TaskQueueAdmin(admin.ModelAdmin):
         "cancel_requested",
         "idempotency_key",
         "unique_key",
+        "concurrency_key",
         "schedule",
         "created_at",
         "started_at",

@@ -5,7 +5,7 @@
 - Filters offer fixed choices (status, kind, queue from `queue_config`, task types from the
   handler registry): no `SELECT DISTINCT` over the table to build them.
 - Search is by id, or with a prefix by owner (`owner:alice`), task type (`type:echo`),
-  idempotency key (`key:...`) or unique key (`unique:...`) — each one column, not an OR across
+  idempotency key (`key:...`), unique key (`unique:...`) or concurrency key (`concurrency:...`) — each one column, not an OR across
   columns that no index can serve.
 - Only the id sorts the list (the primary key; every other column would sort the table).
 - Every read of a list page runs under LIST_TIME_LIMIT seconds (`core.db.statement_time`); a
@@ -33,6 +33,7 @@ SEARCH_PREFIXES = {
     "type": "task_type",
     "key": "idempotency_key",
     "unique": "unique_key",
+    "concurrency": "concurrency_key",
 }
 
 
@@ -89,4 +90,6 @@ def search(queryset: QuerySet, term: str) -> QuerySet:
 
 
 def search_help() -> Any:
-    return _("An id, or owner:NAME, type:TASK_TYPE, key:IDEMPOTENCY_KEY, unique:UNIQUE_KEY.")
+    return _(
+        "An id, or owner:NAME, type:TASK_TYPE, key:IDEMPOTENCY_KEY, unique:UNIQUE_KEY, concurrency:CONCURRENCY_KEY."
+    )

@@ -11,6 +11,7 @@ from django.utils import timezone
 from django.utils.timezone import now as _now
 from django.utils.translation import gettext_lazy as _
 
+from tasks.limits import RATE_LIMIT_MAX_LENGTH, validate_rate_limit
 from tasks.querysets import TaskQuerySet
 
 PRIORITY_MIN = -100
@@ -42,6 +43,15 @@ class TaskKind(models.TextChoices):
 
 TASK_TYPE_MAX_LENGTH = 255
 UNIQUE_KEY_MAX_LENGTH = 200
+CONCURRENCY_KEY_MAX_LENGTH = 200
+
+
+class Fairness(models.TextChoices):
+    # Best first: priority, then run_at, then id.
+    NONE = "none", _("None: priority, then run time")
+    # Each claim takes tasks from the owners with runnable tasks in turn (`tasks.fair_claim`).
+    OWNER = "owner", _("Owner: round-robin across owners")
+
 
 ACTIVE_STATUSES = (TaskStatus.PENDING, TaskStatus.RUNNING)
 FINISHED_STATUSES = (TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED)
@@ -76,6 +86,31 @@ class QueueConfig(models.Model):
         blank=True,
         help_text=_("Pending plus running tasks one user may have in this queue; empty = no limit."),
     )
+    fairness = models.CharField(
+        _("fairness"),
+        max_length=8,
+        choices=Fairness.choices,
+        default=Fairness.NONE,
+        help_text=_("owner: each claim takes tasks from the owners with runnable tasks in turn."),
+    )
+    per_key_concurrency = models.PositiveIntegerField(
+        _("per-key concurrency"),
+        default=0,
+        help_text=_("Running tasks per concurrency key across all workers; 0 = no limit."),
+    )
+    rate_limit = models.CharField(
+        _("rate limit"),
+        max_length=RATE_LIMIT_MAX_LENGTH,
+        blank=True,
+        default="",
+        validators=[validate_rate_limit],
+        help_text=_('Task starts across all workers, e.g. "100/s" or "600/m"; empty = no limit.'),
+    )
+    rate_limit_per_key = models.BooleanField(
+        _("rate limit per key"),
+        default=False,
+        help_text=_("Apply the rate limit to each concurrency key on its own (tasks without a key share one)."),
+    )
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
@@ -86,6 +121,7 @@ class QueueConfig(models.Model):
         verbose_name_plural = _("queues")
         constraints = [
             models.CheckConstraint(condition=Q(task_timeout_seconds__gte=1), name="queue_config_timeout_positive"),
+            models.CheckConstraint(condition=Q(fairness__in=Fairness.values), name="queue_config_fairness_valid"),
             models.CheckConstraint(
                 condition=Q(max_attempts__gte=1, max_attempts__lte=MAX_ATTEMPTS_LIMIT),
                 name="queue_config_max_attempts_range",
@@ -164,6 +200,10 @@ class TaskQueue(models.Model):
         db_persist=True,
         verbose_name=_("active unique key"),
     )
+    # At most the queue's `per_key_concurrency` tasks with the same key run at once (NULL: no key).
+    concurrency_key = models.CharField(
+        _("concurrency key"), max_length=CONCURRENCY_KEY_MAX_LENGTH, null=True, blank=True
+    )
     # The schedule that created this task (`tasks.schedules`), if any.
     schedule = models.ForeignKey(
         "Schedule",
@@ -190,6 +230,10 @@ class TaskQueue(models.Model):
             #        ORDER BY priority DESC, run_at, id  ... FOR UPDATE SKIP LOCKED.
             # Also serves queue-status counts of pending/scheduled per queue.
             models.Index(fields=["status", "queue", "-priority", "run_at"], name="task_claim_idx"),
+            # Fair claim (`tasks.fair_claim`): the owners with pending tasks (bounded reads of
+            # WHERE status='pending' AND queue_id=? AND owner_id>? ORDER BY owner_id), then each
+            # one's best: ... AND owner_id=? AND run_at<=now ORDER BY priority DESC, run_at, id.
+            models.Index(fields=["status", "queue", "owner", "-priority", "run_at"], name="task_fair_idx"),
             # Lease recovery: WHERE status='running' AND lease_expires_at < now.
             models.Index(fields=["status", "lease_expires_at"], name="task_lease_idx"),
             # A user's own list filtered by status (ORDER BY id DESC; InnoDB appends the PK).
@@ -223,6 +267,28 @@ class TaskQueue(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in FINISHED_STATUSES
+
+
+class QueueRateBucket(models.Model):
+    """The token bucket of a queue's rate limit (`tasks.limits`): one per queue, or per concurrency key.
+
+    Written only by claims, while they hold the queue's row lock: the whole fleet draws from it.
+    """
+
+    queue = models.ForeignKey(QueueConfig, on_delete=models.CASCADE, related_name="+")
+    # "": the whole queue (or, with rate_limit_per_key, the tasks without a key).
+    key = models.CharField(max_length=CONCURRENCY_KEY_MAX_LENGTH, blank=True, default="")
+    tokens = models.FloatField()
+    refilled_at = models.DateTimeField()
+    # Claims that left runnable tasks behind for want of tokens.
+    throttled = models.BigIntegerField(default=0)
+
+    class Meta:
+        db_table = "queue_rate_bucket"
+        constraints = [models.UniqueConstraint(fields=["queue", "key"], name="queue_rate_bucket_uniq")]
+
+    def __str__(self) -> str:
+        return f"{self.queue_id}/{self.key or '*'}: {self.tokens:.2f}"
 
 
 class WorkerProcess(models.Model):

@@ -9,6 +9,7 @@ say how fresh they are (`Freshness`).
 
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -20,9 +21,11 @@ from django.utils import timezone
 
 from core.db.replica import PRIMARY, REPLICA, freshness, read_alias, replica_state
 from tasks.counters import hour_of
+from tasks.fair_claim import fold_key
 from tasks.models import (
     ACTIVE_STATUSES,
     QueueConfig,
+    QueueRateBucket,
     TaskHourlyStats,
     TaskQueue,
     TaskStatus,
@@ -82,6 +85,13 @@ class QueueStatus:
     running: int
     oldest_pending_age_seconds: float | None
     live_workers: int
+    fairness: str = "none"
+    per_key_concurrency: int = 0
+    rate_limit: str = ""
+    rate_limit_per_key: bool = False
+    active_owners: int = 0  # owners with runnable tasks: the ones a fair claim takes turns between
+    keys_at_limit: int = 0  # concurrency keys with per_key_concurrency tasks running
+    throttled_by_rate: int = 0  # claims that left runnable tasks behind for want of rate-limit tokens
 
 
 def window_start(now: datetime, hours: int) -> datetime:
@@ -185,7 +195,9 @@ def _hourly_sums(
 
 
 def queue_statuses(*, now: datetime | None = None) -> list[QueueStatus]:
-    """Return every queue's limits, backlog and live workers, in three queries.
+    """Return every queue's limits, backlog, live workers and fair-share figures, in four queries.
+
+    Two more when some queue has a per-key limit (its running keys) or a rate limit (its buckets).
 
     Backlog counts read only the claim index's (status, queue_id, priority, run_at) entries of
     pending and running rows; live workers are the rows whose heartbeat is fresh.
@@ -208,8 +220,10 @@ def queue_statuses(*, now: datetime | None = None) -> list[QueueStatus]:
             counts.update(pending=row["due"], scheduled=row["n"] - row["due"], oldest=row["oldest"])
     fresh_since = now - timedelta(seconds=settings.TASKHUB_WORKER_STALE_SECONDS)
     workers = list(WorkerProcess.objects.filter(last_heartbeat_at__gte=fresh_since).values_list("queues", flat=True))
+    queues = list(QueueConfig.objects.order_by("name"))
+    shares = fair_shares(now, queues)
     statuses = []
-    for queue in QueueConfig.objects.order_by("name"):
+    for queue in queues:
         row = backlog.get(queue.id, {})
         oldest = row.get("oldest")
         statuses.append(
@@ -223,9 +237,61 @@ def queue_statuses(*, now: datetime | None = None) -> list[QueueStatus]:
                 running=row.get("running", 0),
                 oldest_pending_age_seconds=max((now - oldest).total_seconds(), 0.0) if oldest else None,
                 live_workers=sum(1 for queues in workers if _serves(queues, queue.name)),
+                fairness=queue.fairness,
+                per_key_concurrency=queue.per_key_concurrency,
+                rate_limit=queue.rate_limit,
+                rate_limit_per_key=queue.rate_limit_per_key,
+                active_owners=shares.owners.get(queue.id, 0),
+                keys_at_limit=sum(
+                    1 for n in shares.running_keys.get(queue.id, []) if n >= queue.per_key_concurrency > 0
+                ),
+                throttled_by_rate=shares.throttled.get(queue.id, 0),
             )
         )
     return statuses
+
+
+@dataclass(frozen=True)
+class FairShares:
+    owners: dict[int, int]  # queue id -> owners with runnable tasks
+    running_keys: dict[int, list[int]]  # queue id -> running tasks of each concurrency key
+    throttled: dict[int, int]  # queue id -> claims held back by the rate limit
+
+
+def fair_shares(now: datetime, queues: list[QueueConfig]) -> FairShares:
+    """Read the fair-share figures of `queues`: only active rows, through task_fair_idx and task_claim_idx.
+
+    The running keys are read only for queues with a per-key limit (running rows are few: they
+    are counted here rather than grouped by the database), the buckets only for rate-limited ones.
+    """
+    # Grouped by queue in the order of task_fair_idx (status, queue, owner, ...): no temporary table.
+    owners = dict(
+        TaskQueue.objects.filter(status=TaskStatus.PENDING, run_at__lte=now)
+        .values_list("queue_id")
+        .annotate(n=Count("owner_id", distinct=True))
+        .order_by()
+    )
+    keyed = [queue.pk for queue in queues if queue.per_key_concurrency]
+    running_keys: dict[int, list[int]] = {}
+    if keyed:
+        running = collections.Counter(
+            (queue_id, fold_key(key))
+            for queue_id, key in TaskQueue.objects.filter(
+                status=TaskStatus.RUNNING, queue_id__in=keyed, concurrency_key__isnull=False
+            ).values_list("queue_id", "concurrency_key")
+        )
+        for (queue_id, _key), n in running.items():
+            running_keys.setdefault(queue_id, []).append(n)
+    throttled: dict[int, int] = {}
+    rated = [queue.pk for queue in queues if queue.rate_limit]
+    if rated:
+        throttled = dict(
+            QueueRateBucket.objects.filter(queue_id__in=rated)
+            .values_list("queue_id")
+            .annotate(n=Sum("throttled"))
+            .order_by()
+        )
+    return FairShares(owners=owners, running_keys=running_keys, throttled=throttled)
 
 
 def _serves(queues: object, name: str) -> bool:

@@ -11,7 +11,9 @@ from django.utils.translation import gettext_lazy as _
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from tasks.limits import validate_rate_limit
 from tasks.models import (
+    CONCURRENCY_KEY_MAX_LENGTH,
     DEFAULT_QUEUE_NAME,
     MAX_ATTEMPTS_LIMIT,
     PRIORITY_MAX,
@@ -143,6 +145,14 @@ class TaskCreateSerializer(StrictFieldsMixin, serializers.Serializer):
         help_text="With a unique_key held by an active task: `return` it (200, deduplicated), or `replace` "
         "its payload, run_at and priority while it is pending (once it runs, a new task is enqueued).",
     )
+    concurrency_key = StrictCharField(
+        max_length=CONCURRENCY_KEY_MAX_LENGTH,
+        required=False,
+        allow_null=True,
+        validators=[reject_surrogates],
+        help_text="With the queue's per_key_concurrency (and rate_limit_per_key): tasks sharing a key "
+        "run at most that many at once across all workers, and draw from one rate-limit bucket.",
+    )
 
 
 class TaskBulkCreateSerializer(StrictFieldsMixin, serializers.Serializer):
@@ -189,6 +199,7 @@ class TaskSerializer(serializers.ModelSerializer):
             "cancel_requested",
             "idempotency_key",
             "unique_key",
+            "concurrency_key",
             "schedule",
             "claimed_by",
             "lease_expires_at",
@@ -308,6 +319,15 @@ class QueueStatusSerializer(serializers.Serializer):
         allow_null=True, help_text="Since the oldest runnable task's run_at."
     )
     live_workers = serializers.IntegerField(help_text="Workers with a fresh heartbeat serving this queue.")
+    fairness = serializers.CharField(help_text="`none` (priority, then run_at) or `owner` (round-robin across owners).")
+    per_key_concurrency = serializers.IntegerField(help_text="0 = no limit.")
+    rate_limit = serializers.CharField(help_text='Task starts across all workers, e.g. "100/s"; empty = no limit.')
+    rate_limit_per_key = serializers.BooleanField()
+    active_owners = serializers.IntegerField(help_text="Owners with runnable tasks.")
+    keys_at_limit = serializers.IntegerField(help_text="Concurrency keys with per_key_concurrency tasks running.")
+    throttled_by_rate = serializers.IntegerField(
+        help_text="Claims that left runnable tasks behind for want of rate-limit tokens (since the bucket's creation)."
+    )
 
 
 class QueueSerializer(serializers.ModelSerializer):
@@ -324,6 +344,7 @@ class QueueUpdateSerializer(StrictFieldsMixin, serializers.ModelSerializer):
         models.PositiveIntegerField: StrictIntegerField,
         models.PositiveSmallIntegerField: StrictIntegerField,
         models.TextField: StrictCharField,
+        models.CharField: StrictCharField,
     }
 
     class Meta:
@@ -339,8 +360,10 @@ class QueueUpdateSerializer(StrictFieldsMixin, serializers.ModelSerializer):
                     "retry_backoff_seconds",
                     "retry_backoff_max_seconds",
                     "max_active_per_user",
+                    "per_key_concurrency",
                 )
             },
+            "rate_limit": {"validators": [reject_surrogates, validate_rate_limit]},
         }
 
 

@@ -46,6 +46,10 @@ QUEUE_EDITABLE_FIELDS = (
     "retry_backoff_max_seconds",
     "task_timeout_seconds",
     "max_active_per_user",
+    "fairness",
+    "per_key_concurrency",
+    "rate_limit",
+    "rate_limit_per_key",
 )
 
 
@@ -77,6 +81,7 @@ def task_enqueue(
     idempotency_key: str | None = None,
     unique_key: str | None = None,
     on_conflict: str = ON_CONFLICT_RETURN,
+    concurrency_key: str | None = None,
 ) -> EnqueueResult:
     """Enqueue one task; with a known idempotency key, or a unique key held by an active task, answer that task.
 
@@ -97,6 +102,7 @@ def task_enqueue(
         idempotency_key=idempotency_key,
         unique_key=unique_key,
         on_conflict=on_conflict,
+        concurrency_key=concurrency_key,
     )
     return _enqueue_one(user=user, spec=spec)
 
@@ -114,6 +120,7 @@ def task_enqueue_django(
     timeout_seconds: int | None = None,
     unique_key: str | None = None,
     on_conflict: str = ON_CONFLICT_RETURN,
+    concurrency_key: str | None = None,
 ) -> EnqueueResult:
     """Enqueue one Django task (`tasks.backends`), already validated by its backend, as `user`.
 
@@ -132,6 +139,7 @@ def task_enqueue_django(
         timeout_seconds=timeout_seconds,
         unique_key=unique_key,
         on_conflict=on_conflict,
+        concurrency_key=concurrency_key,
     )
     return _enqueue_one(user=user, spec=spec)
 
@@ -254,6 +262,7 @@ def _new_task(user: AbstractBaseUser | None, spec: TaskSpec, queue: QueueConfig,
         kind=spec.kind,
         timeout_seconds=spec.timeout_seconds,
         unique_key=spec.unique_key,
+        concurrency_key=spec.concurrency_key,
         schedule_id=spec.schedule_id,
         created_at=now,
     )

@@ -14,6 +14,7 @@ from django.utils.translation import gettext as _
 from tasks import registry
 from tasks.errors import PayloadTooLarge, TaskSpecInvalid
 from tasks.models import (
+    CONCURRENCY_KEY_MAX_LENGTH,
     DEFAULT_QUEUE_NAME,
     MAX_ATTEMPTS_LIMIT,
     PRIORITY_MAX,
@@ -54,6 +55,8 @@ class TaskSpec:
     timeout_seconds: int | None = None  # None: the queue's task timeout
     unique_key: str | None = None
     on_conflict: str = ON_CONFLICT_RETURN
+    # At most the queue's `per_key_concurrency` tasks with this key run at once.
+    concurrency_key: str | None = None
     schedule_id: int | None = None  # set by `tasks.schedules` only, never from a request
 
 
@@ -131,6 +134,13 @@ def check_spec(spec: TaskSpec, queues: dict[str, QueueConfig], *, index: int | N
         not isinstance(unique_key, str) or not 1 <= len(unique_key) <= UNIQUE_KEY_MAX_LENGTH
     ):
         errors["unique_key"] = _("Must be a string of 1 to %(max)d characters.") % {"max": UNIQUE_KEY_MAX_LENGTH}
+    concurrency_key = spec.concurrency_key
+    if concurrency_key is not None and (
+        not isinstance(concurrency_key, str) or not 1 <= len(concurrency_key) <= CONCURRENCY_KEY_MAX_LENGTH
+    ):
+        errors["concurrency_key"] = _("Must be a string of 1 to %(max)d characters.") % {
+            "max": CONCURRENCY_KEY_MAX_LENGTH
+        }
     if spec.on_conflict not in ON_CONFLICT_CHOICES:
         errors["on_conflict"] = _("Must be one of: %(choices)s.") % {"choices": ", ".join(ON_CONFLICT_CHOICES)}
     run_at = _aware(spec.run_at)

@@ -40,7 +40,7 @@ from core import shortcuts
 from core.db.clock import DatabaseNow, database_now_plus
 from core.db.errors import with_contention_retry
 from core.db.topology import plan_problem
-from tasks import counters, queue_cache, wakeups
+from tasks import counters, fair_claim, queue_cache, wakeups
 from tasks.models import FINISHED_STATUSES, QueueConfig, Schedule, ScheduleFire, TaskQueue, TaskStatus
 from tasks.outcomes import Outcome, OutcomeKind
 
@@ -234,6 +234,10 @@ class Claim:
     # With `look_ahead`, when nothing was claimed: the earliest run_at of the pending tasks of the
     # queues searched (None: none is pending); the time to look again.
     next_run_at: datetime | None = None
+    # True when runnable tasks were left for a per-key concurrency or rate limit (`tasks.fair_claim`).
+    held_back: bool = False
+    # Seconds until a rate-limited queue that held tasks back has a token again.
+    retry_in: float | None = None
 
 
 def claim(*, worker_id: str, queues: Sequence[QueueConfig], limit: int, now: datetime | None = None) -> Claim:
@@ -249,13 +253,18 @@ def _claim(
     *,
     look_ahead: bool = False,
     lease_from: datetime | None = None,
+    clock: bool = False,
 ) -> Claim:
     """Claim inside the caller's transaction.
 
-    1. Work out each queue's budget under max_concurrency (`_budgets`).
+    1. Work out each queue's budget under max_concurrency (`_budgets`), locking the rows of the
+       queues with a limit; their settings are read afresh from those rows.
     2. Lock candidates per queue with SKIP LOCKED: rows another worker is claiming are passed
-       over, never waited for.
-    3. Keep the best `limit` across queues (the rest unlock at commit, a moment later).
+       over, never waited for. A plain queue in one locking read in claim order; a queue with
+       fairness, per-key concurrency or a rate limit by a plan (`tasks.fair_claim`): a
+       non-locking read chooses, then the chosen rows are locked by primary key.
+    3. Keep the best `limit` across queues (the rest unlock at commit, a moment later); spend
+       the rate limits' tokens of those kept.
     4. Mark them running in one UPDATE per lease length: the queue's task timeout, or a task's
        own (usually one UPDATE for the whole batch). The lease ends that long after the
        database's clock (`core.db.clock`: one clock for all hosts), or after `lease_from` when
@@ -265,27 +274,52 @@ def _claim(
     """
     if limit <= 0 or not queues:
         return Claim()
-    budgets, contended = _budgets(queues, limit)
+    budgets, contended, fresh = _budgets(queues, limit)
+    if clock and any(queue.rate_limit for queue in fresh.values()):
+        # Read the clock again under the queue's lock: claims of a rate-limited queue then stamp
+        # their starts (and spend tokens) in the order they hold it, whatever they waited for before.
+        now = timezone.now()
+    configs = {queue.pk: fresh.get(queue.pk, queue) for queue in queues}
+    result = Claim(contended=contended)
     candidates: list[TaskQueue] = []
-    empty: set[int] = set()
+    plans: list[fair_claim.Plan] = []
+    sources = 0
     for queue_id, budget in budgets.items():
-        if budget > 0:
+        if budget <= 0:
+            continue
+        queue = configs[queue_id]
+        held_back = False
+        if fair_claim.is_plain(queue):
             found = _lock_claimable(queue_id, now, min(budget, limit))
-            candidates.extend(found)
-            if not found:
-                empty.add(queue_id)
-    candidates.sort(key=lambda task: (-task.priority, task.run_at, task.pk))
+        else:
+            plan = fair_claim.plan(queue, now, min(budget, limit))
+            found = _lock_chosen(plan.ids, now)
+            plans.append(plan)
+            held_back = plan.held_back
+            result.held_back |= held_back
+            if plan.retry_in is not None:
+                result.retry_in = min(plan.retry_in, result.retry_in or plan.retry_in)
+        candidates.extend(found)
+        sources += bool(found)
+        if not found and not held_back:
+            result.empty_queues.add(queue_id)
+    if sources > 1:
+        # A fair queue's batch keeps its round-robin order when it is the only one.
+        candidates.sort(key=lambda task: (-task.priority, task.run_at, task.pk))
     chosen = candidates[:limit]
+    taken = {task.pk for task in chosen}
+    for plan in plans:
+        fair_claim.settle(plan, taken, now)
     leases = {queue.pk: queue.task_timeout_seconds for queue in queues}
     by_lease: dict[int, list[TaskQueue]] = {}
     for task in chosen:
         by_lease.setdefault(task.timeout_seconds or leases[task.queue_id], []).append(task)
     for seconds, tasks in by_lease.items():
         _mark_running(tasks, worker_id=worker_id, now=now, lease_seconds=seconds, lease_from=lease_from)
-    found = Claim(tasks=chosen, contended=contended, empty_queues=empty)
-    if look_ahead and not chosen and empty:
-        found.next_run_at = _next_run_at(empty)
-    return found
+    result.tasks = chosen
+    if look_ahead and not chosen and result.empty_queues:
+        result.next_run_at = _next_run_at(result.empty_queues)
+    return result
 
 
 def _next_run_at(queue_ids: Iterable[int]) -> datetime | None:
@@ -311,33 +345,47 @@ def next_due(queue_names: Sequence[str] = ()) -> datetime | None:
     return pending.aggregate(earliest=Min("run_at"))["earliest"]
 
 
-def _budgets(queues: Sequence[QueueConfig], limit: int) -> tuple[dict[int, int], bool]:
+def _limited(queue: QueueConfig) -> bool:
+    """Return True when claiming from the queue needs its row lock (counts or tokens shared by the fleet)."""
+    return bool(queue.max_concurrency or queue.per_key_concurrency or queue.rate_limit)
+
+
+def _budgets(queues: Sequence[QueueConfig], limit: int) -> tuple[dict[int, int], bool, dict[int, QueueConfig]]:
     """Return how many tasks may be claimed per queue, honouring max_concurrency for all workers.
 
     A limited queue's row is locked (SKIP LOCKED, in id order) for the rest of the short claim
-    transaction, so two workers never both count the same free slots; a queue another worker
-    is claiming from right now is skipped this round rather than waited for.
+    transaction, so two workers never both count the same free slots (or per-key slots, or
+    tokens); a queue another worker is claiming from right now is skipped this round rather
+    than waited for. Also return the locked rows: those queues' settings as they are now.
     """
-    budgets = {queue.pk: limit for queue in queues if not queue.max_concurrency}
-    limited = [queue.pk for queue in queues if queue.max_concurrency]
+    budgets = {queue.pk: limit for queue in queues if not _limited(queue)}
+    limited = [queue.pk for queue in queues if _limited(queue)]
     if not limited:
-        return budgets, False
-    locked = dict(
-        QueueConfig.objects.filter(pk__in=limited, is_paused=False)
+        return budgets, False, {}
+    locked = {
+        queue.pk: queue
+        for queue in QueueConfig.objects.filter(pk__in=limited, is_paused=False)
         .order_by("id")
         .select_for_update(skip_locked=True)
-        .values_list("id", "max_concurrency")
-    )
+    }
+    capped = [queue_id for queue_id, queue in locked.items() if queue.max_concurrency]
     # Served by the task_claim_idx prefix (status, queue_id).
-    running = dict(
-        TaskQueue.objects.filter(status=TaskStatus.RUNNING, queue_id__in=list(locked))
-        .values_list("queue_id")
-        .annotate(n=Count("id"))
-        .order_by()
+    running = (
+        dict(
+            TaskQueue.objects.filter(status=TaskStatus.RUNNING, queue_id__in=capped)
+            .values_list("queue_id")
+            .annotate(n=Count("id"))
+            .order_by()
+        )
+        if capped
+        else {}
     )
-    for queue_id, max_concurrency in locked.items():
-        budgets[queue_id] = max(0, min(limit, max_concurrency - running.get(queue_id, 0)))
-    return budgets, len(locked) < len(limited)
+    for queue_id, queue in locked.items():
+        if queue.max_concurrency:
+            budgets[queue_id] = max(0, min(limit, queue.max_concurrency - running.get(queue_id, 0)))
+        else:
+            budgets[queue_id] = limit
+    return budgets, len(locked) < len(limited), locked
 
 
 def _lock_claimable(queue_id: int, now: datetime, limit: int) -> list[TaskQueue]:
@@ -367,6 +415,24 @@ def claim_plan_problem(*, limit: int = 20) -> str | None:
     queue_id = QueueConfig.objects.order_by("id").values_list("id", flat=True).first() or 0
     params = [queue_id, connection.ops.adapt_datetimefield_value(timezone.now()), limit]
     return plan_problem(connection, CLAIM_SQL_MYSQL, params, table=TaskQueue._meta.db_table)
+
+
+def _lock_chosen(pks: Sequence[int], now: datetime) -> list[TaskQueue]:
+    """Lock the tasks a plan chose, by primary key with SKIP LOCKED, in the plan's order.
+
+    Each is re-checked pending and due: another worker may have claimed it (and even finished
+    it) since the plan's non-locking read.
+    """
+    if not pks:
+        return []
+    rows = (
+        TaskQueue.objects.filter(pk__in=list(pks), status=TaskStatus.PENDING, run_at__lte=now)
+        .order_by()
+        .select_for_update(skip_locked=True)
+        .only(*CLAIM_COLUMNS)
+    )
+    by_pk = {task.pk: task for task in rows}
+    return [by_pk[pk] for pk in pks if pk in by_pk]
 
 
 def _mark_running(
@@ -462,7 +528,9 @@ def record_and_claim(
         with transaction.atomic():
             recorded = _record(results, worker_id, backoff, cancels, moment) if results else []
             _wake_after_outcomes(recorded, backoff)
-            return recorded, _claim(worker_id, claim_from, limit, moment, look_ahead=look_ahead, lease_from=now)
+            return recorded, _claim(
+                worker_id, claim_from, limit, moment, look_ahead=look_ahead, lease_from=now, clock=now is None
+            )
 
     return with_contention_retry(work, what="recording and claiming")
 

@@ -15,7 +15,7 @@ from django.test import override_settings
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from tasks import counters
+from tasks import counters, transitions
 from tasks.models import QueueConfig, TaskStatus
 from tasks.tests.factories import finished_fields, make_task
 
@@ -153,3 +153,24 @@ def test_with_a_multiprocess_dir_a_scrape_merges_every_process(tmp_path):
         assert done.returncode == 0, done.stderr
     assert _samples(done.stdout)[("taskhub_db_forced_rollbacks_total", ())] == 5
     assert ("taskhub_db_up", ()) in _samples(done.stdout)
+
+
+@override_settings(METRICS_TOKEN=TOKEN)
+def test_it_reads_each_queues_fairness_owners_keys_at_limit_and_rate_throttling(client, alice, bob, default_queue):
+    keyed = QueueConfig.objects.create(name="keyed", fairness="owner", per_key_concurrency=1)
+    make_task(alice, queue=keyed, concurrency_key="acct-1", status=TaskStatus.RUNNING)
+    make_task(alice, queue=keyed, concurrency_key="acct-1")
+    make_task(bob, queue=keyed, concurrency_key="acct-2")
+    rated = QueueConfig.objects.create(name="rated", rate_limit="1/h")
+    make_task(alice, queue=rated)
+    make_task(alice, queue=rated)
+    transitions.claim(worker_id="w", queues=[rated], limit=5)  # one start, one left for want of a token
+
+    samples = _scrape(client)
+
+    assert samples[("taskhub_queue_fairness", (("mode", "owner"), ("queue", "keyed")))] == 1
+    assert samples[("taskhub_queue_fairness", (("mode", "none"), ("queue", "default")))] == 1
+    assert samples[("taskhub_queue_active_owners", (("queue", "keyed"),))] == 2
+    assert samples[("taskhub_queue_keys_at_limit", (("queue", "keyed"),))] == 1
+    assert samples[("taskhub_queue_rate_throttled_claims", (("queue", "rated"),))] == 1
+    assert samples[("taskhub_queue_rate_throttled_claims", (("queue", "keyed"),))] == 0

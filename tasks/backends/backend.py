@@ -157,6 +157,7 @@ class TaskHubBackend(BaseTaskBackend):
                 timeout_seconds=timeout,
                 unique_key=getattr(task, "unique_key", None),
                 on_conflict=getattr(task, "on_conflict", "return"),
+                concurrency_key=getattr(task, "concurrency_key", None),
             )
         except (TaskSpecInvalid, PayloadTooLarge) as exc:
             raise InvalidTask(f"{task.module_path}: {exc}") from exc

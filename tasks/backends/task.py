@@ -31,6 +31,8 @@ class TaskHubTask(Task):
     # One active task per key (owner, queue): `.using(unique_key=..., on_conflict="replace")`.
     unique_key: str | None = None
     on_conflict: str = "return"
+    # At most the queue's per_key_concurrency tasks with this key run at once: `.using(concurrency_key=...)`.
+    concurrency_key: str | None = None
 
     def using(
         self,
@@ -39,6 +41,7 @@ class TaskHubTask(Task):
         timeout: int | None = None,
         unique_key: str | None = None,
         on_conflict: str | None = None,
+        concurrency_key: str | None = None,
         **changes: Any,
     ) -> TaskHubTask:
         """Return a copy with Django's changes (priority, queue_name, run_after, backend) and TaskHub's."""
@@ -51,6 +54,7 @@ class TaskHubTask(Task):
                 ("timeout", timeout),
                 ("unique_key", unique_key),
                 ("on_conflict", on_conflict),
+                ("concurrency_key", concurrency_key),
             )
             if value
         }

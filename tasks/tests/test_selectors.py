@@ -145,10 +145,10 @@ def test_statistics_cost_four_queries_whatever_the_number_of_tasks(
     run()
 
 
-def test_queue_status_costs_three_queries(alice, default_queue, django_assert_num_queries):
+def test_queue_status_costs_four_queries(alice, default_queue, django_assert_num_queries):
     services.tasks_enqueue_bulk(user=alice, specs=[TaskSpec("echo")] * 20)
     QueueConfig.objects.create(name="other")
-    with django_assert_num_queries(3):
+    with django_assert_num_queries(4):
         statuses = selectors.queue_statuses()
     assert [(s.name, s.pending) for s in statuses] == [("default", 20), ("other", 0)]
 
@@ -200,7 +200,7 @@ def test_statistics_and_queue_status_read_task_queue_only_through_indexes(alice,
         selectors.task_statistics(user=alice)
         selectors.task_statistics(user=None)
         selectors.queue_statuses()
-    assert len(captured.captured_queries) == 11
+    assert len(captured.captured_queries) == 12
     plans = {q["sql"]: explain(q["sql"]) for q in captured.captured_queries}
     for sql, plan in plans.items():
         for row in plan:
@@ -210,7 +210,7 @@ def test_statistics_and_queue_status_read_task_queue_only_through_indexes(alice,
                 # Reads only the active rows' index entries, not the finished ones.
                 assert int(row["rows"]) < FINISHED_PER_USER // 10, f"reads too many rows:\n{sql}\n{plan}"
     touching = [sql for sql in plans if "`task_queue`" in sql]
-    assert len(touching) == 3  # active counts (own, all) and the queue backlog
+    assert len(touching) == 4  # active counts (own, all), the queue backlog and its active owners
     for sql in touching:
         if "`owner_id` =" not in sql:
             # Everyone's live counts group in the claim index's order: no temporary table to sort.

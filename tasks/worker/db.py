@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TypeVar
 
+from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, OperationalError, close_old_connections, connection, connections
 
 from core import metrics
@@ -340,9 +341,10 @@ class WorkerDatabase:
         return [queue for queue in runnable if self._idle_until.get(queue.pk, 0.0) <= now] or runnable
 
     def _runnable_queues(self, held: HeldTasks) -> list[QueueConfig]:
-        # Re-read often enough that pausing a queue stops claims within a second.
+        # Re-read often enough that a queue's change (paused, fairness, limits) reaches the claims
+        # within a second, and within one poll interval when that is shorter.
         now = time.monotonic()
-        if now >= self._queues_read_at + QUEUE_REFRESH_SECONDS:
+        if now >= self._queues_read_at + min(QUEUE_REFRESH_SECONDS, settings.TASKHUB_POLL_INTERVAL_SECONDS):
             self._runnable = transitions.runnable_queues(self.queue_names)
             self._queues.update((queue.pk, queue) for queue in self._runnable)
             held.set_timeouts({queue.pk: queue.task_timeout_seconds for queue in self._runnable})

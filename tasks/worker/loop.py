@@ -308,20 +308,24 @@ class Worker:
         else:
             self._idle_claims += 1
             self._next_claim = now + self._idle_wait(claim)
-        self._nothing_runnable = not (claim.tasks or claim.contended or claim.partial or had_work)
+        self._nothing_runnable = not (claim.tasks or claim.contended or claim.partial or claim.held_back or had_work)
 
     def _idle_wait(self, claim: Claim) -> float:
         """Return how long to wait before claiming again after a claim that found nothing.
 
         While wake-ups are live, the whole poll interval (a new task wakes the worker at once);
         otherwise a jittered back-off doubling from IDLE_BACKOFF_START up to the poll interval.
-        Never past the run_at of the next scheduled task.
+        Never past the run_at of the next scheduled task, nor past the next token of a rate limit
+        that held tasks back.
         """
         if self._wakeups is not None and self._wakeups.live:
             wait = random.uniform(self.poll_interval, self.poll_interval * (1 + POLL_JITTER))
         else:
             step = min(self.poll_interval, IDLE_BACKOFF_START * 2**self._idle_claims)
             wait = random.uniform(step / 2, step)
+        if claim.retry_in is not None:
+            # A rate limit held tasks back: come back when its bucket has a token again.
+            wait = min(wait, max(claim.retry_in, IDLE_BACKOFF_START / 5))
         if claim.next_run_at is not None:
             due = (claim.next_run_at - timezone.now()).total_seconds()
             # Not yet claimable although due: another worker is claiming it this instant.

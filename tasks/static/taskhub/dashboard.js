@@ -67,11 +67,15 @@
         el("td", { "class": "th-num" }, q.scheduled),
         el("td", { "class": "th-num" }, age(q.oldest_pending_age_seconds)),
         el("td", { "class": "th-num" }, q.live_workers),
+        el("td", {}, q.fairness + (q.rate_limit ? " · " + q.rate_limit : "")),
+        el("td", { "class": "th-num" }, q.active_owners),
+        el("td", { "class": "th-num" }, q.per_key_concurrency ? q.keys_at_limit : "—"),
+        el("td", { "class": "th-num" }, q.rate_limit ? q.throttled_by_rate : "—"),
         action,
       ]);
       tr.dataset.queue = q.name;
       return tr;
-    }), labels.no_queues, 8);
+    }), labels.no_queues, 12);
   }
 
   function renderWorkers(workers) {
