@@ -510,6 +510,7 @@ def _latency(results: dict) -> list[str]:
     for what, value, target, sign in latency.verdicts(entry):
         verdict = "–" if value is None else ("met" if value <= target else "missed")
         lines.append(f"| {what} | {_num(value)} | {sign} {target:g} | {verdict} |")
+    return lines + [""]
 
 
 def _fairness(results: dict) -> list[str]:

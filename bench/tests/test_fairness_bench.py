@@ -39,7 +39,7 @@ def test_the_report_shows_the_waits_the_drain_and_their_verdicts() -> None:
         },
     }
     text = render(results)
-    assert "## 7. Fair scheduling between users" in text
+    assert "## 8. Fair scheduling between users" in text
     assert "p100 wait 20 tasks started before them (1.0 batches), 35 ms — meets the target ≤ 2 claim batches" in text
     assert "fairness=none: user B's 1 tasks behind user A's 20,000" in text
     assert "0.90× — meets the target ≥ 0.8×" in text
