@@ -23,7 +23,6 @@ from django.db.models import Exists, OuterRef
 from rest_framework_simplejwt.settings import api_settings
 
 from accounts.models import TokenFamily
-from core.db.session import read_checking_connection
 
 # Stand-ins for the two parameters while the ORM compiles the lookup once per process.
 _USER_SENTINEL = -918273645
@@ -48,14 +47,9 @@ class _CompiledLookup:
         values = {_USER_SENTINEL: user_id, _FAMILY_SENTINEL: family_id}
         params = [values.get(param, param) if isinstance(param, int) else param for param in self.params]
         connection = connections[alias]
-
-        def fetch() -> Any:
-            with connection.cursor() as cursor:
-                cursor.execute(self.sql, params)
-                return cursor.fetchone()
-
-        # The first statement of an API request.
-        row = read_checking_connection(fetch) if alias == DEFAULT_DB_ALIAS else fetch()
+        with connection.cursor() as cursor:
+            cursor.execute(self.sql, params)
+            row = cursor.fetchone()
         if row is None:
             return None
         row = list(row)

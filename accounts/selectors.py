@@ -16,7 +16,6 @@ from accounts.errors import PASSWORD_CHANGED, TOKEN_INVALID, TOKEN_REVOKED, USER
 from accounts.models import PasswordRehash, TokenFamily
 from accounts.tokens import FAMILY_CLAIM, PASSWORD_CLAIM, current_kid, password_fingerprint
 from core import shortcuts
-from core.db.session import read_checking_connection
 
 # Hasher upgrades between a token's issue and its use: one per Django release at most.
 MAX_REHASH_CHAIN = 5
@@ -25,12 +24,11 @@ MAX_REHASH_CHAIN = 5
 def user_for_token(token: Token) -> Any:
     """Return the token's user, or raise `TokenRejected` (user gone, disabled, family revoked, password changed).
 
-        One query: the user row plus whether the token's family was revoked (one more only for a token
-        older than an upgrade of the password's hash). It is the first statement of an API request
-    (`read_checking_connection`).
-        Database errors are left to propagate: the API answers them with 503 `database_unavailable`,
-        never with 401. The `user_lookup` shortcut (`accounts.fast_lookup`) runs the same query
-        without compiling it on every request.
+    One query: the user row plus whether the token's family was revoked (one more only for a token
+    older than an upgrade of the password's hash). It is the first statement of an API request.
+    Database errors are left to propagate: the API answers them with 503 `database_unavailable`,
+    never with 401. The `user_lookup` shortcut (`accounts.fast_lookup`) runs the same query
+    without compiling it on every request.
     """
     jti = str(token.get(api_settings.JTI_CLAIM, ""))
     user_id, family_id, password_claim = (
@@ -67,7 +65,7 @@ def _find_user(*, user_id: Any, family_id: int) -> Any:
     # "Revoked" unless the family is this user's and still open: a family of another user is refused too.
     live = TokenFamily.objects.filter(pk=family_id, user_id=OuterRef("pk"), revoked_at__isnull=True)
     users = get_user_model()._default_manager.filter(**{api_settings.USER_ID_FIELD: user_id})
-    return read_checking_connection(users.annotate(taskhub_family_revoked=~Exists(live)).first)
+    return users.annotate(taskhub_family_revoked=~Exists(live)).first()
 
 
 @shortcuts.chosen

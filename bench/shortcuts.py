@@ -28,7 +28,6 @@ MEASURES = (AUTH, ENQUEUE, BULK, DRAIN)
 # What each shortcut is judged on: the measures of the paths it sits on.
 JUDGED_ON: dict[str, tuple[str, ...]] = {
     "reply_flags": (AUTH, DRAIN),
-    "health_check_read": (AUTH,),
     "user_lookup": (AUTH,),
     "raw_task_sql": (ENQUEUE, BULK, DRAIN),
 }

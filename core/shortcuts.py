@@ -22,7 +22,6 @@ T = TypeVar("T")
 # name → (the shortcut's module, the module of the plain version it replaces)
 SHORTCUTS: dict[str, tuple[str, str]] = {
     "reply_flags": ("core/db/reply_flags.py", "core/db/session.py"),
-    "health_check_read": ("core/db/health_check_read.py", "core/db/session.py"),
     "user_lookup": ("accounts/fast_lookup.py", "accounts/selectors.py"),
     "raw_task_sql": ("tasks/fast_sql.py", "tasks/transitions.py, tasks/services.py"),
 }

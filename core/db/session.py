@@ -5,16 +5,13 @@ transactions it opened itself: a raw `START TRANSACTION` (or `SET autocommit=0`)
 Django's state clean while the server holds the transaction open. The server's view costs one
 cheap query on MySQL/MariaDB and none on SQLite.
 
-Two shortcuts (`core.shortcuts`) replace plain code here, each from its own module:
-`reply_flags` (no query when the status flags of the server's last reply say the session is
-clean) and `health_check_read` (the first read of a request stands in for Django's ping).
+One shortcut (`core.shortcuts`) replaces plain code here, from its own module: `reply_flags`
+(no query when the status flags of the server's last reply say the session is clean).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import TypeVar
 
 from django.db import DatabaseError, OperationalError, connection
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -25,7 +22,6 @@ from core.db.errors import error_code, is_connection_lost, is_database_unavailab
 from core.db.session_state import session_changes
 
 logger = logging.getLogger("taskhub.db")
-T = TypeVar("T")
 
 FORCED_ROLLBACK_MARKER = "❌ 数据库会话错误 [{context_id}]: ⚠️ 检测到未完成事务，强制回滚"
 # The same prefix as the rollback marker, so the alerts on it see this too.
@@ -98,29 +94,6 @@ def handle_database_error(exc: BaseException) -> bool:
     if connection.connection is not None and not connection.in_atomic_block:
         _drop_connection()
     return True
-
-
-def read_checking_connection(read: Callable[[], T]) -> T:
-    """Run `read`, a read-only statement that is safe to repeat, as the first statement of a request.
-
-    Plain: run it; with `CONN_HEALTH_CHECKS`, Django pings a reused connection before it. The
-    `health_check_read` shortcut (`core.db.health_check_read`) lets the read itself answer "still
-    alive?", one round trip fewer.
-    """
-    return _read_checking_connection()(read)
-
-
-@shortcuts.chosen
-def _read_checking_connection() -> Callable[[Callable[[], T]], T]:
-    if shortcuts.enabled("health_check_read"):
-        from core.db.health_check_read import read_as_health_check
-
-        return read_as_health_check
-    return _read
-
-
-def _read(read: Callable[[], T]) -> T:
-    return read()
 
 
 def under_test_transaction(conn: BaseDatabaseWrapper) -> bool:

@@ -10,7 +10,6 @@ from django.db import connections
 from prometheus_client import REGISTRY
 
 from accounts.services import session_start
-from core import shortcuts
 
 pytestmark = [pytest.mark.mysql, pytest.mark.urls("diagnostics.tests.urls"), pytest.mark.django_db(transaction=True)]
 
@@ -120,7 +119,7 @@ def _reconnects() -> float:
 def test_an_api_request_on_a_connection_killed_between_requests_reconnects_and_succeeds(
     wsgi, persistent_connection, second_connection, alice
 ):
-    """A dead connection is replaced, not a 503: by Django's ping, or (`health_check_read`) after the user lookup failed on it."""
+    """A dead connection is replaced, not a 503: Django's ping finds it dead before the user lookup."""
     headers = _bearer(alice)
     first = wsgi.get("/t/state/").json()["connection_id"]
     second_connection.scalar(f"KILL {int(first)}")
@@ -132,7 +131,7 @@ def test_an_api_request_on_a_connection_killed_between_requests_reconnects_and_s
     assert response.status == 200, response.body
     assert response.json()["username"] == alice.username
     # TaskHub counts the reconnects it makes itself; Django's after a failed ping are its own.
-    assert _reconnects() == before + (1 if shortcuts.enabled("health_check_read") else 0)
+    assert _reconnects() == before
     assert wsgi.get("/t/state/").json()["connection_id"] != first
 
 
@@ -148,7 +147,7 @@ def test_an_api_request_after_wait_timeout_dropped_the_connection_succeeds(
     assert wsgi.get("/t/state/").json()["connection_id"] != idle
 
 
-def test_api_requests_on_a_live_connection_are_pinged_only_without_the_health_check_read(
+def test_api_requests_on_a_live_connection_are_pinged_by_django_once_per_request(
     wsgi, persistent_connection, alice, monkeypatch
 ):
     headers = _bearer(alice)
@@ -159,7 +158,7 @@ def test_api_requests_on_a_live_connection_are_pinged_only_without_the_health_ch
     monkeypatch.setattr(wrapper, "is_usable", lambda self: pings.append(1) or real(self))
 
     assert [wsgi.get("/api/auth/me/", headers=headers).status for _ in range(3)] == [200, 200, 200]
-    assert pings == ([] if shortcuts.enabled("health_check_read") else [1, 1, 1])
+    assert pings == [1, 1, 1]
     pings.clear()
     assert wsgi.get("/t/one-query/").status == 200
     assert pings == [1]
