@@ -8,6 +8,7 @@ from collections import defaultdict
 from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
 from tasks import services
 from tasks.limits import parse_rate
@@ -34,7 +35,9 @@ def test_a_small_users_tasks_start_within_two_claim_batches_of_a_big_backlog(ali
         what="the worker to be well into alice's backlog",
     )
     bobs = enqueue_many(bob, 10, queue=queue)
-    enqueued_at = bobs[0].created_at
+    # Enqueued = committed: on SQLite the insert waits for the worker's claims to let go of the one
+    # write lock, and the tasks claimed meanwhile were claimed before bob's tasks existed.
+    enqueued_at = timezone.now()
     ids = [task.pk for task in bobs]
     wait_for(
         lambda: not TaskQueue.objects.filter(pk__in=ids, started_at__isnull=True).exists(),
