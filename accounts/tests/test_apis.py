@@ -16,8 +16,12 @@ from rest_framework.test import APIClient
 from accounts.models import IssuedRefreshToken, TokenFamily
 from accounts.tests.helpers import ALICE_PASSWORD, bearer, claims, failures, forge, rejection_lines
 from accounts.tokens import current_kid
+from core.tests.both_ways import both_ways
 
 pytestmark = pytest.mark.django_db
+
+# The caller's account both ways: one shared serializer (accounts.shared_serializer) or one per request.
+me_serializer = both_ways("me_serializer")
 
 drf_datetime = DateTimeField().to_representation
 
@@ -198,7 +202,7 @@ def test_logout_and_me_require_a_token():
     assert APIClient().get(ME).status_code == 401
 
 
-def test_me_returns_the_caller(alice, bob):
+def test_me_returns_the_caller(alice, bob, me_serializer):
     alice.first_name, alice.last_login = "Alice", timezone.now()
     alice.save()
     body = bearer(login()["access"]).get(ME).json()
