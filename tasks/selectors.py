@@ -103,8 +103,8 @@ def task_statistics(*, user: AbstractBaseUser | None, now: datetime | None = Non
     """Return task statistics for `user`'s tasks, or for everyone's when `user` is None.
 
     Four queries: queue names; finished counts from `task_status_count`; pending/running counted
-    live with their creations in the windows (index on owner+status, or the claim index for
-    everyone); the hourly windows summed from `task_hourly_stats`. Windows are whole UTC hours,
+    live with their creations in the windows (index on owner+status, or for everyone the lease
+    index, which covers them); the hourly windows summed from `task_hourly_stats`. Windows are whole UTC hours,
     the current one included.
     """
     now = now or timezone.now()
