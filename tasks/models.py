@@ -211,8 +211,22 @@ class TaskQueue(models.Model):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="tasks",
-        db_index=False,  # task_schedule_status_idx leads with it
+        db_index=False,  # task_schedule_idx, declared below
         verbose_name=_("schedule"),
+    )
+    # The schedule while the task is active, NULL once it finishes (a stored generated column,
+    # like `active_unique_key`): a schedule's active runs are found through its own index, and a
+    # task of no schedule keeps NULL there whatever its status, so no status change of an
+    # ordinary task touches a schedule index.
+    active_schedule_id = models.GeneratedField(
+        expression=Case(
+            When(status__in=[TaskStatus.PENDING, TaskStatus.RUNNING], then=F("schedule")),
+            default=None,
+            output_field=models.BigIntegerField(null=True),
+        ),
+        output_field=models.BigIntegerField(null=True),
+        db_persist=True,
+        verbose_name=_("active schedule"),
     )
     created_at = models.DateTimeField(_("created at"), default=timezone.now, editable=False)
     started_at = models.DateTimeField(_("started at"), null=True, blank=True)
@@ -248,8 +262,10 @@ class TaskQueue(models.Model):
             # A user's own list, newest first: WHERE owner_id=? ORDER BY id DESC (cursor pages).
             # On InnoDB no owner-only index exists (the FK reuses the composite ones above).
             models.Index(fields=["owner", "id"], name="task_owner_id_idx"),
-            # A schedule's active runs (overlap=skip): WHERE schedule_id=? AND status IN (...).
-            models.Index(fields=["schedule", "status"], name="task_schedule_status_idx"),
+            # A schedule's tasks (the foreign key; SET_NULL when a schedule is deleted).
+            models.Index(fields=["schedule"], name="task_schedule_idx"),
+            # A schedule's active runs (overlap=skip): WHERE active_schedule_id=?.
+            models.Index(fields=["active_schedule_id"], name="task_active_schedule_idx"),
         ]
         constraints = [
             models.UniqueConstraint(fields=["owner", "idempotency_key"], name="task_owner_idempotency_uniq"),

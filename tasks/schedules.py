@@ -29,7 +29,6 @@ from core.db.errors import is_connection_lost, is_retryable_contention
 from tasks import services, transitions
 from tasks.errors import PayloadTooLarge, QuotaExceeded, TaskSpecInvalid
 from tasks.models import (
-    ACTIVE_STATUSES,
     Schedule,
     ScheduleFire,
     ScheduleFireOutcome,
@@ -309,8 +308,8 @@ def _lost_to_another_node(exc: DatabaseError) -> bool:
 
 
 def _has_active_run(schedule: Schedule) -> bool:
-    # Served by task_schedule_status_idx (schedule_id, status).
-    return TaskQueue.objects.filter(schedule_id=schedule.pk, status__in=ACTIVE_STATUSES).exists()
+    # Served by task_active_schedule_idx (active_schedule_id: NULL unless pending or running).
+    return TaskQueue.objects.filter(active_schedule_id=schedule.pk).exists()
 
 
 def _spec(schedule: Schedule, fire_time: datetime) -> TaskSpec:

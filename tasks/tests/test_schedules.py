@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from core import metrics
 from tasks import schedule_services, schedules
@@ -295,3 +297,24 @@ def test_a_broken_schedule_is_logged_and_left_for_a_minute_and_the_others_fire(m
     assert [t.schedule_id for t in TaskQueue.objects.all()] == [healthy.pk]
     assert Schedule.objects.get(pk=broken.pk).next_fire_at == now + timedelta(seconds=60)
     assert "could not fire" in caplog.text
+
+
+@pytest.mark.mysql
+@pytest.mark.django_db
+def test_the_overlap_check_reads_only_the_active_schedule_index(make_schedule, alice):
+    """A schedule's active runs come from task_active_schedule_idx, never from its finished history."""
+    schedule = make_schedule(interval_seconds=10, overlap="skip")
+    schedules.schedules_fire_due(now=T0 + timedelta(seconds=10.1))
+    [task] = tasks_of(schedule)
+    assert TaskQueue.objects.get(pk=task.pk).active_schedule_id == schedule.pk
+    TaskQueue.objects.filter(pk=task.pk).update(**finished_fields(TaskStatus.SUCCEEDED))
+    assert TaskQueue.objects.get(pk=task.pk).active_schedule_id is None
+
+    with CaptureQueriesContext(connection) as captured:
+        assert schedules._has_active_run(schedule) is False
+    [query] = [q["sql"] for q in captured.captured_queries if "task_queue" in q["sql"]]
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN " + query)
+        columns = [c[0].lower() for c in cursor.description]
+        plan = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+    assert [row["key"] for row in plan] == ["task_active_schedule_idx"], plan
