@@ -27,7 +27,7 @@ from bench.stats import median_of, percentile, ratio, summarize
 PREFIX = "thb"  # namespaces of its own: the drills (thc-*) may run beside it
 NET = "10.78.0"
 POLL_RATE = 20.0
-TASKS, TASKS_QUICK = 4000, 1000
+TASKS, TASKS_QUICK = 6000, 1000
 QUIET_SECONDS, QUIET_SECONDS_QUICK = 5.0, 3.0
 # The client's own bound (set-up, the rounds, the quiet window); the section waits a little longer.
 TIMEOUT, TIMEOUT_QUICK = 320, 150

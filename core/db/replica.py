@@ -153,6 +153,8 @@ def replica_read(user: Any, read: Callable[[], T]) -> T:
         if alias != REPLICA:
             return read()
         replica = connections[REPLICA]
+        # Django sets this flag on the connection whose call raised (connect included): it tells a
+        # replica that is away from an error of the primary inside the same read.
         replica.errors_occurred = False
         try:
             result = read()
