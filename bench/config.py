@@ -10,7 +10,19 @@ from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT_DIR = ROOT / "bench" / "out"
-SECTIONS = ("peers", "taskhub", "djtasks", "scale", "auth", "memory", "shortcuts", "schedules", "latency", "fairness")
+SECTIONS = (
+    "peers",
+    "taskhub",
+    "djtasks",
+    "scale",
+    "auth",
+    "memory",
+    "shortcuts",
+    "schedules",
+    "latency",
+    "fairness",
+    "cluster",
+)
 # The bench users every TaskHub database gets: the first one and staff can log in.
 USER_NAME = "bench_user_{:02d}"
 STAFF_NAME = "bench_staff"

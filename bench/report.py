@@ -19,6 +19,7 @@ from bench.stats import median_of, ratio, summarize
 
 PEERS = (("django-tasks-db", "django-tasks-db"), ("celery", "Celery + Redis"), ("raw", "raw SQL ceiling"))
 BULK_ENQUEUE = "TaskHub enqueue, bulk service ÷ django-tasks-db .enqueue()"
+CLUSTER_RATIO = "2 web × 2 worker hosts: drain with statistics from the replica ÷ from the primary"
 # Rows that compare unlike things: shown for reference, with no verdict.
 REFERENCES = {BULK_ENQUEUE: "reference: 500 tasks a call against one a call"}
 
@@ -187,6 +188,9 @@ def targets(results: dict) -> list[tuple[str, float | None, float, bool]]:
     rows.append(("authenticated ÷ liveness requests/s", auth.get("ratio"), 0.75, True))
     memory = results["sections"].get("memory") or {}
     rows.append(("worker RSS growth after warm-up (%)", memory.get("growth_pct"), 10.0, False))
+    cluster = results["sections"].get("cluster") or {}
+    if "ratio" in cluster:
+        rows.append((CLUSTER_RATIO, cluster["ratio"], cluster["target_ratio"], True))
     return rows
 
 
@@ -553,6 +557,56 @@ def _fairness(results: dict) -> list[str]:
     return lines + [""]
 
 
+def _cluster(results: dict) -> list[str]:
+    if "cluster" not in results["meta"].get("sections", []):
+        return []  # a run from before the section, or one that left it out
+    entry, lines = _heading(results, "cluster", "9. Many hosts on one MariaDB")
+    if entry is None:
+        return lines
+    rates = {phase: summarize(values) for phase, values in entry["rates"].items()}
+    per_round = ", ".join(_num(r) for r in entry["ratio_per_round"])
+    verdict = "meets" if entry["meets_target"] else "misses"
+    lines += [
+        "Network namespaces on this machine (scripts/cluster/netns-drills): a private MariaDB primary and its "
+        "replica, web1 and web2 (gunicorn 2 × 4), work1 and work2, a client; every host shares the same cores. "
+        f"Each phase enqueues {entry['tasks']:,} no-op tasks through both web hosts (bulk), then "
+        "`run_worker --burst --concurrency 4` on both worker hosts drains them; drain = tasks ÷ (last finish − "
+        f"first start). {entry['rounds']} round(s), the phases in turn; median (min–max).",
+        "",
+        f"- Drain, 2 web × 2 worker hosts: {_spread(rates.get('idle'))} with nobody polling the statistics.",
+        f"- With `GET /api/tasks/statistics?scope=all` polled at {entry['poll_rate']:g} req/s through both web "
+        f"hosts: from the primary (routing off) {_spread(rates.get('primary'))}, from the replica (routing on) "
+        f"{_spread(rates.get('replica'))}: {_num(entry['ratio'])}× (per round {per_round}) — {verdict} the "
+        f"target ≥ {entry['target_ratio']:g}×.",
+    ]
+    for phase, title in (("replica", "from the replica"), ("primary", "from the primary")):
+        polled = entry["statistics"][phase]
+        answers = ", ".join(f"{key}: {n}" for key, n in sorted(polled["answers"].items()))
+        lines.append(
+            f"- Statistics {title} while the primary drains: p50 {_num(polled['p50_ms'], '{:.1f}')} ms, p95 "
+            f"{_num(polled['p95_ms'], '{:.1f}')} ms over {polled['requests']} requests ({answers})."
+        )
+    counted = entry["statements"]
+    lines += [
+        "- What the primary served for the statistics, counted by MariaDB itself (userstat): in a quiet window "
+        "(no worker, no enqueue) only the statistics are polled, routing on then off. The rows read from the "
+        "tables only the statistics read (`task_status_count`, `task_hourly_stats`, `task_queue`) isolate their "
+        "statements from the token check's user lookup, which stays on the primary by design; the statements "
+        "of the web hosts' addresses are shown beside them.",
+    ]
+    for phase, title in (("replica", "routing on"), ("primary", "routing off")):
+        window = counted[phase]
+        rows_read = sum(window["primary"]["rows_read"].values())
+        replica_rows = sum(window["replica"]["rows_read"].values())
+        lines.append(
+            f"  - {title}, {window['requests']} requests: the primary read {rows_read:,} rows of those tables "
+            f"and ran {window['primary']['statements']:,} statements for the web hosts "
+            f"({window['primary']['selects']:,} SELECTs); the replica read {replica_rows:,} rows and ran "
+            f"{window['replica']['statements']:,} ({window['replica']['selects']:,} SELECTs)."
+        )
+    return lines + [""]
+
+
 def _variant(name: str) -> str:
     return "all on" if name == "all" else f"{name} off"
 
@@ -580,6 +634,7 @@ def render(results: dict) -> str:
     lines += _targets_table(results) + compare.before_after(results, targets(results))
     lines += _throughput(results) + _djtasks(results) + _scale(results) + _auth(results) + _memory(results)
     lines += _shortcuts(results) + _schedules(results) + _latency(results) + _fairness(results)
+    lines += _cluster(results)
     errors = results.get("errors") or []
     if errors:
         lines += ["## Problems during the run", ""] + [f"- {e}" for e in errors] + [""]

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 from bench import (
     auth,
+    cluster_bench,
     compare,
     db,
     djtasks_compare,
@@ -40,6 +41,7 @@ TASKHUB_SECTIONS = {
     "schedules": schedules_bench.run,
     "latency": latency.run,
     "fairness": fairness_bench.run,
+    "cluster": cluster_bench.run,
 }
 PEERS = {"django-tasks-db": djtasks.run, "celery": celery_bench.run, "raw": rawsql.run}
 

@@ -33,6 +33,10 @@ DB_SESSION_STATE_DROPS = Counter(
 )
 DB_RECONNECTS = Counter("taskhub_db_reconnects_total", "Connections closed after a connection-level error.")
 DB_ERRORS = Counter("taskhub_db_errors_total", "Database errors seen while serving requests or tasks.", ["kind"])
+REPLICA_FALLBACKS = Counter(
+    "taskhub_replica_fallbacks_total",
+    "Reads meant for the read replica that the primary answered because the replica could not be reached.",
+)
 DB_CONNECTIONS_OPENED = Counter(
     "taskhub_db_connections_opened_total", "New database connections opened (the session check ran on each)."
 )

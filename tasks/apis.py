@@ -11,7 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.db.replica import replica_reads
+from core.db.replica import replica_read
 from core.openapi import error_responses
 from core.parsers import bounded_json_parser
 from tasks import schedule_services, schedules, selectors, services
@@ -89,12 +89,15 @@ class TaskListCreateApi(APIView):
         query = TaskListQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         filters = dict(query.validated_data)
-        with replica_reads(request.user):
-            tasks = selectors.task_list(user=request.user, owner=filters.pop("user", None), **filters)
-            paginator = self.pagination_class()
-            page = paginator.paginate_queryset(tasks, request, view=self)
-            body = TaskSerializer(page, many=True, context={"request": request}).data
-        return paginator.get_paginated_response(body)
+        owner = filters.pop("user", None)
+        paginator = self.pagination_class()
+
+        def page() -> list:
+            tasks = selectors.task_list(user=request.user, owner=owner, **filters)
+            rows = paginator.paginate_queryset(tasks, request, view=self)
+            return TaskSerializer(rows, many=True, context={"request": request}).data
+
+        return paginator.get_paginated_response(replica_read(request.user, page))
 
     @extend_schema(
         operation_id="tasks_create",
@@ -193,8 +196,7 @@ class TaskStatisticsApi(APIView):
         everyone = query.validated_data["scope"] == "all"
         if everyone and not request.user.is_staff:
             raise PermissionDenied(_("Only staff may ask for scope=all."))
-        with replica_reads(request.user):
-            stats = selectors.task_statistics(user=None if everyone else request.user)
+        stats = replica_read(request.user, lambda: selectors.task_statistics(user=None if everyone else request.user))
         return Response(TaskStatisticsSerializer(stats).data)
 
 
@@ -204,8 +206,7 @@ class QueueStatusApi(APIView):
     )
     def get(self, request: Request) -> Response:
         """Every queue's state, limits, backlog and live workers."""
-        with replica_reads(request.user):
-            statuses = selectors.queue_statuses()
+        statuses = replica_read(request.user, selectors.queue_statuses)
         return Response(QueueStatusSerializer(statuses, many=True).data)
 
 

@@ -22,7 +22,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 from django.views.decorators.http import require_GET, require_POST
 
-from core.db.replica import replica_reads
+from core.db.replica import replica_read
 from tasks import services
 from tasks.dashboard_selectors import FAILURE_WINDOW_HOURS, DashboardSnapshot, dashboard_snapshot
 from tasks.models import QueueConfig
@@ -109,8 +109,7 @@ def dashboard_data(request: HttpRequest) -> JsonResponse:
 
 def _snapshot(request: HttpRequest) -> dict:
     """The dashboard's data, from the read replica when one is configured and the user has not just written."""
-    with replica_reads(request.user):
-        return snapshot_payload(dashboard_snapshot())
+    return replica_read(request.user, lambda: snapshot_payload(dashboard_snapshot()))
 
 
 @require_POST

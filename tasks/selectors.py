@@ -19,7 +19,7 @@ from django.contrib.auth import get_user_model
 from django.db.models import Count, Max, Min, Q, QuerySet, Sum, Value
 from django.utils import timezone
 
-from core.db.replica import PRIMARY, REPLICA, freshness, read_alias, replica_state
+from core.db.replica import PRIMARY, REPLICA, fell_back, freshness, read_alias, replica_state
 from tasks.counters import hour_of
 from tasks.fair_claim import fold_key
 from tasks.models import (
@@ -56,6 +56,7 @@ class Freshness:
     as_of: datetime | None  # the data is at least this recent; None: unknown
     lag_seconds: float | None  # behind the primary by at most this; None: unknown
     stale: bool  # lag unknown, or over DATABASE_REPLICA_MAX_LAG_SECONDS
+    fallback: bool = False  # the replica should have answered but could not be reached
 
 
 @dataclass(frozen=True)
@@ -160,13 +161,14 @@ def task_statistics(*, user: AbstractBaseUser | None, now: datetime | None = Non
 def read_freshness(*, now: datetime | None = None) -> Freshness:
     """Return where reads are answered here and now, and how stale their data may be.
 
-    On the primary: current. On the replica: its replication lag while both of its threads run;
+    On the primary: current (and `fallback` when the replica was meant to answer but could not be
+    reached). On the replica: its replication lag while both of its threads run;
     with replication stopped (lag NULL), the newest worker heartbeat it holds (workers write
     theirs every few seconds on the primary) bounds how old its data is.
     """
     now = now or timezone.now()
     if read_alias() == PRIMARY:
-        return Freshness(source="primary", as_of=now, lag_seconds=0.0, stale=False)
+        return Freshness(source="primary", as_of=now, lag_seconds=0.0, stale=False, fallback=fell_back())
     state = replica_state(REPLICA)
     heartbeat = None
     if not (state.replicating and state.lag_seconds is not None):

@@ -305,6 +305,10 @@ class TaskStatisticsSerializer(serializers.Serializer):
     stale = serializers.BooleanField(
         source="freshness.stale", help_text="The lag is unknown or above DATABASE_REPLICA_MAX_LAG_SECONDS."
     )
+    fallback = serializers.BooleanField(
+        source="freshness.fallback",
+        help_text="The read replica could not be reached, so the primary answered (source: primary).",
+    )
 
 
 class QueueStatusSerializer(serializers.Serializer):

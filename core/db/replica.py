@@ -10,18 +10,25 @@ dashboard) may read the replica, and even then the primary answers when:
   `CACHE_URL`), which `check_production` checks.
 
 Writes always go to the primary; so does everything a worker does (it never opts in).
+
+A replica that cannot be reached does not fail those reads: `replica_read` runs them again on the
+primary, and a per-process circuit breaker (`ReplicaBreaker`) then sends them straight to the
+primary for `DATABASE_REPLICA_RETRY_SECONDS`, so no request waits for a connect timeout. The
+outage is logged once as a warning, every read it moves is counted
+(`taskhub_replica_fallbacks_total`), and statistics say `fallback: true`.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.core.cache import cache
@@ -29,7 +36,8 @@ from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from django.http import HttpRequest, HttpResponseBase
 from django.utils import timezone
 
-from core.db.errors import describe_database_error
+from core.db.errors import describe_database_error, is_database_unavailable
+from core.metrics import REPLICA_FALLBACKS
 
 REPLICA = "replica"
 ROUTER = "core.db.replica.ReplicaRouter"
@@ -39,6 +47,51 @@ _CACHE_KEY = "taskhub:replica:wrote:{}"
 logger = logging.getLogger("taskhub.db")
 # True inside `replica_reads` when the replica may answer this block's reads.
 _replica_allowed: ContextVar[bool] = ContextVar("taskhub_replica_allowed", default=False)
+# True inside `replica_reads` when the replica should have answered but could not be reached.
+_fell_back: ContextVar[bool] = ContextVar("taskhub_replica_fell_back", default=False)
+T = TypeVar("T")
+
+
+class ReplicaBreaker:
+    """Remember, in this process, that the replica could not be reached: its reads go to the primary a while.
+
+    Closed: reads try the replica. `trip()` opens it for `DATABASE_REPLICA_RETRY_SECONDS`; after
+    that one read tries the replica again (it trips again on failure, or `succeeded()` closes it).
+    The first trip of an outage logs a warning; the recovery logs once at INFO.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open_until = 0.0
+        self._down = False
+
+    def is_open(self) -> bool:
+        with self._lock:
+            return time.monotonic() < self._open_until
+
+    def trip(self, exc: BaseException) -> None:
+        seconds = settings.DATABASE_REPLICA_RETRY_SECONDS
+        with self._lock:
+            self._open_until = time.monotonic() + seconds
+            first = not self._down
+            self._down = True
+        if first:
+            logger.warning(
+                "the read replica cannot be reached (%s): its reads go to the primary, trying it again every %gs",
+                describe_database_error(exc),
+                seconds,
+            )
+
+    def succeeded(self) -> None:
+        with self._lock:
+            recovered = self._down
+            self._down = False
+            self._open_until = 0.0
+        if recovered:
+            logger.info("the read replica answers again: its reads go back to it")
+
+
+BREAKER = ReplicaBreaker()
 
 
 def replica_configured() -> bool:
@@ -78,11 +131,59 @@ def replica_reads(user: Any = None) -> Iterator[str]:
     """
     user_id = getattr(user, "pk", None)
     allowed = replica_configured() and not (user_id is not None and wrote_recently(user_id))
-    token = _replica_allowed.set(allowed)
+    fell_back = allowed and BREAKER.is_open()
+    if fell_back:
+        REPLICA_FALLBACKS.inc()
+    token = _replica_allowed.set(allowed and not fell_back)
+    fallback_token = _fell_back.set(fell_back)
     try:
-        yield REPLICA if allowed else PRIMARY
+        yield REPLICA if allowed and not fell_back else PRIMARY
     finally:
+        _fell_back.reset(fallback_token)
         _replica_allowed.reset(token)
+
+
+def replica_read(user: Any, read: Callable[[], T]) -> T:
+    """Run `read` inside `replica_reads(user)`; if the replica cannot be reached, run it again on the primary.
+
+    Only a connection-level error of the replica's own connection moves the read (and trips
+    `BREAKER`); any other error, and any error of the primary, is raised as it is.
+    """
+    with replica_reads(user) as alias:
+        if alias != REPLICA:
+            return read()
+        replica = connections[REPLICA]
+        # Django sets this flag on the connection whose call raised (connect included): it tells a
+        # replica that is away from an error of the primary inside the same read.
+        replica.errors_occurred = False
+        try:
+            result = read()
+        except DatabaseError as exc:
+            if not (is_database_unavailable(exc) and replica.errors_occurred):
+                raise
+            BREAKER.trip(exc)
+            _close_quietly(REPLICA)
+        else:
+            BREAKER.succeeded()
+            return result
+    REPLICA_FALLBACKS.inc()
+    fallback_token = _fell_back.set(True)
+    try:
+        return read()
+    finally:
+        _fell_back.reset(fallback_token)
+
+
+def fell_back() -> bool:
+    """Return whether this block's reads were meant for the replica but go to the primary (it is unreachable)."""
+    return _fell_back.get()
+
+
+def _close_quietly(alias: str) -> None:
+    try:
+        connections[alias].close()
+    except DatabaseError:
+        pass  # the connection is already gone; the next read opens a new one
 
 
 def read_alias() -> str:

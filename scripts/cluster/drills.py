@@ -130,7 +130,7 @@ class Host:
         subprocess.run(["ip", "-n", f"{PREFIX}-{self.name}", "link", "set", "eth0", "up" if up else "down"], check=True)
 
 
-def web(host: Host, *, port: int = 8000, key: str = KEY, label: str = "gunicorn") -> subprocess.Popen:
+def web(host: Host, *, port: int = 8000, key: str = KEY, label: str = "gunicorn", **env: str) -> subprocess.Popen:
     return host.start(
         label,
         [PY, "-m", "gunicorn", "-c", "gunicorn.conf.py", "config.wsgi"],
@@ -139,6 +139,7 @@ def web(host: Host, *, port: int = 8000, key: str = KEY, label: str = "gunicorn"
         GUNICORN_THREADS="4",
         GUNICORN_ACCESS_LOG="/dev/null",
         JWT_SECRET_KEY=key,
+        **env,
     )
 
 
@@ -234,7 +235,8 @@ class Rig:
         self.hosts = {name: Host(name) for name in (*HOSTS, "db")}
         self.workers: dict[str, subprocess.Popen] = {}
 
-    def setup(self) -> None:
+    def setup(self, *, workers: bool = True) -> None:
+        """Create and migrate the database, the drill users and queue; start both web hosts (and worker hosts)."""
         (WORK / "logs").mkdir(parents=True, exist_ok=True)
         (WORK / "var").mkdir(parents=True, exist_ok=True)
         conn = MySQLdb.connect(host=DB_HOST, port=PRIMARY_PORT, user="root", password="", autocommit=True)
@@ -259,7 +261,7 @@ class Rig:
             web(self.hosts[name])
         for name in ("web1", "web2"):
             wait_for(f"{name} to answer", lambda n=name: call("GET", base(n) + "/health/live")[0] == 200, 60)
-        for name in ("work1", "work2"):
+        for name in ("work1", "work2") if workers else ():
             self.workers[name] = worker(self.hosts[name], "default")
 
     def teardown(self) -> None:

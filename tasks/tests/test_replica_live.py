@@ -38,7 +38,9 @@ PAIR = BASE_DIR / "scripts" / "cluster" / "mariadb-pair"
 PRIMARY_PORT, REPLICA_PORT, WEB_PORT = 3417, 3418, 8717
 DATABASE = "taskhub_pair"
 PASSWORD = "pair-password-1"
-STICKY_SECONDS, MAX_LAG_SECONDS, HEARTBEAT_SECONDS = 2.0, 2.0, 0.5
+STICKY_SECONDS, MAX_LAG_SECONDS, HEARTBEAT_SECONDS, RETRY_SECONDS = 2.0, 2.0, 0.5, 1.0
+UNREACHABLE = "the read replica cannot be reached"
+METRICS_TOKEN = "pair-metrics-token-0123456789abcdef"
 
 
 @dataclass
@@ -125,6 +127,8 @@ def app(pair, tmp_path_factory) -> Iterator[App]:
         DATABASE_REPLICA_MAX_LAG_SECONDS=str(MAX_LAG_SECONDS),
         TASKHUB_WORKER_HEARTBEAT_SECONDS=str(HEARTBEAT_SECONDS),
         TASKHUB_POLL_INTERVAL_SECONDS="0.2",
+        DATABASE_REPLICA_RETRY_SECONDS=str(RETRY_SECONDS),
+        METRICS_TOKEN=METRICS_TOKEN,
         GUNICORN_BIND=f"127.0.0.1:{WEB_PORT}",
         GUNICORN_WORKERS="1",  # one process: its local cache remembers every write
         GUNICORN_ACCESS_LOG=str(var_dir / "access.log"),
@@ -231,6 +235,46 @@ def test_statistics_from_a_stopped_replica_are_stale_and_say_by_how_much(app):
         _execute(REPLICA_PORT, "START SLAVE")
     caught_up = _replica_caught_up(app, 8)
     assert caught_up["lag_seconds"] < MAX_LAG_SECONDS
+
+
+def _fallbacks_counted() -> float:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{WEB_PORT}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        text = response.read().decode()
+    [value] = [line.split()[-1] for line in text.splitlines() if line.startswith("taskhub_replica_fallbacks_total ")]
+    return float(value)
+
+
+def test_statistics_fall_back_to_the_primary_while_the_replica_server_is_down(app, pair):
+    _enqueue_later(app, 2)
+    time.sleep(STICKY_SECONDS + 0.2)
+    status, on_primary = _request("GET", "/api/tasks/statistics?scope=all", token=app.token)
+    pending = on_primary["by_status"]["pending"]
+    _replica_caught_up(app, pending)
+    log = Path(app.env["TASKHUB_VAR_DIR"]) / "processes.log"
+    warnings_before = log.read_text(errors="replace").count(UNREACHABLE)
+    counted_before = _fallbacks_counted()
+
+    subprocess.run([str(PAIR), "stop-replica", str(pair)], check=True, timeout=60)
+    try:
+        answers = [app.get("/api/tasks/statistics") for _ in range(5)]
+        for status, body in answers:
+            assert status == 200, body
+            assert (body["source"], body["fallback"], body["stale"], body["lag_seconds"]) == ("primary", True, False, 0)
+            assert body["by_status"]["pending"] == pending, body
+        status, queues = app.get("/api/tasks/queue-status")
+        assert status == 200, queues
+        assert _fallbacks_counted() - counted_before >= 6
+        # One gunicorn process: the outage is logged once, however many reads it moved.
+        assert log.read_text(errors="replace").count(UNREACHABLE) - warnings_before == 1
+    finally:
+        subprocess.run([str(PAIR), "start-replica", str(pair)], check=True, timeout=120)
+    time.sleep(RETRY_SECONDS + 0.2)
+    back = _replica_caught_up(app, pending)
+    assert back["fallback"] is False
+    assert "the read replica answers again" in log.read_text(errors="replace")
 
 
 def _wrapper(port: int, alias: str) -> MySQLDatabaseWrapper:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import pytest
 from django.core.management import call_command
-from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, OperationalError, connections, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils.dateparse import parse_datetime
 
-from core.db.replica import PRIMARY, REPLICA, read_alias, replica_reads
+from core.db.replica import BREAKER, PRIMARY, REPLICA, read_alias, replica_reads
 from tasks import services
 from tasks.models import TaskQueue, TaskStatus
 from tasks.tests.conftest import enqueue_many
@@ -152,3 +152,26 @@ def test_the_db_monitor_and_health_report_the_replica(replica, staff, client_for
     health = client_for(staff).get("/health/?format=json")
     assert health.status_code == 200
     assert any(name.startswith("ReplicaLag(") for name in health.json())
+
+
+def test_while_the_breaker_is_open_statistics_come_from_the_primary_and_say_fallback(
+    replica, alice, alice_client, caplog
+):
+    enqueue_many(alice, 2)  # on the primary only
+    lost = OperationalError(2003, "Can't connect to server on 'replica-host'")
+    try:
+        with caplog.at_level("WARNING", logger="taskhub.db"):
+            BREAKER.trip(lost)
+            BREAKER.trip(lost)  # the same outage: not logged again
+        with CaptureQueriesContext(connections[REPLICA]) as on_replica:
+            body = alice_client.get(STATS).json()
+        assert on_replica.captured_queries == []
+        assert (body["source"], body["fallback"], body["by_status"]["pending"]) == ("primary", True, 5)
+        assert [r.getMessage() for r in caplog.records].count(
+            "the read replica cannot be reached (Can't connect to server on 'replica-host' (error 2003)): its reads "
+            "go to the primary, trying it again every 5s"
+        ) == 1
+    finally:
+        BREAKER.succeeded()
+    body = alice_client.get(STATS).json()
+    assert (body["source"], body["fallback"], body["by_status"]["pending"]) == ("replica", False, 3)
