@@ -35,7 +35,7 @@ from django.db import connection
 from django.db.models import Count, F
 
 from tasks import limits
-from tasks.models import Fairness, QueueConfig, QueueRateBucket, TaskQueue, TaskStatus
+from tasks.models import Fairness, OwnerQueueSettings, QueueConfig, QueueRateBucket, TaskQueue, TaskStatus
 
 # Candidates read per task wanted when per-key limits may turn some down.
 CANDIDATES_PER_SLOT = 3
@@ -56,6 +56,8 @@ READ_AHEAD = 4
 _cursor: dict[int, int] = {}
 # queue id -> the owners read ahead, in round-robin order from the one after some earlier cursor.
 _ahead: dict[int, list[int]] = {}
+# queue id -> the weights above 1 of the owners read ahead (`OwnerQueueSettings`), read with them.
+_weights: dict[int, dict[int, int]] = {}
 
 
 @dataclass(frozen=True)
@@ -284,6 +286,14 @@ def _key_filter(excluded: int) -> str:
     return f" AND (concurrency_key IS NULL OR concurrency_key NOT IN ({marks}))"
 
 
+def owner_weights(owners: Collection[int]) -> dict[int, int]:
+    """Return the fair weights above 1 of these owners (the others have weight 1)."""
+    if not owners:
+        return {}
+    rows = OwnerQueueSettings.objects.filter(user_id__in=list(owners), fair_weight__gt=1)
+    return dict(rows.values_list("user_id", "fair_weight"))
+
+
 def _owners_after(queue_id: int, after: int, n: int) -> list[int]:
     """Return up to `n` owners with pending tasks after `after`, reading at most OWNER_SCAN_ROWS entries a time.
 
@@ -338,25 +348,39 @@ class _FairReader:
         if after is None:
             after = _cursor[queue_id] = _random_start(queue_id)
             _ahead.pop(queue_id, None)
+            _weights.pop(queue_id, None)
         ahead = _ahead.get(queue_id, [])
         ahead = ahead[ahead.index(after) + 1 :] if after in ahead else []
-        if len(ahead) < budget:
+        if len(ahead) < budget or queue_id not in _weights:
             ahead = next_owners(queue_id, after, budget * READ_AHEAD)
+            _weights[queue_id] = owner_weights(ahead)
         _ahead[queue_id] = ahead
-        self.owners = ahead[:budget]
+        self.weights = _weights[queue_id]
+        # The next owners whose shares (their weights) fill the batch; always at least one.
+        self.owners: list[int] = []
+        shares = 0
+        for owner in ahead:
+            if self.owners and shares + self.weight(owner) > budget:
+                break
+            self.owners.append(owner)
+            shares += self.weight(owner)
         self.rounds = 0
         # True when an owner's share was cut by its LIMIT while the batch is not full yet.
         self.short = False
 
+    def weight(self, owner: int) -> int:
+        return self.weights.get(owner, 1)
+
     def read(self, n: int, excluded: list[str]) -> tuple[list[Candidate], bool]:
         if not self.owners:
             return [], False
-        # First a fair share each; in a later round as many as the batch still wants.
-        per_owner = max(1, math.ceil(n / len(self.owners))) if self.rounds == 0 else n
+        # First a fair share each (times its weight); in a later round as many as the batch still wants.
+        share = max(1, math.ceil(n / sum(self.weight(owner) for owner in self.owners)))
+        wanted = {owner: share * self.weight(owner) if self.rounds == 0 else n for owner in self.owners}
         self.rounds += 1
         params: list[object] = []
         for owner in self.owners:
-            params += [self.queue_id, owner, self.due, *excluded, per_owner]
+            params += [self.queue_id, owner, self.due, *excluded, wanted[owner]]
         sql = owner_candidates_sql(len(self.owners), len(excluded), self.lock_columns)
         if self.lock_columns:
             tasks = TaskQueue.objects.raw(sql, params)
@@ -368,22 +392,22 @@ class _FairReader:
         by_owner: dict[int, list[Candidate]] = {owner: [] for owner in self.owners}
         for row in rows:
             by_owner[row.owner_id].append(row)
-        cut = [owner for owner, found in by_owner.items() if len(found) >= per_owner]
+        cut = [owner for owner, found in by_owner.items() if len(found) >= wanted[owner]]
         self.short = bool(cut)
         self.owners = cut or self.owners
-        return list(_interleave([sorted(found, key=_claim_order) for found in by_owner.values()])), bool(cut)
+        ranked = [(sorted(found, key=_claim_order), self.weight(owner)) for owner, found in by_owner.items()]
+        return list(_interleave(ranked)), bool(cut)
 
 
 def _claim_order(candidate: Candidate) -> tuple:
     return (-candidate.priority, candidate.run_at, candidate.pk)
 
 
-def _interleave(lists: list[list[Candidate]]) -> Iterable[Candidate]:
-    """Every list's first, then every list's second, ..."""
-    for rank in range(max((len(found) for found in lists), default=0)):
-        for found in lists:
-            if rank < len(found):
-                yield found[rank]
+def _interleave(lists: list[tuple[list[Candidate], int]]) -> Iterable[Candidate]:
+    """Every list's first `weight` entries, then every list's next `weight`, ..."""
+    for rank in range(max((math.ceil(len(found) / weight) for found, weight in lists), default=0)):
+        for found, weight in lists:
+            yield from found[rank * weight : (rank + 1) * weight]
 
 
 # --- Keys and buckets --------------------------------------------------------------------------
