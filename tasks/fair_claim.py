@@ -6,13 +6,15 @@ steps, all in the claim's transaction (`transitions._claim`):
 
 1. `plan`: a non-locking read of candidates, on an index that matches its ORDER BY —
    - `fairness=owner`: the next owners with pending tasks after the last one this process served
-     (bounded reads of task_fair_idx's entries), then each one's best few (one index range per owner,
-     in one UNION ALL), interleaved: every owner's first, then every owner's second, ...;
+     (bounded reads of task_fair_idx's entries, looking READ_AHEAD batches ahead, with the owners'
+     weights), then each one's best few (one index range per owner, in one UNION ALL), interleaved:
+     every owner's first `weight`, then every owner's next `weight`, ...;
    - otherwise: the queue's best few in claim order (task_claim_idx);
    then the choice in Python: at most `per_key_concurrency` running per key (counting the ones
    running now) and no more starts than the rate limit's token bucket holds.
 2. `transitions` locks the chosen ids by primary key, FOR UPDATE SKIP LOCKED: a task another
-   worker took meanwhile is passed over, never waited for, and re-checked pending and due.
+   worker took meanwhile is passed over, never waited for, and re-checked pending and due. A fair
+   queue with no limit skips this step: its UNION ALL locked as it read (`Plan.locked`).
 3. `settle`: the tokens of the tasks actually taken are spent, and the round-robin moves on.
 
 Per-key counts and the token buckets are decided under the queue's row lock, which
