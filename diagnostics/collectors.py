@@ -91,8 +91,7 @@ class DatabaseCollector(Collector):
         for queue in queues:
             mode.add_metric([queue.name, queue.fairness], 1)
             owners.add_metric([queue.name], shares.owners.get(queue.pk, 0))
-            running = shares.running_keys.get(queue.pk, [])
-            at_limit.add_metric([queue.name], sum(1 for n in running if n >= queue.per_key_concurrency > 0))
+            at_limit.add_metric([queue.name], shares.keys_at_limit(queue))
             throttled.add_metric([queue.name], shares.throttled.get(queue.pk, 0))
         return [mode, owners, at_limit, throttled]
 

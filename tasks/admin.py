@@ -11,14 +11,15 @@ from django.db import DatabaseError
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from core.db.statement_time import bounded_statement_time, is_statement_timeout
-from tasks import admin_list, schedule_services, services
+from tasks import admin_list, schedule_services, selectors, services
 from tasks.errors import TaskSpecInvalid, TaskStateConflict
-from tasks.models import QueueConfig, Schedule, ScheduleFire, TaskQueue, WorkerProcess
+from tasks.models import OwnerQueueSettings, QueueConfig, Schedule, ScheduleFire, TaskQueue, WorkerProcess
 
 
 @admin.register(QueueConfig)
@@ -38,8 +39,19 @@ class QueueConfigAdmin(admin.ModelAdmin):
     list_editable = ("is_paused", "max_concurrency", "max_attempts", "task_timeout_seconds", "max_active_per_user")
     list_filter = ("is_paused", "fairness")
     search_fields = ("name", "description")
-    readonly_fields = ("created_at", "updated_at")
+    readonly_fields = ("fair_status", "created_at", "updated_at")
     actions = ("pause_queues", "resume_queues")
+
+    @admin.display(description=_("Fair shares now"))
+    def fair_status(self, queue: QueueConfig) -> str:
+        if queue.pk is None:
+            return "—"
+        shares = selectors.fair_shares(timezone.now(), [queue])
+        return _("Active owners: %(owners)d · keys at limit: %(keys)d · rate-throttled claims: %(throttled)d") % {
+            "owners": shares.owners.get(queue.pk, 0),
+            "keys": shares.keys_at_limit(queue),
+            "throttled": shares.throttled.get(queue.pk, 0),
+        }
 
     @admin.action(description=_("Pause selected queues"))
     def pause_queues(self, request: HttpRequest, queryset: QuerySet[QueueConfig]) -> None:
@@ -53,6 +65,15 @@ class QueueConfigAdmin(admin.ModelAdmin):
         for queue in queryset:
             services.queue_set_paused(queue=queue, paused=paused)
         self.message_user(request, _("%(count)d queue(s) updated.") % {"count": queryset.count()}, messages.SUCCESS)
+
+
+@admin.register(OwnerQueueSettings)
+class OwnerQueueSettingsAdmin(admin.ModelAdmin):
+    list_display = ("user", "fair_weight", "updated_at")
+    list_editable = ("fair_weight",)
+    search_fields = ("user__username",)
+    autocomplete_fields = ("user",)
+    readonly_fields = ("updated_at",)
 
 
 def _pretty_json(value: Any) -> str:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.utils.translation import gettext as _
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import permissions, status
@@ -19,6 +21,7 @@ from tasks.errors import translated_errors
 from tasks.models import QueueConfig, Schedule, TaskQueue, queue_name_validator
 from tasks.pagination import TaskCursorPagination
 from tasks.serializers import (
+    OwnerQueueSettingsSerializer,
     QueueSerializer,
     QueueStatusSerializer,
     QueueUpdateSerializer,
@@ -243,6 +246,40 @@ class QueueDetailApi(APIView):
         with translated_errors():
             queue = services.queue_update(queue=queue, changes=serializer.validated_data)
         return Response(QueueSerializer(queue).data)
+
+
+class OwnerQueueSettingsApi(APIView):
+    permission_classes = [permissions.IsAdminUser]
+
+    @extend_schema(
+        operation_id="users_queue_settings_retrieve",
+        responses={200: OwnerQueueSettingsSerializer, **error_responses(403, 404)},
+    )
+    def get(self, request: Request, user_id: int) -> Response:
+        """Staff: a user's queue settings (their fair weight)."""
+        found = selectors.owner_queue_settings(user=_user_with_id(user_id))
+        return Response(OwnerQueueSettingsSerializer(found).data)
+
+    @extend_schema(
+        operation_id="users_queue_settings_partial_update",
+        request=OwnerQueueSettingsSerializer,
+        responses={200: OwnerQueueSettingsSerializer, **error_responses(400, 403, 404, 415)},
+    )
+    def patch(self, request: Request, user_id: int) -> Response:
+        """Staff: set a user's fair weight (1 to 100 tasks per round of a fair queue's round-robin)."""
+        user = _user_with_id(user_id)
+        serializer = OwnerQueueSettingsSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        with translated_errors():
+            found = services.owner_queue_settings_update(user=user, **serializer.validated_data)
+        return Response(OwnerQueueSettingsSerializer(found).data)
+
+
+def _user_with_id(user_id: int) -> AbstractBaseUser:
+    user = get_user_model().objects.filter(pk=user_id).first()
+    if user is None:
+        raise NotFound(_("User %(id)s not found.") % {"id": user_id})
+    return user
 
 
 def _schedule_for(request: Request, pk: int) -> Schedule:

@@ -12,7 +12,9 @@ design and the selectors count them, and their creations, through indexes. A tas
 back to pending is uncounted the same way, and counted again when it finishes again.
 
 Rows are touched in sorted key order (status counts first, then hourly rows) so concurrent
-writers always lock them in the same order.
+writers always lock them in the same order. One row of a table is an UPDATE (an INSERT only the
+first time); several, as a batch of many owners' tasks brings, one multi-row upsert per table:
+a round trip per table, not per owner.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from django.db import connection, transaction
 
 from tasks.models import FINISHED_STATUSES, TaskHourlyStats, TaskQueue, TaskStatusCount
 
+# Counter rows per upsert statement: within SQLite's 999 parameters (10 columns a row at most).
+UPSERT_ROWS = 90
 HOURLY_EVENT_COLUMNS = ("created", "succeeded", "failed", "cancelled", "started", "wait_seconds_sum", "run_seconds_sum")
 
 
@@ -114,13 +118,33 @@ def _apply(
         return
     if not connection.in_atomic_block:
         raise RuntimeError("counters must change in the same transaction as the tasks they count")
+    statuses = [(key, delta) for key, delta in sorted(status_deltas.items()) if delta]
+    hours = [(key, delta.values) for key, delta in sorted(hourly.items()) if any(delta.values.values())]
     with connection.cursor() as cursor:
-        for (owner_id, queue_id, status), delta in sorted(status_deltas.items()):
-            if delta:
-                _add_status_count(cursor, owner_id, queue_id, status, delta)
-        for (owner_id, hour, queue_id), delta in sorted(hourly.items()):
-            if any(delta.values.values()):
-                _add_hourly(cursor, owner_id, hour, queue_id, delta.values)
+        if len(statuses) == 1:
+            _add_status_count(cursor, *statuses[0][0], statuses[0][1])
+        elif statuses:
+            rows = [((owner_id, queue_id, status), (delta,)) for (owner_id, queue_id, status), delta in statuses]
+            _upsert_many(
+                cursor, table="task_status_count", key=("owner_id", "queue_id", "status"), values=("count",), rows=rows
+            )
+        if len(hours) == 1:
+            _add_hourly(cursor, *hours[0][0], hours[0][1])
+        elif hours:
+            rows = [
+                (
+                    (owner_id, connection.ops.adapt_datetimefield_value(hour), queue_id),
+                    tuple(values[column] for column in HOURLY_EVENT_COLUMNS),
+                )
+                for (owner_id, hour, queue_id), values in hours
+            ]
+            _upsert_many(
+                cursor,
+                table="task_hourly_stats",
+                key=("owner_id", "hour", "queue_id"),
+                values=HOURLY_EVENT_COLUMNS,
+                rows=rows,
+            )
 
 
 def _add_status_count(cursor, owner_id: int, queue_id: int, status: str, delta: int) -> None:
@@ -159,17 +183,31 @@ def _add_hourly(cursor, owner_id: int, hour: datetime, queue_id: int, values: di
 
 def _upsert(cursor, *, table: str, key: dict[str, object], values: dict[str, object]) -> None:
     """Insert a counter row, or add to it when a concurrent writer inserted it first."""
+    _upsert_many(
+        cursor, table=table, key=tuple(key), values=tuple(values), rows=[(tuple(key.values()), tuple(values.values()))]
+    )
+
+
+def _upsert_many(
+    cursor, *, table: str, key: tuple[str, ...], values: tuple[str, ...], rows: list[tuple[tuple, tuple]]
+) -> None:
+    """Add to many counter rows (inserting the missing ones) in one statement per UPSERT_ROWS rows, in key order.
+
+    A batch of tasks of many owners (a fair claim's) then costs one round trip, not one per owner.
+    """
     columns = [*key, *values]
-    placeholders = ", ".join(["%s"] * len(columns))
-    params = [*key.values(), *values.values()]
+    row_marks = "(" + ", ".join(["%s"] * len(columns)) + ")"
     if connection.vendor == "mysql":
         # VALUES(col) is deprecated on MySQL 8.0.20+ but is the only spelling MariaDB accepts.
         updates = ", ".join(f"{column} = {column} + VALUES({column})" for column in values)
-        sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders}) ON DUPLICATE KEY UPDATE {updates}"
+        tail = f"ON DUPLICATE KEY UPDATE {updates}"
     else:
         updates = ", ".join(f"{column} = {column} + excluded.{column}" for column in values)
-        sql = (
-            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders}) "
-            f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
+        tail = f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
+    for start in range(0, len(rows), UPSERT_ROWS):
+        chunk = rows[start : start + UPSERT_ROWS]
+        marks = ", ".join([row_marks] * len(chunk))
+        cursor.execute(
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES {marks} {tail}",
+            [value for key_values, counts in chunk for value in (*key_values, *counts)],
         )
-    cursor.execute(sql, params)

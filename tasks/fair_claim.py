@@ -6,13 +6,15 @@ steps, all in the claim's transaction (`transitions._claim`):
 
 1. `plan`: a non-locking read of candidates, on an index that matches its ORDER BY —
    - `fairness=owner`: the next owners with pending tasks after the last one this process served
-     (bounded reads of task_fair_idx's entries), then each one's best few (one index range per owner,
-     in one UNION ALL), interleaved: every owner's first, then every owner's second, ...;
+     (bounded reads of task_fair_idx's entries, looking READ_AHEAD batches ahead, with the owners'
+     weights), then each one's best few (one index range per owner, in one UNION ALL), interleaved:
+     every owner's first `weight`, then every owner's next `weight`, ...;
    - otherwise: the queue's best few in claim order (task_claim_idx);
    then the choice in Python: at most `per_key_concurrency` running per key (counting the ones
    running now) and no more starts than the rate limit's token bucket holds.
 2. `transitions` locks the chosen ids by primary key, FOR UPDATE SKIP LOCKED: a task another
-   worker took meanwhile is passed over, never waited for, and re-checked pending and due.
+   worker took meanwhile is passed over, never waited for, and re-checked pending and due. A fair
+   queue with no limit skips this step: its UNION ALL locked as it read (`Plan.locked`).
 3. `settle`: the tokens of the tasks actually taken are spent, and the round-robin moves on.
 
 Per-key counts and the token buckets are decided under the queue's row lock, which
@@ -27,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import math
 import random
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -35,7 +37,7 @@ from django.db import connection
 from django.db.models import Count, F
 
 from tasks import limits
-from tasks.models import Fairness, QueueConfig, QueueRateBucket, TaskQueue, TaskStatus
+from tasks.models import Fairness, OwnerQueueSettings, QueueConfig, QueueRateBucket, TaskQueue, TaskStatus
 
 # Candidates read per task wanted when per-key limits may turn some down.
 CANDIDATES_PER_SLOT = 3
@@ -49,8 +51,15 @@ SHARED_BUCKET = ""
 
 # The lowest and highest owners with pending tasks: two dives into task_fair_idx (no row read).
 START_SQL = "SELECT MIN(owner_id), MAX(owner_id) FROM task_queue WHERE status = 'pending' AND queue_id = %s"
+# Claims' worth of owners one read of the owners looks ahead (`_FairReader`): that read runs once
+# per READ_AHEAD claims instead of every claim; an owner new since it waits at most that many more.
+READ_AHEAD = 4
 # queue id -> the owner this process served last: the next fair claim starts after it.
 _cursor: dict[int, int] = {}
+# queue id -> the owners read ahead, in round-robin order from the one after some earlier cursor.
+_ahead: dict[int, list[int]] = {}
+# queue id -> the weights above 1 of the owners read ahead (`OwnerQueueSettings`), read with them.
+_weights: dict[int, dict[int, int]] = {}
 
 
 @dataclass(frozen=True)
@@ -60,6 +69,7 @@ class Candidate:
     key: str | None
     priority: int
     run_at: object  # as the database returns it: compared only with its own kind
+    task: TaskQueue | None = None  # the row itself, when the read locked it (`Plan.locked`)
 
 
 @dataclass
@@ -83,6 +93,12 @@ class Plan:
     retry_in: float | None = None
     rate: limits.Rate | None = None
     buckets: dict[str, Bucket] = field(default_factory=dict)
+    # True when the candidate read itself locked the rows (FOR UPDATE SKIP LOCKED): no choice was left.
+    locked: bool = False
+
+    def locked_tasks(self) -> list[TaskQueue]:
+        """Return the chosen tasks the candidate read locked, in the plan's order."""
+        return [task for pk in self.ids if (task := self.candidates[pk].task) is not None]
 
 
 def is_plain(queue: QueueConfig) -> bool:
@@ -90,9 +106,12 @@ def is_plain(queue: QueueConfig) -> bool:
     return queue.fairness != Fairness.OWNER and not queue.per_key_concurrency and not queue.rate_limit
 
 
-def plan(queue: QueueConfig, now: datetime, budget: int) -> Plan:
+def plan(queue: QueueConfig, now: datetime, budget: int, *, lock_columns: Sequence[str] = ()) -> Plan:
     """Choose up to `budget` of the queue's runnable tasks, in the order they should be taken.
 
+    A fair queue with no limit has no choice to make after its read: given `lock_columns`, its
+    candidate read locks the rows (FOR UPDATE SKIP LOCKED, each owner's index range in claim
+    order) and returns them with those columns, one round trip instead of a read then a lock.
     A read can fall short (a key reaching its limit within this batch, an owner with more
     tasks than its share): then it reads again, leaving out the keys now at their limit, up to
     PLAN_ROUNDS times.
@@ -108,7 +127,13 @@ def plan(queue: QueueConfig, now: datetime, budget: int) -> Plan:
         room = {key: limit - n for key, n in running_per_key(queue.pk).items()}
         result.held_back = any(n <= 0 for n in room.values())
     wanted = budget * CANDIDATES_PER_SLOT if limit or queue.rate_limit_per_key else budget
-    reader = _FairReader(queue.pk, now, budget) if queue.fairness == Fairness.OWNER else _OrderedReader(queue.pk, now)
+    fair = queue.fairness == Fairness.OWNER
+    result.locked = bool(lock_columns) and fair and not limit and result.rate is None and not queue.rate_limit
+    reader = (
+        _FairReader(queue.pk, now, budget, lock_columns if result.locked else ())
+        if fair
+        else _OrderedReader(queue.pk, now)
+    )
     seen: set[int] = set()
     for _ in range(PLAN_ROUNDS):
         full = sorted(key for key, n in room.items() if n <= 0)
@@ -228,15 +253,24 @@ def owners_sql() -> str:
     )
 
 
-def owner_candidates_sql(owners: int, excluded: int) -> str:
-    """One owner's best runnable tasks per UNION ALL branch, each an index range in ORDER BY order."""
-    branch = (
-        "SELECT * FROM (SELECT id, owner_id, concurrency_key, priority, run_at "
-        f"FROM task_queue {_hint('task_fair_idx')} "
+def owner_candidates_sql(owners: int, excluded: int, lock_columns: Sequence[str] = ()) -> str:
+    """One owner's best runnable tasks per UNION ALL branch, each an index range in ORDER BY order.
+
+    With `lock_columns`, those columns, and on MySQL/MariaDB each branch locks what it returns
+    (FOR UPDATE SKIP LOCKED: rows another worker holds are passed over, the owner's next taken).
+    """
+    columns = ", ".join(lock_columns) if lock_columns else "id, owner_id, concurrency_key, priority, run_at"
+    select = (
+        f"SELECT {columns} FROM task_queue {_hint('task_fair_idx')} "
         f"WHERE status = 'pending' AND queue_id = %s AND owner_id = %s AND run_at <= %s{_key_filter(excluded)} "
-        "ORDER BY priority DESC, run_at, id LIMIT %s) AS c{i}"
+        "ORDER BY priority DESC, run_at, id LIMIT %s"
     )
-    return " UNION ALL ".join(branch.replace("{i}", str(i)) for i in range(owners))
+    if connection.vendor == "mysql":
+        # Parenthesized branches: MariaDB runs each as an index range, with no derived table to fill.
+        lock = " FOR UPDATE SKIP LOCKED" if lock_columns else ""
+        return " UNION ALL ".join([f"({select}{lock})"] * owners)
+    # SQLite takes no ORDER BY/LIMIT in a bare UNION branch (and locks nothing row by row).
+    return " UNION ALL ".join(f"SELECT * FROM ({select}) AS c{i}" for i in range(owners))
 
 
 def ordered_candidates_sql(excluded: int) -> str:
@@ -252,6 +286,20 @@ def _key_filter(excluded: int) -> str:
         return ""
     marks = ", ".join(["%s"] * excluded)
     return f" AND (concurrency_key IS NULL OR concurrency_key NOT IN ({marks}))"
+
+
+def owner_weights(owners: Collection[int]) -> dict[int, int]:
+    """Return the fair weights above 1 of these owners (the others have weight 1)."""
+    if not owners:
+        return {}
+    # A plain statement: the ORM's compile of an IN of a hundred ids costs more than the read.
+    table = OwnerQueueSettings._meta.db_table
+    marks = ", ".join(["%s"] * len(owners))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT user_id, fair_weight FROM {table} WHERE user_id IN ({marks}) AND fair_weight > 1", list(owners)
+        )
+        return dict(cursor.fetchall())
 
 
 def _owners_after(queue_id: int, after: int, n: int) -> list[int]:
@@ -301,47 +349,73 @@ class _OrderedReader:
 class _FairReader:
     """The next owners' best runnable tasks, interleaved: each owner's first, then each one's second, ..."""
 
-    def __init__(self, queue_id: int, now: datetime, budget: int) -> None:
+    def __init__(self, queue_id: int, now: datetime, budget: int, lock_columns: Sequence[str] = ()) -> None:
         self.queue_id, self.due = queue_id, connection.ops.adapt_datetimefield_value(now)
+        self.lock_columns = lock_columns
         after = _cursor.get(queue_id)
         if after is None:
             after = _cursor[queue_id] = _random_start(queue_id)
-        self.owners = next_owners(queue_id, after, budget)
+            _ahead.pop(queue_id, None)
+            _weights.pop(queue_id, None)
+        ahead = _ahead.get(queue_id, [])
+        ahead = ahead[ahead.index(after) + 1 :] if after in ahead else []
+        if len(ahead) < budget or queue_id not in _weights:
+            ahead = next_owners(queue_id, after, budget * READ_AHEAD)
+            _weights[queue_id] = owner_weights(ahead)
+        _ahead[queue_id] = ahead
+        self.weights = _weights[queue_id]
+        # The next owners whose shares (their weights) fill the batch; always at least one.
+        self.owners: list[int] = []
+        shares = 0
+        for owner in ahead:
+            if self.owners and shares + self.weight(owner) > budget:
+                break
+            self.owners.append(owner)
+            shares += self.weight(owner)
         self.rounds = 0
         # True when an owner's share was cut by its LIMIT while the batch is not full yet.
         self.short = False
 
+    def weight(self, owner: int) -> int:
+        return self.weights.get(owner, 1)
+
     def read(self, n: int, excluded: list[str]) -> tuple[list[Candidate], bool]:
         if not self.owners:
             return [], False
-        # First a fair share each; in a later round as many as the batch still wants.
-        per_owner = max(1, math.ceil(n / len(self.owners))) if self.rounds == 0 else n
+        # First a fair share each (times its weight); in a later round as many as the batch still wants.
+        share = max(1, math.ceil(n / sum(self.weight(owner) for owner in self.owners)))
+        wanted = {owner: share * self.weight(owner) if self.rounds == 0 else n for owner in self.owners}
         self.rounds += 1
         params: list[object] = []
         for owner in self.owners:
-            params += [self.queue_id, owner, self.due, *excluded, per_owner]
-        with connection.cursor() as cursor:
-            cursor.execute(owner_candidates_sql(len(self.owners), len(excluded)), params)
-            rows = [Candidate(*row) for row in cursor.fetchall()]
+            params += [self.queue_id, owner, self.due, *excluded, wanted[owner]]
+        sql = owner_candidates_sql(len(self.owners), len(excluded), self.lock_columns)
+        if self.lock_columns:
+            tasks = TaskQueue.objects.raw(sql, params)
+            rows = [Candidate(task.pk, task.owner_id, None, task.priority, task.run_at, task) for task in tasks]
+        else:
+            with connection.cursor() as cursor:
+                cursor.execute(sql, params)
+                rows = [Candidate(*row) for row in cursor.fetchall()]
         by_owner: dict[int, list[Candidate]] = {owner: [] for owner in self.owners}
         for row in rows:
             by_owner[row.owner_id].append(row)
-        cut = [owner for owner, found in by_owner.items() if len(found) >= per_owner]
+        cut = [owner for owner, found in by_owner.items() if len(found) >= wanted[owner]]
         self.short = bool(cut)
         self.owners = cut or self.owners
-        return list(_interleave([sorted(found, key=_claim_order) for found in by_owner.values()])), bool(cut)
+        ranked = [(sorted(found, key=_claim_order), self.weight(owner)) for owner, found in by_owner.items()]
+        return list(_interleave(ranked)), bool(cut)
 
 
 def _claim_order(candidate: Candidate) -> tuple:
     return (-candidate.priority, candidate.run_at, candidate.pk)
 
 
-def _interleave(lists: list[list[Candidate]]) -> Iterable[Candidate]:
-    """Every list's first, then every list's second, ..."""
-    for rank in range(max((len(found) for found in lists), default=0)):
-        for found in lists:
-            if rank < len(found):
-                yield found[rank]
+def _interleave(lists: list[tuple[list[Candidate], int]]) -> Iterable[Candidate]:
+    """Every list's first `weight` entries, then every list's next `weight`, ..."""
+    for rank in range(max((math.ceil(len(found) / weight) for found, weight in lists), default=0)):
+        for found, weight in lists:
+            yield from found[rank * weight : (rank + 1) * weight]
 
 
 # --- Keys and buckets --------------------------------------------------------------------------

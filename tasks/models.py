@@ -310,6 +310,40 @@ class QueueRateBucket(models.Model):
         return f"{self.queue_id}/{self.key or '*'}: {self.tokens:.2f}"
 
 
+FAIR_WEIGHT_MAX = 100
+
+
+class OwnerQueueSettings(models.Model):
+    """A user's queue settings set by staff: the weight of their share in a fair queue's round-robin."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True, related_name="queue_settings"
+    )
+    fair_weight = models.PositiveSmallIntegerField(
+        _("fair weight"),
+        default=1,
+        validators=[MinValueValidator(1), MaxValueValidator(FAIR_WEIGHT_MAX)],
+        help_text=_(
+            "Tasks this user may start per round of a fair queue's round-robin (fairness=owner); 1 = an equal share."
+        ),
+    )
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        db_table = "owner_queue_settings"
+        verbose_name = _("owner queue settings")
+        verbose_name_plural = _("owner queue settings")
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(fair_weight__gte=1, fair_weight__lte=FAIR_WEIGHT_MAX),
+                name="owner_queue_settings_weight_range",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id}: weight {self.fair_weight}"
+
+
 class WorkerProcess(models.Model):
     """One row per live worker process; heartbeats keep it fresh."""
 

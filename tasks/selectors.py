@@ -24,6 +24,7 @@ from tasks.counters import hour_of
 from tasks.fair_claim import fold_key
 from tasks.models import (
     ACTIVE_STATUSES,
+    OwnerQueueSettings,
     QueueConfig,
     QueueRateBucket,
     TaskHourlyStats,
@@ -244,9 +245,7 @@ def queue_statuses(*, now: datetime | None = None) -> list[QueueStatus]:
                 rate_limit=queue.rate_limit,
                 rate_limit_per_key=queue.rate_limit_per_key,
                 active_owners=shares.owners.get(queue.id, 0),
-                keys_at_limit=sum(
-                    1 for n in shares.running_keys.get(queue.id, []) if n >= queue.per_key_concurrency > 0
-                ),
+                keys_at_limit=shares.keys_at_limit(queue),
                 throttled_by_rate=shares.throttled.get(queue.id, 0),
             )
         )
@@ -258,6 +257,10 @@ class FairShares:
     owners: dict[int, int]  # queue id -> owners with runnable tasks
     running_keys: dict[int, list[int]]  # queue id -> running tasks of each concurrency key
     throttled: dict[int, int]  # queue id -> claims held back by the rate limit
+
+    def keys_at_limit(self, queue: QueueConfig) -> int:
+        """Return how many of the queue's concurrency keys have per_key_concurrency tasks running."""
+        return sum(1 for n in self.running_keys.get(queue.pk, []) if n >= queue.per_key_concurrency > 0)
 
 
 def fair_shares(now: datetime, queues: list[QueueConfig]) -> FairShares:
@@ -294,6 +297,11 @@ def fair_shares(now: datetime, queues: list[QueueConfig]) -> FairShares:
             .order_by()
         )
     return FairShares(owners=owners, running_keys=running_keys, throttled=throttled)
+
+
+def owner_queue_settings(*, user: AbstractBaseUser) -> OwnerQueueSettings:
+    """Return a user's queue settings (the defaults, unsaved, when staff never set any)."""
+    return OwnerQueueSettings.objects.filter(user_id=user.pk).first() or OwnerQueueSettings(user_id=user.pk)
 
 
 def _serves(queues: object, name: str) -> bool:

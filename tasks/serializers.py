@@ -15,11 +15,13 @@ from tasks.limits import validate_rate_limit
 from tasks.models import (
     CONCURRENCY_KEY_MAX_LENGTH,
     DEFAULT_QUEUE_NAME,
+    FAIR_WEIGHT_MAX,
     MAX_ATTEMPTS_LIMIT,
     PRIORITY_MAX,
     PRIORITY_MIN,
     TASK_TYPE_MAX_LENGTH,
     UNIQUE_KEY_MAX_LENGTH,
+    OwnerQueueSettings,
     QueueConfig,
     Schedule,
     ScheduleFire,
@@ -339,6 +341,17 @@ class QueueSerializer(serializers.ModelSerializer):
         model = QueueConfig
         fields = ("name", *QUEUE_EDITABLE_FIELDS, "created_at", "updated_at")
         read_only_fields = fields
+
+
+class OwnerQueueSettingsSerializer(StrictFieldsMixin, serializers.ModelSerializer):
+    fair_weight = StrictIntegerField(
+        min_value=1, max_value=FAIR_WEIGHT_MAX, help_text="Tasks per round of a fair queue's round-robin; 1 = equal."
+    )
+
+    class Meta:
+        model = OwnerQueueSettings
+        fields = ("user", "fair_weight", "updated_at")
+        read_only_fields = ("user", "updated_at")
 
 
 class QueueUpdateSerializer(StrictFieldsMixin, serializers.ModelSerializer):

@@ -22,7 +22,15 @@ from core import shortcuts
 from core.db.errors import is_retryable_contention
 from tasks import queue_cache, transitions, wakeups
 from tasks.errors import QuotaExceeded, TaskSpecInvalid, TaskStateConflict
-from tasks.models import ACTIVE_STATUSES, DEFAULT_QUEUE_NAME, QueueConfig, TaskKind, TaskQueue, TaskStatus
+from tasks.models import (
+    ACTIVE_STATUSES,
+    DEFAULT_QUEUE_NAME,
+    OwnerQueueSettings,
+    QueueConfig,
+    TaskKind,
+    TaskQueue,
+    TaskStatus,
+)
 from tasks.specs import ON_CONFLICT_RETURN, TaskSpec, check_spec
 from tasks.transitions import CancelOutcome
 
@@ -504,6 +512,17 @@ def queue_update(*, queue: QueueConfig, changes: dict[str, Any]) -> QueueConfig:
         locked.full_clean(validate_unique=False)
         locked.save(update_fields=[*changes, "updated_at"])
     return locked
+
+
+def owner_queue_settings_update(*, user: AbstractBaseUser, fair_weight: int) -> OwnerQueueSettings:
+    """Set a user's fair weight with the admin's validation; raise ValidationError if invalid."""
+    with transaction.atomic():
+        found = OwnerQueueSettings.objects.select_for_update().filter(user_id=user.pk).first()
+        settings_row = found or OwnerQueueSettings(user_id=user.pk)
+        settings_row.fair_weight = fair_weight
+        settings_row.full_clean(validate_unique=False)
+        settings_row.save()
+    return settings_row
 
 
 def tasks_retry_failed(*, task_type: str, since: datetime, limit: int, by: AbstractBaseUser | None = None) -> int:

@@ -292,8 +292,8 @@ def _claim(
         if fair_claim.is_plain(queue):
             found = _lock_claimable(queue_id, now, min(budget, limit))
         else:
-            plan = fair_claim.plan(queue, now, min(budget, limit))
-            found = _lock_chosen(plan.ids, now)
+            plan = fair_claim.plan(queue, now, min(budget, limit), lock_columns=CLAIM_COLUMNS)
+            found = plan.locked_tasks() if plan.locked else _lock_chosen(plan.ids, now)
             plans.append(plan)
             held_back = plan.held_back
             result.held_back |= held_back

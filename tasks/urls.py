@@ -20,4 +20,5 @@ urlpatterns = [
     path("schedules/<int:pk>/run-now/", apis.ScheduleRunNowApi.as_view(), name="schedule-run-now"),
     path("queues/", apis.QueueListApi.as_view(), name="queue-list"),
     path("queues/<str:name>/", apis.QueueDetailApi.as_view(), name="queue-detail"),
+    path("users/<int:user_id>/queue-settings/", apis.OwnerQueueSettingsApi.as_view(), name="user-queue-settings"),
 ]

@@ -11,7 +11,7 @@ from django.utils import timezone
 from tasks import transitions
 from tasks.backends.compat import InvalidTask
 from tasks.limits import Rate, parse_rate, refill
-from tasks.models import QueueConfig, TaskQueue
+from tasks.models import FAIR_WEIGHT_MAX, OwnerQueueSettings, QueueConfig, TaskQueue
 from tasks.tests import djtasks
 from tasks.tests.conftest import enqueue_many
 
@@ -113,7 +113,9 @@ def test_the_django_backend_takes_a_concurrency_key_per_task(default_queue):
         djtasks.add.using(concurrency_key="k" * 201).enqueue(1, 2)
 
 
-def test_queue_status_shows_fairness_owners_keys_at_limit_and_throttling(alice_api, alice, bob, staff):
+@pytest.fixture
+def shares_scene(alice, bob, staff) -> tuple[QueueConfig, QueueConfig]:
+    """A fair queue with two keys at their limit and two active owners; a rate-limited one throttled twice."""
     keyed = QueueConfig.objects.create(name="keyed", fairness="owner", per_key_concurrency=1)
     enqueue_many(alice, 3, queue=keyed, concurrency_key="a")
     enqueue_many(bob, 3, queue=keyed, concurrency_key="b")
@@ -124,7 +126,10 @@ def test_queue_status_shows_fairness_owners_keys_at_limit_and_throttling(alice_a
     now = timezone.now()
     assert len(transitions.claim(worker_id="w", queues=[rated], limit=10, now=now).tasks) == 1
     assert transitions.claim(worker_id="w", queues=[rated], limit=10, now=now).tasks == []
+    return keyed, rated
 
+
+def test_queue_status_shows_fairness_owners_keys_at_limit_and_throttling(alice_api, shares_scene):
     shown = {q["name"]: q for q in alice_api.get(STATUS).json()}
     assert (shown["keyed"]["fairness"], shown["keyed"]["per_key_concurrency"]) == ("owner", 1)
     assert shown["keyed"]["active_owners"] == 2, "staff's task is not due yet"
@@ -137,6 +142,26 @@ def test_queue_status_shows_fairness_owners_keys_at_limit_and_throttling(alice_a
     assert shown["rated"]["active_owners"] == 1
     assert shown["rated"]["throttled_by_rate"] == 2
     assert shown["rated"]["keys_at_limit"] == 0
+
+
+def test_the_dashboard_data_carries_the_same_fair_shares(client, staff, shares_scene):
+    client.force_login(staff)
+    shown = {q["name"]: q for q in client.get("/admin/taskhub/dashboard/data/").json()["queues"]}
+    assert {name: shown["keyed"][name] for name in ("fairness", "active_owners", "keys_at_limit")} == {
+        "fairness": "owner",
+        "active_owners": 2,
+        "keys_at_limit": 2,
+    }
+    assert (shown["rated"]["rate_limit"], shown["rated"]["throttled_by_rate"]) == ("5/s", 2)
+
+
+def test_the_admin_queue_page_shows_its_fair_shares(client, staff, shares_scene):
+    keyed, rated = shares_scene
+    client.force_login(staff)
+    page = client.get(f"/admin/tasks/queueconfig/{keyed.pk}/change/").content.decode()
+    assert "Active owners: 2 · keys at limit: 2 · rate-throttled claims: 0" in page
+    page = client.get(f"/admin/tasks/queueconfig/{rated.pk}/change/").content.decode()
+    assert "Active owners: 1 · keys at limit: 0 · rate-throttled claims: 2" in page
 
 
 @pytest.mark.parametrize(
@@ -155,3 +180,50 @@ def test_a_bucket_refills_at_the_rate_up_to_its_size_and_never_back_in_time():
     assert refill(0.0, t0, t0 + timedelta(hours=1), rate)[0] == 10.0
     assert refill(3.0, t0, t0 - timedelta(seconds=5), rate) == (3.0, t0)
     assert Rate(1, 3600).burst == 1
+
+
+# --- Per-owner weights ---------------------------------------------------------------------------
+
+
+def settings_url(user) -> str:
+    return f"/api/users/{user.pk}/queue-settings/"
+
+
+def test_staff_set_a_users_fair_weight_and_read_it_back(staff_api, alice):
+    assert staff_api.get(settings_url(alice)).json()["fair_weight"] == 1, "weight 1 until staff set one"
+    response = staff_api.patch(settings_url(alice), {"fair_weight": 3}, format="json")
+    assert response.status_code == 200, response.content
+    assert response.json()["fair_weight"] == 3
+    assert OwnerQueueSettings.objects.get(user=alice).fair_weight == 3
+    assert staff_api.get(settings_url(alice)).json() == response.json()
+
+
+def test_only_staff_see_or_set_fair_weights(alice_api, alice, bob):
+    assert alice_api.get(settings_url(alice)).status_code == 403
+    assert alice_api.patch(settings_url(bob), {"fair_weight": 5}, format="json").status_code == 403
+    assert not OwnerQueueSettings.objects.exists()
+
+
+def test_the_weight_of_an_unknown_user_is_404(staff_api):
+    response = staff_api.patch("/api/users/999999/queue-settings/", {"fair_weight": 2}, format="json")
+    assert response.status_code == 404
+
+
+@pytest.mark.parametrize("weight", [0, -1, FAIR_WEIGHT_MAX + 1, 10**9, "3", 2.5, None, True])
+def test_a_bad_fair_weight_is_400_naming_it_and_changes_nothing(staff_api, alice, weight):
+    OwnerQueueSettings.objects.create(user=alice, fair_weight=2)
+    response = staff_api.patch(settings_url(alice), {"fair_weight": weight}, format="json")
+    assert response.status_code == 400, response.content
+    body = response.json()
+    assert body["code"] == "invalid"
+    assert set(body["errors"]) == {"fair_weight"}
+    assert OwnerQueueSettings.objects.get(user=alice).fair_weight == 2
+
+
+def test_a_weight_set_in_the_admin_is_validated_like_the_api(client, staff, alice):
+    client.force_login(staff)
+    url = "/admin/tasks/ownerqueuesettings/add/"
+    refused = client.post(url, {"user": alice.pk, "fair_weight": 0})
+    assert refused.status_code == 200 and not OwnerQueueSettings.objects.exists()
+    assert client.post(url, {"user": alice.pk, "fair_weight": 4}).status_code == 302
+    assert OwnerQueueSettings.objects.get(user=alice).fair_weight == 4

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from core.tests.both_ways import both_ways
 from tasks import fair_claim, transitions
-from tasks.models import QueueConfig, QueueRateBucket, TaskQueue, TaskStatus
+from tasks.models import FAIR_WEIGHT_MAX, OwnerQueueSettings, QueueConfig, QueueRateBucket, TaskQueue, TaskStatus
 from tasks.outcomes import Outcome, OutcomeKind
 from tasks.tests.conftest import enqueue_many
 
@@ -121,6 +121,37 @@ def test_a_fair_claim_passes_over_a_task_taken_since_its_read(alice, bob):
     taken = transitions.claim(worker_id="host:2:bbbbbb", queues=[queue], limit=2).tasks
     relocked = transitions._lock_chosen(plan.ids, timezone.now())
     assert {task.pk for task in relocked} == set(plan.ids) - {task.pk for task in taken}
+
+
+def weigh(user, weight: int) -> None:
+    OwnerQueueSettings.objects.update_or_create(user=user, defaults={"fair_weight": weight})
+
+
+def test_a_weight_3_owner_gets_three_times_the_starts_of_a_weight_1_owner(alice, bob):
+    queue = QueueConfig.objects.create(name="fair", fairness="owner")
+    weigh(alice, 3)
+    enqueue_many(alice, 100, queue=queue)
+    enqueue_many(bob, 100, queue=queue)
+    served = [task.owner_id for _ in range(10) for task in claim(queue, 4).tasks]
+    assert len(served) == 40
+    assert (served.count(alice.pk), served.count(bob.pk)) == (30, 10)
+    assert claim(queue, 8).tasks[0].owner_id in (alice.pk, bob.pk)
+
+
+def test_weights_take_turns_within_a_batch_and_never_starve_anyone(alice, bob, staff):
+    queue = QueueConfig.objects.create(name="fair", fairness="owner")
+    weigh(alice, FAIR_WEIGHT_MAX)
+    weigh(bob, 2)
+    enqueue_many(alice, 300, queue=queue)
+    enqueue_many(bob, 50, queue=queue)
+    enqueue_many(staff, 50, queue=queue)
+    batches = [[task.owner_id for task in claim(queue, 10).tasks] for _ in range(6)]
+    assert all(len(batch) == 10 for batch in batches)
+    for window in zip(batches, batches[1:], batches[2:], strict=False):
+        started = {owner for batch in window for owner in batch}
+        assert started == {alice.pk, bob.pk, staff.pk}, "every owner starts within one batch per other owner"
+    started = [owner for batch in batches for owner in batch]
+    assert started.count(alice.pk) == 20, "the heavy owner gets a whole batch to itself in its turn"
 
 
 # --- Per-key concurrency ---------------------------------------------------------------------------

@@ -162,6 +162,25 @@ def _check_each_owners_candidates_are_one_index_range_in_claim_order(million_tas
     assert sum(read["r_rows"] for read in ran) <= 3 * BATCH * 4, ran
 
 
+def _check_a_fair_queue_without_limits_locks_each_owners_range_as_it_reads(million_tasks: QueueConfig) -> None:
+    owners = fair_claim.next_owners(million_tasks.pk, 0, BATCH)
+    params: list = []
+    for owner in owners:
+        params += [million_tasks.pk, owner, _due(), 1]
+    sql = fair_claim.owner_candidates_sql(len(owners), 0, transitions.CLAIM_COLUMNS)
+    assert sql.count("FOR UPDATE SKIP LOCKED") == BATCH
+    with transaction.atomic():
+        plan = _plan(sql, params)
+        reads = _task_reads(plan)
+        assert len(reads) == BATCH
+        for read in reads:
+            assert read["key"] == "task_fair_idx", read
+            assert read["used_key_parts"][:3] == ["status", "queue_id", "owner_id"], read
+        assert "filesort" not in json.dumps(plan), plan
+        ran = _task_reads(_analyze(sql, params))
+        assert sum(read["r_rows"] for read in ran) <= BATCH * 2, "one row per owner, not the owners' backlogs"
+
+
 def _check_the_ordered_candidates_read_task_claim_idx_without_a_filesort(million_tasks: QueueConfig) -> None:
     params = [million_tasks.pk, _due(), "k1", 60]
     plan = _plan(fair_claim.ordered_candidates_sql(1), params)
@@ -199,6 +218,7 @@ def test_the_fair_claim_at_1m_tasks_and_1000_owners_reads_by_its_indexes_without
     _check_the_owners_are_found_by_bounded_reads_of_the_index(million_tasks)
     _check_a_workers_random_start_is_one_index_dive(million_tasks)
     _check_each_owners_candidates_are_one_index_range_in_claim_order(million_tasks)
+    _check_a_fair_queue_without_limits_locks_each_owners_range_as_it_reads(million_tasks)
     _check_the_ordered_candidates_read_task_claim_idx_without_a_filesort(million_tasks)
     _check_the_locking_read_takes_the_chosen_rows_by_primary_key_without_a_filesort(million_tasks)
     _check_a_fair_claim_at_scale_takes_one_task_from_each_of_the_next_owners(million_tasks)

@@ -18,7 +18,7 @@ from core import shortcuts
 from core.db import errors as db_errors
 from core.db.features import ensure_skip_locked, skip_locked_problem
 from core.tests.both_ways import both_ways
-from tasks import transitions
+from tasks import fair_claim, transitions
 from tasks.models import QueueConfig, TaskHourlyStats, TaskQueue, TaskStatus, TaskStatusCount
 from tasks.outcomes import Outcome, OutcomeKind
 from tasks.tests.conftest import enqueue_many
@@ -166,6 +166,25 @@ def test_it_skips_rows_locked_by_another_worker(alice, default_queue):
     assert len(first) == 3
     assert len(second) == 3
     assert not set(first) & set(second)
+
+
+@pytest.mark.mysql
+@pytest.mark.django_db(transaction=True)
+def test_a_fair_claim_takes_the_next_tasks_of_the_owners_another_worker_is_claiming(alice, bob):
+    """The fair read locks as it reads (SKIP LOCKED per owner): two workers on the same owners share them out."""
+    fair = QueueConfig.objects.create(name="fair", fairness="owner")
+    enqueue_many(alice, 3, queue=fair)
+    enqueue_many(bob, 3, queue=fair)
+    fair_claim._cursor.clear()
+
+    def first_claim() -> list[int]:
+        return [t.pk for t in transitions._claim(OTHER, [fair], 2, timezone.now()).tasks]
+
+    with another_worker_holding(first_claim) as first:
+        fair_claim._cursor.clear()  # the second worker starts its round-robin at the same owner
+        second = claim(limit=2, names=("fair",)).tasks
+    assert len(first) == 2 and not set(first) & {t.pk for t in second}
+    assert sorted(t.owner_id for t in second) == sorted([alice.pk, bob.pk]), "each owner's next task, at once"
 
 
 @pytest.mark.mysql
