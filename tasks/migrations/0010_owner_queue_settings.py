@@ -10,7 +10,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('auth', '0012_alter_user_first_name_max_length'),
-        ('tasks', '0007_queue_fairness_limits'),
+        ('tasks', '0009_active_schedule_index'),
     ]
 
     operations = [
