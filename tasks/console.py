@@ -56,7 +56,6 @@ def _labels() -> dict[str, str]:
         "no_groups": _("No failure groups."),
         "no_actions": _("No bulk actions yet."),
         "retry_all": _("Retry all"),
-        "cancel_all": _("Cancel all"),
         "delete_all": _("Delete all"),
         "traceback": _("Example traceback"),
         "refresh_ok": _("live"),

@@ -91,7 +91,6 @@
       var actions = el("td");
       if (g.count > 0) {
         actions.appendChild(groupAction(g, "retry", labels.retry_all, data.bulk_url));
-        actions.appendChild(groupAction(g, "cancel", labels.cancel_all, data.bulk_url));
         actions.appendChild(groupAction(g, "delete", labels.delete_all, data.bulk_url));
       }
       tr.appendChild(actions);
