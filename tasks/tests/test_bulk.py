@@ -70,7 +70,8 @@ def test_retry_of_an_error_group_runs_in_batches_and_keeps_counts_in_step(staff,
 
     assert (done.state, done.scanned, done.changed, done.batches) == (BulkActionState.DONE, 25, 25, 3)
     assert done.cursor == tasks[-1].pk and done.finished_at is not None
-    assert TaskQueue.objects.filter(pk__in=[t.pk for t in tasks], status=TaskStatus.PENDING, attempts=0).count() == 25
+    retried = TaskQueue.objects.filter(pk__in=[t.pk for t in tasks], status=TaskStatus.PENDING, attempts=0)
+    assert retried.filter(failure_group=None, error="").count() == 25
     assert TaskQueue.objects.filter(pk__in=[t.pk for t in other], status=TaskStatus.FAILED).count() == 3
     group.refresh_from_db()
     assert group.count == 0
@@ -189,3 +190,39 @@ def test_an_action_that_breaks_is_recorded_failed(staff, alice, default_queue, m
     stored = BulkAction.objects.get(pk=action.pk)
     assert (stored.state, stored.error) == (BulkActionState.FAILED, "no")
     assert TaskQueue.objects.filter(status=TaskStatus.PENDING).count() == 2
+
+
+@pytest.mark.mysql
+@pytest.mark.django_db(transaction=True)  # ANALYZE TABLE commits
+@pytest.mark.parametrize(
+    ("filters", "index", "sorted_by_index"),
+    [
+        ({"failure_group": None}, "task_failure_group_idx", True),
+        ({"owner": "alice", "status": "failed"}, "task_owner_status_idx", True),
+        ({"owner": "alice"}, "task_owner_id_idx", True),
+        ({"status": "pending"}, "task_claim_idx", False),  # the live set, sorted: O(live set)
+    ],
+)
+def test_each_anchor_reads_its_index_never_the_table(alice, bob, default_queue, filters, index, sorted_by_index):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    failed = fail_for_good(alice, 40, error="E: x")
+    fail_for_good(bob, 40, error="F: y")
+    enqueue_many(alice, 50)
+    enqueue_many(bob, 50)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE TABLE task_queue")
+    if "failure_group" in filters:
+        filters = {"failure_group": failed[0].failure_group_id}
+    with CaptureQueriesContext(connection) as queries:
+        ids = bulk._anchor_ids(filters, 0, 10**9, 10)
+    assert len(ids) == 10
+    sql = next(q["sql"] for q in queries.captured_queries if "task_queue" in q["sql"])
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN " + sql)
+        columns = [column[0].lower() for column in cursor.description]
+        (plan,) = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+    assert plan["key"] == index, plan
+    assert plan["type"] not in ("ALL", "index"), plan
+    assert ("filesort" in str(plan["extra"]).lower()) is not sorted_by_index, plan
