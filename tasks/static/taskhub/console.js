@@ -145,7 +145,7 @@
         event.preventDefault();
         var data = new FormData(form);
         Array.from(data.keys()).forEach(function (key) { if (data.get(key) === "") data.delete(key); });
-        post(form.action, data);
+        post(form.getAttribute("action"), data);  // form.action is the field named "action"
       });
     }
     var every = Math.max(Number(root.dataset.refreshSeconds) || 3, 1) * 1000;
