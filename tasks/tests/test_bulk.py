@@ -66,7 +66,7 @@ def test_retry_of_an_error_group_runs_in_batches_and_keeps_counts_in_step(staff,
         {"failure_group": group.key},
     )
 
-    done = bulk.bulk_action_run(action.pk, batch_size=10)
+    done = bulk.bulk_action_run(action.pk, batch_size=10, max_batches=10)
 
     assert (done.state, done.scanned, done.changed, done.batches) == (BulkActionState.DONE, 25, 25, 3)
     assert done.cursor == tasks[-1].pk and done.finished_at is not None
