@@ -3,7 +3,7 @@
 from django.contrib import admin
 from django.urls import path
 
-from tasks import dashboard
+from tasks import console, dashboard
 
 staff = admin.site.admin_view
 
@@ -13,4 +13,12 @@ urlpatterns = [
     path("dashboard/queues/<str:name>/pause/", staff(dashboard.queue_pause), name="taskhub-dashboard-pause"),
     path("dashboard/queues/<str:name>/resume/", staff(dashboard.queue_resume), name="taskhub-dashboard-resume"),
     path("dashboard/retry-failed/", staff(dashboard.failed_retry), name="taskhub-dashboard-retry"),
+]
+
+urlpatterns += [
+    path("console/failures/", console.failures_page, name="taskhub-console-failures"),
+    path("console/failures/data/", console.failures_data, name="taskhub-console-failures-data"),
+    path("console/failures/<str:key>/tasks/", console.group_tasks, name="taskhub-console-group-tasks"),
+    path("console/bulk/", console.bulk_page, name="taskhub-console-bulk"),
+    path("console/bulk/data/", console.bulk_data, name="taskhub-console-bulk-data"),
 ]

@@ -204,6 +204,18 @@ class TaskQueue(models.Model):
     concurrency_key = models.CharField(
         _("concurrency key"), max_length=CONCURRENCY_KEY_MAX_LENGTH, null=True, blank=True
     )
+    # The failure group (`tasks.failure_groups`) of a task that failed for good; cleared when it is retried.
+    # No database constraint: the group key is computed, and the group row is written after the task's UPDATE.
+    failure_group = models.ForeignKey(
+        "FailureGroup",
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,  # task_failure_group_idx leads with it
+        related_name="+",
+        verbose_name=_("failure group"),
+    )
     # The schedule that created this task (`tasks.schedules`), if any.
     schedule = models.ForeignKey(
         "Schedule",
@@ -266,6 +278,8 @@ class TaskQueue(models.Model):
             models.Index(fields=["schedule"], name="task_schedule_idx"),
             # A schedule's active runs (overlap=skip): WHERE active_schedule_id=?.
             models.Index(fields=["active_schedule_id"], name="task_active_schedule_idx"),
+            # A failure group's tasks by keyset: WHERE failure_group_id=? AND id>? ORDER BY id (console, bulk actions).
+            models.Index(fields=["failure_group", "id"], name="task_failure_group_idx"),
         ]
         constraints = [
             models.UniqueConstraint(fields=["owner", "idempotency_key"], name="task_owner_idempotency_uniq"),
@@ -525,3 +539,89 @@ class ScheduleFire(models.Model):
 
     def __str__(self) -> str:
         return f"{self.schedule_id}@{self.fire_time:%Y-%m-%d %H:%M:%S} {self.outcome}"
+
+
+class FailureGroup(models.Model):
+    """Tasks that failed for good, grouped by task type, exception class and message fingerprint.
+
+    Kept in step by `tasks.transitions` (through `tasks.failure_groups`) in the transaction of each
+    change: `count` is how many tasks of the group are failed now (a retry, a delete or a purge
+    takes them out); `first_seen`/`last_seen` are history and never go back.
+    """
+
+    # sha1 of (task type, exception class, fingerprint): computed before any statement runs.
+    key = models.CharField(_("key"), max_length=40, primary_key=True)
+    task_type = models.CharField(_("task type"), max_length=TASK_TYPE_MAX_LENGTH)
+    exception = models.CharField(_("exception class"), max_length=255, blank=True)
+    fingerprint = models.CharField(_("fingerprint"), max_length=500)
+    count = models.BigIntegerField(_("failed now"), default=0)
+    first_seen = models.DateTimeField(_("first seen"))
+    last_seen = models.DateTimeField(_("last seen"))
+    # The first failure's task and error (headline and traceback), kept even once that task is gone.
+    example_task_id = models.BigIntegerField(_("example task"), null=True, blank=True)
+    example_error = models.TextField(_("example error"), blank=True)
+
+    class Meta:
+        db_table = "task_failure_group"
+        ordering = ["-last_seen", "key"]
+        verbose_name = _("failure group")
+        verbose_name_plural = _("failure groups")
+        indexes = [
+            # The console's list, most recent first, by keyset: ORDER BY last_seen DESC, key.
+            models.Index(fields=["-last_seen", "key"], name="task_failure_group_seen_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task_type} {self.exception}: {self.fingerprint[:80]}"
+
+
+class BulkActionKind(models.TextChoices):
+    RETRY = "retry", _("Retry")
+    CANCEL = "cancel", _("Cancel")
+    DELETE = "delete", _("Delete")
+    PRIORITY = "priority", _("Change priority")
+    MOVE = "move", _("Move to another queue")
+
+
+class BulkActionState(models.TextChoices):
+    QUEUED = "queued", _("Queued")
+    RUNNING = "running", _("Running")
+    DONE = "done", _("Done")
+    FAILED = "failed", _("Failed")
+
+
+class BulkAction(models.Model):
+    """One bulk action by filter (`tasks.bulk`): its filter, cursor and counts; also the audit record."""
+
+    action = models.CharField(_("action"), max_length=16, choices=BulkActionKind.choices)
+    # The validated filter (field -> value) and the action's parameters (priority, target queue id).
+    filters = models.JSONField(_("filter"), default=dict)
+    params = models.JSONField(_("parameters"), default=dict, blank=True)
+    state = models.CharField(_("state"), max_length=16, choices=BulkActionState.choices, default=BulkActionState.QUEUED)
+    # The last task id walked: the next batch starts after it. Written in each batch's transaction.
+    cursor = models.BigIntegerField(_("cursor"), default=0)
+    # The highest task id when the action was created: tasks created later are never touched.
+    last_id = models.BigIntegerField(_("last task id"), default=0)
+    scanned = models.BigIntegerField(_("tasks scanned"), default=0)
+    changed = models.BigIntegerField(_("tasks changed"), default=0)
+    batches = models.PositiveIntegerField(_("batches"), default=0)
+    error = models.TextField(_("error"), blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+", verbose_name=_("by")
+    )
+    created_at = models.DateTimeField(_("created at"), default=timezone.now)
+    updated_at = models.DateTimeField(_("updated at"), default=timezone.now)
+    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+
+    class Meta:
+        db_table = "task_bulk_action"
+        ordering = ["-id"]
+        verbose_name = _("bulk action")
+        verbose_name_plural = _("bulk actions")
+        indexes = [
+            # The runner's "what is left to do": WHERE state IN ('queued', 'running') ORDER BY id.
+            models.Index(fields=["state", "id"], name="task_bulk_action_state_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.action} ({self.state})"

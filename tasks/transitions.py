@@ -40,8 +40,8 @@ from core import shortcuts
 from core.db.clock import DatabaseNow, database_now_plus
 from core.db.errors import with_contention_retry
 from core.db.topology import plan_problem
-from tasks import counters, fair_claim, queue_cache, wakeups
-from tasks.models import FINISHED_STATUSES, QueueConfig, Schedule, ScheduleFire, TaskQueue, TaskStatus
+from tasks import counters, failure_groups, fair_claim, queue_cache, wakeups
+from tasks.models import ACTIVE_STATUSES, FINISHED_STATUSES, QueueConfig, Schedule, ScheduleFire, TaskQueue, TaskStatus
 from tasks.outcomes import Outcome, OutcomeKind
 
 WORKER_LOST = "worker lost"
@@ -564,6 +564,11 @@ def _record(
     attempts = {task.pk: task.attempts for task, _ in results if task.pk in successes}
     _succeed(worker_id, successes, attempts, now)
     counters.record_finished([r.task for r in recorded if r.status != TaskStatus.PENDING])
+    failure_groups.record_failed(
+        [r.task for r in recorded if r.status == TaskStatus.FAILED],
+        {r.task.pk: r.outcome.exception for r in recorded},
+        now,
+    )
     return recorded
 
 
@@ -687,6 +692,7 @@ def _settle_unsuccessful(
         attempt_errors=errors,
         finished_at=now,
         lease_expires_at=None,
+        failure_group_id=failure_groups.group_key(task.task_type, outcome.exception, outcome.error),
     )
 
 
@@ -828,6 +834,8 @@ def _recover(now: datetime | None, limit: int) -> list[TaskQueue]:
         for task in expired:
             _settle_unsuccessful(task, lost, queues.get(task.queue_id), task.cancel_requested, now)
         counters.record_finished([task for task in expired if task.is_finished])
+        failed = [task for task in expired if task.status == TaskStatus.FAILED]
+        failure_groups.record_failed(failed, dict.fromkeys((task.pk for task in failed), WORKER_LOST_EXCEPTION), now)
         _wake([task for task in expired if task.status == TaskStatus.PENDING], queues)
     return expired
 
@@ -902,7 +910,7 @@ def reopen(task: TaskQueue) -> bool:
         old = (
             TaskQueue.objects.select_for_update()
             .filter(pk=task.pk, status__in=(TaskStatus.FAILED, TaskStatus.CANCELLED))
-            .values_list("status", "created_at")
+            .values_list("status", "created_at", "failure_group_id")
             .first()
         )
         if old is not None:
@@ -920,19 +928,27 @@ def reopen(task: TaskQueue) -> bool:
                 cancel_requested=False,
                 started_at=None,
                 finished_at=None,
+                failure_group=None,
             )
-            counters.record_reopened([(task.owner_id, task.queue_id, *old)])
+            counters.record_reopened([(task.owner_id, task.queue_id, *old[:2])])
+            failure_groups.record_left([old[2] if old[0] == TaskStatus.FAILED else None])
             _wake([task])
     task.refresh_from_db()
     return old is not None
 
 
 def delete(queryset: QuerySet[TaskQueue]) -> int:
-    """Delete the tasks `queryset` selects (re-checked under lock) and uncount them; return how many."""
+    """Delete the tasks `queryset` selects (re-checked under lock) and uncount them; return how many.
+
+    A failed task leaves its failure group's count too.
+    """
     with transaction.atomic():
-        rows = list(queryset.select_for_update().values_list("pk", "owner_id", "queue_id", "status"))
+        rows = list(
+            queryset.select_for_update().values_list("pk", "owner_id", "queue_id", "status", "failure_group_id")
+        )
         TaskQueue.objects.filter(pk__in=[pk for pk, *_ in rows]).delete()
-        counters.record_deleted([(owner_id, queue_id, status) for _, owner_id, queue_id, status in rows])
+        counters.record_deleted([(owner_id, queue_id, status) for _, owner_id, queue_id, status, _ in rows])
+        failure_groups.record_left([group for *_, status, group in rows if status == TaskStatus.FAILED])
     return len(rows)
 
 
@@ -944,3 +960,139 @@ def purge(pks: Sequence[int], *, statuses: Sequence[str], before: datetime) -> i
     """
     statuses = [status for status in statuses if status in FINISHED_STATUSES]
     return delete(TaskQueue.objects.filter(pk__in=list(pks), status__in=statuses, finished_at__lt=before))
+
+
+# --- Bulk actions (`tasks.bulk`): one batch each, in one transaction ------------------------------
+#
+# Each takes a queryset that names one batch (primary keys plus the action's filter), locks the
+# rows it selects in primary-key order and re-checks their status under that lock, so a worker's
+# claim, a finish or a single retry that landed meanwhile is respected. Tasks that hold a unique
+# key are changed one by one in a savepoint: one whose key another active task holds now is left
+# as it is (never the whole batch refused). They run inside the caller's transaction when there is
+# one (the bulk runner's batch), so a deadlock is retried by the caller, for the whole batch.
+
+REOPEN_FIELDS = {
+    "status": TaskStatus.PENDING,
+    "attempts": 0,
+    "claimed_by": "",
+    "lease_expires_at": None,
+    "progress": 0,
+    "progress_message": "",
+    "result": None,
+    "error": "",
+    "attempt_errors": [],
+    "cancel_requested": False,
+    "started_at": None,
+    "finished_at": None,
+    "failure_group": None,
+}
+
+
+def _update_keyed(pks: Sequence[int], keyed: set[int], **changes: Any) -> set[int]:
+    """UPDATE `pks` with `changes`: the ones in `keyed` (holding a unique key) each in a savepoint.
+
+    Return the pks changed; a keyed task whose key another active task holds is left unchanged.
+    """
+    from django.db import IntegrityError
+
+    plain = [pk for pk in pks if pk not in keyed]
+    done = set(plain)
+    if plain:
+        TaskQueue.objects.filter(pk__in=plain).update(**changes)
+    for pk in sorted(keyed):
+        try:
+            with transaction.atomic():
+                TaskQueue.objects.filter(pk=pk).update(**changes)
+        except IntegrityError:
+            continue
+        done.add(pk)
+    return done
+
+
+def reopen_many(queryset: QuerySet[TaskQueue]) -> int:
+    """failed/cancelled → pending with attempts reset, for the tasks `queryset` selects; return how many."""
+
+    with transaction.atomic():
+        rows = list(
+            queryset.filter(status__in=(TaskStatus.FAILED, TaskStatus.CANCELLED))
+            .order_by("pk")
+            .select_for_update()
+            .values_list("pk", "owner_id", "queue_id", "status", "created_at", "failure_group_id", "unique_key")
+        )
+        if not rows:
+            return 0
+        keyed = {pk for pk, *_, unique_key in rows if unique_key is not None}
+        done = _update_keyed([row[0] for row in rows], keyed, run_at=timezone.now(), **REOPEN_FIELDS)
+        rows = [row for row in rows if row[0] in done]
+        counters.record_reopened([(owner, queue, status, created) for _, owner, queue, status, created, *_ in rows])
+        failure_groups.record_left([row[5] for row in rows if row[3] == TaskStatus.FAILED])
+        _wake([TaskQueue(pk=row[0], queue_id=row[2]) for row in rows])
+        return len(rows)
+
+
+def cancel_many(queryset: QuerySet[TaskQueue]) -> int:
+    """pending → cancelled, running → cancel requested, for the tasks `queryset` selects; return how many changed."""
+
+    now = timezone.now()
+    with transaction.atomic():
+        rows = list(
+            queryset.filter(status__in=ACTIVE_STATUSES)
+            .order_by("pk")
+            .select_for_update()
+            .only("pk", "owner_id", "queue_id", "status", "created_at", "started_at", "cancel_requested")
+        )
+        pending = [task for task in rows if task.status == TaskStatus.PENDING]
+        running = [task.pk for task in rows if task.status == TaskStatus.RUNNING and not task.cancel_requested]
+        if pending:
+            TaskQueue.objects.filter(pk__in=[task.pk for task in pending]).update(
+                status=TaskStatus.CANCELLED, finished_at=now, cancel_requested=True
+            )
+            for task in pending:
+                task.status, task.finished_at, task.cancel_requested = TaskStatus.CANCELLED, now, True
+            counters.record_finished(pending)
+        if running:
+            TaskQueue.objects.filter(pk__in=running).update(cancel_requested=True)
+        return len(pending) + len(running)
+
+
+def delete_many(queryset: QuerySet[TaskQueue]) -> int:
+    """Delete the finished and pending tasks `queryset` selects (never a running one); return how many."""
+    return delete(queryset.exclude(status=TaskStatus.RUNNING).order_by("pk"))
+
+
+def set_priority_many(queryset: QuerySet[TaskQueue], priority: int) -> int:
+    """Give the pending tasks `queryset` selects a new priority; return how many changed."""
+
+    with transaction.atomic():
+        rows = list(
+            queryset.filter(status=TaskStatus.PENDING)
+            .exclude(priority=priority)
+            .order_by("pk")
+            .select_for_update()
+            .values_list("pk", "queue_id")
+        )
+        if rows:
+            TaskQueue.objects.filter(pk__in=[pk for pk, _ in rows]).update(priority=priority)
+            _wake([TaskQueue(pk=pk, queue_id=queue_id) for pk, queue_id in rows])
+        return len(rows)
+
+
+def move_many(queryset: QuerySet[TaskQueue], queue: QueueConfig) -> int:
+    """Move the pending tasks `queryset` selects to `queue`; return how many moved.
+
+    A task holding a unique key that an active task of the same owner holds in `queue` stays.
+    """
+
+    with transaction.atomic():
+        rows = list(
+            queryset.filter(status=TaskStatus.PENDING)
+            .exclude(queue_id=queue.pk)
+            .order_by("pk")
+            .select_for_update()
+            .values_list("pk", "unique_key")
+        )
+        keyed = {pk for pk, unique_key in rows if unique_key is not None}
+        done = _update_keyed([pk for pk, _ in rows], keyed, queue_id=queue.pk)
+        if done:
+            _wake([TaskQueue(pk=pk, queue_id=queue.pk) for pk in done], {queue.pk: queue})
+        return len(done)

@@ -45,6 +45,28 @@ def enqueue_many(owner, n: int = 1, *, queue: QueueConfig | None = None, task_ty
     return tasks
 
 
+def fail_for_good(
+    owner, n: int = 1, *, error: str, exception: str = "app.errors.NotFound", task_type: str = "echo", **fields
+) -> list[TaskQueue]:
+    """Enqueue `n` tasks, claim them and record a permanent failure for each (`{i}` in `error`: the task id)."""
+    from tasks.outcomes import Outcome, OutcomeKind
+
+    tasks = enqueue_many(owner, n, task_type=task_type, max_attempts=1, **fields)
+    worker_id = "test:1:failing"
+    queues = transitions.runnable_queues([tasks[0].queue.name])
+    claimed: list[TaskQueue] = []
+    while len(claimed) < n:
+        batch = transitions.claim(worker_id=worker_id, queues=queues, limit=n - len(claimed)).tasks
+        assert batch, "the tasks to fail could not all be claimed"
+        claimed += batch
+    outcomes = [
+        (task, Outcome(task.pk, OutcomeKind.PERMANENT, error=error.format(i=task.pk), exception=exception))
+        for task in claimed
+    ]
+    transitions.record_outcomes(outcomes, worker_id=worker_id, queues={})
+    return list(TaskQueue.objects.filter(pk__in=[task.pk for task in tasks]).order_by("pk"))
+
+
 @pytest.fixture
 def executions_table(transactional_db) -> Iterator[Callable[[], list[tuple]]]:
     """Create the test handlers' executions table; yield a function that reads it."""

@@ -25,6 +25,8 @@ COUNTER_USERS = {STATE_MACHINE, "tasks/management/commands/rebuild_task_stats.py
 STATE_FIELDS = {"status", "attempts", "claimed_by", "lease_expires_at"}
 # What readers may take from tasks.counters: nothing that writes.
 COUNTER_READ_NAMES = {"hour_of", "HOURLY_EVENT_COLUMNS"}
+# The failure groups' writing functions, like the counters, belong to the state machine's transactions.
+FAILURE_GROUP_WRITES = {"record_failed", "record_left"}
 TASK_TABLE_WRITE = re.compile(r"\b(UPDATE\s+task_queue|INSERT\s+INTO\s+task_queue|DELETE\s+FROM\s+task_queue)\b", re.I)
 
 
@@ -81,6 +83,30 @@ def fast_sql_writes_used(tree: ast.Module) -> list[int]:
             if node.attr not in FAST_SQL_READ_NAMES:
                 lines.append(node.lineno)
     return lines
+
+
+def failure_group_writes_used(tree: ast.Module) -> list[int]:
+    """Return the lines that import or call a writing function of tasks.failure_groups."""
+    lines = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "tasks.failure_groups":
+            if {alias.name for alias in node.names} & FAILURE_GROUP_WRITES:
+                lines.append(node.lineno)
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "failure_groups":
+            if node.attr in FAILURE_GROUP_WRITES:
+                lines.append(node.lineno)
+    return lines
+
+
+def test_only_the_state_machine_writes_the_failure_groups():
+    modules = product_modules()
+    offenders = {
+        path: lines
+        for path, tree in modules.items()
+        if path not in {STATE_MACHINE, "tasks/failure_groups.py"} and (lines := failure_group_writes_used(tree))
+    }
+    assert offenders == {}
+    assert failure_group_writes_used(modules[STATE_MACHINE]), "the state machine should be the one calling them"
 
 
 def test_only_the_state_machine_imports_the_counters():

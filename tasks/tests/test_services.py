@@ -222,6 +222,7 @@ def test_bulk_enqueue_writes_one_multi_row_insert_per_batch(alice, default_queue
     inserts = [q["sql"] for q in captured.captured_queries if q["sql"].startswith("INSERT INTO `task_queue`")]
     inserts += [q["sql"] for q in captured.captured_queries if q["sql"].startswith('INSERT INTO "task_queue"')]
     # SQLite caps the parameters of one statement; MySQL takes each batch in one INSERT.
+    # The INSERTed columns: not the id, not the generated ones.
     fields = [f for f in TaskQueue._meta.concrete_fields if not f.primary_key and not f.generated]
     per_insert = min(transitions.ENQUEUE_BATCH_SIZE, connection.ops.bulk_batch_size(fields, specs))
     assert len(inserts) == math.ceil(len(specs) / per_insert)
