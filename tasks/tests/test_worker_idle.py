@@ -15,10 +15,10 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from tasks import schedule_services, transitions
+from tasks import schedule_services, transitions, wakeups
 from tasks.models import QueueConfig, Schedule, ScheduleFire, TaskQueue, TaskStatus, WorkerProcess
 from tasks.tests.conftest import enqueue_many, wait_for
-from tasks.tests.test_wakeups import redis_server, wakeup_url, wakeup_worker  # noqa: F401 - fixtures
+from tasks.tests.test_wakeups import messages, redis_server, subscribe_all, wakeup_url, wakeup_worker  # noqa: F401 - fixtures
 from tasks.worker import Worker
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(180)]
@@ -145,3 +145,38 @@ def test_idle_workers_fire_a_schedule_created_after_they_went_idle_on_time_and_o
     assert max(lateness) < 0.5, lateness
     for worker in workers:
         assert "Traceback" not in worker.output(), worker.output()[-2000:]
+
+
+def test_a_schedule_created_or_resumed_wakes_every_worker_and_a_paused_one_does_not(
+    alice,
+    default_queue,
+    redis_server,  # noqa: F811 - fixture
+    wakeup_url,  # noqa: F811 - fixture
+):
+    pubsub = subscribe_all(redis_server)
+    any_queue = wakeups.channel(wakeups.ANY_QUEUE)
+
+    schedule = schedule_services.schedule_create(
+        user=alice, data={"name": "nightly", "task_type": "echo", "cron": "0 3 * * *"}
+    )
+    assert messages(pubsub, seconds=0.5) == [any_queue]
+    schedule_services.schedule_set_paused(schedule=schedule, paused=True)
+    assert messages(pubsub, seconds=0.5) == []
+    schedule_services.schedule_set_paused(schedule=schedule, paused=False)
+    assert messages(pubsub, seconds=0.5) == [any_queue]
+
+
+def test_an_idle_worker_starts_scheduled_tasks_on_time_even_when_its_heartbeat_takes_a_poll(alice, idle_worker):
+    late = []
+    for _ in range(6):
+        # Due after a poll interval: the poll before it may be the heartbeat's turn.
+        run_at = timezone.now() + timedelta(seconds=1.25)
+        task = enqueue_many(alice, run_at=run_at)[0]
+        deadline = time.monotonic() + 10
+        while TaskQueue.objects.get(pk=task.pk).status != TaskStatus.SUCCEEDED:
+            assert time.monotonic() < deadline, "the scheduled task did not run"
+            idle_worker.run_one()
+        stored = TaskQueue.objects.get(pk=task.pk)
+        late.append((stored.started_at - stored.run_at).total_seconds())
+        run_rounds(idle_worker, 0.7)
+    assert max(late) < 0.3, late

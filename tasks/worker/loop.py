@@ -14,9 +14,11 @@ One round of `Worker.run_one()`:
 
 An idle worker claims again after a jittered back-off up to the poll interval, or at once when
 woken (`tasks.wakeups`: with `TASKHUB_WAKEUP_URL`, a Redis subscription joins the wait of step
-1; while it is live the worker polls once per poll interval, with one plain read of the next
-due run_at instead of a claim), and never later than the run_at of the next scheduled task of
-its queues (read by the claim, or the look, that found nothing due).
+1), and never later than the run_at of the next scheduled task of its queues (read by the claim,
+or the look, that found nothing due). While wake-ups are live an idle worker is lean: each poll
+is one statement, the look (`db.look`: the next run_at, schedule fire time, lease end and stale
+worker row, in one SELECT) or, in its turn, the heartbeat; steps 5 and 6 then wait for the
+moments the look read.
 
 What the worker holds is kept in its book (`held.HeldTasks`, no database); every round trip
 goes through `db.WorkerDatabase`; the children are `children.Pool`.
@@ -25,6 +27,7 @@ goes through `db.WorkerDatabase`; the children are `children.Pool`.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import signal
 import time
@@ -91,6 +94,7 @@ class Worker:
         self._nothing_runnable = False
         self._woken = False
         self._run_at_due = False  # the next claim is for a scheduled task's run_at (no look first)
+        self._next_run_at = math.inf  # when the next scheduled task of its queues is due (monotonic)
         self._beat_took_turn = False  # the last idle poll was the heartbeat's (the next one looks)
         self._next_heartbeat = 0.0
         self._stop_reason: str | None = None
@@ -334,7 +338,7 @@ class Worker:
         if claim.tasks:
             self._idle_claims = 0
             self._next_claim = now
-            self._run_at_due = False
+            self._run_at_due, self._next_run_at = False, math.inf
         else:
             self._idle_claims += 1
             self._next_claim = now + self._idle_wait(claim)
@@ -356,14 +360,18 @@ class Worker:
         if claim.retry_in is not None:
             # A rate limit held tasks back: come back when its bucket has a token again.
             wait = min(wait, max(claim.retry_in, IDLE_BACKOFF_START / 5))
-        self._run_at_due = False
+        self._next_run_at = math.inf
         if claim.next_run_at is not None:
             due = (claim.next_run_at - timezone.now()).total_seconds()
             # Not yet claimable although due: another worker is claiming it this instant.
-            due = due if due > 0 else IDLE_BACKOFF_START
-            self._run_at_due = due < wait
-            wait = min(wait, due)
-        return wait
+            self._next_run_at = time.monotonic() + (due if due > 0 else IDLE_BACKOFF_START)
+        return self._until_run_at(wait)
+
+    def _until_run_at(self, wait: float) -> float:
+        """Return `wait`, or less to claim at the next known run_at (then claimed without a look first)."""
+        due = self._next_run_at - time.monotonic()
+        self._run_at_due = due < wait
+        return min(wait, max(due, 0.0))
 
     def _may_peek(self) -> bool:
         """Return True when a poll may be a look instead of a claim: idle, not woken, wake-ups live."""
@@ -383,19 +391,19 @@ class Worker:
             # This poll's turn goes to the heartbeat (never two in a row): one statement per poll.
             self._beat(now)
             self._beat_took_turn = True
-            self._next_claim = now + wait
+            self._next_claim = now + self._until_run_at(wait)
             return False
         self._beat_took_turn = False
         found = self.db.look()
         if found is None:
             return False  # the database is away: its back-off applies
+        self._next_run_at = math.inf
         if found.run_at is not None:
             due = (found.run_at - timezone.now()).total_seconds()
             if due <= 0:
                 return True
-            self._run_at_due = due < wait  # then claim at run_at without looking first
-            wait = min(wait, due)
-        self._next_claim = time.monotonic() + wait
+            self._next_run_at = time.monotonic() + due
+        self._next_claim = time.monotonic() + self._until_run_at(wait)
         return False
 
     def _take_wakeups(self) -> None:
