@@ -39,11 +39,16 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("schedule", help="replace the schedules with one firing every second")
     lateness = sub.add_parser("lateness", help="pause a schedule and report its fire times' lateness")
     lateness.add_argument("--schedule", type=int, required=True)
-    pickup = sub.add_parser("pickup", help="enqueue echo tasks `--idle` seconds apart; report enqueue → start")
-    pickup.add_argument("--count", type=int, required=True)
-    pickup.add_argument("--idle", type=float, required=True)
-    run_at = sub.add_parser("run-at", help="enqueue echo tasks due 1–1.5 s ahead, one at a time; report lateness")
-    run_at.add_argument("--count", type=int, required=True)
+    queues = sub.add_parser("latency-queues", help="create the latency section's queues")
+    queues.add_argument("--names", required=True, help="comma-separated")
+    pickup = sub.add_parser("pickup", help="enqueue echo tasks one `--period` apart; report enqueue → start")
+    run_at = sub.add_parser("run-at", help="enqueue echo tasks due one `--period` apart; report lateness")
+    for timed in (pickup, run_at):
+        timed.add_argument("--count", type=int, required=True)
+        timed.add_argument("--queue", required=True)
+        timed.add_argument("--start", type=float, required=True, help="time.time() of the first slot")
+        timed.add_argument("--period", type=float, required=True)
+        timed.add_argument("--offset", type=float, default=0.0, help="this stream's place in each period")
     fair_queue = sub.add_parser("fair-queue", help="set the default queue's fairness mode")
     fair_queue.add_argument("--fairness", choices=("none", "owner"), required=True)
     fair_enqueue = sub.add_parser("fair-enqueue", help="enqueue echo tasks spread over several bench users")
@@ -105,10 +110,14 @@ def main(argv: list[str]) -> None:
         from django.contrib.auth import get_user_model
 
         user = get_user_model().objects.get(username=loader.USER_NAME.format(0))
+        timing = {"count": args.count, "queue": args.queue, "start": args.start, "period": args.period}
         if args.command == "pickup":
-            emit_result({"pickup": taskhub_side.pickup(user=user, count=args.count, idle=args.idle)})
+            emit_result({"pickup": taskhub_side.pickup(user=user, **timing, offset=args.offset)})
         else:
-            emit_result({"lateness": taskhub_side.run_at_lateness(user=user, count=args.count)})
+            emit_result({"lateness": taskhub_side.run_at_lateness(user=user, **timing, offset=args.offset)})
+    elif args.command == "latency-queues":
+        taskhub_side.latency_queues(names=args.names.split(","))
+        emit_result({"queues": args.names.split(",")})
     elif args.command == "fair-queue":
         taskhub_side.fair_queue(fairness=args.fairness)
         emit_result({"fairness": args.fairness})

@@ -74,7 +74,10 @@ class Children:
 
     def run(self, args: Sequence[str], *, env: dict[str, str], name: str, timeout: float) -> dict:
         """Run a child to completion and return the JSON it printed after RESULT_PREFIX ({} if none)."""
-        proc = self.spawn(args, env=env, name=name)
+        return self.result(self.spawn(args, env=env, name=name), name=name, timeout=timeout)
+
+    def result(self, proc: subprocess.Popen, *, name: str, timeout: float) -> dict:
+        """Wait for a spawned child to finish and return the JSON it printed after RESULT_PREFIX ({} if none)."""
         log = self.log_of(proc)
         if not self.wait([proc], timeout):
             self.stop(proc)

@@ -473,7 +473,8 @@ def _latency(results: dict) -> list[str]:
     lines += [
         f"Pickup = enqueue → start of a no-op sent after {pickup.get('idle_seconds', latency.IDLE_SECONDS):g} s "
         "of idleness, one at a time; TaskHub workers with Redis wake-ups (`TASKHUB_WAKEUP_URL`, default poll "
-        "interval), Celery prefork `--concurrency 1` on the same Redis. In ms.",
+        "interval), Celery prefork `--concurrency 1` on the same Redis. In ms. "
+        + _side_by_side(entry.get("method") or {}),
         "",
         "| system | workers | tasks | p50 | p99 | max |",
         "|---|---|---|---|---|---|",
@@ -496,7 +497,7 @@ def _latency(results: dict) -> list[str]:
         lines.append(f"- run_at lateness: {problem}")
     else:
         lines.append(
-            f"- run_at lateness (run_at → start, one idle worker, {run_at['n']} tasks due 1–1.5 s ahead): "
+            f"- run_at lateness (run_at → start, one idle worker, {run_at['n']} tasks enqueued 1.15–1.35 s ahead): "
             f"p50 {_num(run_at['p50_ms'], '{:.1f}')} ms, p99 {_num(run_at['p99_ms'], '{:.1f}')} ms, "
             f"max {_num(run_at['max_ms'], '{:.1f}')} ms."
         )
@@ -510,11 +511,30 @@ def _latency(results: dict) -> list[str]:
             f"worker's own connection: `bench/counting_worker.py`): {_num(rates.get('statements'))} statements "
             f"(queries, `SET autocommit`, `COMMIT`) and {_num(rates.get('selects'))} SELECTs per worker per second."
         )
+        polling = idle.get("polling_per_worker_per_second")
+        if polling:
+            lines.append(
+                f"- Idle cost without wake-ups ({idle['workers']} polling workers, same window): "
+                f"{_num(polling.get('statements'))} statements and {_num(polling.get('selects'))} SELECTs "
+                "per worker per second."
+            )
     lines += ["", "| target | measured | target | |", "|---|---|---|---|"]
     for what, value, target, sign in latency.verdicts(entry):
         verdict = "–" if value is None else ("met" if value <= target else "missed")
         lines.append(f"| {what} | {_num(value)} | {sign} {target:g} | {verdict} |")
     return lines + [""]
+
+
+def _side_by_side(method: dict) -> str:
+    """Return how the section's configurations shared the run (empty for a run that measured them one by one)."""
+    if not method:
+        return ""
+    return (
+        f"All {method['streams']} streams (TaskHub and Celery with 1 and 4 workers, run_at) ran at the same time, "
+        f"each on its own queue with its own workers, each sending one task every {method['period_seconds']:g} s "
+        f"at its own place, {method['stagger_seconds']:g} s after the previous stream's: no two pickups in flight "
+        "together."
+    )
 
 
 def _fairness(results: dict) -> list[str]:

@@ -13,6 +13,8 @@ STATISTICS_PATH = "/api/tasks/statistics"
 STATISTICS_ALL_PATH = "/api/tasks/statistics?scope=all"
 QUEUE_STATUS_PATH = "/api/tasks/queue-status"
 ONE_READ_PATH = "/bench/one-read"  # served by bench.taskhub_urls
+# How long before its run_at a scheduled task is enqueued: between two slots 0.5 s apart.
+RUN_AT_AHEAD = (1.15, 1.35)
 
 
 def worker_args(*extra: str) -> list[str]:
@@ -105,38 +107,60 @@ def _wait_finished(pks: list[int], timeout: float) -> None:
         time.sleep(0.05)
 
 
-def pickup(*, user: Any, count: int, idle: float) -> list[float]:
-    """Enqueue an echo task every `idle` seconds (after a warm-up one); return each one's created_at → started_at."""
+def sleep_until(moment: float) -> None:
+    """Sleep until `moment` (time.time()); refuse a slot already missed."""
+    left = moment - time.time()
+    if left < 0:
+        raise RuntimeError(f"a slot was missed by {-left:.3f}s: the machine is too busy for the latency section")
+    time.sleep(left)
+
+
+def latency_queues(*, names: list[str]) -> None:
+    """Create the latency section's queues (one per configuration measured side by side)."""
+    from tasks.models import QueueConfig
+
+    for name in names:
+        QueueConfig.objects.get_or_create(name=name)
+
+
+def pickup(*, user: Any, count: int, queue: str, start: float, period: float, offset: float) -> list[float]:
+    """Enqueue an echo task on `queue` at start + offset + i·period (after a warm-up one); return each one's pickup.
+
+    The pickup is created_at → started_at. Its worker was idle since the previous task of its
+    queue, one `period` earlier less its run (no-op).
+    """
     from tasks.models import TaskQueue
     from tasks.services import task_enqueue
 
-    _wait_finished([task_enqueue(user=user, task_type="echo").task.pk], timeout=60)
+    _wait_finished([task_enqueue(user=user, task_type="echo", queue=queue).task.pk], timeout=60)
     pks = []
     for i in range(count):
-        time.sleep(idle)
-        pks.append(task_enqueue(user=user, task_type="echo", payload={"n": i}).task.pk)
+        sleep_until(start + offset + i * period)
+        pks.append(task_enqueue(user=user, task_type="echo", queue=queue, payload={"n": i}).task.pk)
     _wait_finished(pks, timeout=60)
     rows = TaskQueue.objects.filter(pk__in=pks).values_list("created_at", "started_at")
     return [(started - created).total_seconds() for created, started in rows]
 
 
-def run_at_lateness(*, user: Any, count: int) -> list[float]:
-    """Enqueue echo tasks due 1 to 1.5 s ahead, one at a time; return each one's run_at → started_at."""
-    import random
-    from datetime import timedelta
+def run_at_lateness(*, user: Any, count: int, queue: str, start: float, period: float, offset: float) -> list[float]:
+    """Enqueue echo tasks on `queue` due at start + offset + i·period, RUN_AT_AHEAD before; return their lateness.
 
-    from django.utils import timezone
+    The lateness is run_at → started_at. Each is enqueued between two other slots (the ahead
+    times are not multiples of the harness's stagger), so its wake-up never meets a pickup.
+    """
+    import random
+    from datetime import UTC, datetime
 
     from tasks.models import TaskQueue
     from tasks.services import task_enqueue
 
-    _wait_finished([task_enqueue(user=user, task_type="echo").task.pk], timeout=60)
+    _wait_finished([task_enqueue(user=user, task_type="echo", queue=queue).task.pk], timeout=60)
     pks = []
     for i in range(count):
-        ahead = 1.0 + random.random() / 2
-        run_at = timezone.now() + timedelta(seconds=ahead)
-        pks.append(task_enqueue(user=user, task_type="echo", payload={"n": i}, run_at=run_at).task.pk)
-        time.sleep(ahead + 0.5)  # no polling meanwhile: the worker alone talks to the database
+        due = start + offset + i * period
+        sleep_until(due - random.uniform(*RUN_AT_AHEAD))
+        run_at = datetime.fromtimestamp(due, UTC)
+        pks.append(task_enqueue(user=user, task_type="echo", queue=queue, payload={"n": i}, run_at=run_at).task.pk)
     _wait_finished(pks, timeout=60)
     rows = TaskQueue.objects.filter(pk__in=pks).values_list("run_at", "started_at")
     return [(started - run_at).total_seconds() for run_at, started in rows]

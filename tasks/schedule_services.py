@@ -14,7 +14,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from tasks import schedules, services
+from tasks import schedules, services, wakeups
 from tasks.errors import TaskSpecInvalid
 from tasks.models import (
     DEFAULT_QUEUE_NAME,
@@ -221,6 +221,10 @@ def schedule_save(schedule: Schedule, *, timing_changed: bool) -> Schedule:
     try:
         with transaction.atomic():
             schedule.save()
+            if not schedule.is_paused:
+                # Idle workers tick schedules only when the earliest fire time they read is due:
+                # this one may come sooner (any worker may fire it, whatever its queues).
+                wakeups.notify([wakeups.ANY_QUEUE])
     except IntegrityError as exc:
         if NAME_CONSTRAINT in str(exc) or "task_schedule.owner_id, task_schedule.name" in str(exc):
             raise TaskSpecInvalid({"name": _("You already have a schedule with this name.")}) from exc

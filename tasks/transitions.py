@@ -33,7 +33,20 @@ from types import ModuleType
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Case, Count, ExpressionWrapper, F, JSONField, Min, Q, QuerySet, Value, When
+from django.db.models import (
+    Case,
+    Count,
+    DateTimeField,
+    ExpressionWrapper,
+    F,
+    Func,
+    JSONField,
+    Min,
+    Q,
+    QuerySet,
+    Value,
+    When,
+)
 from django.utils import timezone
 
 from core import shortcuts
@@ -41,7 +54,16 @@ from core.db.clock import DatabaseNow, database_now_plus
 from core.db.errors import with_contention_retry
 from core.db.topology import plan_problem
 from tasks import counters, failure_groups, fair_claim, queue_cache, wakeups
-from tasks.models import ACTIVE_STATUSES, FINISHED_STATUSES, QueueConfig, Schedule, ScheduleFire, TaskQueue, TaskStatus
+from tasks.models import (
+    ACTIVE_STATUSES,
+    FINISHED_STATUSES,
+    QueueConfig,
+    Schedule,
+    ScheduleFire,
+    TaskQueue,
+    TaskStatus,
+    WorkerProcess,
+)
 from tasks.outcomes import Outcome, OutcomeKind
 
 WORKER_LOST = "worker lost"
@@ -332,17 +354,60 @@ def _next_run_at(queue_ids: Iterable[int]) -> datetime | None:
     return pending.aggregate(earliest=Min("run_at"))["earliest"]
 
 
-def next_due(queue_names: Sequence[str] = ()) -> datetime | None:
-    """Return the earliest run_at among the pending tasks of the unpaused queues named (all when empty).
+@dataclass(frozen=True)
+class IdleLook:
+    """What an idle worker reads in its poll: when the next piece of work is due (None: none is)."""
 
-    An idle worker's poll while wake-ups are live: one plain read instead of a claim transaction
-    and a re-read of the queue list. queue_config joined to task_claim_idx (status, queue_id, ...):
-    MIN over the index's own run_at entries, no task row read and nothing locked.
+    now: datetime  # the database's clock (leases end by it)
+    run_at: datetime | None  # the earliest run_at of a pending task of the worker's queues
+    fire_at: datetime | None  # the earliest next_fire_at of a schedule (paused ones are NULL)
+    lease_end: datetime | None  # the earliest lease of a running task, of any worker
+    oldest_heartbeat: datetime | None  # the oldest worker row's heartbeat
+
+
+def idle_look(queue_names: Sequence[str] = ()) -> IdleLook:
+    """Read, in one SELECT, when the next task, schedule fire time, lost lease or stale worker is due.
+
+    An idle worker's poll while wake-ups are live: plain reads, nothing locked, each a MIN on an
+    index (`next_due`; task_schedule_due_idx; task_lease_idx; the last_heartbeat_at index), so
+    the worker ticks schedules, recovers leases and prunes rows only when one is due.
+    """
+    pending = next_due(queue_names).values("m")
+    fires = Schedule.objects.order_by().annotate(m=_min("next_fire_at")).values("m")
+    leases = (
+        TaskQueue.objects.filter(status=TaskStatus.RUNNING).order_by().annotate(m=_min("lease_expires_at")).values("m")
+    )
+    beats = WorkerProcess.objects.order_by().annotate(m=_min("last_heartbeat_at")).values("m")
+    parts = [queryset.query.sql_with_params() for queryset in (pending, fires, leases, beats)]
+    clock = "UTC_TIMESTAMP(6)" if connection.vendor == "mysql" else "NULL"
+    sql = "SELECT " + ", ".join([clock, *(f"({part})" for part, _ in parts)])
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [value for _, params in parts for value in params])
+        row = cursor.fetchone()
+    now, run_at, fire_at, lease_end, beat = (_datetime(value) for value in row)
+    return IdleLook(now or timezone.now(), run_at, fire_at, lease_end, beat)
+
+
+def next_due(queue_names: Sequence[str] = ()) -> QuerySet[TaskQueue]:
+    """Return the query of the earliest run_at (`m`) among the pending tasks of the unpaused queues named (all when empty).
+
+    queue_config joined to task_claim_idx (status, queue_id, ...): MIN over the index's own
+    run_at entries, no task row read and nothing locked.
     """
     pending = TaskQueue.objects.filter(status=TaskStatus.PENDING, queue__is_paused=False)
     if queue_names:
         pending = pending.filter(queue__name__in=list(queue_names))
-    return pending.aggregate(earliest=Min("run_at"))["earliest"]
+    return pending.order_by().annotate(m=_min("run_at"))
+
+
+def _min(column: str) -> Func:
+    # MIN as a plain function, not an aggregate: no GROUP BY, one row for the whole table.
+    return Func(F(column), function="MIN", output_field=DateTimeField())
+
+
+def _datetime(value: object) -> datetime | None:
+    """Return a datetime column read by a raw cursor as Django reads it (aware)."""
+    return None if value is None else connection.ops.convert_datetimefield_value(value, None, connection)
 
 
 def _limited(queue: QueueConfig) -> bool:

@@ -54,6 +54,6 @@ def noop(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 @app.task(name="bench.stamp", ignore_result=True)
-def stamp(sent: float) -> None:
-    """Record how long ago `sent` (the sender's clock just before `.delay()`) was: the pickup."""
-    _redis().rpush(PICKUP_KEY, time.time() - sent)
+def stamp(sent: float, key: str = PICKUP_KEY) -> None:
+    """Record in list `key` how long ago `sent` (the sender's clock just before sending) was: the pickup."""
+    _redis().rpush(key, time.time() - sent)

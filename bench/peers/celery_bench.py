@@ -20,10 +20,10 @@ def _label(processes: int, concurrency: int | None) -> str:
     return f"{processes}×{conc}"
 
 
-def worker_args(index: int, concurrency: int | None) -> list[str]:
-    """Return the command line of Celery worker `index` (prefork, queue `bench`)."""
-    args = ["-m", "celery", "-A", "bench.peers.celery_app", "worker", "--pool", "prefork", "-Q", "bench"]
-    args += ["-n", f"bench{index}@%h", "--without-gossip", "--without-mingle", "--without-heartbeat"]
+def worker_args(index: int, concurrency: int | None, queue: str = "bench") -> list[str]:
+    """Return the command line of Celery worker `index` (prefork, on `queue`)."""
+    args = ["-m", "celery", "-A", "bench.peers.celery_app", "worker", "--pool", "prefork", "-Q", queue]
+    args += ["-n", f"{queue}{index}@%h", "--without-gossip", "--without-mingle", "--without-heartbeat"]
     args += ["--loglevel", "WARNING"]
     if concurrency:
         args += ["--concurrency", str(concurrency)]

@@ -1,4 +1,4 @@
-"""Child side of the Celery peer: `python -m bench.peers.celery_child enqueue N` or `pickup N IDLE WORKERS`."""
+"""Child side of the Celery peer: `python -m bench.peers.celery_child enqueue N` or `pickup N WORKERS QUEUE START PERIOD OFFSET`."""
 
 from __future__ import annotations
 
@@ -19,34 +19,39 @@ def enqueue(count: int) -> None:
     emit_result({"count": count, "seconds": time.perf_counter() - started})
 
 
-def pickup(count: int, idle: float, workers: int) -> None:
-    """Once `workers` workers answer, send one task every `idle` seconds; print each one's pickup."""
+def pickup(count: int, workers: int, queue: str, start: float, period: float, offset: float) -> None:
+    """Once `workers` workers answer, send one task on `queue` at start + offset + i·period; print each pickup."""
+    from bench.taskhub_side import sleep_until
+
+    key = f"{PICKUP_KEY}:{queue}"
     deadline = time.monotonic() + READY_SECONDS
     while len(app.control.ping(timeout=1.0) or []) < workers:
         if time.monotonic() > deadline:
             raise SystemExit(f"fewer than {workers} Celery workers answered within {READY_SECONDS}s")
     client = _redis()
-    stamp.delay(time.time())  # warm-up: the first task of a fresh worker process is not idle pickup
-    while client.llen(PICKUP_KEY) < 1:
+    # Warm-up: the first task of a fresh worker process is not idle pickup.
+    stamp.apply_async((time.time(), key), queue=queue)
+    while client.llen(key) < 1:
         if time.monotonic() > deadline:
             raise SystemExit("the warm-up task did not run")
         time.sleep(0.05)
-    client.delete(PICKUP_KEY)
-    for _ in range(count):
-        time.sleep(idle)
-        stamp.delay(time.time())
-    while client.llen(PICKUP_KEY) < count:
-        if time.monotonic() > deadline + count * idle:
-            raise SystemExit(f"only {client.llen(PICKUP_KEY)} of {count} tasks ran")
+    client.delete(key)
+    for i in range(count):
+        sleep_until(start + offset + i * period)
+        stamp.apply_async((time.time(), key), queue=queue)
+    finish = time.monotonic() + 60
+    while client.llen(key) < count:
+        if time.monotonic() > finish:
+            raise SystemExit(f"only {client.llen(key)} of {count} tasks ran")
         time.sleep(0.05)
-    emit_result({"pickup": [float(v) for v in client.lrange(PICKUP_KEY, 0, -1)]})
+    emit_result({"pickup": [float(v) for v in client.lrange(key, 0, -1)]})
 
 
 def main(argv: list[str]) -> None:
     if argv[0] == "enqueue":
         enqueue(int(argv[1]))
     elif argv[0] == "pickup":
-        pickup(int(argv[1]), float(argv[2]), int(argv[3]))
+        pickup(int(argv[1]), int(argv[2]), argv[3], float(argv[4]), float(argv[5]), float(argv[6]))
     else:
         raise SystemExit(f"unknown command {argv[0]!r}")
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from bench import latency, taskhub_side
 from bench.latency import idle_rate, percentiles_ms, verdicts
 from bench.report import render
 from bench.tests.test_report import _results
@@ -49,7 +50,9 @@ def test_the_report_shows_the_section_with_its_verdicts() -> None:
             "workers": 4,
             "window_seconds": 20,
             "per_worker_per_second": {"statements": 0.8, "selects": 0.5},
+            "polling_per_worker_per_second": {"statements": 3.5, "selects": 2.0},
         },
+        "method": {"period_seconds": 2.5, "stagger_seconds": 0.5, "streams": 5},
     }
     text = render(results)
     assert "## 7. Latency: an idle worker starts a task" in text
@@ -59,6 +62,19 @@ def test_the_report_shows_the_section_with_its_verdicts() -> None:
     assert "| run_at lateness p99 (ms) | 80.00 | ≤ 50 | missed |" in text
     assert "| pickup p50 ÷ Celery+Redis p50, 1 worker | – | ≤ 2 | – |" in text
     assert "| statements per idle worker per second | 0.80 | ≤ 1 | met |" in text
+    assert "each sending one task every 2.5 s at its own place, 0.5 s after the previous stream's" in text
+    assert "Idle cost without wake-ups (4 polling workers, same window): 3.50 statements" in text
+
+
+def test_side_by_side_streams_leave_each_worker_idle_and_never_send_together() -> None:
+    assert latency.PERIOD_SECONDS - latency.STAGGER_SECONDS >= latency.IDLE_SECONDS
+    places = [i * latency.STAGGER_SECONDS for i in range(latency.STREAMS)]
+    assert all(b - a >= latency.STAGGER_SECONDS for a, b in zip(places, places[1:], strict=False))
+    assert places[-1] + latency.STAGGER_SECONDS <= latency.PERIOD_SECONDS
+    # A run_at task is enqueued between two places, never with a pickup.
+    for ahead in taskhub_side.RUN_AT_AHEAD:
+        between = ahead % latency.STAGGER_SECONDS
+        assert 0.1 <= between <= latency.STAGGER_SECONDS - 0.1, ahead
 
 
 def test_a_run_without_the_section_says_so() -> None:

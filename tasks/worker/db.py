@@ -12,14 +12,16 @@ and is written on a later round. Errors that waiting cannot cure (bad SQL, bad d
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, OperationalError, close_old_connections, connection, connections
+from django.utils import timezone
 
 from core import metrics
 from core.db import topology
@@ -76,6 +78,9 @@ class WorkerDatabase:
         self._retry_at = 0.0
         self._failures = 0
         self._next_tick = 0.0  # monotonic time of the next schedule tick
+        # When the last idle look found a lost lease or a stale worker row due (monotonic).
+        self._recover_at = math.inf
+        self._prune_at = math.inf
 
     # --- Connection and back-off ---------------------------------------------------------------
 
@@ -183,9 +188,7 @@ class WorkerDatabase:
         now = time.monotonic()
         if now < self._next_tick:
             return
-        # Just after the next whole second of the wall clock: one tick per second at most.
-        delay = SCHEDULE_TICK_SECONDS - time.time() % SCHEDULE_TICK_SECONDS + random.uniform(*SCHEDULE_TICK_OFFSET)
-        self._next_tick = now + delay
+        self._next_tick = _next_whole_second(now)
         result = self.call("firing schedules", schedules.schedules_fire_due)
         if result is not None and (result.fired or result.skipped):
             logger.debug(
@@ -247,6 +250,8 @@ class WorkerDatabase:
         held.add_claimed(claim.tasks, now)
         if claim_limit <= 0:
             return None
+        if self._next_tick > now + SCHEDULE_TICK_SECONDS:  # an idle look put it off: tick each second again
+            self._next_tick = _next_whole_second(now)
         self._note_idle(claim, searched, now)
         return claim
 
@@ -284,14 +289,42 @@ class WorkerDatabase:
             return None
         return held.leases_renewed(still_held=check.held, cancel_requested=check.cancel_requested, at=started)
 
-    def next_due(self) -> tuple[datetime | None] | None:
-        """Return (earliest run_at of a pending task of this worker's queues,), or None when the database is away."""
+    def look(self) -> transitions.IdleLook | None:
+        """Read when the next task, fire time, lost lease and stale row are due; None when the database is away.
 
-        def work() -> tuple[datetime | None]:
+        An idle worker's poll while wake-ups are live (`transitions.idle_look`, one SELECT). The
+        schedule tick, lease recovery and pruning then wait for the moment it read (`due_upkeep`);
+        a claim (work arrived) brings back the tick once a second.
+        """
+
+        def work() -> transitions.IdleLook:
             self._session_upkeep()
-            return (transitions.next_due(self.queue_names),)
+            return transitions.idle_look(self.queue_names)
 
-        return self.call("looking for due tasks", work)
+        look = self.call("looking for due work", work)
+        if look is None:
+            return None
+        now, wall = time.monotonic(), timezone.now()
+        offset = random.uniform(*SCHEDULE_TICK_OFFSET)
+        self._next_tick = _at(now, look.fire_at, wall, offset)
+        self._recover_at = _at(now, look.lease_end, look.now)
+        stale = timedelta(seconds=settings.TASKHUB_WORKER_STALE_SECONDS)
+        self._prune_at = _at(now, look.oldest_heartbeat and look.oldest_heartbeat + stale, wall, offset)
+        return look
+
+    def due_upkeep_at(self) -> float:
+        """Return when the look found a lost lease or a stale worker row due (monotonic; inf: none)."""
+        return min(self._recover_at, self._prune_at)
+
+    def due_upkeep(self) -> None:
+        """Take back lost tasks and prune stale rows if the last look found them due (idle, wake-ups live)."""
+        now = time.monotonic()
+        if now >= self._recover_at:
+            self._recover_at = math.inf  # the next look says when again
+            self.recover_lost_tasks()
+        if now >= self._prune_at:
+            self._prune_at = math.inf
+            self.prune_dead_workers()
 
     def woken(self, queue_names: set[str | None]) -> None:
         """Search the woken queues at the next claim, even one found idle a moment ago.
@@ -383,6 +416,18 @@ class WorkerDatabase:
                 failed = Outcome(task.pk, OutcomeKind.PERMANENT, error=error)
                 recorded += transitions.record_outcomes([(task, failed)], worker_id=self.worker_id, queues=self._queues)
         return recorded
+
+
+def _next_whole_second(now: float) -> float:
+    """Return (monotonic) just after the next whole second of the wall clock: one tick per second at most."""
+    return now + SCHEDULE_TICK_SECONDS - time.time() % SCHEDULE_TICK_SECONDS + random.uniform(*SCHEDULE_TICK_OFFSET)
+
+
+def _at(now: float, moment: datetime | None, clock: datetime, offset: float = 0.0) -> float:
+    """Return the monotonic time when `clock` reaches `moment` (plus `offset`); inf for no moment."""
+    if moment is None:
+        return math.inf
+    return now + max((moment - clock).total_seconds(), 0.0) + offset
 
 
 def _transient(exc: DatabaseError) -> bool:

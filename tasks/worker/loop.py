@@ -14,9 +14,11 @@ One round of `Worker.run_one()`:
 
 An idle worker claims again after a jittered back-off up to the poll interval, or at once when
 woken (`tasks.wakeups`: with `TASKHUB_WAKEUP_URL`, a Redis subscription joins the wait of step
-1; while it is live the worker polls once per poll interval, with one plain read of the next
-due run_at instead of a claim), and never later than the run_at of the next scheduled task of
-its queues (read by the claim, or the look, that found nothing due).
+1), and never later than the run_at of the next scheduled task of its queues (read by the claim,
+or the look, that found nothing due). While wake-ups are live an idle worker is lean: each poll
+is one statement, the look (`db.look`: the next run_at, schedule fire time, lease end and stale
+worker row, in one SELECT) or, in its turn, the heartbeat; steps 5 and 6 then wait for the
+moments the look read.
 
 What the worker holds is kept in its book (`held.HeldTasks`, no database); every round trip
 goes through `db.WorkerDatabase`; the children are `children.Pool`.
@@ -25,6 +27,7 @@ goes through `db.WorkerDatabase`; the children are `children.Pool`.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import signal
 import time
@@ -77,6 +80,9 @@ class Worker:
         self.batch_size = max(1, batch_size or settings.TASKHUB_CLAIM_BATCH_SIZE)
         self.prefetch = prefetch  # tasks queued per child; None = adapt to how long tasks take
         self.heartbeat_seconds = max(0.1, settings.TASKHUB_WORKER_HEARTBEAT_SECONDS)
+        # Idle with wake-ups live, a third of the stale limit: two beats may be missed before the
+        # row counts as stale.
+        self.idle_heartbeat_seconds = max(self.heartbeat_seconds, settings.TASKHUB_WORKER_STALE_SECONDS / 3)
         self.grace_seconds = max(0.0, settings.TASKHUB_SHUTDOWN_GRACE_SECONDS)
         self.worker_id = new_worker_id()
         self.held = HeldTasks()
@@ -87,6 +93,9 @@ class Worker:
         self._idle_claims = 0
         self._nothing_runnable = False
         self._woken = False
+        self._run_at_due = False  # the next claim is for a scheduled task's run_at (no look first)
+        self._next_run_at = math.inf  # when the next scheduled task of its queues is due (monotonic)
+        self._beat_took_turn = False  # the last idle poll was the heartbeat's (the next one looks)
         self._next_heartbeat = 0.0
         self._stop_reason: str | None = None
         self._stopping = False
@@ -276,6 +285,12 @@ class Worker:
 
     def _maintain(self) -> None:
         now = time.monotonic()
+        if self._lean():
+            # The idle polls take turns with the heartbeat (`_peek`); this one is a safety net.
+            if now >= self._lean_heartbeat_at():
+                self._beat(now)
+            self.db.due_upkeep()
+            return
         beat = now >= self._next_heartbeat
         if self.held.renewal_due(now, heartbeat=beat):
             cancelled = self.db.renew_leases(self.held)
@@ -287,6 +302,24 @@ class Worker:
             self.db.heartbeat(processed=self.held.processed())
             self.db.recover_lost_tasks()
             self.db.prune_dead_workers()
+
+    def _lean(self) -> bool:
+        """Return True while idle with wake-ups live: the database is asked once per poll interval at most.
+
+        Each poll is one statement: the look (`db.look`, which also says when a schedule fires,
+        a lease is lost or a worker row turns stale) or, in its turn, the heartbeat.
+        """
+        live = self._wakeups is not None and self._wakeups.live
+        return live and not self.burst and not self.held and not self._stopping
+
+    def _beat(self, now: float) -> None:
+        """Refresh this worker's row only (idle: lost leases and stale rows follow the look)."""
+        self._next_heartbeat = now + self.idle_heartbeat_seconds
+        self.db.heartbeat(processed=self.held.processed())
+
+    def _lean_heartbeat_at(self) -> float:
+        """Return when an idle worker beats on its own if no poll took the turn (polls longer than its beat)."""
+        return self._next_heartbeat + self.idle_heartbeat_seconds
 
     def _record_and_claim(self) -> None:
         """Record finished tasks and claim more, together when both are due (one commit)."""
@@ -305,6 +338,7 @@ class Worker:
         if claim.tasks:
             self._idle_claims = 0
             self._next_claim = now
+            self._run_at_due, self._next_run_at = False, math.inf
         else:
             self._idle_claims += 1
             self._next_claim = now + self._idle_wait(claim)
@@ -326,32 +360,50 @@ class Worker:
         if claim.retry_in is not None:
             # A rate limit held tasks back: come back when its bucket has a token again.
             wait = min(wait, max(claim.retry_in, IDLE_BACKOFF_START / 5))
+        self._next_run_at = math.inf
         if claim.next_run_at is not None:
             due = (claim.next_run_at - timezone.now()).total_seconds()
             # Not yet claimable although due: another worker is claiming it this instant.
-            wait = min(wait, due if due > 0 else IDLE_BACKOFF_START)
-        return wait
+            self._next_run_at = time.monotonic() + (due if due > 0 else IDLE_BACKOFF_START)
+        return self._until_run_at(wait)
+
+    def _until_run_at(self, wait: float) -> float:
+        """Return `wait`, or less to claim at the next known run_at (then claimed without a look first)."""
+        due = self._next_run_at - time.monotonic()
+        self._run_at_due = due < wait
+        return min(wait, max(due, 0.0))
 
     def _may_peek(self) -> bool:
         """Return True when a poll may be a look instead of a claim: idle, not woken, wake-ups live."""
         live = self._wakeups is not None and self._wakeups.live
-        return live and not self.burst and not self.held and self._idle_claims > 0 and not self._woken
+        idle = not self.burst and not self.held and self._idle_claims > 0
+        return live and idle and not self._woken and not self._run_at_due
 
     def _peek(self) -> bool:
         """Look for a due task in one plain read; return True when one is due now (claim it).
 
-        Otherwise wait until the next poll, or the next scheduled task if that comes first.
+        Otherwise wait until the next poll, or the next scheduled task if that comes first. When
+        the heartbeat is due, it takes this poll's turn instead.
         """
-        found = self.db.next_due()
+        now = time.monotonic()
+        wait = random.uniform(self.poll_interval, self.poll_interval * (1 + POLL_JITTER))
+        if now >= self._next_heartbeat and not self._beat_took_turn:
+            # This poll's turn goes to the heartbeat (never two in a row): one statement per poll.
+            self._beat(now)
+            self._beat_took_turn = True
+            self._next_claim = now + self._until_run_at(wait)
+            return False
+        self._beat_took_turn = False
+        found = self.db.look()
         if found is None:
             return False  # the database is away: its back-off applies
-        wait = random.uniform(self.poll_interval, self.poll_interval * (1 + POLL_JITTER))
-        if found[0] is not None:
-            due = (found[0] - timezone.now()).total_seconds()
+        self._next_run_at = math.inf
+        if found.run_at is not None:
+            due = (found.run_at - timezone.now()).total_seconds()
             if due <= 0:
                 return True
-            wait = min(wait, due)
-        self._next_claim = time.monotonic() + wait
+            self._next_run_at = time.monotonic() + due
+        self._next_claim = time.monotonic() + self._until_run_at(wait)
         return False
 
     def _take_wakeups(self) -> None:
@@ -421,7 +473,11 @@ class Worker:
     def _wait_timeout(self) -> float:
         now = time.monotonic()
         # Moments with database work due.
-        database = [self._next_heartbeat, self.held.next_due(now, flush_delay=FLUSH_DELAY)]
+        lean = self._lean()
+        heartbeat = self._lean_heartbeat_at() if lean else self._next_heartbeat
+        database = [heartbeat, self.held.next_due(now, flush_delay=FLUSH_DELAY)]
+        if lean:
+            database.append(self.db.due_upkeep_at())
         if not self._stopping and self._room() > 0:
             database.append(self._next_claim)
         if not self._stopping:
