@@ -7,8 +7,8 @@ import binascii
 import json
 import re
 from datetime import timedelta
-from functools import cached_property, lru_cache
-from typing import TYPE_CHECKING, Any
+from functools import lru_cache
+from typing import Any
 
 import jwt
 from django.utils.crypto import salted_hmac
@@ -25,10 +25,6 @@ from rest_framework_simplejwt.settings import api_settings
 
 from accounts.errors import TOKEN_EXPIRED, TOKEN_INVALID, TokenRejected
 from accounts.fingerprint import key_fingerprint
-from core import shortcuts
-
-if TYPE_CHECKING:
-    from accounts.token_cache import VerifiedTokens
 
 # Pinned: never taken from the token's header, never configurable to `none` or an asymmetric alg.
 ALGORITHM = "HS256"
@@ -55,23 +51,10 @@ class KeyIdTokenBackend(TokenBackend):
     def decode(self, token: Any, verify: bool = True) -> dict[str, Any]:
         """Return the token's claims; with `verify`, only once its header, signature and claims pass.
 
-        The `token_cache` shortcut (`accounts.token_cache`) verifies each token string once per
-        process and key. What changes with time is still checked on every use by the token class
-        (`exp`, against the clock of this request), and what changes with the database (user,
-        family revoked, password) by the user lookup that follows.
+        Every use verifies the token again. What changes with time is also checked by the token
+        class (`exp`, against the clock of this request), and what changes with the database
+        (user, family revoked, password) by the user lookup that follows.
         """
-        if verify and _token_cache_on() and isinstance(token, str | bytes):
-            return self.verified(token)
-        return self._decode(token, verify=verify)
-
-    @cached_property
-    def verified(self) -> VerifiedTokens:
-        """The tokens this backend verified (the `token_cache` shortcut)."""
-        from accounts.token_cache import VerifiedTokens
-
-        return VerifiedTokens(lambda token: self._decode(token, verify=True))
-
-    def _decode(self, token: Any, verify: bool) -> dict[str, Any]:
         header = _unverified_header(token)
         kid = _loggable(header.get("kid"))
         if verify and header.get("alg") != ALGORITHM:
@@ -92,11 +75,6 @@ class KeyIdTokenBackend(TokenBackend):
             raise TokenRejected(TOKEN_EXPIRED, "token expired", kid=kid, jti=peek_jti(token)) from exc
         except TokenBackendError as exc:
             raise TokenRejected(TOKEN_INVALID, _describe(exc.__cause__), kid=kid, jti=peek_jti(token)) from exc
-
-
-@shortcuts.chosen
-def _token_cache_on() -> bool:
-    return shortcuts.enabled("token_cache")
 
 
 @lru_cache(maxsize=4)
@@ -136,9 +114,8 @@ class _KeyIdBackendMixin:
         """simplejwt's check, raising `ExpiredTokenError` for an `exp` that has passed.
 
         A claim no datetime can hold is a `TokenError` (401 `token_invalid`), not a 500.
-        When `exp` passes between PyJWT's check and this one, or with the `token_cache` shortcut a
-        token verified earlier is not decoded again, this check (not PyJWT's) is the one that finds
-        the token expired; a client must still be told `token_expired`, not `token_invalid`.
+        When `exp` passes between PyJWT's check and this one, this check is the one that finds the
+        token expired; a client must still be told `token_expired`, not `token_invalid`.
         """
         try:
             super().check_exp(claim, current_time)  # type: ignore[misc]

@@ -258,7 +258,7 @@ def _backlog_note(sizes: list[dict]) -> list[str]:
         f"Every size has the same live set ({sizes[0].get('live_tasks', '–')} pending and running tasks): "
         "history grows, the backlog does not. The last row grows the largest size's live set to "
         f"{backlog['live']:,} tasks; its p95 ÷ the {sizes[0]['label']} p95: {ratios}. Live tasks are counted "
-        "through the claim index, so that cost follows the backlog, not the table.",
+        "through the index ranges of live rows alone, so that cost follows the backlog, not the table.",
         "",
     ]
 

@@ -29,7 +29,6 @@ MEASURES = (AUTH, ENQUEUE, BULK, DRAIN)
 JUDGED_ON: dict[str, tuple[str, ...]] = {
     "reply_flags": (AUTH, DRAIN),
     "user_lookup": (AUTH,),
-    "token_cache": (AUTH,),
     "me_serializer": (AUTH,),
     "raw_task_sql": (ENQUEUE, BULK, DRAIN),
 }

@@ -23,7 +23,6 @@ T = TypeVar("T")
 SHORTCUTS: dict[str, tuple[str, str]] = {
     "reply_flags": ("core/db/reply_flags.py", "core/db/session.py"),
     "user_lookup": ("accounts/fast_lookup.py", "accounts/selectors.py"),
-    "token_cache": ("accounts/token_cache.py", "accounts/tokens.py"),
     "me_serializer": ("accounts/shared_serializer.py", "accounts/apis.py"),
     "raw_task_sql": ("tasks/fast_sql.py", "tasks/transitions.py, tasks/services.py"),
 }

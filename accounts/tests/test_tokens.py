@@ -15,12 +15,9 @@ from accounts.errors import TOKEN_EXPIRED, TOKEN_INVALID, TokenRejected
 from accounts.fingerprint import key_fingerprint
 from accounts.services import session_start
 from accounts.tests.helpers import claims, forge, issued_at
-from accounts.tokens import AccessToken, KeyIdTokenBackend, decode, get_token_backend, password_fingerprint
-from core.tests.both_ways import both_ways
+from accounts.tokens import AccessToken, KeyIdTokenBackend, decode, password_fingerprint
 
-# Every decoding both ways: with the cache of verified tokens (accounts.token_cache) and without.
-token_cache = both_ways("token_cache")
-pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("token_cache")]
+pytestmark = pytest.mark.django_db
 
 OTHER_KEY = "another-instance-jwt-secret-0123456789abcdef"
 
@@ -102,22 +99,22 @@ def test_an_expired_token_is_rejected_as_expired(alice):
 
 def _count_verifications(monkeypatch) -> list:
     verifications = []
-    real = KeyIdTokenBackend._decode
+    real = KeyIdTokenBackend.decode
     monkeypatch.setattr(
         KeyIdTokenBackend,
-        "_decode",
-        lambda self, raw, verify: (verify and verifications.append(raw)) or real(self, raw, verify),
+        "decode",
+        lambda self, raw, verify=True: (verify and verifications.append(raw)) or real(self, raw, verify),
     )
     return verifications
 
 
-def test_a_token_is_verified_once_with_the_cache_and_every_time_without(alice, monkeypatch, token_cache):
+def test_a_token_is_verified_on_every_use(alice, monkeypatch):
     token = session_start(user=alice).access
     verifications = _count_verifications(monkeypatch)
 
     first, second = decode(token, AccessToken), decode(token, AccessToken)
 
-    assert verifications == ([token] if token_cache else [token, token])
+    assert verifications == [token, token]
     assert first.payload == second.payload and first.payload is not second.payload
     second.payload["user_id"] = "someone-else"  # a caller's change never reaches the next request
     assert decode(token, AccessToken)["user_id"] == str(alice.pk)
@@ -143,16 +140,14 @@ def test_a_token_verified_under_one_key_is_not_accepted_under_another(alice):
             decode(token, AccessToken)
 
 
-def test_rejected_tokens_are_checked_again_every_time(alice, monkeypatch, token_cache):
+def test_rejected_tokens_are_checked_again_every_time(alice, monkeypatch):
     header, payload, _signature = session_start(user=alice).access.split(".")
     forged = f"{header}.{payload}.{'A' * 43}"
-    cached_before = get_token_backend().verified.cache_info().currsize
     verifications = _count_verifications(monkeypatch)
     for _ in range(2):
         with pytest.raises(TokenRejected, match="bad signature"):
             decode(forged, AccessToken)
     assert verifications == [forged, forged]
-    assert get_token_backend().verified.cache_info().currsize == cached_before
 
 
 def test_a_token_expired_within_the_leeway_is_still_accepted(alice):

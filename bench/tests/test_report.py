@@ -230,7 +230,6 @@ def _ab_rates() -> dict[str, dict[str, list[float]]]:
             "all": [1000.0, 1100.0, 1050.0],
             "reply_flags": [990.0, 1080.0, 1000.0],
             "user_lookup": [700.0, 720.0, 710.0],
-            "token_cache": [900.0, 950.0, 930.0],
             "me_serializer": [1000.0, 1060.0, 1040.0],
         },
         "enqueue": {"all": [400.0, 420.0, 410.0], "raw_task_sql": [300.0, 320.0, 310.0]},
@@ -262,7 +261,6 @@ def test_a_shortcut_stays_when_any_of_its_measures_gains_enough() -> None:
     assert verdicts == {
         "reply_flags": "drop",  # auth +5 %, drain +3 %: under 10 % on every measure of its path
         "user_lookup": "keep",
-        "token_cache": "keep",  # auth +12.9 %
         "me_serializer": "drop",  # auth +1.0 %
         "raw_task_sql": "keep",  # enqueue +32.3 %, even though the drain gains only 2.5 %
     }
@@ -282,7 +280,7 @@ def test_the_ab_table_shows_on_off_gain_and_verdict_with_the_per_round_spread() 
     assert "| `raw_task_sql` | enqueue per task (service), tasks/s | 410 (400–420) | 310 (300–320) | +32.3 %" in text
     assert "| `raw_task_sql` | drain of 5,000 no-op tasks, 2 workers, tasks/s |" in text
     assert "| `reply_flags` | `/api/auth/me/` requests/s | 1,050 (1,000–1,100) | 1,000 (990–1,080) | +5.0 %" in text
-    assert "Keep: `user_lookup`, `token_cache`, `raw_task_sql`." in text
+    assert "Keep: `user_lookup`, `raw_task_sql`." in text
     assert "Drop (the plain version stays): `reply_flags`, `me_serializer`." in text
 
 
