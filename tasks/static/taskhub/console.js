@@ -6,16 +6,7 @@
 
   var root, labels, csrfToken;
 
-  function el(tag, attrs, text) {
-    var node = document.createElement(tag);
-    Object.keys(attrs || {}).forEach(function (key) { node.setAttribute(key, attrs[key]); });
-    if (text !== undefined && text !== null) node.textContent = String(text);
-    return node;
-  }
-
-  function format(template, values) {
-    return template.replace(/%\((\w+)\)s/g, function (_, key) { return values[key]; });
-  }
+  var el = window.TaskHubDom.el, format = window.TaskHubDom.format;
 
   function when(iso) { return iso ? new Date(iso).toLocaleString() : "—"; }
 

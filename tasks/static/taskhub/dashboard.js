@@ -7,16 +7,7 @@
   var SVG = "http://www.w3.org/2000/svg";
   var root, labels, csrfToken, timer;
 
-  function el(tag, attrs, text) {
-    var node = document.createElement(tag);
-    Object.keys(attrs || {}).forEach(function (key) { node.setAttribute(key, attrs[key]); });
-    if (text !== undefined && text !== null) node.textContent = String(text);
-    return node;
-  }
-
-  function format(template, values) {
-    return template.replace(/%\((\w+)\)s/g, function (_, key) { return values[key]; });
-  }
+  var el = window.TaskHubDom.el, format = window.TaskHubDom.format;
 
   function age(seconds) {
     if (seconds === null || seconds === undefined) return "—";
