@@ -579,7 +579,9 @@ def record_and_claim(
     """Record a batch of outcomes, then claim the next batch: one short transaction, one commit.
 
     Recording first frees the finished tasks' places under each queue's max_concurrency (the
-    workers of such a queue are woken, and those of the queues of retried tasks). With
+    workers of such a queue are woken, and those of the queues of retried tasks). The counters
+    and failure groups, rows all workers share, are written last, so the locks on them are held
+    from that write to the commit only, not through the claim. With
     `look_ahead`, a claim that finds nothing also reads when the next scheduled task of those
     queues is due (`Claim.next_run_at`).
     """
@@ -593,9 +595,13 @@ def record_and_claim(
         with transaction.atomic():
             recorded = _record(results, worker_id, backoff, cancels, moment) if results else []
             _wake_after_outcomes(recorded, backoff)
-            return recorded, _claim(
+            claim = _claim(
                 worker_id, claim_from, limit, moment, look_ahead=look_ahead, lease_from=now, clock=now is None
             )
+            # Last, just before the commit: every worker's transaction writes these shared rows,
+            # and each holds their locks from its first write to its commit.
+            _count_recorded(recorded, moment)
+            return recorded, claim
 
     return with_contention_retry(work, what="recording and claiming")
 
@@ -607,7 +613,7 @@ def _record(
     cancels: set[int],
     now: datetime,
 ) -> list[Recorded]:
-    """Record inside the caller's transaction."""
+    """Record inside the caller's transaction; the caller counts what it returns (`_count_recorded`)."""
     if all(outcome.kind is OutcomeKind.SUCCEEDED for _, outcome in results):
         return _record_successes(results, worker_id, now)
     recorded: list[Recorded] = []
@@ -628,13 +634,17 @@ def _record(
         recorded.append(Recorded(task, outcome, task.status))
     attempts = {task.pk: task.attempts for task, _ in results if task.pk in successes}
     _succeed(worker_id, successes, attempts, now)
-    counters.record_finished([r.task for r in recorded if r.status != TaskStatus.PENDING])
-    failure_groups.record_failed(
-        [r.task for r in recorded if r.status == TaskStatus.FAILED],
-        {r.task.pk: r.outcome.exception for r in recorded},
-        now,
-    )
     return recorded
+
+
+def _count_recorded(recorded: Sequence[Recorded], now: datetime) -> None:
+    """Count the finished tasks of a recorded batch, and group its failures, in the caller's transaction."""
+    if not recorded:
+        return
+    counters.record_finished([r.task for r in recorded if r.status != TaskStatus.PENDING])
+    failed = [r.task for r in recorded if r.status == TaskStatus.FAILED]
+    if failed:
+        failure_groups.record_failed(failed, {r.task.pk: r.outcome.exception for r in recorded}, now)
 
 
 def _record_successes(results: Sequence[tuple[TaskQueue, Outcome]], worker_id: str, now: datetime) -> list[Recorded]:
@@ -656,7 +666,6 @@ def _record_successes(results: Sequence[tuple[TaskQueue, Outcome]], worker_id: s
         if task.pk in done:
             _set_succeeded(task, outcome.result, now)
             recorded.append(Recorded(task, outcome, task.status))
-    counters.record_finished([r.task for r in recorded])
     return recorded
 
 
