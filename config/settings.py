@@ -363,7 +363,8 @@ if TASKHUB_WAKEUP_URL and not TASKHUB_WAKEUP_URL.startswith(("redis://", "rediss
     raise ImproperlyConfigured(
         "TASKHUB_WAKEUP_URL must be a Redis URL (redis://host:6379/0, rediss://… or unix://…), or empty."
     )
-TASKHUB_CLAIM_BATCH_SIZE = env.int("TASKHUB_CLAIM_BATCH_SIZE", default=20)
+# Tasks one claim takes at most (docs/WORKERS.md#claim-batches).
+TASKHUB_CLAIM_BATCH_SIZE = env.int("TASKHUB_CLAIM_BATCH_SIZE", default=50)
 TASKHUB_SHUTDOWN_GRACE_SECONDS = env.float("TASKHUB_SHUTDOWN_GRACE_SECONDS", default=30.0)
 # Handler modules the worker imports besides the apps' `handlers.py` (dotted paths, comma-separated).
 TASKHUB_EXTRA_HANDLER_MODULES = env.list("TASKHUB_EXTRA_HANDLER_MODULES", default=[])
