@@ -127,8 +127,20 @@
       node.appendChild(text);
     });
     var plot = svg("g", { transform: "translate(" + left + ",0)" });
+    var step = n > 1 ? (width - left) / (n - 1) : 0;
     series.forEach(function (s) {
-      plot.appendChild(svg("polyline", { points: points(s.values, width - left, height, top), "class": "th-series " + s.css, "data-series": s.name }));
+      // A percentile of a point without tasks is null: the line breaks there rather than drop to 0.
+      var segment = [];
+      s.values.concat([null]).forEach(function (v, i) {
+        if (v !== null && v !== undefined) {
+          segment.push((i * step).toFixed(1) + "," + (height - v / top * height).toFixed(1));
+          return;
+        }
+        if (segment.length) {
+          plot.appendChild(svg("polyline", { points: segment.join(" "), "class": "th-series " + s.css, "data-series": s.name }));
+        }
+        segment = [];
+      });
     });
     node.appendChild(plot);
     holder.replaceChildren(node);
