@@ -144,7 +144,7 @@ def test_chart_percentiles_come_from_the_histogram_buckets(alice, default_queue)
     assert chart.run == {"p50": pytest.approx(0.005), "p95": pytest.approx(0.0095), "p99": pytest.approx(0.0099)}
 
 
-def test_the_queues_feed_and_charts_never_read_finished_tasks(alice, default_queue, django_assert_max_num_queries):
+def test_the_queues_feed_and_charts_read_task_queue_only_for_live_tasks(alice, default_queue):
     for _ in range(5):
         finished(alice, TaskStatus.SUCCEEDED, ago=timedelta(minutes=1))
     with CaptureQueriesContext(connection) as captured:
@@ -154,7 +154,7 @@ def test_the_queues_feed_and_charts_never_read_finished_tasks(alice, default_que
     for query in captured.captured_queries:
         sql = query["sql"]
         if "task_queue" in sql:
-            assert "'pending'" in sql or "'running'" in sql or "IN (" in sql, sql
+            assert "'pending'" in sql or "'running'" in sql, sql
     chart_queries = [q["sql"] for q in captured.captured_queries if "task_minute_stats" in q["sql"]]
     assert len(chart_queries) == 4  # the panel's hour, then one per range
 
