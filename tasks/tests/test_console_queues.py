@@ -104,11 +104,12 @@ def test_the_queues_feed_shows_live_depth_last_hour_and_limits(staff_client, ali
     assert emails["failure_rate_last_hour"] is None and sum(emails["finished_per_minute"]) == 0
 
 
-def test_the_queues_page_renders_in_chinese(staff_client, default_queue):
-    response = staff_client.get(QUEUES, HTTP_ACCEPT_LANGUAGE="zh-hans")
+@pytest.mark.parametrize(("path", "panel", "words"), [(QUEUES, "queues", "最久可运行"), (CHARTS, "charts", "等待时间")])
+def test_the_pages_render_in_chinese(staff_client, default_queue, path, panel, words):
+    response = staff_client.get(path, HTTP_ACCEPT_LANGUAGE="zh-hans")
     assert response.status_code == 200
     body = response.content.decode()
-    assert "队列" in body and 'data-panel="queues"' in body
+    assert words in body and f'data-panel="{panel}"' in body
 
 
 def test_the_chart_sums_minutes_per_minute_or_per_hour(staff_client, alice, default_queue, emails_queue):
