@@ -34,7 +34,7 @@ CHANGE_PERMISSION = "tasks.change_taskqueue"
 DELETE_PERMISSION = "tasks.delete_taskqueue"
 
 
-def _error(status: int, code: str, detail: str, **extra: Any) -> JsonResponse:
+def error_response(status: int, code: str, detail: str, **extra: Any) -> JsonResponse:
     return JsonResponse({"detail": detail, "code": code, **extra}, status=status)
 
 
@@ -45,7 +45,7 @@ def staff_only(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]
     def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         user = request.user
         if not (user.is_authenticated and user.is_active and user.is_staff):
-            return _error(403, "staff_only", _("The console is for staff only."))
+            return error_response(403, "staff_only", _("The console is for staff only."))
         return view(request, *args, **kwargs)
 
     return never_cache(csrf_protect(wrapped))
@@ -135,7 +135,7 @@ def group_tasks(request: HttpRequest, key: str) -> JsonResponse:
     try:
         after = int(request.GET.get("after") or 0)
     except ValueError:
-        return _error(400, "invalid_cursor", _("after must be a task id."))
+        return error_response(400, "invalid_cursor", _("after must be a task id."))
     rows = list(
         TaskQueue.objects.filter(failure_group_id=key, pk__gt=after)
         .order_by("pk")
@@ -201,7 +201,7 @@ def bulk_data(request: HttpRequest) -> JsonResponse:
     try:
         before = int(request.GET.get("before") or 0) or None
     except ValueError:
-        return _error(400, "invalid_cursor", _("before must be a bulk action id."))
+        return error_response(400, "invalid_cursor", _("before must be a bulk action id."))
     return JsonResponse(bulk_actions_data(before))
 
 
@@ -209,7 +209,7 @@ def _bulk_create(request: HttpRequest) -> JsonResponse:
     action = request.POST.get("action", "")
     needed = DELETE_PERMISSION if action == BulkActionKind.DELETE else CHANGE_PERMISSION
     if not request.user.has_perm(needed):
-        return _error(403, "permission_denied", _("You may not run this bulk action."))
+        return error_response(403, "permission_denied", _("You may not run this bulk action."))
     filters = {name: request.POST[name] for name in request.POST if name in bulk.FILTER_FIELDS}
     unknown = [
         name
@@ -221,7 +221,7 @@ def _bulk_create(request: HttpRequest) -> JsonResponse:
     try:
         created = bulk.bulk_action_create(action=action, filters=filters, params=params, by=request.user)
     except bulk.BulkActionInvalid as exc:
-        return _error(400, exc.code, exc.detail, field=exc.field)
+        return error_response(400, exc.code, exc.detail, field=exc.field)
     return JsonResponse(
         {"action": _action_row(created), "message": _("Bulk action #%(id)s queued.") % {"id": created.pk}}, status=202
     )

@@ -3,7 +3,7 @@
 from django.contrib import admin
 from django.urls import path
 
-from tasks import console, dashboard
+from tasks import console, console_queues, dashboard
 
 staff = admin.site.admin_view
 
@@ -21,4 +21,8 @@ urlpatterns += [
     path("console/failures/<str:key>/tasks/", console.group_tasks, name="taskhub-console-group-tasks"),
     path("console/bulk/", console.bulk_page, name="taskhub-console-bulk"),
     path("console/bulk/data/", console.bulk_data, name="taskhub-console-bulk-data"),
+    path("console/queues/", console_queues.queues_page, name="taskhub-console-queues"),
+    path("console/queues/data/", console_queues.queues_data, name="taskhub-console-queues-data"),
+    path("console/charts/", console_queues.charts_page, name="taskhub-console-charts"),
+    path("console/charts/data/", console_queues.charts_data, name="taskhub-console-charts-data"),
 ]

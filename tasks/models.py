@@ -11,6 +11,7 @@ from django.utils import timezone
 from django.utils.timezone import now as _now
 from django.utils.translation import gettext_lazy as _
 
+from tasks.histograms import RUN_COLUMNS, WAIT_COLUMNS
 from tasks.limits import RATE_LIMIT_MAX_LENGTH, validate_rate_limit
 from tasks.querysets import TaskQuerySet
 
@@ -432,6 +433,46 @@ class TaskHourlyStats(models.Model):
 
     def __str__(self) -> str:
         return f"{self.owner_id}/{self.queue_id}@{self.hour:%Y-%m-%d %H}:00"
+
+
+# Minute rows older than this are pruned by `purge_tasks` (tasks.retention); the 7-day chart needs 7 days.
+MINUTE_STATS_RETENTION_DAYS = 8
+
+
+class TaskMinuteStats(models.Model):
+    """Events per queue and minute (UTC): tasks started, finished by outcome, wait and run time histograms.
+
+    A finished task is counted once, when it finishes: `started` and its wait time in the minute it
+    started, its outcome and run time in the minute it finished (each measure in the minute its
+    interval ended). The histogram columns (`wait_h00`…, `run_h00`…) are `tasks.histograms` buckets.
+    """
+
+    queue = models.ForeignKey(QueueConfig, on_delete=models.CASCADE, related_name="+")
+    minute = models.DateTimeField()
+    started = models.BigIntegerField(default=0)
+    succeeded = models.BigIntegerField(default=0)
+    failed = models.BigIntegerField(default=0)
+    cancelled = models.BigIntegerField(default=0)
+    wait_seconds_sum = models.FloatField(default=0.0)
+    run_seconds_sum = models.FloatField(default=0.0)
+
+    class Meta:
+        db_table = "task_minute_stats"
+        constraints = [
+            # The counters' upsert key; also serves one queue's chart: WHERE queue_id=? AND minute >= ?.
+            models.UniqueConstraint(fields=["queue", "minute"], name="task_minute_stats_uniq"),
+        ]
+        indexes = [
+            # Every queue's window (the queues panel, the charts) and the retention prune: WHERE minute >= ? / < ?.
+            models.Index(fields=["minute"], name="task_minute_stats_minute_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.queue_id}@{self.minute:%Y-%m-%d %H:%M}"
+
+
+for _column in (*WAIT_COLUMNS, *RUN_COLUMNS):
+    TaskMinuteStats.add_to_class(_column, models.IntegerField(default=0))
 
 
 class ScheduleOverlap(models.TextChoices):

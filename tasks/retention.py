@@ -9,7 +9,7 @@ from datetime import datetime
 from django.db.models import Max, Q
 
 from tasks import transitions
-from tasks.models import FINISHED_STATUSES, ScheduleFire, TaskQueue
+from tasks.models import FINISHED_STATUSES, ScheduleFire, TaskMinuteStats, TaskQueue
 
 
 @dataclass
@@ -76,3 +76,21 @@ def schedule_fires_prune(*, before: datetime) -> int:
         cutoff = min(before, newest)
         deleted += ScheduleFire.objects.filter(schedule_id=row["schedule_id"], fire_time__lt=cutoff).delete()[0]
     return deleted
+
+
+def minute_stats_prune(*, before: datetime, batch_size: int = 1000) -> int:
+    """Delete per-minute rollup rows of minutes before `before`, `batch_size` at a time; return how many.
+
+    Each batch reads the oldest ids through task_minute_stats_minute_idx and deletes them by primary
+    key in its own statement, so a worker upserting this minute's rows is never held up for long.
+    """
+    deleted = 0
+    while True:
+        pks = list(
+            TaskMinuteStats.objects.filter(minute__lt=before)
+            .order_by("minute")
+            .values_list("pk", flat=True)[:batch_size]
+        )
+        if not pks:
+            return deleted
+        deleted += TaskMinuteStats.objects.filter(pk__in=pks).delete()[0]

@@ -5,15 +5,19 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand
 
 from tasks import counters
-from tasks.models import TaskHourlyStats, TaskStatusCount
+from tasks.models import MINUTE_STATS_RETENTION_DAYS, TaskHourlyStats, TaskMinuteStats, TaskStatusCount
 
 
 class Command(BaseCommand):
-    help = "Recompute task_status_count and task_hourly_stats from task_queue, in one transaction."
+    help = (
+        "Recompute task_status_count, task_hourly_stats and task_minute_stats (the last "
+        f"{MINUTE_STATS_RETENTION_DAYS} days) from task_queue, in one transaction."
+    )
 
     def handle(self, *args, **options) -> None:
         counters.rebuild()
         self.stdout.write(
-            f"Rebuilt {TaskStatusCount.objects.count()} status counter(s) and "
-            f"{TaskHourlyStats.objects.count()} hourly row(s)."
+            f"Rebuilt {TaskStatusCount.objects.count()} status counter(s), "
+            f"{TaskHourlyStats.objects.count()} hourly row(s) and "
+            f"{TaskMinuteStats.objects.count()} per-minute row(s)."
         )

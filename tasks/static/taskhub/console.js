@@ -1,4 +1,5 @@
-// TaskHub operator console: failure groups and bulk actions. Polls its JSON feed every few
+// TaskHub operator console: failure groups and bulk actions (the queues and charts panels plug in
+// from charts.js through window.TaskHubPanels). Polls its JSON feed every few
 // seconds (paused while the tab is hidden) and posts actions with the CSRF token. Text is set
 // with textContent only: task types and errors come from users and handlers.
 (function () {
@@ -113,7 +114,10 @@
   }
 
   function render(data) {
-    if (root.dataset.panel === "failures") renderGroups(data); else renderActions(data);
+    var panel = (window.TaskHubPanels || {})[root.dataset.panel];  // queues, charts: charts.js
+    if (panel) panel(data, labels);
+    else if (root.dataset.panel === "failures") renderGroups(data);
+    else renderActions(data);
   }
 
   function refresh() {
@@ -145,5 +149,5 @@
   }
 
   document.addEventListener("DOMContentLoaded", start);
-  window.taskhubConsole = { refresh: refresh };
+  window.taskhubConsole = { refresh: refresh, post: post };
 })();
