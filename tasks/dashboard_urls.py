@@ -3,7 +3,7 @@
 from django.contrib import admin
 from django.urls import path
 
-from tasks import console, dashboard
+from tasks import console, console_workers, dashboard
 
 staff = admin.site.admin_view
 
@@ -21,4 +21,12 @@ urlpatterns += [
     path("console/failures/<str:key>/tasks/", console.group_tasks, name="taskhub-console-group-tasks"),
     path("console/bulk/", console.bulk_page, name="taskhub-console-bulk"),
     path("console/bulk/data/", console.bulk_data, name="taskhub-console-bulk-data"),
+]
+
+urlpatterns += [
+    path("console/workers/", console_workers.workers_page, name="taskhub-console-workers"),
+    path("console/workers/data/", console_workers.workers_json, name="taskhub-console-workers-data"),
+    path("console/workers/<int:pk>/drain/", console_workers.worker_drain, name="taskhub-console-worker-drain"),
+    path("console/stuck/", console_workers.stuck_page, name="taskhub-console-stuck"),
+    path("console/stuck/data/", console_workers.stuck_json, name="taskhub-console-stuck-data"),
 ]
