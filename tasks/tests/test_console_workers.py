@@ -17,13 +17,14 @@ from tasks.models import (
     BulkAction,
     BulkActionKind,
     BulkActionState,
+    OwnerQueueSettings,
     QueueConfig,
     TaskHourlyStats,
     TaskQueue,
     TaskStatus,
     WorkerProcess,
 )
-from tasks.tests.conftest import enqueue_many, wait_for
+from tasks.tests.conftest import enqueue_many, fail_for_good, wait_for
 from tasks.worker import row
 
 WORKERS = "/admin/taskhub/console/workers/"
@@ -375,3 +376,38 @@ def test_a_drained_worker_finishes_its_slow_task_claims_nothing_more_and_exits_z
     assert not WorkerProcess.objects.exists()  # a clean exit deletes its row
     output = worker.output()
     assert "drain requested" in output and "stopping (drained)" in output
+
+
+# --- Admin: the console's tables, read-only ------------------------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("model", ["failuregroup", "bulkaction", "ownerqueuesettings", "workerprocess"])
+def test_the_console_tables_are_listed_in_the_admin(staff_client, staff, alice, model):
+    fail_for_good(alice, 1, error="E: boom")
+    worker = make_worker(memory_rss_bytes=123456789)
+    staff_client.post(drain_url(worker))
+    OwnerQueueSettings.objects.create(user=alice, fair_weight=3)
+    response = staff_client.get(f"/admin/tasks/{model}/")
+    assert response.status_code == 200
+    body = response.content.decode()
+    expected = {
+        "failuregroup": "E: boom",
+        "bulkaction": worker.worker_id,
+        "ownerqueuesettings": "alice",
+        "workerprocess": "123456789",
+    }[model]
+    assert expected in body
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("model", ["failuregroup", "bulkaction"])
+def test_failure_groups_and_bulk_actions_cannot_be_added_or_edited_in_the_admin(staff_client, staff, model):
+    staff_client.post(drain_url(make_worker()))
+    assert staff_client.get(f"/admin/tasks/{model}/add/").status_code == 403
+    if model == "bulkaction":
+        pk = BulkAction.objects.get().pk
+        assert staff_client.post(f"/admin/tasks/bulkaction/{pk}/change/", {"state": "queued"}).status_code == 403
+        assert BulkAction.objects.get().state == BulkActionState.DONE
+        assert staff_client.post(f"/admin/tasks/bulkaction/{pk}/delete/", {"post": "yes"}).status_code == 403
+        assert BulkAction.objects.exists()
