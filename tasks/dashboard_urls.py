@@ -3,7 +3,7 @@
 from django.contrib import admin
 from django.urls import path
 
-from tasks import console, console_workers, dashboard
+from tasks import console, console_search, console_workers, dashboard
 
 staff = admin.site.admin_view
 
@@ -29,4 +29,6 @@ urlpatterns += [
     path("console/workers/<int:pk>/drain/", console_workers.worker_drain, name="taskhub-console-worker-drain"),
     path("console/stuck/", console_workers.stuck_page, name="taskhub-console-stuck"),
     path("console/stuck/data/", console_workers.stuck_json, name="taskhub-console-stuck-data"),
+    path("console/tasks/", console_search.tasks_page, name="taskhub-console-tasks"),
+    path("console/tasks/data/", console_search.tasks_data, name="taskhub-console-tasks-data"),
 ]

@@ -1,4 +1,4 @@
-// TaskHub operator console: the Workers and Stuck panels. Polls the panel's JSON feed every few
+// TaskHub operator console: the Workers, Stuck and task-search panels. Polls the panel's JSON feed every few
 // seconds (paused while the tab is hidden); "Drain" posts with the CSRF token. Text is set with
 // textContent only (task types and worker ids come from users and hosts).
 (function () {
@@ -114,6 +114,68 @@
     }), labels.no_waiting, 5);
   }
 
+  // --- Task search: on demand (no polling), newest first, "More" follows the keyset cursor ---
+
+  var query = "", next = null;
+
+  function taskRow(t) {
+    var tr = el("tr");
+    tr.dataset.task = t.id;
+    var id = el("td", { "class": "th-num" });
+    id.appendChild(el("a", { href: t.admin_url }, "#" + t.id));
+    tr.appendChild(id);
+    [["", t.task_type], ["th-task-status", t.status], ["", t.queue], ["", t.owner], ["th-num", t.priority],
+     ["th-num", t.attempts], ["", when(t.created_at)], ["", when(t.finished_at)]].forEach(function (cell) {
+      tr.appendChild(el("td", { "class": cell[0] }, cell[1]));
+    });
+    return tr;
+  }
+
+  function renderTasks(data, append) {
+    var body = document.querySelector("#th-tasks tbody");
+    if (!append) fill("th-tasks", data.tasks.map(taskRow), labels.no_tasks, 9);
+    else data.tasks.forEach(function (t) { body.appendChild(taskRow(t)); });
+    next = data.next;
+    document.getElementById("th-more").hidden = !next;
+    document.getElementById("th-note").textContent = data.note || "";
+    var link = document.getElementById("th-bulk-link");
+    link.hidden = !data.bulk_url;
+    if (data.bulk_url) link.setAttribute("href", data.bulk_url);
+  }
+
+  function searchFailed(error) {
+    say(error.message, false);
+    fill("th-tasks", [], labels.no_tasks, 9);
+    document.getElementById("th-more").hidden = true;
+    document.getElementById("th-bulk-link").hidden = true;
+    document.getElementById("th-note").textContent = "";
+  }
+
+  function fetchTasks(before) {
+    var params = new URLSearchParams(query);
+    if (before) params.set("before", before);
+    return fetch(root.dataset.dataUrl + "?" + params.toString(), { headers: { Accept: "application/json" }, credentials: "same-origin" })
+      .then(answer);
+  }
+
+  function startSearch(initial) {
+    var form = document.getElementById("th-search-form");
+    query = window.location.search.replace(/^\?/, "");
+    if (initial.error) searchFailed(new Error(initial.error.detail + " (" + initial.error.code + ")"));
+    else if (query) renderTasks(initial, false);
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var params = new URLSearchParams();
+      new FormData(form).forEach(function (value, key) { if (value !== "") params.append(key, value); });
+      query = params.toString();
+      window.history.replaceState(null, "", form.getAttribute("action") + "?" + query);
+      fetchTasks(null).then(function (data) { say("", true); renderTasks(data, false); }).catch(searchFailed);
+    });
+    document.getElementById("th-more").addEventListener("click", function () {
+      fetchTasks(next).then(function (data) { renderTasks(data, true); }).catch(searchFailed);
+    });
+  }
+
   function render(data) {
     if (root.dataset.panel === "workers") renderWorkers(data); else renderStuck(data);
   }
@@ -125,14 +187,29 @@
       .catch(function () { setState(labels.refresh_failed, false); });
   }
 
+  // The bulk-action form, opened from a search ("apply a bulk action to this filter"): prefilled.
+  function prefillBulkForm() {
+    var form = document.getElementById("th-bulk-form");
+    if (!form) return;
+    new URLSearchParams(window.location.search).forEach(function (value, key) {
+      var field = form.querySelector("[name='" + key.replace(/[^a-z_]/g, "") + "']");
+      if (field && key !== "action") field.value = value;
+    });
+  }
+
   function start() {
+    prefillBulkForm();
     root = document.getElementById("taskhub-panel");
     if (!root) return;
     labels = JSON.parse(document.getElementById("th-labels").textContent);
     var token = document.querySelector("[name=csrfmiddlewaretoken]");
     csrfToken = token ? token.value : "";
-    render(JSON.parse(document.getElementById("th-initial").textContent));
+    if (root.dataset.panel === "tasks") {
+      startSearch(JSON.parse(document.getElementById("th-initial").textContent));
+      return;
+    }
     setState(labels.refresh_ok, true);
+    render(JSON.parse(document.getElementById("th-initial").textContent));
     var every = Math.max(Number(root.dataset.refreshSeconds) || 3, 1) * 1000;
     setInterval(function () { if (!document.hidden) refresh(); }, every);
     document.addEventListener("visibilitychange", function () { if (!document.hidden) refresh(); });
