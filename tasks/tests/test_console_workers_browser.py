@@ -11,6 +11,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from tasks import console_search
 from tasks.models import BulkAction, TaskQueue, TaskStatus, WorkerProcess
 from tasks.tests import test_dashboard_browser
 from tasks.tests.conftest import enqueue_many, wait_for
@@ -80,3 +81,41 @@ def test_the_stuck_panel_shows_lost_leases_silent_workers_and_long_waits(
         assert "No running task is past its lease." in page.locator("#th-past-lease").inner_text()
     finally:
         screenshot(page, "stuck-end")
+
+
+def test_task_search_pages_refuses_an_unindexed_filter_and_opens_the_bulk_form_prefilled(
+    live_server, staff, alice, bob, default_queue, browser_page, monkeypatch
+):
+    monkeypatch.setattr(console_search, "PAGE_SIZE", 5)
+    mine = enqueue_many(alice, 8, task_type="echo")
+    enqueue_many(bob, 3)
+    page = browser_page
+    try:
+        sign_in(page, live_server, "/admin/taskhub/console/tasks/")
+        page.select_option("#th-search-form [name=status]", "failed")
+        page.click("#th-search-form input[type=submit]")
+        page.wait_for_function("document.querySelector('#th-message').textContent.indexOf('filter_not_indexed') !== -1")
+        assert page.locator("#th-bulk-link").is_hidden()
+
+        page.select_option("#th-search-form [name=status]", "pending")
+        page.fill("#th-search-form [name=owner]", "alice")
+        page.click("#th-search-form input[type=submit]")
+        page.wait_for_selector(f"#th-tasks tr[data-task='{mine[-1].pk}']")
+        assert page.locator("#th-tasks tbody tr").count() == 5
+        page.click("#th-more")
+        page.wait_for_selector(f"#th-tasks tr[data-task='{mine[0].pk}']")
+        ids = [int(x) for x in page.locator("#th-tasks tbody tr").evaluate_all("rows => rows.map(r => r.dataset.task)")]
+        assert ids == sorted((t.pk for t in mine), reverse=True)
+        assert page.locator("#th-more").is_hidden()
+        screenshot(page, "tasks")
+
+        page.click("#th-bulk-link")
+        page.wait_for_url("**/console/bulk/?*")
+        page.wait_for_function("document.querySelector('#th-bulk-form [name=owner]').value === 'alice'")
+        assert page.locator("#th-bulk-form [name=status]").input_value() == "pending"
+        page.select_option("#th-action", "cancel")
+        page.click("#th-bulk-form input[type=submit]")
+        page.wait_for_selector("#th-actions tr[data-state=queued]")
+        assert BulkAction.objects.get().filters == {"owner": "alice", "status": "pending"}
+    finally:
+        screenshot(page, "tasks-end")
