@@ -416,7 +416,11 @@ def test_failure_groups_and_bulk_actions_cannot_be_added_or_edited_in_the_admin(
 @pytest.mark.django_db
 @pytest.mark.parametrize(
     ("path", "text"),
-    [(WORKERS, "每个已注册的工作进程及其正在运行的任务"), (STUCK, "超过租约的运行中任务"), ("/admin/taskhub/console/tasks/", "任务搜索")],
+    [
+        (WORKERS, "每个已注册的工作进程及其正在运行的任务"),
+        (STUCK, "超过租约的运行中任务"),
+        ("/admin/taskhub/console/tasks/", "任务搜索"),
+    ],
 )
 def test_the_panels_render_in_chinese(staff_client, path, text):
     make_worker()

@@ -6,8 +6,10 @@ One round of `Worker.run_one()`:
     3. kill a child whose task outlived its timeout (the task is retried or failed) and replace it;
     4. record the finished batch and claim the next (when the children run low) in one
        transaction; hand back what must go back; write progress at most once a second;
-    5. renew leases (half-way through them); each heartbeat, refresh the worker row, then take
-       back the tasks of workers that stopped renewing their leases and prune those workers' rows;
+    5. renew leases (half-way through them); each heartbeat, refresh the worker row (its answer
+       says whether staff asked this worker to drain: then it claims nothing more, finishes what
+       it holds and exits), then take back the tasks of workers that stopped renewing their
+       leases and prune those workers' rows;
     6. at most once a second, fire the schedules that are due (`tasks.schedules`: every worker
        does, a unique key decides which one creates each fire time's task);
     7. send claimed tasks to the children.
