@@ -9,9 +9,9 @@ and needs the "change worker" permission. Every read is bounded whatever the siz
   finish would have to write;
 - running tasks past their lease: task_lease_idx (status, lease_expires_at), oldest first, LIMIT;
 - silent workers: the index on `last_heartbeat_at`, oldest first, LIMIT;
-- pending far beyond their queue's usual wait: per unpaused queue, MIN(run_at) of its runnable
-  pending tasks on task_claim_idx (a covering read of that queue's live entries), against the
-  median of its hourly mean waits over the last 24 h (`task_hourly_stats`, by its hour index).
+- pending far beyond their queue's usual wait: MIN(run_at) of the runnable pending tasks per
+  queue in one covering read of task_claim_idx (the pending live set), against the median of each
+  unpaused queue's hourly mean waits over the last 24 h (`task_hourly_stats`, by its hour index).
 """
 
 from __future__ import annotations
@@ -255,19 +255,26 @@ def usual_waits(now: datetime) -> dict[int, float]:
     return {queue_id: statistics.median(values) for queue_id, values in means.items()}
 
 
-def oldest_runnable(queue_id: int, now: datetime) -> datetime | None:
-    """MIN(run_at) of the queue's pending tasks due now: task_claim_idx's own entries, no task row read."""
-    pending = TaskQueue.objects.filter(status=TaskStatus.PENDING, queue_id=queue_id, run_at__lte=now)
-    return pending.aggregate(oldest=Min("run_at"))["oldest"]
+def oldest_runnable(now: datetime) -> dict[int, datetime]:
+    """Per queue, MIN(run_at) of its pending tasks due now, in one read of task_claim_idx's own entries (no task row)."""
+    rows = (
+        TaskQueue.objects.filter(status=TaskStatus.PENDING, run_at__lte=now)
+        .values("queue_id")
+        .annotate(oldest=Min("run_at"))
+        .order_by()
+    )
+    return {row["queue_id"]: row["oldest"] for row in rows}
 
 
 def _waiting_too_long(now: datetime) -> list[dict[str, Any]]:
+    oldest_by_queue = oldest_runnable(now)
+    if not oldest_by_queue:
+        return []
     usual = usual_waits(now)
+    queues = QueueConfig.objects.filter(pk__in=list(oldest_by_queue), is_paused=False).order_by("name")
     found = []
-    for queue in QueueConfig.objects.filter(is_paused=False).order_by("name")[:QUEUES_LIMIT]:
-        oldest = oldest_runnable(queue.pk, now)
-        if oldest is None:
-            continue
+    for queue in queues[:QUEUES_LIMIT]:
+        oldest = oldest_by_queue[queue.pk]
         waited = (now - oldest).total_seconds()
         typical = usual.get(queue.pk)
         limit = max(WAIT_FACTOR * typical, WAIT_FLOOR_SECONDS) if typical is not None else WAIT_FLOOR_SECONDS
