@@ -19,7 +19,16 @@ from django.utils.translation import ngettext
 from core.db.statement_time import bounded_statement_time, is_statement_timeout
 from tasks import admin_list, schedule_services, selectors, services
 from tasks.errors import TaskSpecInvalid, TaskStateConflict
-from tasks.models import OwnerQueueSettings, QueueConfig, Schedule, ScheduleFire, TaskQueue, WorkerProcess
+from tasks.models import (
+    BulkAction,
+    FailureGroup,
+    OwnerQueueSettings,
+    QueueConfig,
+    Schedule,
+    ScheduleFire,
+    TaskQueue,
+    WorkerProcess,
+)
 
 
 @admin.register(QueueConfig)
@@ -242,6 +251,8 @@ class WorkerProcessAdmin(admin.ModelAdmin):
         "started_at",
         "last_heartbeat_at",
         "tasks_processed",
+        "memory_rss_bytes",
+        "drain_requested_at",
     )
     search_fields = ("worker_id", "hostname")
 
@@ -334,3 +345,35 @@ class ScheduleAdmin(admin.ModelAdmin):
         for schedule in schedules:
             schedule_services.schedule_set_paused(schedule=schedule, paused=paused)
         self.message_user(request, _("%(count)d schedule(s) updated.") % {"count": len(schedules)}, messages.SUCCESS)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """A table written only by the state machine or the console: staff read it here, never edit it."""
+
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(FailureGroup)
+class FailureGroupAdmin(ReadOnlyAdmin):
+    # Ordered by task_failure_group_seen_idx (last_seen DESC, key).
+    list_display = ("task_type", "exception", "fingerprint", "count", "first_seen", "last_seen", "example_task_id")
+    ordering = ("-last_seen", "key")
+    search_fields = ("key",)
+
+
+@admin.register(BulkAction)
+class BulkActionAdmin(ReadOnlyAdmin):
+    # The audit list, newest first by the primary key.
+    list_display = ("id", "action", "filters", "params", "state", "scanned", "changed", "created_by", "created_at")
+    list_filter = ("action", "state")
+    list_select_related = ("created_by",)
+    ordering = ("-id",)

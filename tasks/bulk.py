@@ -62,6 +62,8 @@ FILTER_FIELDS = (
     "unique_key",
     "concurrency_key",
 )
+# The actions a filter can drive (`drain` is recorded in the same audit list, for a worker, never run here).
+BY_FILTER = tuple(kind for kind in BulkActionKind if kind != BulkActionKind.DRAIN)
 # The live-set anchor on MySQL/MariaDB: the claim index's (status) prefix, read to the end of the
 # live set and sorted by id (O(live set)); never the primary key from the cursor on (O(history)).
 LIVE_IDS_SQL_MYSQL = (
@@ -88,13 +90,18 @@ class Validated:
 
 def validate(action: str, raw_filters: dict[str, str], raw_params: dict[str, str]) -> Validated:
     """Check an action, its filter and parameters; raise BulkActionInvalid (400 + code) on bad input."""
-    if action not in BulkActionKind.values:
+    if action not in BY_FILTER:
         raise BulkActionInvalid(
             _("Unknown action %(action)r; use one of: %(choices)s.")
-            % {"action": action, "choices": ", ".join(BulkActionKind.values)},
+            % {"action": action, "choices": ", ".join(BY_FILTER)},
             "invalid_action",
             "action",
         )
+    return Validated(validate_filters(raw_filters), _params(action, raw_params))
+
+
+def validate_filters(raw_filters: dict[str, str]) -> dict[str, Any]:
+    """Check a filter (bulk actions and the console's task search); raise BulkActionInvalid (400 + code)."""
     unknown = sorted(set(raw_filters) - set(FILTER_FIELDS))
     if unknown:
         raise BulkActionInvalid(
@@ -113,7 +120,7 @@ def validate(action: str, raw_filters: dict[str, str], raw_params: dict[str, str
             ),
             "filter_not_indexed",
         )
-    return Validated(filters, _params(action, raw_params))
+    return filters
 
 
 def _filter_value(name: str, value: str) -> Any:
@@ -222,6 +229,36 @@ def _anchor_ids(filters: dict[str, Any], after: int, up_to: int, limit: int) -> 
                 return [row[0] for row in cursor.fetchall()]
         rows = rows.filter(status=status)
     return list(rows.order_by("pk").values_list("pk", flat=True)[:limit])
+
+
+def anchor_index(filters: dict[str, Any]) -> tuple[str, list[tuple[str, Any]]]:
+    """Return the filter's anchor index and the equalities on its leading columns (a validated filter)."""
+    if "failure_group" in filters:
+        return "task_failure_group_idx", [("failure_group_id", filters["failure_group"])]
+    if "owner" in filters:
+        owner = ("owner_id", _owner_id(filters["owner"]))
+        if "status" in filters:
+            return "task_owner_status_idx", [owner, ("status", filters["status"])]
+        return "task_owner_id_idx", [owner]
+    return "task_claim_idx", [("status", filters["status"])]
+
+
+def anchor_ids_before(filters: dict[str, Any], before: int | None, limit: int) -> list[int]:
+    """Return up to `limit` task ids below `before` (all when None), newest first, from the filter's anchor index.
+
+    On MySQL/MariaDB the index is named (FORCE INDEX): with few rows of a status the planner may
+    prefer a (status, ...) index and sort, which reads every task of that status in history.
+    """
+    before = before or 2**63 - 1
+    index, equalities = anchor_index(filters)
+    if connection.vendor == "mysql":
+        where = " AND ".join(f"{column} = %s" for column, _value in equalities)
+        sql = f"SELECT id FROM task_queue FORCE INDEX ({index}) WHERE {where} AND id < %s ORDER BY id DESC LIMIT %s"
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [value for _column, value in equalities] + [before, limit])
+            return [row[0] for row in cursor.fetchall()]
+    rows = TaskQueue.objects.filter(pk__lt=before, **dict(equalities))
+    return list(rows.order_by("-pk").values_list("pk", flat=True)[:limit])
 
 
 def _owner_id(username: str) -> int | None:

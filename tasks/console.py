@@ -72,7 +72,7 @@ def _page(request: HttpRequest, template: str, title: str, data: dict[str, Any])
         "initial": data,
         "labels": _labels(),
         "refresh_seconds": REFRESH_SECONDS,
-        "actions": BulkActionKind.choices,
+        "actions": [(kind.value, kind.label) for kind in bulk.BY_FILTER],
         "statuses": TaskStatus.choices,
         "queues": list(QueueConfig.objects.order_by("name").values_list("name", flat=True)),
         "filter_fields": bulk.FILTER_FIELDS,

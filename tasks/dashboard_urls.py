@@ -3,7 +3,7 @@
 from django.contrib import admin
 from django.urls import path
 
-from tasks import console, console_queues, dashboard
+from tasks import console, console_queues, console_search, console_workers, dashboard
 
 staff = admin.site.admin_view
 
@@ -25,4 +25,14 @@ urlpatterns += [
     path("console/queues/data/", console_queues.queues_data, name="taskhub-console-queues-data"),
     path("console/charts/", console_queues.charts_page, name="taskhub-console-charts"),
     path("console/charts/data/", console_queues.charts_data, name="taskhub-console-charts-data"),
+]
+
+urlpatterns += [
+    path("console/workers/", console_workers.workers_page, name="taskhub-console-workers"),
+    path("console/workers/data/", console_workers.workers_json, name="taskhub-console-workers-data"),
+    path("console/workers/<int:pk>/drain/", console_workers.worker_drain, name="taskhub-console-worker-drain"),
+    path("console/stuck/", console_workers.stuck_page, name="taskhub-console-stuck"),
+    path("console/stuck/data/", console_workers.stuck_json, name="taskhub-console-stuck-data"),
+    path("console/tasks/", console_search.tasks_page, name="taskhub-console-tasks"),
+    path("console/tasks/data/", console_search.tasks_data, name="taskhub-console-tasks-data"),
 ]

@@ -373,6 +373,11 @@ class WorkerProcess(models.Model):
     started_at = models.DateTimeField(_("started at"), default=timezone.now)
     last_heartbeat_at = models.DateTimeField(_("last heartbeat"), default=timezone.now, db_index=True)
     tasks_processed = models.PositiveBigIntegerField(_("tasks processed"), default=0)
+    # Resident memory of the worker and its child processes, written by each heartbeat (NULL: not reported).
+    memory_rss_bytes = models.PositiveBigIntegerField(_("memory (RSS, bytes)"), null=True, blank=True)
+    # Set by staff ("drain this worker"); the worker's heartbeat sees it, it claims nothing more,
+    # finishes what it holds and exits 0.
+    drain_requested_at = models.DateTimeField(_("drain requested at"), null=True, blank=True)
 
     class Meta:
         db_table = "task_worker"
@@ -622,6 +627,8 @@ class BulkActionKind(models.TextChoices):
     DELETE = "delete", _("Delete")
     PRIORITY = "priority", _("Change priority")
     MOVE = "move", _("Move to another queue")
+    # Not a bulk action by filter: the audit record of a "drain this worker" request (recorded done).
+    DRAIN = "drain", _("Drain a worker")
 
 
 class BulkActionState(models.TextChoices):

@@ -151,17 +151,20 @@ class WorkerDatabase:
         """Insert this worker's row."""
         row.worker_register(worker_id=self.worker_id, queues=self.queue_names, concurrency=self.concurrency)
 
-    def heartbeat(self, *, processed: int) -> None:
-        """Refresh this worker's row with how many attempts it has recorded (re-created if pruned)."""
-        self.call(
+    def heartbeat(self, *, processed: int, memory: int | None = None, draining: bool = False) -> bool:
+        """Refresh this worker's row (attempts recorded, memory; re-created if pruned); return True when told to drain."""
+        told = self.call(
             "heartbeat",
             lambda: row.worker_heartbeat(
                 worker_id=self.worker_id,
                 queues=self.queue_names,
                 concurrency=self.concurrency,
                 tasks_processed=processed,
+                memory_rss_bytes=memory,
+                draining=draining,
             ),
         )
+        return bool(told) or draining
 
     def unregister(self) -> None:
         """Delete this worker's row (on a clean exit)."""

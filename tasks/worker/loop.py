@@ -6,8 +6,10 @@ One round of `Worker.run_one()`:
     3. kill a child whose task outlived its timeout (the task is retried or failed) and replace it;
     4. record the finished batch and claim the next (when the children run low) in one
        transaction; hand back what must go back; write progress at most once a second;
-    5. renew leases (half-way through them); each heartbeat, refresh the worker row, then take
-       back the tasks of workers that stopped renewing their leases and prune those workers' rows;
+    5. renew leases (half-way through them); each heartbeat, refresh the worker row (its answer
+       says whether staff asked this worker to drain: then it claims nothing more, finishes what
+       it holds and exits), then take back the tasks of workers that stopped renewing their
+       leases and prune those workers' rows;
     6. at most once a second, fire the schedules that are due (`tasks.schedules`: every worker
        does, a unique key decides which one creates each fire time's task);
     7. send claimed tasks to the children.
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 import signal
 import time
@@ -42,7 +45,7 @@ from tasks.worker.children import ChildProcess, Pool
 from tasks.worker.db import Claim, WorkerDatabase
 from tasks.worker.held import HeldTasks
 from tasks.worker.messages import parse_done
-from tasks.worker.row import new_worker_id
+from tasks.worker.row import new_worker_id, resident_bytes
 from tasks.worker.signals import StopSignals
 
 logger = logging.getLogger("taskhub.worker")
@@ -99,6 +102,7 @@ class Worker:
         self._next_heartbeat = 0.0
         self._stop_reason: str | None = None
         self._stopping = False
+        self._draining = False  # staff asked this worker to drain: claim nothing more, finish, exit
         self._grace_deadline = float("inf")
         self._signals = StopSignals()
         self._wakeups = wakeups.Listener(settings.TASKHUB_WAKEUP_URL, self.queue_names) if wakeups.enabled() else None
@@ -152,7 +156,8 @@ class Worker:
         self.db.flush_progress(self.held)
         self._maintain()
         if not self._stopping:
-            self.db.fire_schedules()
+            if not self._draining:
+                self.db.fire_schedules()
             self.pool.dispatch(self.held, self._depth(), time.monotonic())
         self.pool.publish_deadlines(self.held)
         return not self._done()
@@ -299,7 +304,7 @@ class Worker:
             self.pool.pass_on_cancels(cancelled)
         if beat:
             self._next_heartbeat = now + self.heartbeat_seconds
-            self.db.heartbeat(processed=self.held.processed())
+            self._heartbeat()
             self.db.recover_lost_tasks()
             self.db.prune_dead_workers()
 
@@ -315,7 +320,19 @@ class Worker:
     def _beat(self, now: float) -> None:
         """Refresh this worker's row only (idle: lost leases and stale rows follow the look)."""
         self._next_heartbeat = now + self.idle_heartbeat_seconds
-        self.db.heartbeat(processed=self.held.processed())
+        self._heartbeat()
+
+    def _heartbeat(self) -> None:
+        """Refresh this worker's row (with its memory); the answer says whether staff asked it to drain."""
+        memory = resident_bytes([os.getpid(), *(child.pid for child in self.pool if child.pid)])
+        draining = self.db.heartbeat(processed=self.held.processed(), memory=memory, draining=self._draining)
+        if draining and not self._draining:
+            self._draining = True
+            logger.info(
+                "worker %s: drain requested: claiming nothing more, finishing the %d tasks it holds, then exiting",
+                self.worker_id,
+                len(self.held),
+            )
 
     def _lean_heartbeat_at(self) -> float:
         """Return when an idle worker beats on its own if no poll took the turn (polls longer than its beat)."""
@@ -418,6 +435,8 @@ class Worker:
             self._next_claim = min(self._next_claim, time.monotonic())
 
     def _claim_limit(self) -> int:
+        if self._draining:
+            return 0
         room = self._room()
         backing_off = time.monotonic() < self._next_claim
         if room <= 0 or (backing_off and not (self.burst and self.held.active() == 0)):
@@ -464,7 +483,9 @@ class Worker:
                 return False
             return not self.held or now >= self._grace_deadline
         idle = not self.held
-        if idle and self.burst and self._nothing_runnable:
+        if idle and self._draining:
+            self.shutdown("drained")
+        elif idle and self.burst and self._nothing_runnable:
             self.shutdown("burst: nothing left to run")
         elif idle and self.max_tasks is not None and self.held.processed() >= self.max_tasks:
             self.shutdown(f"--max-tasks {self.max_tasks} reached")
@@ -478,9 +499,10 @@ class Worker:
         database = [heartbeat, self.held.next_due(now, flush_delay=FLUSH_DELAY)]
         if lean:
             database.append(self.db.due_upkeep_at())
-        if not self._stopping and self._room() > 0:
+        claiming = not (self._stopping or self._draining)
+        if claiming and self._room() > 0:
             database.append(self._next_claim)
-        if not self._stopping:
+        if claiming:
             database.append(self.db.next_tick_at())
         retry_at = self.db.available_at()
         moments = [max(moment, retry_at) for moment in database]  # no spinning while it is away
