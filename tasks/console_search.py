@@ -27,7 +27,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET
 
 from tasks import bulk
-from tasks.console import _error, _page, staff_only
+from tasks.console import _page, error_response, staff_only
 
 PAGE_SIZE = 50
 SCAN_LIMIT = 1000
@@ -146,4 +146,4 @@ def tasks_data(request: HttpRequest) -> JsonResponse:
     try:
         return JsonResponse(search(_raw_filters(request.GET), request.GET.get("before", "")))
     except SearchInvalid as exc:
-        return _error(400, exc.code, exc.detail, field=exc.field)
+        return error_response(400, exc.code, exc.detail, field=exc.field)

@@ -30,7 +30,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
-from tasks.console import _error, _page, staff_only
+from tasks.console import _page, error_response, staff_only
 from tasks.models import (
     BulkAction,
     BulkActionKind,
@@ -185,10 +185,10 @@ def worker_drain_request(worker_pk: int, *, by: Any) -> tuple[WorkerProcess | No
 def worker_drain(request: HttpRequest, pk: int) -> JsonResponse:
     """POST: ask a worker to drain (202); 403 `permission_denied`, 404 `unknown_worker`."""
     if not request.user.has_perm(DRAIN_PERMISSION):
-        return _error(403, "permission_denied", _("You may not drain workers."))
+        return error_response(403, "permission_denied", _("You may not drain workers."))
     worker, requested = worker_drain_request(pk, by=request.user)
     if worker is None:
-        return _error(404, "unknown_worker", _("No such worker (it may have exited)."), field="worker")
+        return error_response(404, "unknown_worker", _("No such worker (it may have exited)."), field="worker")
     message = (
         _("Worker %(worker)s will drain: it finishes what it holds, claims nothing more and exits.")
         if requested
