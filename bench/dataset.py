@@ -31,6 +31,26 @@ def live_statuses(rng: random.Random, count: int) -> list[str]:
     return statuses
 
 
+# Failed tasks' errors: FAILURE_KINDS exception classes × messages with varying numbers, so the
+# console has FAILURE_KINDS groups of very different sizes (as production has), each with many
+# different messages that fingerprint alike.
+FAILURE_KINDS = 40
+
+
+def failure(i: int) -> tuple[str, str]:
+    """Return the exception class path and stored error of the i-th row when it failed (no draw from the rng)."""
+    kind = (i * 7919) % FAILURE_KINDS if i % 3 else i % 4  # a few big groups, many small ones
+    exception = ("builtins.TimeoutError", "builtins.ValueError", "tasks.errors.TaskFailure", "builtins.KeyError")[
+        kind % 4
+    ]
+    short = exception.rsplit(".", 1)[1]
+    step = "".join("ghijklmnop"[int(digit)] for digit in str(kind))  # letters: the fingerprint keeps them
+    return (
+        exception,
+        f"{short}: step {step} failed for account {i % 9973} after {i % 17} ms\nTraceback (most recent call last): ...",
+    )
+
+
 def generate(
     rng: random.Random, rows: int, owner_ids: Sequence[int], queue_ids: Sequence[int], days: int, now: datetime
 ) -> Iterator[dict]:
@@ -97,7 +117,8 @@ def _row(
     else:
         row.update(started_at=started, finished_at=started + timedelta(seconds=run), attempts=1, progress=100)
         if status == TaskStatus.FAILED:
-            row.update(task_type="fail", error="TaskFailure: failed on purpose", attempts=3)
+            exception, error = failure(i)
+            row.update(task_type="fail", error=error, exception=exception, attempts=3)
         else:
             row["result"] = row["payload"]
     return row

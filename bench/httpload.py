@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import http.client
+import http.cookies
 import json
 import re
 import shutil
 import subprocess
 import threading
 import time
+import urllib.parse
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +23,7 @@ from bench.stats import percentile
 
 HOST = "127.0.0.1"
 READY_SECONDS = 60.0
+ADMIN_LOGIN_PATH = "/admin/login/"
 
 
 @contextmanager
@@ -62,7 +65,14 @@ def _wait_ready(port: int, proc: subprocess.Popen, ctx: Context) -> None:
 
 
 def request(
-    port: int, method: str, path: str, *, token: str | None = None, body: dict | None = None, conn=None
+    port: int,
+    method: str,
+    path: str,
+    *,
+    token: str | None = None,
+    body: dict | None = None,
+    conn=None,
+    cookie: str | None = None,
 ) -> tuple[int, bytes]:
     """Send one request (on `conn` when given, kept alive) and return (status, body)."""
     own = conn is None
@@ -70,6 +80,8 @@ def request(
     headers = {"Accept": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
+    if cookie:
+        headers["Cookie"] = cookie
     data = None
     if body is not None:
         data = json.dumps(body).encode()
@@ -91,7 +103,41 @@ def obtain_token(port: int, username: str, password: str) -> str:
     return json.loads(body)["access"]
 
 
-def latency(port: int, path: str, *, token: str | None, requests: int, warmup: int) -> dict:
+def obtain_session(port: int, username: str, password: str) -> str:
+    """Log in to the admin as a browser does (CSRF cookie and field) and return the Cookie header of the session."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=30)
+    try:
+        conn.request("GET", ADMIN_LOGIN_PATH)
+        response = conn.getresponse()
+        page = response.read().decode()
+        csrf = _cookie(response, "csrftoken")
+        field = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
+        if csrf is None or field is None:
+            raise StepFailed(f"GET {ADMIN_LOGIN_PATH} gave no CSRF token (status {response.status})")
+        form = urllib.parse.urlencode(
+            {"username": username, "password": password, "csrfmiddlewaretoken": field.group(1), "next": "/admin/"}
+        )
+        headers = {"Content-Type": "application/x-www-form-urlencoded", "Cookie": f"csrftoken={csrf}"}
+        conn.request("POST", ADMIN_LOGIN_PATH, body=form, headers=headers)
+        response = conn.getresponse()
+        response.read()
+        session = _cookie(response, "sessionid")
+        if response.status != 302 or session is None:
+            raise StepFailed(f"POST {ADMIN_LOGIN_PATH} as {username} answered {response.status} without a session")
+        return f"csrftoken={csrf}; sessionid={session}"
+    finally:
+        conn.close()
+
+
+def _cookie(response: http.client.HTTPResponse, name: str) -> str | None:
+    for header in response.headers.get_all("Set-Cookie") or []:
+        cookie = http.cookies.SimpleCookie(header)
+        if name in cookie:
+            return cookie[name].value
+    return None
+
+
+def latency(port: int, path: str, *, token: str | None, requests: int, warmup: int, cookie: str | None = None) -> dict:
     """Return p50/p95/mean (ms) of `requests` sequential GETs after `warmup`, on one kept-alive connection."""
     conn = http.client.HTTPConnection(HOST, port, timeout=30)
     samples: list[float] = []
@@ -99,7 +145,7 @@ def latency(port: int, path: str, *, token: str | None, requests: int, warmup: i
     try:
         for i in range(warmup + requests):
             started = time.perf_counter()
-            status, body = request(port, "GET", path, token=token, conn=conn)
+            status, body = request(port, "GET", path, token=token, conn=conn, cookie=cookie)
             elapsed = (time.perf_counter() - started) * 1000
             if i >= warmup:
                 samples.append(elapsed)

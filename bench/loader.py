@@ -2,9 +2,11 @@
 
 Rows come from `bench.dataset` (history spread over statuses, queues, users and ~90 days, plus
 a live set of the same size at every table size) and are written with multi-row INSERTs.
-The counters (`task_status_count`, `task_hourly_stats`) are accumulated while generating, with
-the same rules as `tasks.counters.rebuild()`, and inserted in bulk: `rebuild()` itself issues
-one statement per counter row, far too slow for a million tasks.
+The counters (`task_status_count`, `task_hourly_stats`, the minute rollup `task_minute_stats`) are
+accumulated while generating, with the same rules as `tasks.counters.rebuild()`, and inserted in
+bulk: `rebuild()` itself issues one statement per counter row, far too slow for a million tasks.
+Failed rows get a failure group (`bench.dataset.failure`: 40 groups of very different sizes) and
+the groups' rows in `task_failure_group`, as workers failing them would have written.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ from django.utils import timezone
 
 from bench import dataset
 from bench.config import STAFF_NAME, USER_NAME
-from tasks import counters
-from tasks.models import FINISHED_STATUSES, QueueConfig, TaskHourlyStats, TaskQueue, TaskStatusCount
+from tasks import counters, failure_groups
+from tasks.models import FINISHED_STATUSES, QueueConfig, TaskHourlyStats, TaskQueue, TaskStatus, TaskStatusCount
 
 CHUNK = 5000
 TASK_COLUMNS = (
@@ -48,6 +50,7 @@ TASK_COLUMNS = (
     "created_at",
     "started_at",
     "finished_at",
+    "failure_group_id",
 )
 HOURLY = counters.HOURLY_EVENT_COLUMNS
 SLOT = {column: index for index, column in enumerate(HOURLY)}
@@ -93,18 +96,22 @@ def load(rows: int, *, owner_ids: Sequence[int], days: int = 90, seed: int = 1, 
     queue_ids = ensure_queues()
     statuses: dict[tuple[int, int, str], int] = defaultdict(int)
     hourly: dict[tuple[int, datetime, int], list[float]] = {}
+    minutes: dict = defaultdict(counters._MinuteDelta)
+    groups: dict[str, dict] = {}
+    since = counters.minute_stats_since(now)
     generated = dataset.generate(rng, rows, owner_ids, queue_ids, days, now)
     with _bulk_session():
         for chunk in _chunks(generated, CHUNK):
             params = []
             for row in chunk:
-                _count(row, statuses, hourly)
+                _count(row, statuses, hourly, minutes, since)
+                _group(row, groups)
                 params.append(_adapt(row))
             with transaction.atomic():
                 _insert("task_queue", TASK_COLUMNS, params)
         inserted = time.perf_counter()
         with transaction.atomic():
-            _insert_counters(statuses, hourly)
+            _insert_counters(statuses, hourly, minutes, groups)
     done = time.perf_counter()
     return {
         "rows": rows,
@@ -144,13 +151,14 @@ def add_live(rows: int, *, owner_ids: Sequence[int], seed: int = 2) -> dict:
     return {"added": rows, "live": live, "seconds": time.perf_counter() - started}
 
 
-def _count(row: dict, statuses: dict, hourly: dict) -> None:
-    """Accumulate one row into the counters, as `tasks.counters.rebuild()` would."""
+def _count(row: dict, statuses: dict, hourly: dict, minutes: dict, since: datetime) -> None:
+    """Accumulate one row into the counters and the minute rollup, as `tasks.counters.rebuild()` would."""
     owner, queue, status = row["owner_id"], row["queue_id"], row["status"]
     finished = row["finished_at"]
     if status not in FINISHED_STATUSES or finished is None:
         return
     statuses[(owner, queue, status)] += 1
+    counters._count_minutes(minutes, queue, status, row["created_at"], row["started_at"], finished, since)
     _hour_values(hourly, owner, row["created_at"], queue)[SLOT["created"]] += 1
     values = _hour_values(hourly, owner, finished, queue)
     values[SLOT[status]] += 1
@@ -168,29 +176,75 @@ def _hour_values(hourly: dict, owner: int, moment: datetime, queue: int) -> list
     return values
 
 
+def _group(row: dict, groups: dict[str, dict]) -> None:
+    """Give a failed row its failure group and count it there, as a worker failing it would."""
+    if row["status"] != TaskStatus.FAILED:
+        return
+    key = row["failure_group_id"] = failure_groups.group_key(row["task_type"], row["exception"], row["error"])
+    group = groups.get(key)
+    if group is None:
+        groups[key] = {
+            "key": key,
+            "task_type": row["task_type"],
+            "exception": row["exception"],
+            "fingerprint": failure_groups.fingerprint(row["error"]),
+            "count": 1,
+            "first_seen": row["finished_at"],
+            "last_seen": row["finished_at"],
+            "example_error": row["error"],
+        }
+    else:
+        group["count"] += 1
+        group["last_seen"] = max(group["last_seen"], row["finished_at"])
+
+
 def _adapt(row: dict) -> tuple:
     adapt = connection.ops.adapt_datetimefield_value
     values = dict(row, kind="handler", priority=0, max_attempts=3, progress_message="", attempt_errors="[]")
+    values.setdefault("failure_group_id", None)
     for column in ("run_at", "lease_expires_at", "created_at", "started_at", "finished_at"):
         values[column] = adapt(values[column])
     return tuple(values[column] for column in TASK_COLUMNS)
 
 
-def _insert_counters(statuses: dict, hourly: dict) -> None:
+def _insert_counters(statuses: dict, hourly: dict, minutes: dict, groups: dict[str, dict]) -> None:
     adapt = connection.ops.adapt_datetimefield_value
     status_rows = [(o, q, s, n) for (o, q, s), n in sorted(statuses.items())]
     hourly_rows = [(o, q, adapt(h), *values) for (o, h, q), values in sorted(hourly.items())]
+    minute_columns = counters.MINUTE_EVENT_COLUMNS
+    minute_rows = [
+        (q, adapt(m), *(delta.values[column] for column in minute_columns)) for (q, m), delta in sorted(minutes.items())
+    ]
+    group_columns = (
+        "key",
+        "task_type",
+        "exception",
+        "fingerprint",
+        "count",
+        "first_seen",
+        "last_seen",
+        "example_error",
+    )
+    group_rows = [
+        tuple(adapt(g[c]) if c in ("first_seen", "last_seen") else g[c] for c in group_columns)
+        for g in sorted(groups.values(), key=lambda g: g["key"])
+    ]
     for chunk in _chunks(iter(status_rows), CHUNK):
         _insert("task_status_count", ("owner_id", "queue_id", "status", "count"), chunk)
     for chunk in _chunks(iter(hourly_rows), CHUNK):
         _insert("task_hourly_stats", ("owner_id", "queue_id", "hour", *HOURLY), chunk)
+    for chunk in _chunks(iter(minute_rows), CHUNK):
+        _insert("task_minute_stats", ("queue_id", "minute", *minute_columns), chunk)
+    for chunk in _chunks(iter(group_rows), CHUNK):
+        _insert("task_failure_group", group_columns, chunk)
 
 
 def _insert(table: str, columns: Sequence[str], rows: Sequence[tuple]) -> None:
     # executemany of one INSERT … VALUES becomes multi-row INSERTs in mysqlclient.
     marks = ", ".join(["%s"] * len(columns))
+    names = ", ".join(connection.ops.quote_name(column) for column in columns)  # `key` is a reserved word
     with connection.cursor() as cursor:
-        cursor.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
+        cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)
 
 
 def _chunks(items: Iterator, size: int) -> Iterator[list]:

@@ -14,7 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from bench import compare, latency
-from bench.scale import BACKLOG_SHARE, ENDPOINTS
+from bench.scale import BACKLOG_SHARE, CONSOLE_ENDPOINTS, ENDPOINTS
 from bench.stats import median_of, ratio, summarize
 
 PEERS = (("django-tasks-db", "django-tasks-db"), ("celery", "Celery + Redis"), ("raw", "raw SQL ceiling"))
@@ -226,11 +226,43 @@ def _scale(results: dict) -> list[str]:
             lines.append(f"| {size['table_rows']:,}, {backlog['live']:,} of them live | – | {cells} | – |")
     lines.append("")
     lines += _backlog_note(entry["sizes"])
+    lines += _console(entry["sizes"])
     for size in entry["sizes"]:
-        for part in ("http", "claim", "backlog"):
+        for part in ("http", "console", "claim", "backlog"):
             info = size.get(part, {})
             if "error" in info:
                 lines.append(f"- {size['label']} {part}: error: {info['error']}")
+    return lines + [""]
+
+
+CONSOLE_RATIO_TARGET = 2.0
+
+
+def _console(sizes: list[dict]) -> list[str]:
+    """The console's JSON feeds: p95 at each size, largest ÷ smallest (target ≤ 2), and with the grown live set."""
+    if not any("console" in size for size in sizes):
+        return []
+    first, last = sizes[0], sizes[-1]
+    backlog = (last.get("backlog") or {}).get("console") or {}
+    live = (last.get("backlog") or {}).get("live")
+    head = ["feed", *(f"p95 at {size['label']}" for size in sizes), f"{last['label']} ÷ {first['label']}", "verdict"]
+    if backlog:
+        head.append(f"p95 at {last['label']}, {live:,} live")
+    lines = [
+        "The operator console's JSON feeds (docs/CONSOLE.md), read with a staff session on the same data "
+        f"sets, in ms. Target: p95 at {last['label']} ≤ {CONSOLE_RATIO_TARGET:g} × p95 at {first['label']}.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for name in CONSOLE_ENDPOINTS:
+        p95s = [(size.get("console") or {}).get(name, {}).get("p95_ms") for size in sizes]
+        growth = ratio(p95s[-1], p95s[0])
+        verdict = "–" if growth is None else ("meets" if growth <= CONSOLE_RATIO_TARGET else "misses")
+        cells = [name.removeprefix("console: "), *(_num(p, "{:.1f}") for p in p95s), f"{_num(growth)}×", verdict]
+        if backlog:
+            cells.append(_num(backlog.get(name, {}).get("p95_ms"), "{:.1f}"))
+        lines.append("| " + " | ".join(cells) + " |")
     return lines + [""]
 
 

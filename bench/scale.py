@@ -8,6 +8,7 @@ from functools import partial
 from bench import db, httpload, taskhub
 from bench.config import STAFF_NAME, USER_NAME
 from bench.context import Context
+from bench.procs import StepFailed
 from bench.taskhub_side import QUEUE_STATUS_PATH, STATISTICS_ALL_PATH, STATISTICS_PATH
 
 META_TABLE = "bench_meta"
@@ -18,6 +19,23 @@ ENDPOINTS = {
     "statistics (own)": (STATISTICS_PATH, "user"),
     "statistics ?scope=all (staff)": (STATISTICS_ALL_PATH, "staff"),
     "queue-status": (QUEUE_STATUS_PATH, "user"),
+}
+# The operator console's JSON feeds (docs/CONSOLE.md), read by a staff session as the pages poll
+# them. {group} is the biggest failure group of the data set, {owner} the first bench user.
+CONSOLE = "/admin/taskhub/console"
+CONSOLE_ENDPOINTS = {
+    "console: queues": f"{CONSOLE}/queues/data/",
+    "console: charts 1 h": f"{CONSOLE}/charts/data/?range=1h",
+    "console: charts 24 h": f"{CONSOLE}/charts/data/?range=24h",
+    "console: charts 7 d": f"{CONSOLE}/charts/data/?range=7d",
+    "console: failure groups": f"{CONSOLE}/failures/data/",
+    "console: a group's tasks": f"{CONSOLE}/failures/{{group}}/tasks/",
+    "console: bulk actions": f"{CONSOLE}/bulk/data/",
+    "console: workers": f"{CONSOLE}/workers/data/",
+    "console: stuck": f"{CONSOLE}/stuck/data/",
+    "console: search, pending": f"{CONSOLE}/tasks/data/?status=pending",
+    "console: search, a group": f"{CONSOLE}/tasks/data/?failure_group={{group}}",
+    "console: search, an owner's failed": f"{CONSOLE}/tasks/data/?owner={{owner}}&status=failed",
 }
 
 
@@ -88,6 +106,29 @@ def _http(ctx: Context, database: str) -> dict:
     return results
 
 
+def _console(ctx: Context, database: str) -> dict:
+    """Time the console's JSON feeds with a staff session (a step of its own: its failure spares the statistics)."""
+    cfg = ctx.cfg
+    results = {}
+    paths = console_paths(ctx, database)
+    with httpload.gunicorn(ctx, database) as port:
+        cookie = httpload.obtain_session(port, STAFF_NAME, ctx.password)
+        for name, path in paths.items():
+            results[name] = httpload.latency(
+                port, path, token=None, cookie=cookie, requests=cfg.http_requests, warmup=cfg.http_warmup
+            )
+    return results
+
+
+def console_paths(ctx: Context, database: str) -> dict[str, str]:
+    """Return the console endpoints' paths for this data set (its biggest failure group, its first user)."""
+    rows = db.query(ctx.cfg, database, "SELECT `key` FROM task_failure_group ORDER BY count DESC, `key` LIMIT 1")
+    if not rows:
+        raise StepFailed(f"{database} has no failure group: was it loaded by this version's loader?")
+    values = {"group": rows[0][0], "owner": USER_NAME.format(0)}
+    return {name: path.format(**values) for name, path in CONSOLE_ENDPOINTS.items()}
+
+
 def _claim(ctx: Context, database: str) -> dict:
     """Drain `claim_tasks` fresh tasks added on top of the data set with one burst worker, `repeats` times.
 
@@ -124,7 +165,11 @@ def _backlog(ctx: Context, database: str, rows: int) -> dict:
     ctx.log(f"scale: adding {extra} live tasks to {database}")
     _mark_loaded(ctx, database, 0)  # no longer the data set a later run may reuse
     added = taskhub.child(ctx, database, "live", "--rows", str(extra), name="live", timeout=900)
-    return {"live": added["live"], "http": _http(ctx, database)}
+    return {
+        "live": added["live"],
+        "http": _http(ctx, database),
+        "console": _guard("console", partial(_console, ctx, database), ctx),
+    }
 
 
 def run(ctx: Context) -> dict:
@@ -140,6 +185,7 @@ def run(ctx: Context) -> dict:
         entry["table_rows"] = db.query(cfg, database, "SELECT COUNT(*) FROM task_queue")[0][0]
         entry["live_tasks"] = _live_tasks(ctx, database)
         entry["http"] = _guard("http", partial(_http, ctx, database), ctx)
+        entry["console"] = _guard("console", partial(_console, ctx, database), ctx)
         entry["claim"] = _guard("claim", partial(_claim, ctx, database), ctx)
         if rows == largest:
             entry["backlog"] = _guard("backlog", partial(_backlog, ctx, database, rows), ctx)

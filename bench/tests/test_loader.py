@@ -7,29 +7,36 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from bench import loader
-from tasks import counters
-from tasks.models import TaskHourlyStats, TaskQueue, TaskStatus, TaskStatusCount
+from tasks import counters, failure_groups
+from tasks.models import FailureGroup, TaskHourlyStats, TaskMinuteStats, TaskQueue, TaskStatus, TaskStatusCount
 
 pytestmark = pytest.mark.django_db
 
 
-def _counters() -> tuple[dict, dict]:
+def _counters() -> tuple[dict, dict, dict]:
     statuses = {(r.owner_id, r.queue_id, r.status): r.count for r in TaskStatusCount.objects.all()}
     hourly = {
         (r.owner_id, r.hour, r.queue_id): [getattr(r, c) for c in counters.HOURLY_EVENT_COLUMNS]
         for r in TaskHourlyStats.objects.all()
     }
-    return statuses, hourly
+    minutes = {
+        (r.queue_id, r.minute): [getattr(r, c) for c in counters.MINUTE_EVENT_COLUMNS]
+        for r in TaskMinuteStats.objects.all()
+    }
+    return statuses, hourly, minutes
 
 
 def _assert_counters_equal_a_rebuild() -> None:
-    loaded_statuses, loaded_hourly = _counters()
+    loaded_statuses, loaded_hourly, loaded_minutes = _counters()
     counters.rebuild()
-    rebuilt_statuses, rebuilt_hourly = _counters()
+    rebuilt_statuses, rebuilt_hourly, rebuilt_minutes = _counters()
     assert loaded_statuses == rebuilt_statuses
     assert loaded_hourly.keys() == rebuilt_hourly.keys()
     for key, values in rebuilt_hourly.items():
         assert loaded_hourly[key] == pytest.approx(values), key
+    assert loaded_minutes.keys() == rebuilt_minutes.keys()
+    for key, values in rebuilt_minutes.items():
+        assert loaded_minutes[key] == pytest.approx(values), key
 
 
 def test_it_loads_counters_that_match_a_full_rebuild() -> None:
@@ -38,7 +45,21 @@ def test_it_loads_counters_that_match_a_full_rebuild() -> None:
     assert result["rows"] == TaskQueue.objects.count() == 3000
     assert set(TaskQueue.objects.values_list("status", flat=True)) == set(TaskStatus.values)
     assert TaskQueue.objects.values("owner_id").distinct().count() == 5
+    assert TaskMinuteStats.objects.exists()
     _assert_counters_equal_a_rebuild()
+
+
+def test_failed_tasks_are_grouped_as_a_worker_failing_them_would() -> None:
+    owners = loader.ensure_users(2, password="")["owner_ids"]
+    loader.load(3000, owner_ids=owners, days=3, seed=7)
+    failed = TaskQueue.objects.filter(status=TaskStatus.FAILED)
+    groups = {group.key: group for group in FailureGroup.objects.all()}
+    assert len(groups) > 1
+    assert sum(group.count for group in groups.values()) == failed.count() > 0
+    for task in failed:
+        group = groups[task.failure_group_id]
+        assert failure_groups.fingerprint(task.error) == group.fingerprint
+        assert group.first_seen <= task.finished_at <= group.last_seen
 
 
 def test_it_leaves_nothing_for_a_worker_to_claim_or_recover() -> None:

@@ -8,7 +8,7 @@ import pytest
 from bench import compare
 from bench.report import add_summaries, render, shortcut_rows, shortcut_verdicts, summarize_runs, targets
 from bench.report import main as report_main
-from bench.scale import ENDPOINTS
+from bench.scale import CONSOLE_ENDPOINTS, ENDPOINTS
 
 
 def _runs(label: str, drains: list[float], enqueue: float, enqueue_label: str = "per task") -> list[dict]:
@@ -167,6 +167,50 @@ def test_it_shows_what_a_bigger_live_backlog_costs_apart_from_the_table_size() -
     assert "| 1,000,000, 30,000 of them live | – | 29.0 / 30.0 | 29.0 / 30.0 | 29.0 / 30.0 | – |" in text
     assert "Every size has the same live set (300 pending and running tasks)" in text
     assert "queue-status 3.00×" in text
+
+
+def test_the_console_feeds_are_judged_on_their_p95_growth_from_the_smallest_to_the_largest_size() -> None:
+    def feeds(p95: float, slow: float | None = None) -> dict:
+        times = {name: {"p50_ms": p95 - 1, "p95_ms": p95} for name in CONSOLE_ENDPOINTS}
+        if slow is not None:
+            times["console: stuck"] = {"p50_ms": slow, "p95_ms": slow}
+        return times
+
+    def http(p95: float) -> dict:
+        return {name: {"p50_ms": p95 - 1, "p95_ms": p95} for name in ENDPOINTS}
+
+    results = _results({"runs": _runs("2 workers", [1840], 1380, "per-task")})
+    results["sections"]["scale"] = {
+        "sizes": [
+            {
+                "rows": 10_000,
+                "label": "10k",
+                "table_rows": 10_000,
+                "live_tasks": 300,
+                "load": {},
+                "http": http(4.0),
+                "console": feeds(4.0),
+            },
+            {
+                "rows": 1_000_000,
+                "label": "1M",
+                "table_rows": 1_000_000,
+                "live_tasks": 300,
+                "load": {},
+                "http": http(6.0),
+                "console": feeds(6.0, slow=9.0),
+                "backlog": {"live": 30_000, "http": http(7.5), "console": feeds(7.5)},
+            },
+        ]
+    }
+    text = render(results)
+    assert "| feed | p95 at 10k | p95 at 1M | 1M ÷ 10k | verdict | p95 at 1M, 30,000 live |" in text
+    assert "| queues | 4.0 | 6.0 | 1.50× | meets | 7.5 |" in text
+    assert "| stuck | 4.0 | 9.0 | 2.25× | misses | 7.5 |" in text
+    # A run from before the console was measured renders no such table.
+    for size in results["sections"]["scale"]["sizes"]:
+        size.pop("console")
+    assert "| feed |" not in render(results)
 
 
 def test_it_reports_the_bulk_enqueue_service_against_the_same_peer() -> None:
