@@ -60,6 +60,11 @@ def _parser() -> argparse.ArgumentParser:
     fair_waits.add_argument("--timeout", type=float, required=True)
     django_tasks = sub.add_parser("enqueue-django", help="enqueue @task no-ops with .enqueue() (TaskHubBackend)")
     django_tasks.add_argument("--count", type=int, required=True)
+    failed = sub.add_parser("failed", help="add tasks that failed for good, one failure group (counted)")
+    failed.add_argument("--rows", type=int, required=True)
+    failed.add_argument("--queue", required=True)
+    retry = sub.add_parser("bulk-retry", help="record a bulk retry of a failure group, as staff would in the console")
+    retry.add_argument("--group", required=True)
     return parser
 
 
@@ -131,6 +136,16 @@ def main(argv: list[str]) -> None:
         emit_result(taskhub_side.fair_waits(first_id=args.first_id, timeout=args.timeout))
     elif args.command == "enqueue-django":
         emit_result({"count": args.count, "seconds": taskhub_side.enqueue_django(count=args.count)})
+    elif args.command == "failed":
+        emit_result(loader.add_failed(args.rows, username=loader.USER_NAME.format(0), queue_name=args.queue))
+    elif args.command == "bulk-retry":
+        from django.contrib.auth import get_user_model
+
+        from tasks.bulk import bulk_action_create
+
+        staff = get_user_model().objects.get(username=loader.STAFF_NAME)
+        action = bulk_action_create(action="retry", filters={"failure_group": args.group}, params={}, by=staff)
+        emit_result({"action": action.pk})
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ SECTIONS = (
     "latency",
     "fairness",
     "cluster",
+    "console",
 )
 # The bench users every TaskHub database gets: the first one and staff can log in.
 USER_NAME = "bench_user_{:02d}"

@@ -67,6 +67,15 @@ def generate(
         yield _row(rng, i, status, created, owner_ids, queue_ids, now)
 
 
+def failed_row(
+    rng: random.Random, i: int, created: datetime, owner_id: int, queue_id: int, *, exception: str, error: str
+) -> dict:
+    """Return a task row of `owner_id` in `queue_id` that failed for good with `error` ("Type: message")."""
+    row = _row(rng, i, TaskStatus.FAILED, created, [owner_id], [queue_id] * len(QUEUES), timezone.now())
+    row.update(queue_id=queue_id, exception=exception, error=error)
+    return row
+
+
 def live_rows(rng: random.Random, count: int, owner_ids: Sequence[int], queue_ids: Sequence[int]) -> Iterator[dict]:
     """Yield `count` more live rows (created within the last day), for a bigger backlog."""
     now = timezone.now()

@@ -15,7 +15,7 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
@@ -121,6 +121,42 @@ def load(rows: int, *, owner_ids: Sequence[int], days: int = 90, seed: int = 1, 
         "status_count_rows": len(statuses),
         "hourly_rows": len(hourly),
     }
+
+
+def add_failed(rows: int, *, username: str, queue_name: str) -> dict:
+    """Add `rows` tasks of `username` that failed for good in `queue_name`, all of one failure group, counted.
+
+    For a bulk retry to act on: the counters and the group are written as workers failing them
+    would have (the tables must hold no counters yet). Return the group's key.
+    """
+    owner = get_user_model().objects.get(username=username)
+    queue, _ = QueueConfig.objects.get_or_create(name=queue_name)
+    if TaskStatusCount.objects.exists() or TaskHourlyStats.objects.exists():
+        raise RuntimeError("add_failed() counts into empty counter tables only")
+    started = time.perf_counter()
+    now = timezone.now()
+    rng = random.Random(3)
+    statuses: dict[tuple[int, int, str], int] = defaultdict(int)
+    hourly: dict[tuple[int, datetime, int], list[float]] = {}
+    minutes: dict = defaultdict(counters._MinuteDelta)
+    groups: dict[str, dict] = {}
+    since = counters.minute_stats_since(now)
+    exception, error = "builtins.TimeoutError", "TimeoutError: the partner API did not answer within 30 s"
+    with _bulk_session():
+        for start in range(0, rows, CHUNK):
+            params = []
+            for i in range(start, min(start + CHUNK, rows)):
+                created = now - timedelta(seconds=rng.uniform(120, 7200))
+                row = dataset.failed_row(rng, i, created, owner.pk, queue.pk, exception=exception, error=error)
+                _count(row, statuses, hourly, minutes, since)
+                _group(row, groups)
+                params.append(_adapt(row))
+            with transaction.atomic():
+                _insert("task_queue", TASK_COLUMNS, params)
+        with transaction.atomic():
+            _insert_counters(statuses, hourly, minutes, groups)
+    (key,) = groups
+    return {"rows": rows, "failure_group": key, "seconds": time.perf_counter() - started}
 
 
 def add_pending(rows: int, *, username: str, queue_name: str = "default") -> dict:

@@ -609,6 +609,34 @@ def _fairness(results: dict) -> list[str]:
     return lines + [""]
 
 
+def _console_load(results: dict) -> list[str]:
+    if "console" not in results["meta"].get("sections", []):
+        return []  # a run from before the section, or one that left it out
+    entry, lines = _heading(results, "console", "10. The console under load: a bulk retry beside draining workers")
+    if entry is None:
+        return lines
+    verdict = "meets" if entry["ratio"] is not None and entry["ratio"] >= entry["target_ratio"] else "misses"
+    lines += [
+        f"Two `run_worker --burst --queue default` workers drain {entry['drain_tasks']:,} no-op tasks, alone and "
+        f'then while `run_bulk_actions` carries out the console\'s "Retry all" of a failure group of '
+        f"{entry['bulk_tasks']:,} failed tasks in another queue (batches of 1,000 a transaction); the drain "
+        "starts once the action has committed its first batch. Rounds alternate; median (min–max).",
+        "",
+        f"- Drain alone: {_spread(entry['alone'])}; beside the bulk retry: {_spread(entry['beside'])}: "
+        f"{_num(entry['ratio'])}× — {verdict} the target ≥ {entry['target_ratio']:g}×.",
+    ]
+    for r in entry["rounds"]:
+        beside = r["beside"]
+        covered = "still running when the drain ended" if beside["bulk_covered_drain"] else "done before the drain"
+        lines.append(
+            f"- Round {r['rep'] + 1}: alone {_num(r['alone']['rate'], '{:,.0f}')}/s, beside "
+            f"{_num(beside['rate'], '{:,.0f}')}/s; the bulk action retried "
+            f"{beside['bulk_changed_when_drained']:,} tasks during the drain and {beside['bulk_changed']:,} in all, "
+            f"{_num(beside['bulk_rate'], '{:,.0f}')}/s ({covered})."
+        )
+    return lines + [""]
+
+
 def _cluster(results: dict) -> list[str]:
     if "cluster" not in results["meta"].get("sections", []):
         return []  # a run from before the section, or one that left it out
@@ -686,7 +714,7 @@ def render(results: dict) -> str:
     lines += _targets_table(results) + compare.before_after(results, targets(results))
     lines += _throughput(results) + _djtasks(results) + _scale(results) + _auth(results) + _memory(results)
     lines += _shortcuts(results) + _schedules(results) + _latency(results) + _fairness(results)
-    lines += _cluster(results)
+    lines += _cluster(results) + _console_load(results)
     errors = results.get("errors") or []
     if errors:
         lines += ["## Problems during the run", ""] + [f"- {e}" for e in errors] + [""]

@@ -14,6 +14,7 @@ from bench import (
     auth,
     cluster_bench,
     compare,
+    console_bench,
     db,
     djtasks_compare,
     fairness_bench,
@@ -42,6 +43,7 @@ TASKHUB_SECTIONS = {
     "latency": latency.run,
     "fairness": fairness_bench.run,
     "cluster": cluster_bench.run,
+    "console": console_bench.run,
 }
 PEERS = {"django-tasks-db": djtasks.run, "celery": celery_bench.run, "raw": rawsql.run}
 

@@ -213,6 +213,29 @@ def test_the_console_feeds_are_judged_on_their_p95_growth_from_the_smallest_to_t
     assert "| feed |" not in render(results)
 
 
+def test_the_console_under_load_is_judged_on_the_drain_beside_the_bulk_retry_over_the_drain_alone() -> None:
+    results = _results({"runs": _runs("2 workers", [1840], 1380, "per-task")})
+    results["meta"]["sections"] = ["console"]
+    beside = {"rate": 3000.0, "bulk_changed": 100_000, "bulk_changed_when_drained": 21_000}
+    beside |= {"bulk_rate": 4000.0, "bulk_covered_drain": True}
+    results["sections"]["console"] = {
+        "drain_tasks": 20_000,
+        "bulk_tasks": 100_000,
+        "rounds": [{"rep": 0, "alone": {"rate": 4000.0}, "beside": beside}],
+        "alone": {"median": 4000.0, "min": 4000.0, "max": 4000.0, "n": 1},
+        "beside": {"median": 3000.0, "min": 3000.0, "max": 3000.0, "n": 1},
+        "ratio": 0.75,
+        "target_ratio": 0.7,
+    }
+    text = render(results)
+    assert "- Drain alone: 4,000/s; beside the bulk retry: 3,000/s: 0.75× — meets the target ≥ 0.7×." in text
+    assert (
+        "retried 21,000 tasks during the drain and 100,000 in all, 4,000/s (still running when the drain ended)" in text
+    )
+    results["sections"]["console"]["ratio"] = 0.5
+    assert "0.50× — misses the target" in render(results)
+
+
 def test_it_reports_the_bulk_enqueue_service_against_the_same_peer() -> None:
     runs = _runs("1 worker", [1500], 900, "per-task") + _runs("2 workers", [1800], 6400, "bulk")
     results = _results({"runs": runs})
