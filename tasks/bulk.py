@@ -21,6 +21,7 @@ other fields (queue, type, time range, keys) narrow each batch after its ids are
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -50,6 +51,9 @@ from tasks.models import (
 logger = logging.getLogger("tasks.bulk")
 
 BATCH_SIZE = 1000
+# run_bulk_actions sleeps this many times as long as each batch took: the workers keep the database
+# the rest of the time (bench: the console section measures the drain beside a bulk retry).
+SLEEP_COEF = 1.0
 LIVE_STATUSES = (TaskStatus.PENDING, TaskStatus.RUNNING)
 FILTER_FIELDS = (
     "queue",
@@ -333,10 +337,18 @@ def _batch(action_id: int, batch_size: int) -> bool | None:
     return finished
 
 
-def bulk_action_run(action_id: int, *, batch_size: int = BATCH_SIZE, max_batches: int | None = None) -> BulkAction:
-    """Carry an action on from its cursor until it is done (or `max_batches` ran, or another runner holds it)."""
+def bulk_action_run(
+    action_id: int, *, batch_size: int = BATCH_SIZE, max_batches: int | None = None, sleep_coef: float = 0.0
+) -> BulkAction:
+    """Carry an action on from its cursor until it is done (or `max_batches` ran, or another runner holds it).
+
+    After each batch it sleeps `sleep_coef` times as long as the batch took (pt-archiver's
+    `--sleep-coef`): with 1.0 the action holds a connection at most half of the time and the
+    database's cores stay with the workers the other half.
+    """
     ran = 0
     while max_batches is None or ran < max_batches:
+        started = time.monotonic()
         try:
             finished = with_contention_retry(lambda: _batch(action_id, batch_size), what="bulk action batch")
         except DatabaseError:
@@ -353,10 +365,12 @@ def bulk_action_run(action_id: int, *, batch_size: int = BATCH_SIZE, max_batches
         ran += 1
         if finished is None or finished:
             break
+        if sleep_coef > 0:
+            time.sleep((time.monotonic() - started) * sleep_coef)
     return BulkAction.objects.get(pk=action_id)
 
 
-def bulk_actions_run_pending(*, batch_size: int = BATCH_SIZE) -> int:
+def bulk_actions_run_pending(*, batch_size: int = BATCH_SIZE, sleep_coef: float = 0.0) -> int:
     """Carry on every queued or running action, oldest first; return how many were looked at."""
     pending = list(
         BulkAction.objects.filter(state__in=(BulkActionState.QUEUED, BulkActionState.RUNNING))
@@ -365,7 +379,7 @@ def bulk_actions_run_pending(*, batch_size: int = BATCH_SIZE) -> int:
     )
     for action_id in pending:
         try:
-            bulk_action_run(action_id, batch_size=batch_size)
+            bulk_action_run(action_id, batch_size=batch_size, sleep_coef=sleep_coef)
         except Exception:  # recorded on the action; the others still run
             continue
     return len(pending)

@@ -78,6 +78,29 @@ def test_retry_of_an_error_group_runs_in_batches_and_keeps_counts_in_step(staff,
     assert failed_count(alice) == 3
 
 
+def test_the_runner_sleeps_after_each_batch_but_the_last_as_long_as_the_batch_took_times_the_coefficient(
+    staff, alice, default_queue, monkeypatch
+):
+    tasks = fail_for_good(alice, 7, error="E: user {i} missing")
+    action = create(staff, "retry", failure_group=tasks[0].failure_group_id)
+    clock = iter(range(0, 1000, 2))  # every look at the clock is 2 s after the one before
+    monkeypatch.setattr(bulk.time, "monotonic", lambda: next(clock))
+    slept: list[float] = []
+    monkeypatch.setattr(bulk.time, "sleep", slept.append)
+
+    done = bulk.bulk_action_run(action.pk, batch_size=3, sleep_coef=1.5)
+
+    assert (done.state, done.batches, done.changed) == (BulkActionState.DONE, 3, 7)
+    assert slept == [3.0, 3.0]  # batches of "2 s" each, × 1.5; none after the last
+
+
+def test_run_bulk_actions_refuses_a_negative_sleep_coefficient():
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="--sleep-coef"):
+        call_command("run_bulk_actions", "--once", "--sleep-coef", "-1")
+
+
 def test_residual_filters_narrow_each_batch(staff, alice, bob, default_queue):
     old = fail_for_good(alice, 4, error="E: x", task_type="echo")
     TaskQueue.objects.filter(pk__in=[t.pk for t in old[:2]]).update(created_at=timezone.now() - timedelta(days=3))
