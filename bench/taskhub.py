@@ -68,13 +68,21 @@ def drain(
     return {"count": done["finished"], "seconds": done["seconds"], "rate": rate(done["finished"], done["seconds"])}
 
 
+# A reference drain: 2 workers with the claim batch the product had before its default went to 50.
+REFERENCE_BATCH = 20
+REFERENCE_LABEL = f"2 workers, claim batch {REFERENCE_BATCH}"
+
+
 def run_throughput(ctx: Context) -> dict:
-    """Enqueue per task (1 worker drains) and in bulk (2 workers drain), `repeats` times."""
+    """Enqueue per task (1 worker drains) and in bulk (2 workers drain; and with the reference batch), `repeats` times."""
     cfg = ctx.cfg
     database = shared_database(ctx)
     runs = []
     for rep in range(cfg.repeats):
-        for workers, mode in ((1, "per-task"), (2, "bulk")):
+        bulk_drains = [(2, "bulk", None), (2, "bulk", REFERENCE_BATCH)]
+        if rep % 2:  # the reference goes first every other round: no order favours either
+            bulk_drains.reverse()
+        for workers, mode, batch in [(1, "per-task", None), *bulk_drains]:
             ctx.require_time(cfg.step_estimate(cfg.tasks), "TaskHub throughput")
             ctx.log(f"taskhub: rep {rep + 1}, enqueue {mode}, {workers} worker(s), {cfg.tasks} tasks")
             reset(ctx, database)
@@ -85,12 +93,13 @@ def run_throughput(ctx: Context) -> dict:
                 name=f"enqueue-{mode}",
                 timeout=cfg.step_timeout(cfg.tasks),
             )
-            done = drain(ctx, database, workers=workers, expected=cfg.tasks)
+            env = {"TASKHUB_CLAIM_BATCH_SIZE": str(batch)} if batch else None
+            done = drain(ctx, database, workers=workers, expected=cfg.tasks, env=env)
             runs.append(
                 {
                     "rep": rep,
                     "workers": workers,
-                    "label": workers_label(workers),
+                    "label": REFERENCE_LABEL if batch else workers_label(workers),
                     "enqueue_label": mode,
                     "enqueue_rate": rate(enq["count"], enq["seconds"]),
                     "drain_rate": done["rate"],
