@@ -243,7 +243,30 @@ def test_an_unknown_schedule_is_404_and_a_full_quota_is_429(staff_client, alice,
     assert TaskQueue.objects.count() == 1 and not ScheduleFire.objects.exists()
 
 
+@pytest.mark.django_db
+def test_pausing_a_schedule_that_no_longer_passes_the_checks_is_400_naming_the_field(
+    staff_client, alice, default_queue
+):
+    schedule = make_schedule(alice, default_queue, "nightly")
+    Schedule.objects.filter(pk=schedule.pk).update(task_type="no.such.handler")
+    response = staff_client.post(action_url(schedule, "pause"))
+    assert response.status_code == 400
+    assert (response.json()["code"], response.json()["field"]) == ("invalid", "task_type")
+    assert not Schedule.objects.get().is_paused
+
+
 # --- Keys -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_keys_at_their_limit_come_fullest_first_and_are_bounded(alice, default_queue, monkeypatch):
+    QueueConfig.objects.filter(pk=default_queue.pk).update(per_key_concurrency=1)
+    run(enqueue_many(alice, 1, concurrency_key="one"))
+    run(enqueue_many(alice, 3, concurrency_key="three"))  # over the limit: lowered while they ran
+    monkeypatch.setattr(console_keys, "KEYS_LIMIT", 1)
+    body = console_keys.keys_at_limit()
+    assert [(k["key"], k["running"]) for k in body["keys"]] == [("three", 3)]
+    assert body["truncated"] is True
 
 
 @pytest.mark.django_db
