@@ -3,7 +3,15 @@
 from django.contrib import admin
 from django.urls import path
 
-from tasks import console, console_queues, console_search, console_workers, dashboard
+from tasks import (
+    console,
+    console_keys,
+    console_queues,
+    console_schedules,
+    console_search,
+    console_workers,
+    dashboard,
+)
 
 staff = admin.site.admin_view
 
@@ -35,4 +43,23 @@ urlpatterns += [
     path("console/stuck/data/", console_workers.stuck_json, name="taskhub-console-stuck-data"),
     path("console/tasks/", console_search.tasks_page, name="taskhub-console-tasks"),
     path("console/tasks/data/", console_search.tasks_data, name="taskhub-console-tasks-data"),
+]
+
+urlpatterns += [
+    path("console/queues/<str:name>/limits/", console_queues.queue_limits, name="taskhub-console-queue-limits"),
+    path("console/schedules/", console_schedules.schedules_page, name="taskhub-console-schedules"),
+    path("console/schedules/data/", console_schedules.schedules_json, name="taskhub-console-schedules-data"),
+    path("console/schedules/<int:pk>/pause/", console_schedules.schedule_pause, name="taskhub-console-schedule-pause"),
+    path(
+        "console/schedules/<int:pk>/resume/",
+        console_schedules.schedule_resume,
+        name="taskhub-console-schedule-resume",
+    ),
+    path(
+        "console/schedules/<int:pk>/run-now/",
+        console_schedules.schedule_run_now,
+        name="taskhub-console-schedule-run-now",
+    ),
+    path("console/keys/", console_keys.keys_page, name="taskhub-console-keys"),
+    path("console/keys/data/", console_keys.keys_json, name="taskhub-console-keys-data"),
 ]

@@ -18,7 +18,7 @@ from diagnostics.tests import deploy_guide as guide
 from diagnostics.tests.deploy_guide import BASE_DIR, DEPLOY_DIR, GUIDES
 
 GUNICORN_CHECK = ".venv/bin/gunicorn --check-config -c gunicorn.conf.py config.wsgi"
-UNITS = ("taskhub-web.service", "taskhub-worker@.service")
+UNITS = ("taskhub-web.service", "taskhub-worker@.service", "taskhub-bulk-actions.service")
 
 
 def gunicorn_config(**environment: str) -> dict:
@@ -93,6 +93,7 @@ def test_systemd_units_verify(tmp_path):
             "verify",
             str(tmp_path / "taskhub-web.service"),
             str(tmp_path / "taskhub-worker@1.service"),
+            str(tmp_path / "taskhub-bulk-actions.service"),
         ],
         capture_output=True,
         text=True,
@@ -117,6 +118,14 @@ def test_worker_unit_gives_running_tasks_their_grace_before_killing():
     service = guide.unit_keys(DEPLOY_DIR / "taskhub-worker@.service")["Service"]
     assert int(service["TimeoutStopSec"][0]) > settings.TASKHUB_SHUTDOWN_GRACE_SECONDS
     assert service["KillSignal"] == ["SIGTERM"] and service["Restart"] == ["always"]
+
+
+def test_bulk_actions_unit_runs_the_runner_in_a_loop_and_restarts_it():
+    service = guide.unit_keys(DEPLOY_DIR / "taskhub-bulk-actions.service")["Service"]
+    arguments = guide.manage_py_arguments(service["ExecStart"][0].split())
+    assert arguments[0] == "run_bulk_actions" and "--once" not in arguments, arguments
+    assert service["Restart"] == ["always"] and service["KillSignal"] == ["SIGTERM"]
+    assert all("taskhub-bulk-actions" in path.read_text() for path in GUIDES)
 
 
 def test_nginx_forwards_authorization_and_the_request_id_everywhere():

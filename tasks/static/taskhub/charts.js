@@ -53,6 +53,69 @@
     return parts.join(" · ");
   }
 
+  // The limits form sits outside the table: the 3-second refresh redraws rows, never what is being typed.
+  var LIMIT_FIELDS = ["max_concurrency", "fairness", "per_key_concurrency", "rate_limit", "rate_limit_per_key"];
+
+  function openLimits(q, labels) {
+    var form = document.getElementById("th-limits-form");
+    form.dataset.url = q.limits_url;
+    form.dataset.queue = q.name;
+    document.getElementById("th-limits-title").textContent = window.TaskHubDom.format(labels.limits_of, { queue: q.name });
+    LIMIT_FIELDS.forEach(function (name) {
+      var field = form.elements[name];
+      if (field.type === "checkbox") field.checked = Boolean(q.limits[name]);
+      else field.value = q.limits[name] === null || q.limits[name] === undefined ? "" : String(q.limits[name]);
+      field.classList.remove("th-invalid");
+    });
+    form.hidden = false;
+    form.elements.max_concurrency.focus();
+  }
+
+  function limitsBody(form) {
+    var body = {};
+    LIMIT_FIELDS.forEach(function (name) {
+      var field = form.elements[name];
+      if (field.type === "checkbox") body[name] = field.checked;
+      else if (field.type === "number") body[name] = field.value === "" ? null : Number(field.value);
+      else body[name] = field.value;
+    });
+    return body;
+  }
+
+  function wireLimits() {
+    var form = document.getElementById("th-limits-form");
+    if (!form) return;
+    var message = document.getElementById("th-message");
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      LIMIT_FIELDS.forEach(function (name) { form.elements[name].classList.remove("th-invalid"); });
+      fetch(form.dataset.url, {
+        method: "POST", body: JSON.stringify(limitsBody(form)), credentials: "same-origin",
+        headers: {
+          Accept: "application/json", "Content-Type": "application/json",
+          "X-CSRFToken": document.querySelector("[name=csrfmiddlewaretoken]").value,
+        },
+      }).then(function (response) {
+        return response.json().then(function (body) { return { ok: response.ok, body: body }; });
+      }).then(function (answer) {
+        if (answer.ok) {
+          message.textContent = answer.body.message;
+          message.className = "th-message";
+          form.hidden = true;
+          return window.taskhubConsole.refresh();
+        }
+        message.textContent = answer.body.detail + " (" + answer.body.code + ")";
+        message.className = "th-message th-warn";
+        var bad = answer.body.field && form.elements[answer.body.field];
+        if (bad) { bad.classList.add("th-invalid"); bad.focus(); }
+      }).catch(function (error) {
+        message.textContent = error.message;
+        message.className = "th-message th-warn";
+      });
+    });
+    document.getElementById("th-limits-cancel").addEventListener("click", function () { form.hidden = true; });
+  }
+
   function renderQueues(data, labels) {
     var body = document.querySelector("#th-queues tbody");
     var root = document.getElementById("taskhub-console");
@@ -60,7 +123,7 @@
     body.replaceChildren();
     if (!data.queues.length) {
       var empty = el("tr");
-      empty.appendChild(el("td", { colspan: "11", "class": "th-empty" }, labels.no_queues));
+      empty.appendChild(el("td", { colspan: "12", "class": "th-empty" }, labels.no_queues));
       body.appendChild(empty);
       return;
     }
@@ -91,6 +154,11 @@
           window.taskhubConsole.post(q.is_paused ? q.resume_url : q.pause_url, new FormData());
         });
         action.appendChild(button);
+      }
+      if (root.dataset.canEdit === "true") {
+        var edit = el("button", { type: "button", "class": "button th-edit-limits" }, labels.edit_limits);
+        edit.addEventListener("click", function () { openLimits(q, labels); });
+        action.appendChild(edit);
       }
       tr.appendChild(action);
       body.appendChild(tr);
@@ -180,6 +248,8 @@
     var queue = document.getElementById("th-chart-queue").value;
     return root.dataset.baseUrl + "?range=" + encodeURIComponent(root.dataset.range) + (queue ? "&queue=" + encodeURIComponent(queue) : "");
   }
+
+  document.addEventListener("DOMContentLoaded", wireLimits);
 
   function wireCharts() {
     var root = document.getElementById("taskhub-console");
