@@ -33,6 +33,8 @@ CONSOLE_ENDPOINTS = {
     "console: bulk actions": f"{CONSOLE}/bulk/data/",
     "console: workers": f"{CONSOLE}/workers/data/",
     "console: stuck": f"{CONSOLE}/stuck/data/",
+    "console: schedules": f"{CONSOLE}/schedules/data/",
+    "console: keys": f"{CONSOLE}/keys/data/",
     "console: search, pending": f"{CONSOLE}/tasks/data/?status=pending",
     "console: search, a group": f"{CONSOLE}/tasks/data/?failure_group={{group}}",
     "console: search, an owner's failed": f"{CONSOLE}/tasks/data/?owner={{owner}}&status=failed",

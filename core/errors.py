@@ -58,7 +58,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> HttpRespon
     if response is None:
         return None
     if isinstance(exc, exceptions.ValidationError):
-        response.data = {"detail": _first_message(exc.detail), "code": "invalid", "errors": exc.detail}
+        response.data = {"detail": first_message(exc.detail), "code": "invalid", "errors": exc.detail}
     elif isinstance(exc, exceptions.NotAuthenticated):
         # What DRF's permissions raise for a request without a token: TaskHub's code and wording.
         response.data = {"detail": str(TOKEN_MISSING_DETAIL), "code": TOKEN_MISSING}
@@ -112,15 +112,15 @@ def _detail_and_code(exc: exceptions.APIException) -> dict[str, Any]:
     return {"detail": str(detail), "code": getattr(detail, "code", None) or exc.default_code}
 
 
-def _first_message(detail: Any, prefix: str = "") -> str:
+def first_message(detail: Any, prefix: str = "") -> str:
     """Return a readable first message that names the field it concerns."""
     if isinstance(detail, dict):
         for field, value in detail.items():
             name = field if field == "non_field_errors" or not prefix else f"{prefix}.{field}"
-            message = _first_message(value, name if field != "non_field_errors" else prefix)
+            message = first_message(value, name if field != "non_field_errors" else prefix)
             return message
     if isinstance(detail, list) and detail:
-        return _first_message(detail[0], prefix)
+        return first_message(detail[0], prefix)
     return f"{prefix}: {detail}" if prefix else str(detail)
 
 

@@ -22,7 +22,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
 from core.db.replica import replica_read
-from core.errors import _first_message
+from core.errors import first_message
 from tasks import services
 from tasks.console import REFRESH_SECONDS, error_response, staff_only
 from tasks.console_selectors import CHART_RANGES, UnknownQueue, as_json, chart, queues_overview
@@ -143,7 +143,7 @@ def charts_data(request: HttpRequest) -> JsonResponse:
 
 def _invalid(errors: dict[str, Any]) -> JsonResponse:
     """The REST API's 400 for a bad field (`code` "invalid", `errors` by field), with the first field named."""
-    return error_response(400, "invalid", _first_message(errors), errors=errors, field=next(iter(errors), None))
+    return error_response(400, "invalid", first_message(errors), errors=errors, field=next(iter(errors), None))
 
 
 @staff_only
