@@ -619,7 +619,8 @@ def _console_load(results: dict) -> list[str]:
     lines += [
         f"Two `run_worker --burst --queue default` workers drain {entry['drain_tasks']:,} no-op tasks, alone and "
         f'then while `run_bulk_actions` carries out the console\'s "Retry all" of a failure group of '
-        f"{entry['bulk_tasks']:,} failed tasks in another queue (batches of 1,000 a transaction); the drain "
+        f"{entry['bulk_tasks']:,} failed tasks in another queue (batches of 1,000 a transaction, each followed by "
+        "the runner's pause, `--sleep-coef 1` by default); the drain "
         "starts once the action has committed its first batch. Rounds alternate; median (min–max).",
         "",
         f"- Drain alone: {_spread(entry['alone'])}; beside the bulk retry: {_spread(entry['beside'])}: "
