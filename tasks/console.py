@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.auth import get_user_model
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -36,6 +37,20 @@ DELETE_PERMISSION = "tasks.delete_taskqueue"
 
 def error_response(status: int, code: str, detail: str, **extra: Any) -> JsonResponse:
     return JsonResponse({"detail": detail, "code": code, **extra}, status=status)
+
+
+def with_names(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Set each task row's `queue` and `owner` names from its `queue_id` and `owner_id`, by primary key.
+
+    Read apart, not joined: with a join in a read of task rows by id, MariaDB's planner may start
+    from `queue_config` and walk a queue's whole history through the foreign key's index.
+    """
+    queues = dict(QueueConfig.objects.filter(pk__in={r["queue_id"] for r in rows}).values_list("pk", "name"))
+    users = get_user_model().objects.filter(pk__in={r["owner_id"] for r in rows})
+    owners = dict(users.values_list("pk", "username"))
+    for row in rows:
+        row["queue"], row["owner"] = queues.get(row["queue_id"]), owners.get(row["owner_id"])
+    return rows
 
 
 def staff_only(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:

@@ -28,7 +28,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET
 
 from tasks import bulk
-from tasks.console import _page, error_response, staff_only
+from tasks.console import _page, error_response, staff_only, with_names
 from tasks.fair_claim import fold_key
 from tasks.models import QueueConfig, TaskQueue, TaskStatus
 
@@ -92,12 +92,14 @@ def live_unique_keys(before: str = "") -> dict[str, Any]:
         {pk for status in LIVE for pk in bulk.anchor_ids_before({"status": status}, cursor, SCAN_LIMIT)}, reverse=True
     )[:SCAN_LIMIT]
     rows = (
-        list(
-            TaskQueue.objects.filter(pk__in=ids, active_unique_key__isnull=False)
-            .order_by("-pk")
-            .values("pk", "unique_key", "status", "task_type", "owner__username", "queue__name", "created_at")[
-                : PAGE_SIZE + 1
-            ]
+        with_names(
+            list(
+                TaskQueue.objects.filter(pk__in=ids, active_unique_key__isnull=False)
+                .order_by("-pk")
+                .values("pk", "unique_key", "status", "task_type", "owner_id", "queue_id", "created_at")[
+                    : PAGE_SIZE + 1
+                ]
+            )
         )
         if ids
         else []
@@ -116,8 +118,8 @@ def live_unique_keys(before: str = "") -> dict[str, Any]:
                 "key": row["unique_key"],
                 "status": row["status"],
                 "task_type": row["task_type"],
-                "owner": row["owner__username"],
-                "queue": row["queue__name"],
+                "owner": row["owner"],
+                "queue": row["queue"],
                 "created_at": row["created_at"].isoformat(),
                 "admin_url": reverse("admin:tasks_taskqueue_change", args=[row["pk"]]),
             }
