@@ -297,6 +297,16 @@ def test_the_keys_feed_lists_keys_at_their_limit_and_live_unique_keys(staff_clie
 
 
 @pytest.mark.django_db
+def test_live_unique_keys_are_read_from_task_queue_alone_and_the_names_apart(alice, default_queue):
+    enqueue_many(alice, 1, unique_key="sync-1")
+    with CaptureQueriesContext(connection) as queries:
+        keys = console_keys.live_unique_keys()
+    assert [(k["key"], k["queue"], k["owner"]) for k in keys["unique_keys"]] == [("sync-1", "default", "alice")]
+    reads = [q["sql"] for q in queries.captured_queries if "task_queue" in q["sql"]]
+    assert reads and not [sql for sql in reads if "JOIN" in sql.upper()]
+
+
+@pytest.mark.django_db
 def test_live_unique_keys_come_by_keyset_and_a_sparse_scan_is_bounded(staff_client, alice, default_queue, monkeypatch):
     monkeypatch.setattr(console_keys, "PAGE_SIZE", 3)
     monkeypatch.setattr(console_keys, "SCAN_LIMIT", 5)

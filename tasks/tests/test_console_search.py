@@ -97,6 +97,35 @@ def test_a_failure_group_search_lists_its_tasks(staff_client, alice, default_que
 
 
 @pytest.mark.django_db
+def test_an_anchor_that_is_the_whole_filter_reads_one_page_of_ids(alice, default_queue, monkeypatch):
+    failed = fail_for_good(alice, 4, error="KeyError: 'x'")
+    asked: list[int] = []
+    anchor_ids_before = bulk.anchor_ids_before
+    monkeypatch.setattr(console_search, "PAGE_SIZE", 2)
+    monkeypatch.setattr(
+        bulk, "anchor_ids_before", lambda f, b, limit: asked.append(limit) or anchor_ids_before(f, b, limit)
+    )
+    page = console_search.search({"failure_group": failed[0].failure_group_id})
+    assert [t["id"] for t in page["tasks"]] == [failed[3].pk, failed[2].pk]
+    assert asked == [3]  # a page and one more: every id of the anchor matches
+    console_search.search({"failure_group": failed[0].failure_group_id, "queue": "default"})
+    assert asked[-1] == console_search.SCAN_LIMIT  # a narrowing field: ids may not match
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "filters", [{"owner": "alice"}, {"owner": "alice", "task_type": "echo"}, {"status": "pending"}]
+)
+def test_task_rows_are_read_from_task_queue_alone_and_the_names_apart(alice, default_queue, filters):
+    enqueue_many(alice, 3)
+    with CaptureQueriesContext(connection) as queries:
+        page = console_search.search(filters)
+    assert {(t["queue"], t["owner"]) for t in page["tasks"]} == {("default", "alice")}
+    reads = [q["sql"] for q in queries.captured_queries if "task_queue" in q["sql"]]
+    assert reads and not [sql for sql in reads if "JOIN" in sql.upper()]
+
+
+@pytest.mark.django_db
 def test_a_sparse_match_is_bounded_per_request_and_said_so(staff_client, alice, default_queue, monkeypatch):
     monkeypatch.setattr(console_search, "SCAN_LIMIT", 20)
     oldest = enqueue_many(alice, 1, task_type="rare")[0]
