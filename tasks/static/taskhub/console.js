@@ -7,36 +7,8 @@
 
   var root, labels, csrfToken;
 
-  var el = window.TaskHubDom.el, format = window.TaskHubDom.format;
-
-  function when(iso) { return iso ? new Date(iso).toLocaleString() : "—"; }
-
-  function fill(tableId, rows, emptyText, columns) {
-    var body = document.querySelector("#" + tableId + " tbody");
-    body.replaceChildren();
-    if (!rows.length) {
-      var tr = el("tr");
-      tr.appendChild(el("td", { colspan: String(columns), "class": "th-empty" }, emptyText));
-      body.appendChild(tr);
-      return;
-    }
-    rows.forEach(function (tr) { body.appendChild(tr); });
-  }
-
-  function setState(text, ok) {
-    var state = document.getElementById("th-refresh-state");
-    state.textContent = text;
-    state.className = ok ? "th-ok" : "th-warn";
-  }
-
-  function answer(response) {
-    var type = response.headers.get("Content-Type") || "";
-    if (type.indexOf("application/json") === -1) throw new Error("HTTP " + response.status);
-    return response.json().then(function (body) {
-      if (!response.ok) throw new Error(body.detail + " (" + body.code + ")");
-      return body;
-    });
-  }
+  var dom = window.TaskHubDom, el = dom.el, format = dom.format;
+  var when = dom.when, fill = dom.fill, setState = dom.setState, answer = dom.answer;
 
   function post(url, data) {
     return fetch(url, {

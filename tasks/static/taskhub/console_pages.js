@@ -6,35 +6,13 @@
   "use strict";
 
   var root, labels, csrfToken, next = null, paged = false;
-  var el = window.TaskHubDom.el, format = window.TaskHubDom.format;
-
-  function when(iso) { return iso ? new Date(iso).toLocaleString() : "—"; }
+  var dom = window.TaskHubDom, el = dom.el, format = dom.format;
+  var when = dom.when, setState = dom.setState, answer = dom.answer, say = dom.say;
 
   function empty(body, text, columns) {
     var tr = el("tr");
     tr.appendChild(el("td", { colspan: String(columns), "class": "th-empty" }, text));
     body.appendChild(tr);
-  }
-
-  function setState(text, ok) {
-    var state = document.getElementById("th-refresh-state");
-    state.textContent = text;
-    state.className = ok ? "th-ok" : "th-warn";
-  }
-
-  function say(text, ok) {
-    var message = document.getElementById("th-message");
-    message.textContent = text;
-    message.className = ok ? "th-message" : "th-message th-warn";
-  }
-
-  function answer(response) {
-    var type = response.headers.get("Content-Type") || "";
-    if (type.indexOf("application/json") === -1) throw new Error("HTTP " + response.status);
-    return response.json().then(function (body) {
-      if (!response.ok) throw new Error(body.detail + " (" + body.code + ")");
-      return body;
-    });
   }
 
   function post(url) {

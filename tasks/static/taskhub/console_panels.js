@@ -5,44 +5,10 @@
   "use strict";
 
   var root, labels, csrfToken;
-  var el = window.TaskHubDom.el, format = window.TaskHubDom.format;
-
-  function when(iso) { return iso ? new Date(iso).toLocaleString() : "—"; }
+  var dom = window.TaskHubDom, el = dom.el, format = dom.format;
+  var when = dom.when, fill = dom.fill, setState = dom.setState, answer = dom.answer, say = dom.say;
 
   function megabytes(bytes) { return bytes === null || bytes === undefined ? "—" : (bytes / 1048576).toFixed(1) + " MB"; }
-
-  function fill(tableId, rows, emptyText, columns) {
-    var body = document.querySelector("#" + tableId + " tbody");
-    body.replaceChildren();
-    if (!rows.length) {
-      var tr = el("tr");
-      tr.appendChild(el("td", { colspan: String(columns), "class": "th-empty" }, emptyText));
-      body.appendChild(tr);
-      return;
-    }
-    rows.forEach(function (tr) { body.appendChild(tr); });
-  }
-
-  function setState(text, ok) {
-    var state = document.getElementById("th-refresh-state");
-    state.textContent = text;
-    state.className = ok ? "th-ok" : "th-warn";
-  }
-
-  function answer(response) {
-    var type = response.headers.get("Content-Type") || "";
-    if (type.indexOf("application/json") === -1) throw new Error("HTTP " + response.status);
-    return response.json().then(function (body) {
-      if (!response.ok) throw new Error(body.detail + " (" + body.code + ")");
-      return body;
-    });
-  }
-
-  function say(text, ok) {
-    var message = document.getElementById("th-message");
-    message.textContent = text;
-    message.className = ok ? "th-message" : "th-message th-warn";
-  }
 
   function drain(worker) {
     if (!window.confirm(format(labels.drain_confirm, { worker: worker.worker_id }))) return;
