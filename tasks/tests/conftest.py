@@ -198,3 +198,11 @@ def staff_api(client_for, staff):
 @pytest.fixture
 def emails_queue(db):
     return QueueConfig.objects.create(name="emails", max_attempts=5)
+
+
+def explain(sql: str, params=None) -> list[dict]:
+    """Return the plan of `sql` (MySQL/MariaDB EXPLAIN), one dict a step with lower-case keys."""
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN " + sql, params)
+        columns = [c[0].lower() for c in cursor.description]
+        return [dict(zip(columns, line, strict=True)) for line in cursor.fetchall()]

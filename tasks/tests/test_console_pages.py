@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from tasks import console_keys, console_schedules, schedule_services
 from tasks.models import QueueConfig, Schedule, ScheduleFire, ScheduleFireOutcome, TaskQueue, TaskStatus
-from tasks.tests.conftest import enqueue_many
+from tasks.tests.conftest import enqueue_many, explain
 
 SCHEDULES = "/admin/taskhub/console/schedules/"
 SCHEDULES_DATA = "/admin/taskhub/console/schedules/data/"
@@ -429,13 +429,6 @@ def test_the_admin_index_links_the_new_pages(staff_client):
 
 
 # --- On MariaDB: task_queue only through the live set ----------------------------------------------------
-
-
-def explain(sql: str) -> list[dict]:
-    with connection.cursor() as cursor:
-        cursor.execute("EXPLAIN " + sql)
-        columns = [c[0].lower() for c in cursor.description]
-        return [dict(zip(columns, line, strict=True)) for line in cursor.fetchall()]
 
 
 @pytest.mark.mysql

@@ -9,7 +9,7 @@ from django.test.utils import CaptureQueriesContext
 
 from tasks import bulk, console_search
 from tasks.models import TaskQueue, TaskStatus
-from tasks.tests.conftest import enqueue_many, fail_for_good
+from tasks.tests.conftest import enqueue_many, explain, fail_for_good
 
 TASKS = "/admin/taskhub/console/tasks/"
 TASKS_DATA = "/admin/taskhub/console/tasks/data/"
@@ -149,13 +149,6 @@ def test_the_search_page_renders_the_first_page_and_the_bulk_form_takes_the_filt
 
 
 # --- On MariaDB: the anchor reads are index reads ---------------------------------------------------
-
-
-def explain(sql: str, params) -> list[dict]:
-    with connection.cursor() as cursor:
-        cursor.execute("EXPLAIN " + sql, params)
-        columns = [c[0].lower() for c in cursor.description]
-        return [dict(zip(columns, line, strict=True)) for line in cursor.fetchall()]
 
 
 @pytest.mark.mysql

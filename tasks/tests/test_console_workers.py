@@ -24,7 +24,7 @@ from tasks.models import (
     TaskStatus,
     WorkerProcess,
 )
-from tasks.tests.conftest import enqueue_many, fail_for_good, wait_for
+from tasks.tests.conftest import enqueue_many, explain, fail_for_good, wait_for
 from tasks.worker import row
 
 WORKERS = "/admin/taskhub/console/workers/"
@@ -303,13 +303,6 @@ def test_a_queue_waiting_far_beyond_its_usual_wait_is_flagged(alice, default_que
 
 
 # --- On MariaDB: every read of task_queue goes through an index, bounded ----------------------------
-
-
-def explain(sql: str, params) -> list[dict]:
-    with connection.cursor() as cursor:
-        cursor.execute("EXPLAIN " + sql, params)
-        columns = [c[0].lower() for c in cursor.description]
-        return [dict(zip(columns, line, strict=True)) for line in cursor.fetchall()]
 
 
 @pytest.mark.mysql

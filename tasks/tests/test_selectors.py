@@ -16,6 +16,7 @@ from django.utils import timezone
 from tasks import counters, selectors, services
 from tasks.models import FINISHED_STATUSES, QueueConfig, TaskQueue, TaskStatus
 from tasks.specs import TaskSpec
+from tasks.tests.conftest import explain
 
 pytestmark = pytest.mark.django_db
 
@@ -154,13 +155,6 @@ def test_queue_status_costs_four_queries(alice, default_queue, django_assert_num
 
 
 # --- On MariaDB/MySQL: every statistics query reads task_queue through an index --------------
-
-
-def explain(sql: str) -> list[dict]:
-    with connection.cursor() as cursor:
-        cursor.execute("EXPLAIN " + sql)
-        columns = [c[0].lower() for c in cursor.description]
-        return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
 
 
 FINISHED_PER_USER = 5000
