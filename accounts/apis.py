@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from drf_spectacular.utils import extend_schema
@@ -24,9 +23,9 @@ from accounts.serializers import (
     TokenPairSerializer,
     VerifiedTokenSerializer,
     VerifySerializer,
+    me_representation,
 )
 from accounts.throttles import LoginAccountThrottle, LoginAddressThrottle
-from core import shortcuts
 from core.openapi import error_responses
 
 
@@ -129,18 +128,4 @@ class MeApi(GenericAPIView):
 
     @extend_schema(responses={200: MeSerializer, **error_responses()})
     def get(self, request: Request) -> Response:
-        return Response(_me_data()(request.user))
-
-
-@shortcuts.chosen
-def _me_data() -> Callable[[Any], dict[str, Any]]:
-    """The `me_serializer` shortcut (`accounts.shared_serializer`), or a serializer per request."""
-    if shortcuts.enabled("me_serializer"):
-        from accounts.shared_serializer import me_data
-
-        return me_data
-    return _me_data_per_request
-
-
-def _me_data_per_request(user: Any) -> dict[str, Any]:
-    return MeSerializer(user).data
+        return Response(me_representation(request.user))
