@@ -27,9 +27,7 @@ DRAIN = "drain"
 MEASURES = (AUTH, ENQUEUE, BULK, DRAIN)
 # What each shortcut is judged on: the measures of the paths it sits on.
 JUDGED_ON: dict[str, tuple[str, ...]] = {
-    "reply_flags": (AUTH, DRAIN),
     "user_lookup": (AUTH,),
-    "me_serializer": (AUTH,),
     "raw_task_sql": (ENQUEUE, BULK, DRAIN),
 }
 ALL = "all"

@@ -3,10 +3,8 @@
 Two views of "inside a transaction" are checked, because Django only knows about the
 transactions it opened itself: a raw `START TRANSACTION` (or `SET autocommit=0`) leaves
 Django's state clean while the server holds the transaction open. The server's view costs one
-cheap query on MySQL/MariaDB and none on SQLite.
-
-One shortcut (`core.shortcuts`) replaces plain code here, from its own module: `reply_flags`
-(no query when the status flags of the server's last reply say the session is clean).
+cheap query on MySQL/MariaDB, asked only when the session's cursors ran a statement that may
+have opened one (`core.db.session_state`) or autocommit is off; none on SQLite.
 """
 
 from __future__ import annotations
@@ -16,10 +14,9 @@ import logging
 from django.db import DatabaseError, OperationalError, connection
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from core import metrics, shortcuts
-from core.db import reply_flags
+from core import metrics
 from core.db.errors import error_code, is_connection_lost, is_database_unavailable
-from core.db.session_state import session_changes
+from core.db.session_state import forget_transaction_statements, known_outside_transaction, session_changes
 
 logger = logging.getLogger("taskhub.db")
 
@@ -112,15 +109,12 @@ def server_in_transaction(conn: BaseDatabaseWrapper) -> bool:
         return conn.connection.in_transaction
     if conn.vendor != "mysql":
         return False
-    if _reply_flags_read() and reply_flags.is_clean(conn.connection):
+    if known_outside_transaction(conn.connection):
         return False
-    return _server_says_in_transaction(conn)
-
-
-@shortcuts.chosen
-def _reply_flags_read() -> bool:
-    """The `reply_flags` shortcut: trust the last reply's flags when they say "clean" (no round trip)."""
-    return shortcuts.enabled("reply_flags")
+    in_transaction = _server_says_in_transaction(conn)
+    if not in_transaction:
+        forget_transaction_statements(conn.connection)
+    return in_transaction
 
 
 def _server_says_in_transaction(conn: BaseDatabaseWrapper) -> bool:
@@ -172,6 +166,7 @@ def _rollback_outside_atomic_blocks() -> None:
         # A raw `SET autocommit=0` that Django never saw; mysqlclient reads the flag for free.
         with connection.wrap_database_errors:
             raw.autocommit(True)
+    forget_transaction_statements(raw)
 
 
 def _reconnect() -> None:

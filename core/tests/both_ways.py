@@ -12,7 +12,7 @@ from core import shortcuts
 def both_ways(name: str) -> Callable[..., Iterator[bool]]:
     """Return a fixture that runs each test using it twice: shortcut `name` on (True), then off (False).
 
-    Assign it in a test module (`reply_flags = both_ways("reply_flags")`) and ask for it by that
+    Assign it in a test module (`raw_sql = both_ways("raw_task_sql")`) and ask for it by that
     name; the other shortcuts stay as `TASKHUB_SHORTCUTS` says.
     """
 

@@ -23,14 +23,21 @@ def test_all_and_none_name_every_shortcut_or_none():
 
 
 def test_a_list_turns_on_exactly_the_named_shortcuts():
-    assert shortcuts.parse("reply_flags, raw_task_sql") == {"reply_flags", "raw_task_sql"}
+    assert shortcuts.parse("user_lookup, raw_task_sql") == {"user_lookup", "raw_task_sql"}
+
+
+def test_a_retired_name_is_accepted_and_turns_nothing_on():
+    """An upgrade that retires a shortcut must not stop a process whose settings still name it."""
+    assert shortcuts.parse("me_serializer, raw_task_sql") == {"raw_task_sql"}
+    assert shortcuts.parse("reply_flags") == frozenset()
+    assert not shortcuts.RETIRED & set(shortcuts.SHORTCUTS)
 
 
 def test_an_unknown_name_is_refused_naming_the_valid_ones():
     with pytest.raises(ImproperlyConfigured) as refused:
-        shortcuts.parse("reply_flags,reply_flag")
+        shortcuts.parse("user_lookup,user_lookups")
     message = str(refused.value)
-    assert "unknown shortcuts reply_flag;" in message
+    assert "unknown shortcuts user_lookups;" in message
     for name in shortcuts.SHORTCUTS:
         assert name in message
 
@@ -53,11 +60,11 @@ def test_a_call_site_chooses_once_and_again_only_under_an_override():
     @shortcuts.chosen
     def choice() -> bool:
         calls.append(1)
-        return shortcuts.enabled("reply_flags")
+        return shortcuts.enabled("user_lookup")
 
     configured = choice()
     assert choice() == configured and len(calls) == 1
-    with shortcuts.override({"reply_flags"} if not configured else set()):
+    with shortcuts.override({"user_lookup"} if not configured else set()):
         assert choice() is not configured
     assert choice() == configured and len(calls) == 3
 
@@ -86,7 +93,7 @@ def _start(value: str | None, tmp_path: Path) -> subprocess.CompletedProcess[str
 
 
 def test_start_up_stops_on_an_unknown_name(tmp_path):
-    started = _start("reply_flags,no_such_shortcut", tmp_path)
+    started = _start("user_lookup,no_such_shortcut", tmp_path)
     assert started.returncode != 0
     assert "ImproperlyConfigured" in started.stderr and "no_such_shortcut" in started.stderr
     assert all(name in started.stderr for name in shortcuts.SHORTCUTS)

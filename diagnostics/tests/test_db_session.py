@@ -8,7 +8,7 @@ import pytest
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, connections, transaction
 from prometheus_client import REGISTRY
 
-from core.db import reply_flags
+from core.db import session
 from core.db.session import ensure_clean_session, handle_database_error, server_in_transaction, under_test_transaction
 from diagnostics.tests.conftest import answers_a_query
 from tasks.models import QueueConfig
@@ -191,8 +191,8 @@ def _open_raw_transaction() -> None:
 
 
 def _ask_the_server_every_time(monkeypatch) -> None:
-    """Leave the reply flags out, as with MySQL's own client library."""
-    monkeypatch.setattr(reply_flags, "is_clean", lambda raw: False)
+    """Ignore what the cursors saw: every check asks the server."""
+    monkeypatch.setattr(session, "known_outside_transaction", lambda raw: False)
 
 
 @pytest.mark.mysql

@@ -9,8 +9,6 @@ from django.db import connection
 from django.test import override_settings
 from prometheus_client import REGISTRY
 
-from core import shortcuts
-from core.db import reply_flags
 from core.request_context import RequestIdLogFilter, get_request_id
 from diagnostics.tests.conftest import WsgiDriver
 from diagnostics.tests.urls import COMMITTED_QUEUE, LEAKED_QUEUE
@@ -144,11 +142,9 @@ def test_a_clean_request_logs_nothing_and_costs_only_its_own_query(
     wsgi, persistent_connection, caplog, django_assert_num_queries
 ):
     wsgi.get("/t/one-query/")  # opens the connection (and verifies its session) beforehand
-    # The view's query and nothing else on SQLite, whose driver knows its transaction state. On
-    # MySQL the check asks the server (one more statement), unless the `reply_flags` shortcut reads
-    # the flags of the server's last reply from MariaDB's client library.
-    flags_read = shortcuts.enabled("reply_flags") and reply_flags.status_flags(connection.connection) is not None
-    with django_assert_num_queries(2 if connection.vendor == "mysql" and not flags_read else 1):
+    # The view's query and nothing else: SQLite's driver knows its transaction state, and on MySQL
+    # the check asks the server only after a statement that may have opened a transaction.
+    with django_assert_num_queries(1):
         assert wsgi.get("/t/one-query/").status == 200
     assert "数据库会话错误" not in caplog.text
 
