@@ -198,21 +198,27 @@ def _hourly_sums(
 
 
 def queue_statuses(*, now: datetime | None = None) -> list[QueueStatus]:
-    """Return every queue's limits, backlog, live workers and fair-share figures, in four queries.
+    """Return every queue's limits, backlog, live workers and fair-share figures, in three queries.
 
     Two more when some queue has a per-key limit (its running keys) or a rate limit (its buckets).
 
-    Backlog counts read only the claim index's (status, queue_id, priority, run_at) entries of
-    pending and running rows; live workers are the rows whose heartbeat is fresh.
+    The backlog and the owners with runnable tasks come from one read of the fair index's
+    (status, queue_id, owner_id, priority, run_at) entries of pending and running rows, never
+    the rows themselves; live workers are the rows whose heartbeat is fresh.
     """
     now = now or timezone.now()
     backlog: dict[int, dict] = {}
-    # Grouped by (status, queue): the order of the claim index, so no temporary table.
+    owners: dict[int, int] = {}
+    due = Q(run_at__lte=now)
+    # Grouped by (status, queue): the order of the index, so no temporary table.
     for row in (
         TaskQueue.objects.filter(status__in=ACTIVE_STATUSES)
         .values("status", "queue_id")
         .annotate(
-            n=Count("id"), due=Count("id", filter=Q(run_at__lte=now)), oldest=Min("run_at", filter=Q(run_at__lte=now))
+            n=Count("id"),
+            due=Count("id", filter=due),
+            oldest=Min("run_at", filter=due),
+            owners=Count("owner_id", distinct=True, filter=due),
         )
         .order_by()
     ):
@@ -221,10 +227,11 @@ def queue_statuses(*, now: datetime | None = None) -> list[QueueStatus]:
             counts["running"] = row["n"]
         else:
             counts.update(pending=row["due"], scheduled=row["n"] - row["due"], oldest=row["oldest"])
+            owners[row["queue_id"]] = row["owners"]
     fresh_since = now - timedelta(seconds=settings.TASKHUB_WORKER_STALE_SECONDS)
     workers = list(WorkerProcess.objects.filter(last_heartbeat_at__gte=fresh_since).values_list("queues", flat=True))
     queues = list(QueueConfig.objects.order_by("name"))
-    shares = fair_shares(now, queues)
+    shares = fair_shares(now, queues, owners=owners)
     statuses = []
     for queue in queues:
         row = backlog.get(queue.id, {})
@@ -263,19 +270,21 @@ class FairShares:
         return sum(1 for n in self.running_keys.get(queue.pk, []) if n >= queue.per_key_concurrency > 0)
 
 
-def fair_shares(now: datetime, queues: list[QueueConfig]) -> FairShares:
+def fair_shares(now: datetime, queues: list[QueueConfig], *, owners: dict[int, int] | None = None) -> FairShares:
     """Read the fair-share figures of `queues`: only active rows, through task_fair_idx and task_claim_idx.
 
+    `owners` (queue id → owners with runnable tasks) is counted here unless the caller has it.
     The running keys are read only for queues with a per-key limit (running rows are few: they
     are counted here rather than grouped by the database), the buckets only for rate-limited ones.
     """
-    # Grouped by queue in the order of task_fair_idx (status, queue, owner, ...): no temporary table.
-    owners = dict(
-        TaskQueue.objects.filter(status=TaskStatus.PENDING, run_at__lte=now)
-        .values_list("queue_id")
-        .annotate(n=Count("owner_id", distinct=True))
-        .order_by()
-    )
+    if owners is None:
+        # Grouped by queue in the order of task_fair_idx (status, queue, owner, ...): no temporary table.
+        owners = dict(
+            TaskQueue.objects.filter(status=TaskStatus.PENDING, run_at__lte=now)
+            .values_list("queue_id")
+            .annotate(n=Count("owner_id", distinct=True))
+            .order_by()
+        )
     keyed = [queue.pk for queue in queues if queue.per_key_concurrency]
     running_keys: dict[int, list[int]] = {}
     if keyed:

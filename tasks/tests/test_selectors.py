@@ -146,12 +146,24 @@ def test_statistics_cost_four_queries_whatever_the_number_of_tasks(
     run()
 
 
-def test_queue_status_costs_four_queries(alice, default_queue, django_assert_num_queries):
+def test_queue_status_costs_three_queries(alice, bob, default_queue, django_user_model, django_assert_num_queries):
     services.tasks_enqueue_bulk(user=alice, specs=[TaskSpec("echo")] * 20)
+    services.tasks_enqueue_bulk(user=bob, specs=[TaskSpec("echo")] * 2)
+    later = timezone.now() + timedelta(hours=1)
+    carol = django_user_model.objects.create_user("carol")
+    services.tasks_enqueue_bulk(user=carol, specs=[TaskSpec("echo", run_at=later)] * 3)  # not runnable yet
+    dave = django_user_model.objects.create_user("dave")
+    TaskQueue.objects.filter(pk=services.task_enqueue(user=dave, task_type="echo").task.pk).update(
+        status=TaskStatus.RUNNING
+    )
     QueueConfig.objects.create(name="other")
-    with django_assert_num_queries(4):
+    with django_assert_num_queries(3):
         statuses = selectors.queue_statuses()
-    assert [(s.name, s.pending) for s in statuses] == [("default", 20), ("other", 0)]
+    assert [(s.name, s.pending, s.scheduled, s.running, s.active_owners) for s in statuses] == [
+        ("default", 22, 3, 1, 2),  # owners with runnable tasks: alice and bob, not carol nor dave
+        ("other", 0, 0, 0, 0),
+    ]
+    assert selectors.fair_shares(timezone.now(), list(QueueConfig.objects.all())).owners == {default_queue.pk: 2}
 
 
 # --- On MariaDB/MySQL: every statistics query reads task_queue through an index --------------
@@ -194,7 +206,7 @@ def test_statistics_and_queue_status_read_task_queue_only_through_indexes(alice,
         selectors.task_statistics(user=alice)
         selectors.task_statistics(user=None)
         selectors.queue_statuses()
-    assert len(captured.captured_queries) == 12
+    assert len(captured.captured_queries) == 11
     plans = {q["sql"]: explain(q["sql"]) for q in captured.captured_queries}
     for sql, plan in plans.items():
         for row in plan:
@@ -204,7 +216,7 @@ def test_statistics_and_queue_status_read_task_queue_only_through_indexes(alice,
                 # Reads only the active rows' index entries, not the finished ones.
                 assert int(row["rows"]) < FINISHED_PER_USER // 10, f"reads too many rows:\n{sql}\n{plan}"
     touching = [sql for sql in plans if "`task_queue`" in sql]
-    assert len(touching) == 4  # active counts (own, all), the queue backlog and its active owners
+    assert len(touching) == 3  # active counts (own, all), the queue backlog with its active owners
     for sql in touching:
         if "`owner_id` =" in sql:
             continue
@@ -214,8 +226,11 @@ def test_statistics_and_queue_status_read_task_queue_only_through_indexes(alice,
             # index alone (it covers status, queue and created_at), never row by row.
             assert extras and all("using index" in extra.lower() for extra in extras), f"{sql}\n{plans[sql]}"
         else:
-            # The queue backlog groups in the claim index's order: no temporary table to sort.
+            # The queue backlog and its owners: one read of the fair index alone (it covers status,
+            # queue, owner and run_at), grouped in its order: no temporary table to sort.
             assert not [extra for extra in extras if "temporary" in extra.lower()], f"{sql}\n{plans[sql]}"
+            keys = [row["key"] for row in plans[sql] if row["table"] == "task_queue"]
+            assert keys == ["task_fair_idx"] and all("using index" in e.lower() for e in extras), plans[sql]
 
     # A list page reads an owner's few rows through an owner index, and never sorts all of a big
     # owner's tasks: it walks (owner, id) or the primary key backwards, stopping at the page size.
