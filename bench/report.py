@@ -731,7 +731,7 @@ def _capacity(results: dict) -> list[str]:
             )
         lines.append("")
         if ramp.get("workers_per_core") is None:
-            lines += [f"- {label}: no step without a limit before the largest: no figure.", ""]
+            lines += [f"- {label}: no step before the largest ran without a server limit: no figure.", ""]
             continue
         check = ramp["check"]
         basis = ", ".join(str(n) for n in ramp["basis_workers"])

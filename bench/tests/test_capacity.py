@@ -77,7 +77,11 @@ def test_limited_steps_are_named_and_only_server_limits_leave_the_basis() -> Non
 
     steps[1] = _step(2, 800, 0.1 + 1.6, 2.0, pending_left=0)
     steps[2] = _step(4, 0, 0.1, 0.0)
-    assert derive(_raw(steps))["ramps"]["0.02"]["workers_per_core"] is None
+    results = _results({"runs": []})
+    results["meta"]["sections"] = ["capacity"]
+    results["sections"]["capacity"] = derive(_raw(steps))
+    assert results["sections"]["capacity"]["ramps"]["0.02"]["workers_per_core"] is None
+    assert "- 20 ms: no step before the largest ran without a server limit: no figure." in render(results)
 
 
 def test_core_ticks_count_everything_but_idle_and_iowait_as_busy() -> None:
