@@ -23,6 +23,7 @@ SECTIONS = (
     "fairness",
     "cluster",
     "console",
+    "capacity",
 )
 # The bench users every TaskHub database gets: the first one and staff can log in.
 USER_NAME = "bench_user_{:02d}"

@@ -13,7 +13,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from bench import compare, latency
+from bench import capacity, compare, latency
 from bench.scale import BACKLOG_SHARE, CONSOLE_ENDPOINTS, ENDPOINTS
 from bench.stats import median_of, ratio, summarize
 
@@ -688,6 +688,82 @@ def _cluster(results: dict) -> list[str]:
     return lines + [""]
 
 
+def _share(step: dict) -> str:
+    busy = step.get("worker_core_busy")
+    return "–" if busy is None else f"{busy:.0%}"
+
+
+def _capacity(results: dict) -> list[str]:
+    if "capacity" not in results["meta"].get("sections", []):
+        return []  # a run from before the section, or one that left it out
+    entry, lines = _heading(results, "capacity", "11. Workers per MySQL core")
+    if entry is None:
+        return lines
+    method = entry["method"]
+    lines += [
+        f"A private {method['version']} (binary log on) pinned to core {method['server_core']}, `run_worker` "
+        f"processes (default settings, concurrency 1, polling) pinned to core {method['worker_core']}; sleep tasks "
+        f"from a backlog enqueued beforehand. Workers are added step by step; each step is measured for "
+        f"{method['window_seconds']:g} s after {method['settle_seconds']:g} s: the server's CPU "
+        "(`/proc/<mariadbd>/stat`, less its idle "
+        f"{entry['baseline_util']:.1%} of a core), the tasks finished, the workers' CPU (children included) and "
+        "how busy their core was with anything (this machine's other processes too). A step is limited when the "
+        "worker core is ≥ 85% busy, the server uses ≥ 85% of its core, its workers each finish < 75% of the most a "
+        "worker finished in any step, or the backlog ran dry; the cost per task is taken from the steps below the "
+        "largest without a server limit (server core, dry backlog), and the largest step checks it.",
+        "",
+    ]
+    for key, ramp in entry["ramps"].items():
+        label = capacity.duration_label(key)
+        lines += [
+            f"**{label} tasks**",
+            "",
+            "| workers | tasks/s | per worker | server, % of a core | server ms/task | server per worker-s (ms) "
+            "| workers, % of a core | worker core busy | worker ms/task | limited by |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        for step in ramp["steps"]:
+            lines.append(
+                f"| {step['workers']} | {step['rate']:,.0f} | {step['per_worker_rate']:.1f} | "
+                f"{step['server_util']:.1%} | {_num(step['server_ms_per_task'])} | "
+                f"{step['server_per_worker_second'] * 1000:.1f} | {step['worker_util']:.1%} | {_share(step)} | "
+                f"{_num(step['worker_ms_per_task'])} | {', '.join(step['limits']) or '–'} |"
+            )
+        lines.append("")
+        if ramp.get("workers_per_core") is None:
+            lines += [f"- {label}: no step before the largest ran without a server limit: no figure.", ""]
+            continue
+        check = ramp["check"]
+        basis = ", ".join(str(n) for n in ramp["basis_workers"])
+        limited = ramp["limited_workers"]
+        where = (
+            f"Limited steps: {', '.join(str(n) for n in limited)} workers (see the table): there the figures are "
+            "not a direct measurement of what the workers could do."
+            if limited
+            else "No step reached a limit."
+        )
+        lines += [
+            f"- **{label}: at least {ramp['workers_per_core_floor']:,.0f} workers per MySQL core**: the server "
+            f"spends {ramp['server_ms_per_task']:.2f} ms of CPU per task (median of the steps with {basis} workers), "
+            f"and a worker finishes at most {1 / float(key):g} tasks/s. At the most a worker finished here "
+            f"({ramp['tasks_per_worker_second']:.1f} tasks/s): {ramp['workers_per_core']:,.0f} workers per core.",
+            f"- Check at {check['workers']} workers: the server used {check['measured_util']:.1%} of its core; "
+            f"predicted from the smaller steps {check['predicted_util_by_tasks']:.1%} by tasks at the throughput "
+            f"measured ({_num(check['ratio_by_tasks'])}×) and {check['predicted_util_by_workers']:.1%} by workers "
+            f"({_num(check['ratio_by_workers'])}×). {where}",
+            "",
+        ]
+    idle = entry.get("idle")
+    if idle:
+        lines += [
+            f"- Idle workers ({idle['workers']}, no task, polling): {idle['server_per_worker_second'] * 1000:.2f} ms "
+            f"of server CPU per worker-second — {_num(idle['workers_per_core'], '{:,.0f}')} idle workers per core; "
+            f"their own CPU {idle['worker_util']:.1%} of a core.",
+            "",
+        ]
+    return lines
+
+
 def _variant(name: str) -> str:
     return "all on" if name == "all" else f"{name} off"
 
@@ -715,7 +791,7 @@ def render(results: dict) -> str:
     lines += _targets_table(results) + compare.before_after(results, targets(results))
     lines += _throughput(results) + _djtasks(results) + _scale(results) + _auth(results) + _memory(results)
     lines += _shortcuts(results) + _schedules(results) + _latency(results) + _fairness(results)
-    lines += _cluster(results) + _console_load(results)
+    lines += _cluster(results) + _console_load(results) + _capacity(results)
     errors = results.get("errors") or []
     if errors:
         lines += ["## Problems during the run", ""] + [f"- {e}" for e in errors] + [""]

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 from bench import (
     auth,
+    capacity,
     cluster_bench,
     compare,
     console_bench,
@@ -44,6 +45,7 @@ TASKHUB_SECTIONS = {
     "fairness": fairness_bench.run,
     "cluster": cluster_bench.run,
     "console": console_bench.run,
+    "capacity": capacity.run,
 }
 PEERS = {"django-tasks-db": djtasks.run, "celery": celery_bench.run, "raw": rawsql.run}
 
