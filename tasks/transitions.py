@@ -260,6 +260,8 @@ class Claim:
     held_back: bool = False
     # Seconds until a rate-limited queue that held tasks back has a token again.
     retry_in: float | None = None
+    # The clock reading the claim compared run_at with: a next_run_at after it was not due yet.
+    as_of: datetime | None = None
 
 
 def claim(*, worker_id: str, queues: Sequence[QueueConfig], limit: int, now: datetime | None = None) -> Claim:
@@ -302,7 +304,7 @@ def _claim(
         # their starts (and spend tokens) in the order they hold it, whatever they waited for before.
         now = timezone.now()
     configs = {queue.pk: fresh.get(queue.pk, queue) for queue in queues}
-    result = Claim(contended=contended)
+    result = Claim(contended=contended, as_of=now)
     candidates: list[TaskQueue] = []
     plans: list[fair_claim.Plan] = []
     sources = 0

@@ -13,7 +13,9 @@ from tasks import services
 from tasks.models import QueueConfig, TaskQueue, TaskStatus, TaskStatusCount, WorkerProcess
 from tasks.outcomes import ERROR_MAX_CHARS
 from tasks.tests.conftest import enqueue_many
+from tasks.transitions import Claim
 from tasks.worker import Worker
+from tasks.worker.loop import IDLE_BACKOFF_START
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -185,3 +187,22 @@ def test_the_worker_carries_on_after_its_connection_is_killed_mid_task(alice, de
         worker.close()
         observer.close()
     assert set(statuses().values()) == {TaskStatus.SUCCEEDED}
+
+
+def test_a_task_that_came_due_just_after_the_claims_clock_reading_is_claimed_at_once(default_queue):
+    """A worker woken for a run_at may claim a hair before it: it claims again at once, no back-off."""
+    worker = Worker(queues=["default"], concurrency=1)
+    now = timezone.now()
+
+    came_due = Claim(next_run_at=now - timedelta(milliseconds=1), as_of=now - timedelta(milliseconds=2))
+    assert worker._idle_wait(came_due) == 0.0
+    assert worker._run_at_due
+
+    # Due before the claim looked, yet not claimed: another worker holds it; back off a little.
+    taken = Claim(next_run_at=now - timedelta(seconds=1), as_of=now)
+    worker._idle_wait(taken)
+    assert IDLE_BACKOFF_START / 2 < worker._next_run_at - time.monotonic() <= IDLE_BACKOFF_START
+
+    later = Claim(next_run_at=timezone.now() + timedelta(seconds=0.5), as_of=timezone.now())
+    worker._idle_wait(later)
+    assert 0.3 < worker._next_run_at - time.monotonic() <= 0.5

@@ -380,8 +380,11 @@ class Worker:
         self._next_run_at = math.inf
         if claim.next_run_at is not None:
             due = (claim.next_run_at - timezone.now()).total_seconds()
-            # Not yet claimable although due: another worker is claiming it this instant.
-            self._next_run_at = time.monotonic() + (due if due > 0 else IDLE_BACKOFF_START)
+            if due <= 0 and (claim.as_of is None or claim.next_run_at <= claim.as_of):
+                # Due when the claim looked, yet not claimed: another worker is claiming it this instant.
+                due = IDLE_BACKOFF_START
+            # Otherwise it came due between the claim's clock reading and now: claim again at once.
+            self._next_run_at = time.monotonic() + max(due, 0.0)
         return self._until_run_at(wait)
 
     def _until_run_at(self, wait: float) -> float:
