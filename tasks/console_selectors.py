@@ -19,8 +19,8 @@ from django.db.models import Sum
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 
-from tasks.counters import rolled_up_to
 from tasks.histograms import RUN_COLUMNS, WAIT_COLUMNS, percentiles
+from tasks.hour_stats import rolled_up_to
 from tasks.models import QueueConfig, TaskHourStats, TaskMinuteStats
 from tasks.selectors import queue_statuses
 

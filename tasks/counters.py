@@ -20,9 +20,8 @@ first time); several, as a batch of many owners' tasks brings, one multi-row ups
 a round trip per table, not per owner. The minute rollup is always one multi-row upsert: its rows
 are new every minute, so an UPDATE first would often be a wasted round trip.
 
-The hour rollup (`task_hour_stats`) is not written here per batch: `roll_up_hours()` recomputes
-whole hours from the minute rows once they are over (one INSERT ... SELECT ... GROUP BY), off the
-claim path, and moves the mark on (`task_hour_stats_mark`: every hour before it is rolled up).
+The hour rollup (`task_hour_stats`) is not written here: `tasks.hour_stats` rolls it up from the
+minute rows, off the claim path, with this module's upsert clause (`upsert_clause`).
 """
 
 from __future__ import annotations
@@ -33,25 +32,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from django.db import connection, transaction
-from django.db.models import Sum
-from django.db.models.functions import TruncHour
 
 from tasks.histograms import RUN_COLUMNS, WAIT_COLUMNS, bucket_of
 from tasks.models import (
     FINISHED_STATUSES,
     MINUTE_STATS_RETENTION_DAYS,
     TaskHourlyStats,
-    TaskHourStats,
-    TaskHourStatsMark,
     TaskMinuteStats,
     TaskQueue,
     TaskStatusCount,
 )
 
-# An hour is rolled up this long after it ends: batches that finished in it may still be flushing.
-HOUR_ROLL_UP_GRACE = timedelta(minutes=5)
-# Hours per roll-up statement: a worker that catches up on days of minutes does it a day a turn.
-HOUR_ROLL_UP_MAX_HOURS = 24
 # Counter rows per upsert statement, and parameters per statement: within SQLite's 999.
 UPSERT_ROWS = 90
 UPSERT_PARAMETERS = 999
@@ -166,10 +157,7 @@ def minute_stats_since(now: datetime) -> datetime:
 
 
 def rebuild(*, now: datetime | None = None) -> None:
-    """Recompute the counter tables from `task_queue`, atomically; the minute rollup within its retention window.
-
-    The hour rollup is then rolled up afresh from the minute rows (every hour over by `now`).
-    """
+    """Recompute the counter tables from `task_queue`, atomically; the minute rollup within its retention window."""
     now = now or datetime.now(UTC)
     since = minute_stats_since(now)
     with transaction.atomic():
@@ -197,69 +185,6 @@ def rebuild(*, now: datetime | None = None) -> None:
                 delta["wait_seconds_sum"] += max((started_at - created_at).total_seconds(), 0.0)
                 delta["run_seconds_sum"] += max((finished_at - started_at).total_seconds(), 0.0)
         _apply(status_deltas=statuses, hourly=hourly, minutes=minutes)
-        TaskHourStats.objects.all().delete()
-        TaskHourStatsMark.objects.all().delete()
-        while roll_up_hours(now=now, max_hours=None):
-            pass
-
-
-def rolled_up_to() -> datetime | None:
-    """Return the hour rollup's mark: every hour before it is in `task_hour_stats` (None: no hour is)."""
-    return TaskHourStatsMark.objects.filter(pk=1).values_list("rolled_up_to", flat=True).first()
-
-
-def roll_up_hours(*, now: datetime | None = None, max_hours: int | None = HOUR_ROLL_UP_MAX_HOURS) -> bool:
-    """Recompute the hour rollup from the minute rows for the hours over since the mark; return True if more remain.
-
-    The hours from one before the mark (it catches late minute writes) up to the last hour that
-    ended HOUR_ROLL_UP_GRACE before `now`, at most `max_hours` of them, are summed from
-    `task_minute_stats` in one INSERT ... SELECT ... GROUP BY that sets (not adds to) the hour
-    rows, then the mark moves on (never back). Idempotent, so two processes may run it at once;
-    without a mark it starts at the minute rollup's retention. With nothing to do it is one
-    statement (the mark's read); otherwise three.
-    """
-    now = now or datetime.now(UTC)
-    mark = rolled_up_to()
-    first = hour_of(minute_stats_since(now))
-    if mark is not None:
-        first = max(first, hour_of(mark) - timedelta(hours=1))
-    end = hour_of(now - HOUR_ROLL_UP_GRACE)
-    if mark is not None and end <= mark:
-        return False
-    if max_hours is not None:
-        end = min(end, first + timedelta(hours=max_hours))
-    if end <= first:
-        return False
-    sums = {column: Sum(column) for column in MINUTE_EVENT_COLUMNS}
-    select = (
-        TaskMinuteStats.objects.filter(minute__gte=first, minute__lt=end)
-        .annotate(point=TruncHour("minute", tzinfo=UTC))
-        .values("queue_id", "point")
-        .annotate(**sums)
-        .order_by()
-    )
-    select_sql, params = select.query.sql_with_params()
-    columns = ("queue_id", "hour", *MINUTE_EVENT_COLUMNS)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO task_hour_stats ({', '.join(columns)}) {select_sql} "
-            + _upsert_tail(("queue_id", "hour"), MINUTE_EVENT_COLUMNS, add=False),
-            params,
-        )
-        mark_param = connection.ops.adapt_datetimefield_value(end)
-        if connection.vendor == "mysql":
-            cursor.execute(
-                "INSERT INTO task_hour_stats_mark (id, rolled_up_to) VALUES (1, %s) "
-                "ON DUPLICATE KEY UPDATE rolled_up_to = GREATEST(rolled_up_to, VALUES(rolled_up_to))",
-                [mark_param],
-            )
-        else:
-            cursor.execute(
-                "INSERT INTO task_hour_stats_mark (id, rolled_up_to) VALUES (1, %s) "
-                "ON CONFLICT (id) DO UPDATE SET rolled_up_to = MAX(rolled_up_to, excluded.rolled_up_to)",
-                [mark_param],
-            )
-    return end < hour_of(now - HOUR_ROLL_UP_GRACE)
 
 
 def _apply(
@@ -368,7 +293,7 @@ def _upsert_many(
     """
     columns = [*key, *values]
     row_marks = "(" + ", ".join(["%s"] * len(columns)) + ")"
-    tail = _upsert_tail(key, values, add=True)
+    tail = upsert_clause(key, values, add=True)
     per_statement = min(UPSERT_ROWS, UPSERT_PARAMETERS // len(columns))
     for start in range(0, len(rows), per_statement):
         chunk = rows[start : start + per_statement]
@@ -379,8 +304,8 @@ def _upsert_many(
         )
 
 
-def _upsert_tail(key: tuple[str, ...], values: tuple[str, ...], *, add: bool) -> str:
-    """Return an INSERT's clause for rows whose key exists: add the new values to them, or set them."""
+def upsert_clause(key: tuple[str, ...], values: tuple[str, ...], *, add: bool) -> str:
+    """Return an INSERT's clause for rows whose key exists: add the new values to them, or set them (SQL only)."""
     if connection.vendor == "mysql":
         # VALUES(col) is deprecated on MySQL 8.0.20+ but is the only spelling MariaDB accepts.
         updates = ", ".join(f"{column} = {column + ' + ' if add else ''}VALUES({column})" for column in values)

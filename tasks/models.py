@@ -479,7 +479,7 @@ class TaskMinuteStats(models.Model):
 class TaskHourStats(models.Model):
     """`task_minute_stats` summed per queue and UTC hour, for the console's 24-hour and 7-day charts.
 
-    Not kept in step by the counters: `tasks.counters.roll_up_hours` recomputes whole hours from
+    Not kept in step by the counters: `tasks.hour_stats.roll_up_hours` recomputes whole hours from
     the minute rows once they are over (a worker's heartbeat, at most once an hour) and moves
     `TaskHourStatsMark` on; the charts read the hours before the mark here and the minutes after
     it from `task_minute_stats`. Unrelated to `task_hourly_stats` (per owner, no histograms).

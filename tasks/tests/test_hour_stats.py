@@ -11,7 +11,7 @@ from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from tasks import console_selectors, counters
+from tasks import console_selectors, counters, hour_stats
 from tasks.histograms import RUN_COLUMNS, WAIT_COLUMNS, percentiles
 from tasks.models import QueueConfig, TaskHourStats, TaskHourStatsMark, TaskMinuteStats, TaskStatus
 from tasks.retention import hour_stats_prune
@@ -78,7 +78,7 @@ def hour_rows() -> dict:
 
 
 def roll_up_until_done(now: datetime) -> None:
-    while counters.roll_up_hours(now=now):
+    while hour_stats.roll_up_hours(now=now):
         pass
 
 
@@ -86,7 +86,7 @@ def roll_up_until_done(now: datetime) -> None:
 def test_the_hourly_charts_equal_the_minutes_summed_however_far_the_mark_lags(history, rolled_up_at):
     if rolled_up_at is not None:
         roll_up_until_done(rolled_up_at)
-        assert counters.rolled_up_to() == (rolled_up_at - counters.HOUR_ROLL_UP_GRACE).replace(
+        assert hour_stats.rolled_up_to() == (rolled_up_at - hour_stats.HOUR_ROLL_UP_GRACE).replace(
             minute=0, second=0, microsecond=0
         )
     for range_name in ("24h", "7d"):
@@ -96,7 +96,7 @@ def test_the_hourly_charts_equal_the_minutes_summed_however_far_the_mark_lags(hi
 
 def test_the_hourly_charts_read_the_hours_before_the_mark_from_the_hour_rollup(history):
     roll_up_until_done(NOW)
-    mark = counters.rolled_up_to()
+    mark = hour_stats.rolled_up_to()
     before = chart_points("7d", None)
     row = TaskHourStats.objects.filter(hour=mark - timedelta(hours=2)).first()
     row.succeeded += 1000
@@ -111,9 +111,9 @@ def test_the_roll_up_is_idempotent_and_catches_a_late_minute_inside_the_grace(hi
     early = NOW.replace(minute=2)  # inside the grace: the last hour is not over for the roll-up yet
     roll_up_until_done(early)
     last_hour = NOW.replace(minute=0, second=0) - timedelta(hours=1)
-    assert counters.rolled_up_to() == last_hour
+    assert hour_stats.rolled_up_to() == last_hour
     rows = hour_rows()
-    assert not counters.roll_up_hours(now=early)
+    assert not hour_stats.roll_up_hours(now=early)
     assert hour_rows() == rows
 
     # A batch that finished at 17:59 is flushed at 18:04; the roll-up after the grace counts it.
@@ -128,13 +128,13 @@ def test_the_roll_up_is_idempotent_and_catches_a_late_minute_inside_the_grace(hi
     older.save()
     after_grace = NOW.replace(minute=6)
     roll_up_until_done(after_grace)
-    assert counters.rolled_up_to() == NOW.replace(minute=0, second=0)
+    assert hour_stats.rolled_up_to() == NOW.replace(minute=0, second=0)
     again = hour_rows()
     assert again[(default_queue.pk, last_hour)]["succeeded"] == expected_sum(default_queue, last_hour, "succeeded")
     assert again[(default_queue.pk, last_hour - timedelta(hours=1))]["failed"] == expected_sum(
         default_queue, last_hour - timedelta(hours=1), "failed"
     )
-    assert not counters.roll_up_hours(now=after_grace)
+    assert not hour_stats.roll_up_hours(now=after_grace)
     assert hour_rows() == again
     # Run afresh it changes nothing either (two processes running it at once write the same rows).
     TaskHourStatsMark.objects.all().delete()
@@ -149,17 +149,17 @@ def expected_sum(queue: QueueConfig, hour: datetime, column: str) -> int:
 
 def test_the_mark_never_moves_back(history):
     roll_up_until_done(NOW)
-    counters.roll_up_hours(now=NOW - timedelta(days=2))  # a process with a slow clock
-    assert counters.rolled_up_to() == NOW.replace(minute=0, second=0) - timedelta(hours=1)
+    hour_stats.roll_up_hours(now=NOW - timedelta(days=2))  # a process with a slow clock
+    assert hour_stats.rolled_up_to() == NOW.replace(minute=0, second=0) - timedelta(hours=1)
 
 
 def test_a_catch_up_is_done_a_day_a_statement(history):
     with CaptureQueriesContext(connection) as queries:
-        assert counters.roll_up_hours(now=NOW)
+        assert hour_stats.roll_up_hours(now=NOW)
     inserts = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("INSERT INTO task_hour_stats ")]
     assert len(inserts) == 1 and len(queries.captured_queries) == 3
     first = (NOW - timedelta(days=8)).replace(minute=0, second=0)
-    assert counters.rolled_up_to() == first + timedelta(hours=counters.HOUR_ROLL_UP_MAX_HOURS)
+    assert hour_stats.rolled_up_to() == first + timedelta(hours=hour_stats.HOUR_ROLL_UP_MAX_HOURS)
 
 
 def test_rebuild_task_stats_rolls_the_hours_up_afresh_from_the_minutes(alice, default_queue):
@@ -172,8 +172,8 @@ def test_rebuild_task_stats_rolls_the_hours_up_afresh_from_the_minutes(alice, de
     out = StringIO()
     call_command("rebuild_task_stats", stdout=out)
 
-    mark = counters.rolled_up_to()
-    assert mark == (datetime.now(UTC) - counters.HOUR_ROLL_UP_GRACE).replace(minute=0, second=0, microsecond=0)
+    mark = hour_stats.rolled_up_to()
+    assert mark == (datetime.now(UTC) - hour_stats.HOUR_ROLL_UP_GRACE).replace(minute=0, second=0, microsecond=0)
     expected: dict = {}
     for row in TaskMinuteStats.objects.filter(minute__lt=mark):
         key = (row.queue_id, row.minute.astimezone(UTC).replace(minute=0))
@@ -210,20 +210,20 @@ def test_a_worker_rolls_up_at_most_once_an_hour(history, monkeypatch):
     db = WorkerDatabase(worker_id="host:1:hours", queue_names=[], concurrency=1)
     clock = [NOW.timestamp()]
     monkeypatch.setattr("tasks.worker.db.time.time", lambda: clock[0])
-    monkeypatch.setattr("tasks.counters.datetime", FrozenDatetime(clock))
+    monkeypatch.setattr("tasks.hour_stats.datetime", FrozenDatetime(clock))
     last_hour = NOW.replace(minute=0, second=0) - timedelta(hours=1)
     for _ in range(12):  # 8 days to catch up on: a day a heartbeat
         db.roll_up_hours()
-        if counters.rolled_up_to() == last_hour:
+        if hour_stats.rolled_up_to() == last_hour:
             break
-    assert counters.rolled_up_to() == last_hour
+    assert hour_stats.rolled_up_to() == last_hour
     clock[0] += 60  # 18:04:20: the 17:00 hour's grace is not over, not its turn, and no statement to find that out
     with CaptureQueriesContext(connection) as queries:
         db.roll_up_hours()
     assert queries.captured_queries == []
     clock[0] += 2 * 60 * 60  # 20:04: its turn
     db.roll_up_hours()
-    assert counters.rolled_up_to() == NOW.replace(minute=0, second=0) + timedelta(hours=1)
+    assert hour_stats.rolled_up_to() == NOW.replace(minute=0, second=0) + timedelta(hours=1)
     clock[0] += 30  # 20:04:50: the next turn is after 20:05
     with CaptureQueriesContext(connection) as queries:
         db.roll_up_hours()
@@ -231,7 +231,7 @@ def test_a_worker_rolls_up_at_most_once_an_hour(history, monkeypatch):
 
 
 class FrozenDatetime:
-    """`datetime` for tasks.counters with `now()` reading a test's clock."""
+    """`datetime` for tasks.hour_stats with `now()` reading a test's clock."""
 
     def __init__(self, clock: list[float]) -> None:
         self.clock = clock

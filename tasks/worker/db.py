@@ -5,7 +5,7 @@ renew leases, refresh this worker's row; take back the tasks other workers lost 
 lease and prune those workers' rows.
 
 Once an hour (just after each hour's grace, jittered) a busy worker's heartbeat also rolls the
-console's minute statistics up into hours (`counters.roll_up_hours`), off the claim path.
+console's minute statistics up into hours (`hour_stats.roll_up_hours`), off the claim path.
 
 Every round trip goes through `WorkerDatabase.call`, so a lost or unavailable database costs a
 back-off and a reconnect, never the worker: whatever could not be written stays in the book
@@ -33,7 +33,7 @@ from core.db.features import UnsupportedDatabase, ensure_skip_locked
 from core.db.session import ensure_clean_session
 
 # The worker's only import of the state machine (.importlinter holds the others to that).
-from tasks import counters, schedules, transitions
+from tasks import hour_stats, schedules, transitions
 from tasks.models import QueueConfig, TaskStatus
 from tasks.outcomes import Outcome, OutcomeKind, bound_error
 from tasks.worker import row
@@ -215,11 +215,11 @@ class WorkerDatabase:
         now = time.time()
         if now < self._next_roll_up:
             return
-        more = self.call("rolling up hour statistics", counters.roll_up_hours)
+        more = self.call("rolling up hour statistics", hour_stats.roll_up_hours)
         if more is not False:  # more hours to catch up on, or the database was unavailable
             self._next_roll_up = now
             return
-        grace = counters.HOUR_ROLL_UP_GRACE.total_seconds()
+        grace = hour_stats.HOUR_ROLL_UP_GRACE.total_seconds()
         self._next_roll_up = (
             (now - grace) // 3600 * 3600 + 3600 + grace + random.uniform(0, HOUR_ROLL_UP_JITTER_SECONDS)
         )

@@ -10,7 +10,7 @@ One round of `Worker.run_one()`:
        says whether staff asked this worker to drain: then it claims nothing more, finishes what
        it holds and exits), then take back the tasks of workers that stopped renewing their
        leases and prune those workers' rows; once an hour, roll the console's minute statistics
-       up into hours (`counters.roll_up_hours`; not while lean: an idle worker adds no minutes);
+       up into hours (`hour_stats.roll_up_hours`; not while lean: an idle worker adds no minutes);
     6. at most once a second, fire the schedules that are due (`tasks.schedules`: every worker
        does, a unique key decides which one creates each fire time's task);
     7. send claimed tasks to the children.

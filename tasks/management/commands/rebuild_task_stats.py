@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from django.core.management.base import BaseCommand
+from django.db import transaction
 
-from tasks import counters
+from tasks import counters, hour_stats
 from tasks.models import MINUTE_STATS_RETENTION_DAYS, TaskHourlyStats, TaskHourStats, TaskMinuteStats, TaskStatusCount
 
 
@@ -16,7 +17,9 @@ class Command(BaseCommand):
     )
 
     def handle(self, *args, **options) -> None:
-        counters.rebuild()
+        with transaction.atomic():
+            counters.rebuild()
+            hour_stats.rebuild()
         self.stdout.write(
             f"Rebuilt {TaskStatusCount.objects.count()} status counter(s), "
             f"{TaskHourlyStats.objects.count()} hourly row(s), "
