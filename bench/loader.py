@@ -5,6 +5,7 @@ a live set of the same size at every table size) and are written with multi-row 
 The counters (`task_status_count`, `task_hourly_stats`, the minute rollup `task_minute_stats`) are
 accumulated while generating, with the same rules as `tasks.counters.rebuild()`, and inserted in
 bulk: `rebuild()` itself issues one statement per counter row, far too slow for a million tasks.
+The hour rollup (`task_hour_stats`) is then rolled up from those minutes by `hour_stats.roll_up_hours`.
 Failed rows get a failure group (`bench.dataset.failure`: 40 groups of very different sizes) and
 the groups' rows in `task_failure_group`, as workers failing them would have written.
 """
@@ -24,7 +25,7 @@ from django.utils import timezone
 
 from bench import dataset
 from bench.config import STAFF_NAME, USER_NAME
-from tasks import counters, failure_groups
+from tasks import counters, failure_groups, hour_stats
 from tasks.models import FINISHED_STATUSES, QueueConfig, TaskHourlyStats, TaskQueue, TaskStatus, TaskStatusCount
 
 CHUNK = 5000
@@ -112,6 +113,7 @@ def load(rows: int, *, owner_ids: Sequence[int], days: int = 90, seed: int = 1, 
         inserted = time.perf_counter()
         with transaction.atomic():
             _insert_counters(statuses, hourly, minutes, groups)
+            hour_stats.roll_up_hours(now=now, max_hours=None)  # the hour rollup, from those minutes
     done = time.perf_counter()
     return {
         "rows": rows,
@@ -155,6 +157,7 @@ def add_failed(rows: int, *, username: str, queue_name: str) -> dict:
                 _insert("task_queue", TASK_COLUMNS, params)
         with transaction.atomic():
             _insert_counters(statuses, hourly, minutes, groups)
+            hour_stats.roll_up_hours(now=now, max_hours=None)  # the hour rollup, from those minutes
     (key,) = groups
     return {"rows": rows, "failure_group": key, "seconds": time.perf_counter() - started}
 

@@ -8,7 +8,15 @@ from bench.procs import StepFailed, python, workers_label
 from bench.stats import rate
 
 DATABASE = "bench_taskhub"
-TASK_TABLES = ("task_queue", "task_status_count", "task_hourly_stats", "task_minute_stats", "task_worker")
+TASK_TABLES = (
+    "task_queue",
+    "task_status_count",
+    "task_hourly_stats",
+    "task_minute_stats",
+    "task_hour_stats",
+    "task_hour_stats_mark",
+    "task_worker",
+)
 BENCH_USERS = 50
 
 

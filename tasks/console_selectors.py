@@ -3,7 +3,9 @@
 Nothing here reads `task_queue`'s history. Depth, oldest runnable age, workers and limits are
 `tasks.selectors.queue_statuses` (the claim index's pending and running entries); throughput,
 failure rate and percentiles are sums over `task_minute_stats` rows of a window, read through
-task_minute_stats_minute_idx (every queue) or task_minute_stats_uniq (one queue).
+task_minute_stats_minute_idx (every queue) or task_minute_stats_uniq (one queue). The 24-hour and
+7-day charts read the hours before the hour rollup's mark from `task_hour_stats` (its hour index or
+task_hour_stats_uniq) and only the minutes after it, so they cost hours, not minutes.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from django.db.models.functions import TruncHour
 from django.utils import timezone
 
 from tasks.histograms import RUN_COLUMNS, WAIT_COLUMNS, percentiles
-from tasks.models import QueueConfig, TaskMinuteStats
+from tasks.hour_stats import rolled_up_to
+from tasks.models import QueueConfig, TaskHourStats, TaskMinuteStats
 from tasks.selectors import queue_statuses
 
 SPARKLINE_MINUTES = 60
@@ -125,7 +128,9 @@ class Chart:
 def chart(*, range_name: str, queue_name: str | None = None, now: datetime | None = None) -> Chart:
     """Return started/succeeded/failed/cancelled and wait/run percentiles per minute (1h) or per hour (24h, 7d).
 
-    One query: the window's minute rows summed per point by the database (hours with TruncHour).
+    The 1-hour chart is one query: the window's minute rows summed per minute. The hourly charts
+    read the hour rollup's mark, the hours before it from `task_hour_stats` and the minutes from
+    it on summed per hour by the database (TruncHour): correct however far the mark lags.
     Raise KeyError for an unknown range, UnknownQueue for an unknown queue.
     """
     points_wanted, step_minutes = CHART_RANGES[range_name]
@@ -134,26 +139,47 @@ def chart(*, range_name: str, queue_name: str | None = None, now: datetime | Non
         first = _minute(now) - timedelta(minutes=points_wanted - 1)
     else:
         first = _minute(now).replace(minute=0) - timedelta(hours=points_wanted - 1)
-    rows = TaskMinuteStats.objects.filter(minute__gte=first)
+    queue_id = None
     if queue_name:
         queue_id = QueueConfig.objects.filter(name=queue_name).values_list("pk", flat=True).first()
         if queue_id is None:
             raise UnknownQueue(queue_name)
-        rows = rows.filter(queue_id=queue_id)
     columns = (*COUNT_COLUMNS, *WAIT_COLUMNS, *RUN_COLUMNS)
-    point_of = "minute" if step_minutes == 1 else "point"
-    if step_minutes != 1:
-        rows = rows.annotate(point=TruncHour("minute", tzinfo=UTC))
-    sums = {
-        _minute(row[point_of]): row
-        for row in rows.values(point_of).annotate(**{f"s_{column}": Sum(column) for column in columns}).order_by()
-    }
+    sum_of = {f"s_{column}": Sum(column) for column in columns}
+    sums: dict[datetime, dict[str, int]] = {}
+
+    def add(point: datetime, row: dict[str, Any]) -> None:
+        into = sums.setdefault(_minute(point), dict.fromkeys(columns, 0))
+        for column in columns:
+            into[column] += int(row[f"s_{column}"] or 0)
+
+    if step_minutes == 1:
+        rows = TaskMinuteStats.objects.filter(minute__gte=first)
+        if queue_id is not None:
+            rows = rows.filter(queue_id=queue_id)
+        for row in rows.values("minute").annotate(**sum_of).order_by():
+            add(row["minute"], row)
+    else:
+        # Hours in [first, split) from the hour rollup, minutes from split on; the mark is on the hour.
+        last = first + timedelta(hours=points_wanted)
+        split = min(max(rolled_up_to() or first, first), last)
+        if split > first:
+            hours = TaskHourStats.objects.filter(hour__gte=first, hour__lt=split)
+            if queue_id is not None:
+                hours = hours.filter(queue_id=queue_id)
+            for row in hours.values("hour").annotate(**sum_of).order_by():
+                add(row["hour"], row)
+        minutes = TaskMinuteStats.objects.filter(minute__gte=split)
+        if queue_id is not None:
+            minutes = minutes.filter(queue_id=queue_id)
+        minutes = minutes.annotate(point=TruncHour("minute", tzinfo=UTC))
+        for row in minutes.values("point").annotate(**sum_of).order_by():
+            add(row["point"], row)
     totals = dict.fromkeys(columns, 0)
     points = []
     for offset in range(points_wanted):
         at = first + timedelta(minutes=offset * step_minutes)
-        row = sums.get(at, {})
-        values = {column: int(row.get(f"s_{column}") or 0) for column in columns}
+        values = sums.get(at) or dict.fromkeys(columns, 0)
         for column in columns:
             totals[column] += values[column]
         points.append(

@@ -19,6 +19,9 @@ writers always lock them in the same order. One row of a table is an UPDATE (an 
 first time); several, as a batch of many owners' tasks brings, one multi-row upsert per table:
 a round trip per table, not per owner. The minute rollup is always one multi-row upsert: its rows
 are new every minute, so an UPDATE first would often be a wasted round trip.
+
+The hour rollup (`task_hour_stats`) is not written here: `tasks.hour_stats` rolls it up from the
+minute rows, off the claim path, with this module's upsert clause (`upsert_clause`).
 """
 
 from __future__ import annotations
@@ -155,7 +158,8 @@ def minute_stats_since(now: datetime) -> datetime:
 
 def rebuild(*, now: datetime | None = None) -> None:
     """Recompute the counter tables from `task_queue`, atomically; the minute rollup within its retention window."""
-    since = minute_stats_since(now or datetime.now(UTC))
+    now = now or datetime.now(UTC)
+    since = minute_stats_since(now)
     with transaction.atomic():
         TaskStatusCount.objects.all().delete()
         TaskHourlyStats.objects.all().delete()
@@ -289,13 +293,7 @@ def _upsert_many(
     """
     columns = [*key, *values]
     row_marks = "(" + ", ".join(["%s"] * len(columns)) + ")"
-    if connection.vendor == "mysql":
-        # VALUES(col) is deprecated on MySQL 8.0.20+ but is the only spelling MariaDB accepts.
-        updates = ", ".join(f"{column} = {column} + VALUES({column})" for column in values)
-        tail = f"ON DUPLICATE KEY UPDATE {updates}"
-    else:
-        updates = ", ".join(f"{column} = {column} + excluded.{column}" for column in values)
-        tail = f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
+    tail = upsert_clause(key, values, add=True)
     per_statement = min(UPSERT_ROWS, UPSERT_PARAMETERS // len(columns))
     for start in range(0, len(rows), per_statement):
         chunk = rows[start : start + per_statement]
@@ -304,3 +302,13 @@ def _upsert_many(
             f"INSERT INTO {table} ({', '.join(columns)}) VALUES {marks} {tail}",
             [value for key_values, counts in chunk for value in (*key_values, *counts)],
         )
+
+
+def upsert_clause(key: tuple[str, ...], values: tuple[str, ...], *, add: bool) -> str:
+    """Return an INSERT's clause for rows whose key exists: add the new values to them, or set them (SQL only)."""
+    if connection.vendor == "mysql":
+        # VALUES(col) is deprecated on MySQL 8.0.20+ but is the only spelling MariaDB accepts.
+        updates = ", ".join(f"{column} = {column + ' + ' if add else ''}VALUES({column})" for column in values)
+        return f"ON DUPLICATE KEY UPDATE {updates}"
+    updates = ", ".join(f"{column} = {column + ' + ' if add else ''}excluded.{column}" for column in values)
+    return f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"

@@ -476,8 +476,54 @@ class TaskMinuteStats(models.Model):
         return f"{self.queue_id}@{self.minute:%Y-%m-%d %H:%M}"
 
 
-for _column in (*WAIT_COLUMNS, *RUN_COLUMNS):
-    TaskMinuteStats.add_to_class(_column, models.IntegerField(default=0))
+class TaskHourStats(models.Model):
+    """`task_minute_stats` summed per queue and UTC hour, for the console's 24-hour and 7-day charts.
+
+    Not kept in step by the counters: `tasks.hour_stats.roll_up_hours` recomputes whole hours from
+    the minute rows once they are over (a worker's heartbeat, at most once an hour) and moves
+    `TaskHourStatsMark` on; the charts read the hours before the mark here and the minutes after
+    it from `task_minute_stats`. Unrelated to `task_hourly_stats` (per owner, no histograms).
+    """
+
+    queue = models.ForeignKey(QueueConfig, on_delete=models.CASCADE, related_name="+")
+    hour = models.DateTimeField()
+    started = models.BigIntegerField(default=0)
+    succeeded = models.BigIntegerField(default=0)
+    failed = models.BigIntegerField(default=0)
+    cancelled = models.BigIntegerField(default=0)
+    wait_seconds_sum = models.FloatField(default=0.0)
+    run_seconds_sum = models.FloatField(default=0.0)
+
+    class Meta:
+        db_table = "task_hour_stats"
+        constraints = [
+            # The roll-up's upsert key; also serves one queue's chart: WHERE queue_id=? AND hour >= ? AND hour < ?.
+            models.UniqueConstraint(fields=["queue", "hour"], name="task_hour_stats_uniq"),
+        ]
+        indexes = [
+            # Every queue's chart and the retention prune: WHERE hour >= ? AND hour < ? / hour < ?.
+            models.Index(fields=["hour"], name="task_hour_stats_hour_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.queue_id}@{self.hour:%Y-%m-%d %H}:00"
+
+
+for _model in (TaskMinuteStats, TaskHourStats):
+    for _column in (*WAIT_COLUMNS, *RUN_COLUMNS):
+        _model.add_to_class(_column, models.IntegerField(default=0))
+
+
+class TaskHourStatsMark(models.Model):
+    """One row (id 1): every hour before `rolled_up_to` is in `task_hour_stats`. No row: none is."""
+
+    rolled_up_to = models.DateTimeField()
+
+    class Meta:
+        db_table = "task_hour_stats_mark"
+
+    def __str__(self) -> str:
+        return f"hours rolled up to {self.rolled_up_to:%Y-%m-%d %H}:00"
 
 
 class ScheduleOverlap(models.TextChoices):

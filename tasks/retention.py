@@ -9,7 +9,7 @@ from datetime import datetime
 from django.db.models import Max, Q
 
 from tasks import transitions
-from tasks.models import FINISHED_STATUSES, ScheduleFire, TaskMinuteStats, TaskQueue
+from tasks.models import FINISHED_STATUSES, ScheduleFire, TaskHourStats, TaskMinuteStats, TaskQueue
 
 
 @dataclass
@@ -84,13 +84,18 @@ def minute_stats_prune(*, before: datetime, batch_size: int = 1000) -> int:
     Each batch reads the oldest ids through task_minute_stats_minute_idx and deletes them by primary
     key in its own statement, so a worker upserting this minute's rows is never held up for long.
     """
+    return _prune_oldest(TaskMinuteStats.objects.filter(minute__lt=before).order_by("minute"), batch_size)
+
+
+def hour_stats_prune(*, before: datetime, batch_size: int = 1000) -> int:
+    """Delete hour rollup rows of hours that began before `before`, the same way (task_hour_stats_hour_idx)."""
+    return _prune_oldest(TaskHourStats.objects.filter(hour__lt=before).order_by("hour"), batch_size)
+
+
+def _prune_oldest(oldest, batch_size: int) -> int:
     deleted = 0
     while True:
-        pks = list(
-            TaskMinuteStats.objects.filter(minute__lt=before)
-            .order_by("minute")
-            .values_list("pk", flat=True)[:batch_size]
-        )
+        pks = list(oldest.values_list("pk", flat=True)[:batch_size])
         if not pks:
             return deleted
-        deleted += TaskMinuteStats.objects.filter(pk__in=pks).delete()[0]
+        deleted += oldest.model.objects.filter(pk__in=pks).delete()[0]

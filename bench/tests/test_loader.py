@@ -7,10 +7,25 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from bench import loader
-from tasks import counters, failure_groups
-from tasks.models import FailureGroup, TaskHourlyStats, TaskMinuteStats, TaskQueue, TaskStatus, TaskStatusCount
+from tasks import counters, failure_groups, hour_stats
+from tasks.models import (
+    FailureGroup,
+    TaskHourlyStats,
+    TaskHourStats,
+    TaskMinuteStats,
+    TaskQueue,
+    TaskStatus,
+    TaskStatusCount,
+)
 
 pytestmark = pytest.mark.django_db
+
+
+def _hours() -> dict:
+    return {
+        (r.queue_id, r.hour): [getattr(r, c) for c in counters.MINUTE_EVENT_COLUMNS]
+        for r in TaskHourStats.objects.all()
+    }
 
 
 def _counters() -> tuple[dict, dict, dict]:
@@ -28,8 +43,11 @@ def _counters() -> tuple[dict, dict, dict]:
 
 def _assert_counters_equal_a_rebuild() -> None:
     loaded_statuses, loaded_hourly, loaded_minutes = _counters()
+    loaded_hours, loaded_mark = _hours(), hour_stats.rolled_up_to()
     counters.rebuild()
+    hour_stats.rebuild()
     rebuilt_statuses, rebuilt_hourly, rebuilt_minutes = _counters()
+    rebuilt_hours, rebuilt_mark = _hours(), hour_stats.rolled_up_to()
     assert loaded_statuses == rebuilt_statuses
     assert loaded_hourly.keys() == rebuilt_hourly.keys()
     for key, values in rebuilt_hourly.items():
@@ -37,6 +55,15 @@ def _assert_counters_equal_a_rebuild() -> None:
     assert loaded_minutes.keys() == rebuilt_minutes.keys()
     for key, values in rebuilt_minutes.items():
         assert loaded_minutes[key] == pytest.approx(values), key
+    # The hour rollup, up to the loader's mark (an hour may have ended between the two).
+    if loaded_mark is None:  # nothing was loaded with a history to roll up
+        assert loaded_hours == {}
+        return
+    assert rebuilt_mark >= loaded_mark
+    rebuilt_hours = {key: values for key, values in rebuilt_hours.items() if key[1] < loaded_mark}
+    assert loaded_hours.keys() == rebuilt_hours.keys()
+    for key, values in rebuilt_hours.items():
+        assert loaded_hours[key] == pytest.approx(values), key
 
 
 def test_it_loads_counters_that_match_a_full_rebuild() -> None:
@@ -45,7 +72,7 @@ def test_it_loads_counters_that_match_a_full_rebuild() -> None:
     assert result["rows"] == TaskQueue.objects.count() == 3000
     assert set(TaskQueue.objects.values_list("status", flat=True)) == set(TaskStatus.values)
     assert TaskQueue.objects.values("owner_id").distinct().count() == 5
-    assert TaskMinuteStats.objects.exists()
+    assert TaskMinuteStats.objects.exists() and TaskHourStats.objects.exists()
     _assert_counters_equal_a_rebuild()
 
 

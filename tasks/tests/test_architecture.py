@@ -24,7 +24,8 @@ FAST_SQL_READ_NAMES = {"queues_named"}
 COUNTER_USERS = {STATE_MACHINE, "tasks/management/commands/rebuild_task_stats.py"}
 STATE_FIELDS = {"status", "attempts", "claimed_by", "lease_expires_at"}
 # What readers may take from tasks.counters: nothing that writes.
-COUNTER_READ_NAMES = {"hour_of", "HOURLY_EVENT_COLUMNS"}
+# The hour rollup (tasks.hour_stats) takes the minute columns, the retention and the upsert clause.
+COUNTER_READ_NAMES = {"hour_of", "HOURLY_EVENT_COLUMNS", "MINUTE_EVENT_COLUMNS", "minute_stats_since", "upsert_clause"}
 # The failure groups' writing functions, like the counters, belong to the state machine's transactions.
 FAILURE_GROUP_WRITES = {"record_failed", "record_left"}
 TASK_TABLE_WRITE = re.compile(r"\b(UPDATE\s+task_queue|INSERT\s+INTO\s+task_queue|DELETE\s+FROM\s+task_queue)\b", re.I)

@@ -181,7 +181,7 @@ def test_purge_tasks_prunes_the_rollup_past_its_retention(alice, default_queue, 
             counters.record_finished([task])
     out = StringIO()
     call_command("purge_tasks", "--older-than", "30", stdout=out)
-    assert "Deleted 1 per-minute statistics row(s) older than 8 days." in out.getvalue()
+    assert "Deleted 1 per-minute and 0 per-hour statistics row(s) older than 8 days." in out.getvalue()
     assert TaskMinuteStats.objects.count() == 1
 
 

@@ -4,6 +4,9 @@ Record finished tasks and claim more (one transaction), hand tasks back, write p
 renew leases, refresh this worker's row; take back the tasks other workers lost with their
 lease and prune those workers' rows.
 
+Once an hour (just after each hour's grace, jittered) a busy worker's heartbeat also rolls the
+console's minute statistics up into hours (`hour_stats.roll_up_hours`), off the claim path.
+
 Every round trip goes through `WorkerDatabase.call`, so a lost or unavailable database costs a
 back-off and a reconnect, never the worker: whatever could not be written stays in the book
 and is written on a later round. Errors that waiting cannot cure (bad SQL, bad data) are raised.
@@ -30,7 +33,7 @@ from core.db.features import UnsupportedDatabase, ensure_skip_locked
 from core.db.session import ensure_clean_session
 
 # The worker's only import of the state machine (.importlinter holds the others to that).
-from tasks import schedules, transitions
+from tasks import hour_stats, schedules, transitions
 from tasks.models import QueueConfig, TaskStatus
 from tasks.outcomes import Outcome, OutcomeKind, bound_error
 from tasks.worker import row
@@ -58,6 +61,10 @@ IDLE_QUEUE_RECHECK_SECONDS = 1.0
 # counted from a whole second), so a tick then finds them at once. The jitter spreads the workers.
 SCHEDULE_TICK_SECONDS = 1.0
 SCHEDULE_TICK_OFFSET = (0.005, 0.05)
+# A worker rolls the minute statistics up into hours at most once an hour, this long (at random,
+# to spread the workers) after the hour's grace: the first worker does the work, the others
+# read the mark and find it done.
+HOUR_ROLL_UP_JITTER_SECONDS = 60.0
 DB_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0)
 # Too many connections (server-wide, per user): the server is up but full for now.
 TRANSIENT_CODES = frozenset({1040, 1203})
@@ -78,6 +85,7 @@ class WorkerDatabase:
         self._retry_at = 0.0
         self._failures = 0
         self._next_tick = 0.0  # monotonic time of the next schedule tick
+        self._next_roll_up = 0.0  # wall-clock time (epoch seconds) of the next hour roll-up
         # When the last idle look found a lost lease or a stale worker row due (monotonic).
         self._recover_at = math.inf
         self._prune_at = math.inf
@@ -197,6 +205,24 @@ class WorkerDatabase:
             logger.debug(
                 "schedules: %d fired, %d skipped, %d taken by another worker", result.fired, result.skipped, result.lost
             )
+
+    def roll_up_hours(self) -> None:
+        """Roll the minute statistics up into hours when this worker's hourly turn has come (in memory first).
+
+        Due at start-up, then once an hour just after an hour's grace; sooner again when a day of
+        hours was left to catch up on, or the database was unavailable (the next heartbeat tries again).
+        """
+        now = time.time()
+        if now < self._next_roll_up:
+            return
+        more = self.call("rolling up hour statistics", hour_stats.roll_up_hours)
+        if more is not False:  # more hours to catch up on, or the database was unavailable
+            self._next_roll_up = now
+            return
+        grace = hour_stats.HOUR_ROLL_UP_GRACE.total_seconds()
+        self._next_roll_up = (
+            (now - grace) // 3600 * 3600 + 3600 + grace + random.uniform(0, HOUR_ROLL_UP_JITTER_SECONDS)
+        )
 
     def prune_dead_workers(self) -> None:
         """Delete the rows of workers silent for longer than TASKHUB_WORKER_STALE_SECONDS."""

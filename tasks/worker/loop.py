@@ -9,7 +9,8 @@ One round of `Worker.run_one()`:
     5. renew leases (half-way through them); each heartbeat, refresh the worker row (its answer
        says whether staff asked this worker to drain: then it claims nothing more, finishes what
        it holds and exits), then take back the tasks of workers that stopped renewing their
-       leases and prune those workers' rows;
+       leases and prune those workers' rows; once an hour, roll the console's minute statistics
+       up into hours (`hour_stats.roll_up_hours`; not while lean: an idle worker adds no minutes);
     6. at most once a second, fire the schedules that are due (`tasks.schedules`: every worker
        does, a unique key decides which one creates each fire time's task);
     7. send claimed tasks to the children.
@@ -307,6 +308,7 @@ class Worker:
             self._heartbeat()
             self.db.recover_lost_tasks()
             self.db.prune_dead_workers()
+            self.db.roll_up_hours()
 
     def _lean(self) -> bool:
         """Return True while idle with wake-ups live: the database is asked once per poll interval at most.

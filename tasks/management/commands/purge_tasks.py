@@ -8,7 +8,13 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from tasks.models import FINISHED_STATUSES, MINUTE_STATS_RETENTION_DAYS
-from tasks.retention import PurgeResult, minute_stats_prune, schedule_fires_prune, tasks_purge_finished
+from tasks.retention import (
+    PurgeResult,
+    hour_stats_prune,
+    minute_stats_prune,
+    schedule_fires_prune,
+    tasks_purge_finished,
+)
 
 
 class Command(BaseCommand):
@@ -51,9 +57,10 @@ class Command(BaseCommand):
         )
         fires = schedule_fires_prune(before=before)
         self.stdout.write(f"Deleted {fires} schedule fire record(s) older than that (each schedule keeps its latest).")
-        minutes = minute_stats_prune(
-            before=timezone.now() - timedelta(days=MINUTE_STATS_RETENTION_DAYS), batch_size=batch_size
-        )
+        rollup_before = timezone.now() - timedelta(days=MINUTE_STATS_RETENTION_DAYS)
+        minutes = minute_stats_prune(before=rollup_before, batch_size=batch_size)
+        hours = hour_stats_prune(before=rollup_before, batch_size=batch_size)
         self.stdout.write(
-            f"Deleted {minutes} per-minute statistics row(s) older than {MINUTE_STATS_RETENTION_DAYS} days."
+            f"Deleted {minutes} per-minute and {hours} per-hour statistics row(s) older than "
+            f"{MINUTE_STATS_RETENTION_DAYS} days."
         )
