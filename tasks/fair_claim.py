@@ -5,10 +5,11 @@ Any of these settings needs a choice the ORDER BY alone cannot make, so the clai
 steps, all in the claim's transaction (`transitions._claim`):
 
 1. `plan`: a non-locking read of candidates, on an index that matches its ORDER BY —
-   - `fairness=owner`: the next owners with pending tasks after the last one this process served
-     (bounded reads of task_fair_idx's entries, looking READ_AHEAD batches ahead, with the owners'
-     weights), then each one's best few (one index range per owner, in one UNION ALL), interleaved:
-     every owner's first `weight`, then every owner's next `weight`, ...;
+   - `fairness=owner`: the next owners with pending tasks after the last one whose turn this
+     process gave (bounded reads of task_fair_idx's entries, looking READ_AHEAD batches ahead,
+     with the owners' weights), at most OWNERS_PER_BATCH of them, then each one's best few (one
+     index range per owner, in one UNION ALL), interleaved: every owner's first `weight`, then
+     every owner's next `weight`, ...;
    - otherwise: the queue's best few in claim order (task_claim_idx);
    then the choice in Python: at most `per_key_concurrency` running per key (counting the ones
    running now) and no more starts than the rate limit's token bucket holds.
@@ -51,6 +52,11 @@ SHARED_BUCKET = ""
 
 # The lowest and highest owners with pending tasks: two dives into task_fair_idx (no row read).
 START_SQL = "SELECT MIN(owner_id), MAX(owner_id) FROM task_queue WHERE status = 'pending' AND queue_id = %s"
+# The most owners one fair claim batch takes tasks from (several each when the batch is bigger):
+# the locking read has at most this many UNION ALL branches, and the batch's counters as many
+# rows per table, so two workers seldom meet on the same counter rows. With N owners with
+# runnable tasks, each one gets a turn within ceil(N / OWNERS_PER_BATCH) of a worker's batches.
+OWNERS_PER_BATCH = 8
 # Claims' worth of owners one read of the owners looks ahead (`_FairReader`): that read runs once
 # per READ_AHEAD claims instead of every claim; an owner new since it waits at most that many more.
 READ_AHEAD = 4
@@ -95,6 +101,8 @@ class Plan:
     buckets: dict[str, Bucket] = field(default_factory=dict)
     # True when the candidate read itself locked the rows (FOR UPDATE SKIP LOCKED): no choice was left.
     locked: bool = False
+    # fairness=owner: the owners whose turn this batch is, in round-robin order.
+    turn: list[int] = field(default_factory=list)
 
     def locked_tasks(self) -> list[TaskQueue]:
         """Return the chosen tasks the candidate read locked, in the plan's order."""
@@ -134,6 +142,8 @@ def plan(queue: QueueConfig, now: datetime, budget: int, *, lock_columns: Sequen
         if fair
         else _OrderedReader(queue.pk, now)
     )
+    if isinstance(reader, _FairReader):
+        result.turn = list(reader.owners)
     seen: set[int] = set()
     for _ in range(PLAN_ROUNDS):
         full = sorted(key for key, n in room.items() if n <= 0)
@@ -178,7 +188,10 @@ def _take_token(plan: Plan, candidate: Candidate) -> bool:
 def settle(plan: Plan, taken: Collection[int], now: datetime) -> None:
     """Spend the tokens of the tasks actually taken and move the round-robin past their owners."""
     if plan.queue.fairness == Fairness.OWNER:
-        last = [plan.candidates[pk].owner_id for pk in plan.ids if pk in taken]
+        # The last owner of the batch's turn that got a task, in the round-robin's order (not the
+        # last task's owner: a share cut by the batch's end still counts as that owner's turn).
+        served = {plan.candidates[pk].owner_id for pk in plan.ids if pk in taken}
+        last = [owner for owner in plan.turn if owner in served]
         if last:
             _cursor[plan.queue.pk] = last[-1]
     if plan.rate is None:
@@ -359,16 +372,18 @@ class _FairReader:
             _weights.pop(queue_id, None)
         ahead = _ahead.get(queue_id, [])
         ahead = ahead[ahead.index(after) + 1 :] if after in ahead else []
-        if len(ahead) < budget or queue_id not in _weights:
-            ahead = next_owners(queue_id, after, budget * READ_AHEAD)
+        per_batch = min(budget, OWNERS_PER_BATCH)
+        if len(ahead) < per_batch or queue_id not in _weights:
+            ahead = next_owners(queue_id, after, per_batch * READ_AHEAD)
             _weights[queue_id] = owner_weights(ahead)
         _ahead[queue_id] = ahead
         self.weights = _weights[queue_id]
-        # The next owners whose shares (their weights) fill the batch; always at least one.
+        # The next owners (at most OWNERS_PER_BATCH) whose shares (their weights) fill the batch;
+        # always at least one.
         self.owners: list[int] = []
         shares = 0
         for owner in ahead:
-            if self.owners and shares + self.weight(owner) > budget:
+            if self.owners and (len(self.owners) >= per_batch or shares + self.weight(owner) > budget):
                 break
             self.owners.append(owner)
             shares += self.weight(owner)

@@ -87,6 +87,24 @@ def test_the_round_robin_serves_every_owner_before_any_twice(django_user_model):
     assert again == sorted(again) and len(set(again)) == 5, "the next round starts over from the first owners"
 
 
+def test_a_batch_takes_at_most_owners_per_batch_owners_and_every_owner_has_a_turn_within_the_bound(
+    django_user_model,
+):
+    """With N owners each owner gets a turn within ceil(N / OWNERS_PER_BATCH) of a worker's batches."""
+    queue = QueueConfig.objects.create(name="fair", fairness="owner")
+    people = owners(django_user_model, 3 * fair_claim.OWNERS_PER_BATCH + 6)
+    for person in people:
+        enqueue_many(person, 10, queue=queue)
+    batch = 2 * fair_claim.OWNERS_PER_BATCH + 4  # the last owners' shares are cut by the batch's end
+    rounds = -(-len(people) // fair_claim.OWNERS_PER_BATCH)
+    batches = [[task.owner_id for task in claim(queue, batch).tasks] for _ in range(rounds)]
+    assert all(len(found) == batch for found in batches)
+    assert all(len(set(found)) == fair_claim.OWNERS_PER_BATCH for found in batches), "several tasks each, few owners"
+    assert {owner for found in batches for owner in found} == {person.pk for person in people}
+    firsts = [set(found) for found in batches[:3]]
+    assert len(set.union(*firsts)) == 3 * fair_claim.OWNERS_PER_BATCH, "no owner's turn comes twice in a round"
+
+
 def test_a_workers_round_robin_starts_at_a_random_owner(django_user_model, monkeypatch):
     monkeypatch.undo()
     queue = QueueConfig.objects.create(name="fair", fairness="owner")
@@ -151,7 +169,9 @@ def test_weights_take_turns_within_a_batch_and_never_starve_anyone(alice, bob, s
         started = {owner for batch in window for owner in batch}
         assert started == {alice.pk, bob.pk, staff.pk}, "every owner starts within one batch per other owner"
     started = [owner for batch in batches for owner in batch]
-    assert started.count(alice.pk) == 20, "the heavy owner gets a whole batch to itself in its turn"
+    # alice's turn, then bob's and staff's together (their shares fit one batch), and so on.
+    assert [set(batch) for batch in batches] == [{alice.pk}, {bob.pk, staff.pk}] * 3
+    assert started.count(alice.pk) == 30, "the heavy owner gets a whole batch to itself in each of its turns"
 
 
 # --- Per-key concurrency ---------------------------------------------------------------------------
