@@ -222,3 +222,47 @@ def test_the_mysql_8_probe_run_on_mariadb_costs_one_statement(monkeypatch, djang
     _ask_the_server_every_time(monkeypatch)
     with django_assert_num_queries(1):
         assert not server_in_transaction(connection)
+
+
+def test_autocommit_switched_off_through_django_is_rolled_back_and_switched_on_again(caplog):
+    """`transaction.set_autocommit(False)` left by a request: no atomic block, Django's flag is off."""
+    transaction.set_autocommit(False)
+    try:
+        QueueConfig.objects.create(name="never-committed")
+        with caplog.at_level(logging.ERROR, logger="taskhub.db"):
+            assert ensure_clean_session(context_id="req-ac") is True
+
+        assert "❌ 数据库会话错误 [req-ac]" in caplog.text
+        assert connection.get_autocommit()
+        assert not server_in_transaction(connection)
+        assert not QueueConfig.objects.filter(name="never-committed").exists()
+    finally:
+        if connection.connection is not None and not connection.get_autocommit():
+            connection.rollback()
+            connection.set_autocommit(True)
+
+
+@pytest.mark.parametrize(
+    ("error", "logged"),
+    [
+        (OperationalError(1205, "Lock wait timeout exceeded"), "could not read the session's transaction state"),
+        (OperationalError(2013, "Lost connection to MySQL server during query"), "数据库连接已断开"),
+    ],
+    ids=["other error", "connection lost"],
+)
+def test_a_session_whose_transaction_state_cannot_be_read_is_dropped(monkeypatch, caplog, error, logged):
+    QueueConfig.objects.count()
+    before = _reconnects()
+
+    def unreadable(conn):
+        raise error
+
+    monkeypatch.setattr("core.db.session.server_in_transaction", unreadable)
+    with caplog.at_level(logging.WARNING, logger="taskhub.db"):
+        assert ensure_clean_session(context_id="req-unreadable") is False
+
+    assert logged in caplog.text
+    assert connection.connection is None
+    assert _reconnects() == before + 1
+    monkeypatch.undo()
+    assert answers_a_query()
