@@ -5,7 +5,15 @@ from __future__ import annotations
 import logging
 
 import pytest
-from django.db import DatabaseError, InterfaceError, OperationalError, connection, connections, transaction
+from django.db import (
+    DatabaseError,
+    InterfaceError,
+    OperationalError,
+    ProgrammingError,
+    connection,
+    connections,
+    transaction,
+)
 from prometheus_client import REGISTRY
 
 from core.db import reply_flags
@@ -100,6 +108,22 @@ def test_an_abandoned_atomic_block_on_a_database_that_went_away_is_dropped(monke
     assert connection.connection is None and not connection.in_atomic_block
     monkeypatch.undo()
     assert answers_a_query()  # the next user reconnects
+
+
+def test_a_raw_transaction_on_a_database_that_went_away_is_dropped():
+    """Outside any atomic block the rollback itself fails: the connection is dropped, not handed on."""
+    with connection.cursor() as cursor:
+        cursor.execute("BEGIN" if connection.vendor == "sqlite" else "START TRANSACTION")
+    QueueConfig.objects.create(name="never-committed")
+    before = _reconnects()
+    connections["default"].connection = _GoneAway(connection.connection)
+
+    assert ensure_clean_session(context_id="req-gone-raw") is True
+
+    assert connection.connection is None
+    assert _reconnects() == before + 1
+    assert answers_a_query()  # the next user reconnects
+    assert not QueueConfig.objects.filter(name="never-committed").exists()
 
 
 def _transaction_state() -> dict[str, object]:
@@ -247,8 +271,9 @@ def test_autocommit_switched_off_through_django_is_rolled_back_and_switched_on_a
     [
         (OperationalError(1205, "Lock wait timeout exceeded"), "could not read the session's transaction state"),
         (OperationalError(2013, "Lost connection to MySQL server during query"), "数据库连接已断开"),
+        (ProgrammingError(1227, "Access denied"), "could not read the session's transaction state"),
     ],
-    ids=["other error", "connection lost"],
+    ids=["other error", "connection lost", "not a connection error"],
 )
 def test_a_session_whose_transaction_state_cannot_be_read_is_dropped(monkeypatch, caplog, error, logged):
     QueueConfig.objects.count()
@@ -266,3 +291,22 @@ def test_a_session_whose_transaction_state_cannot_be_read_is_dropped(monkeypatch
     assert _reconnects() == before + 1
     monkeypatch.undo()
     assert answers_a_query()
+
+
+def _fail_the_probe(execute, sql, params, many, context):
+    if sql.startswith("SET TRANSACTION"):
+        raise OperationalError(1053, "Server shutdown in progress")
+    return execute(sql, params, many, context)
+
+
+@pytest.mark.mysql
+def test_the_mysql_8_probe_run_on_mariadb_raises_any_error_but_the_one_inside_a_transaction(monkeypatch):
+    """Only 1568 means "inside a transaction"; any other error is not an answer, and is left to the caller."""
+    connection.ensure_connection()
+    monkeypatch.setattr(connection, "mysql_is_mariadb", False)
+    _ask_the_server_every_time(monkeypatch)
+
+    with connection.execute_wrapper(_fail_the_probe), pytest.raises(OperationalError) as raised:
+        server_in_transaction(connection)
+
+    assert raised.value.args[0] == 1053
