@@ -99,6 +99,21 @@ def test_a_bearer_scheme_without_a_token_is_an_invalid_token_not_a_500(header):
     assert response["WWW-Authenticate"] == 'Bearer realm="api", error="invalid_token"'
 
 
+def test_a_valid_token_with_a_third_part_is_an_invalid_token(alice_pair):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {alice_pair.access} extra")
+
+    assert_401(client.get("/api/auth/me/"), "token_invalid")
+
+
+def test_another_scheme_is_logged_cut_to_20_characters(auth_log):
+    scheme = "X-Custom-Scheme-0123456789"  # 26 characters, attacker-controlled
+    response = APIClient().get("/api/auth/me/", HTTP_AUTHORIZATION=f"{scheme} abc")
+
+    assert_401(response, "token_missing")
+    assert f"(scheme {scheme[:20]!r})" in rejection_lines(auth_log)[0]
+
+
 def test_the_challenge_for_a_malformed_header_never_raises(auth_log):
     """DRF asks for the challenge while answering any 401: a header that is not two parts is not an error here."""
     request = Request(APIRequestFactory().get("/api/auth/me/", HTTP_AUTHORIZATION="Bearer two parts"))
