@@ -208,6 +208,34 @@ def test_inside_a_test_case_transaction_the_session_belongs_to_the_test():
     assert QueueConfig.objects.filter(name="kept-by-the-test").exists()
 
 
+@pytest.mark.django_db(transaction=False)
+def test_a_block_opened_inside_a_test_case_transaction_still_belongs_to_the_test():
+    with transaction.atomic():
+        QueueConfig.objects.create(name="kept-by-the-test")
+        assert under_test_transaction(connection)
+        assert ensure_clean_session(context_id="req-t2") is False
+    assert QueueConfig.objects.filter(name="kept-by-the-test").exists()
+
+
+class _RefusesToClose(_GoneAway):
+    """A handle the driver has already torn down: closing it again raises."""
+
+    def close(self) -> None:
+        raise connection.Database.OperationalError(2006, "MySQL server has gone away")
+
+
+def test_a_lost_connection_that_refuses_to_close_is_forgotten_all_the_same():
+    QueueConfig.objects.count()
+    raw = connection.connection
+    connections["default"].connection = _RefusesToClose(raw)
+    try:
+        assert handle_database_error(OperationalError(2013, "Lost connection to MySQL server")) is True
+        assert connection.connection is None
+    finally:
+        raw.close()
+    assert answers_a_query()
+
+
 def _open_raw_transaction() -> None:
     with connection.cursor() as cursor:
         cursor.execute("START TRANSACTION")
@@ -248,11 +276,16 @@ def test_the_mysql_8_probe_run_on_mariadb_costs_one_statement(monkeypatch, djang
         assert not server_in_transaction(connection)
 
 
-def test_autocommit_switched_off_through_django_is_rolled_back_and_switched_on_again(caplog):
-    """`transaction.set_autocommit(False)` left by a request: no atomic block, Django's flag is off."""
+@pytest.mark.parametrize("statement", [True, False], ids=["after a statement", "before any statement"])
+def test_autocommit_switched_off_through_django_is_rolled_back_and_switched_on_again(caplog, statement):
+    """`transaction.set_autocommit(False)` left by a request: no atomic block, Django's flag is off.
+
+    Before any statement SQLite's own connection is not yet in a transaction: only Django's flag tells.
+    """
     transaction.set_autocommit(False)
     try:
-        QueueConfig.objects.create(name="never-committed")
+        if statement:
+            QueueConfig.objects.create(name="never-committed")
         with caplog.at_level(logging.ERROR, logger="taskhub.db"):
             assert ensure_clean_session(context_id="req-ac") is True
 
@@ -293,20 +326,24 @@ def test_a_session_whose_transaction_state_cannot_be_read_is_dropped(monkeypatch
     assert answers_a_query()
 
 
-def _fail_the_probe(execute, sql, params, many, context):
-    if sql.startswith("SET TRANSACTION"):
-        raise OperationalError(1053, "Server shutdown in progress")
-    return execute(sql, params, many, context)
-
-
 @pytest.mark.mysql
-def test_the_mysql_8_probe_run_on_mariadb_raises_any_error_but_the_one_inside_a_transaction(monkeypatch):
-    """Only 1568 means "inside a transaction"; any other error is not an answer, and is left to the caller."""
+@pytest.mark.parametrize(
+    "error",
+    [OperationalError(1053, "Server shutdown in progress"), OperationalError(2013, "Lost connection to MySQL server")],
+    ids=["1053", "2013"],
+)
+def test_the_mysql_8_probe_run_on_mariadb_raises_any_error_but_the_one_inside_a_transaction(monkeypatch, error):
+    """Only 1568 means "inside a transaction"; any other error (below it or above) is left to the caller."""
     connection.ensure_connection()
     monkeypatch.setattr(connection, "mysql_is_mariadb", False)
     _ask_the_server_every_time(monkeypatch)
 
-    with connection.execute_wrapper(_fail_the_probe), pytest.raises(OperationalError) as raised:
+    def fail_the_probe(execute, sql, params, many, context):
+        if sql.startswith("SET TRANSACTION"):
+            raise error
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(fail_the_probe), pytest.raises(OperationalError) as raised:
         server_in_transaction(connection)
 
-    assert raised.value.args[0] == 1053
+    assert raised.value is error
