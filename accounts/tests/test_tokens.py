@@ -15,7 +15,7 @@ from accounts.errors import TOKEN_EXPIRED, TOKEN_INVALID, TokenRejected
 from accounts.fingerprint import key_fingerprint
 from accounts.services import session_start
 from accounts.tests.helpers import claims, forge, issued_at
-from accounts.tokens import AccessToken, KeyIdTokenBackend, decode, password_fingerprint
+from accounts.tokens import AccessToken, KeyIdTokenBackend, decode, leeway, password_fingerprint
 
 pytestmark = pytest.mark.django_db
 
@@ -211,3 +211,18 @@ def test_the_header_peek_reads_what_pyjwt_reads():
     token = jwt.encode({"sub": "1"}, "k" * 32, algorithm="HS256", headers={"kid": "abc123"})
     assert _unverified_header(token) == jwt.get_unverified_header(token)
     assert _unverified_header(token.encode()) == jwt.get_unverified_header(token)
+
+
+@pytest.mark.parametrize(
+    ("configured", "expected"),
+    [
+        (timedelta(seconds=7), timedelta(seconds=7)),
+        (30, timedelta(seconds=30)),
+        (0, timedelta(0)),
+        (None, timedelta(0)),
+    ],
+    ids=["timedelta", "seconds", "zero", "none"],
+)
+def test_the_leeway_may_be_configured_as_a_timedelta_or_in_seconds(configured, expected):
+    with override_settings(SIMPLE_JWT=dict(settings.SIMPLE_JWT, LEEWAY=configured)):
+        assert leeway() == expected
