@@ -194,6 +194,19 @@ def test_a_lost_connection_is_closed_so_the_next_user_reconnects(error):
     assert answers_a_query()
 
 
+def test_a_lost_connection_inside_an_atomic_block_is_left_to_the_block_s_exit():
+    """Closing inside the block would make its rollback fail: Django's `__exit__` drops the connection itself."""
+    before = _reconnects()
+    with pytest.raises(RuntimeError), transaction.atomic():
+        QueueConfig.objects.create(name="never-committed")
+        assert handle_database_error(OperationalError(2013, "Lost connection to MySQL server")) is True
+        assert _reconnects() == before
+        assert not connection.closed_in_transaction
+        raise RuntimeError("the request fails")
+    assert not QueueConfig.objects.filter(name="never-committed").exists()
+    assert answers_a_query()
+
+
 def test_other_database_errors_keep_the_connection():
     QueueConfig.objects.count()
     assert handle_database_error(OperationalError(1205, "Lock wait timeout exceeded")) is False
