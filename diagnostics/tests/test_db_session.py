@@ -360,3 +360,17 @@ def test_the_mysql_8_probe_run_on_mariadb_raises_any_error_but_the_one_inside_a_
         server_in_transaction(connection)
 
     assert raised.value is error
+
+
+@pytest.mark.mysql
+def test_the_mysql_8_probe_run_on_mariadb_works_without_an_isolation_level_configured(monkeypatch):
+    connection.ensure_connection()
+    monkeypatch.setattr(connection, "mysql_is_mariadb", False)
+    monkeypatch.setattr(connection, "isolation_level", None)
+    _ask_the_server_every_time(monkeypatch)
+    assert not server_in_transaction(connection)
+
+    _open_raw_transaction()
+    assert server_in_transaction(connection)
+    connection.connection.rollback()
+    assert not server_in_transaction(connection)
