@@ -189,13 +189,24 @@ def test_the_password_claim_follows_the_password_and_is_keyed(alice):
 
     assert password_fingerprint(alice) != before
     assert before not in alice.password
+    assert len(before) == 20  # 80 bits of HMAC-SHA256: short in every token, never the hash
     current = password_fingerprint(alice)
     with override_settings(SIMPLE_JWT=dict(settings.SIMPLE_JWT, SIGNING_KEY=OTHER_KEY)):
         assert password_fingerprint(alice) != current
 
 
 @pytest.mark.parametrize(
-    "raw", ["", "abc", "a.b", "!!!!.e30.sig", "e30.e30", "a.b.c.d", "eyJhbGciOiJIUzI1NiJ9x.e30.sig"]
+    "raw",
+    [
+        "",
+        "abc",
+        "a.b",
+        "!!!!.e30.sig",
+        "e30.e30",
+        "a.b.c.d",
+        "eyJhbGciOiJIUzI1NiJ9.e30.sig.x",
+        "eyJhbGciOiJIUzI1NiJ9x.e30.sig",
+    ],
 )
 def test_a_malformed_token_header_is_token_invalid(raw):
     from accounts.tokens import _unverified_header
