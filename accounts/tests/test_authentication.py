@@ -8,8 +8,11 @@ import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.utils import timezone
-from rest_framework.test import APIClient
+from rest_framework.request import Request
+from rest_framework.test import APIClient, APIRequestFactory
 
+from accounts.authentication import JWTAuthentication
+from accounts.errors import CHALLENGE
 from accounts.fingerprint import key_fingerprint
 from accounts.selectors import user_for_token
 from accounts.services import session_logout_all, session_start
@@ -83,6 +86,40 @@ def test_a_malformed_bearer_header_is_an_invalid_token():
     client.credentials(HTTP_AUTHORIZATION="Bearer two parts")
 
     assert_401(client.get("/api/auth/me/"), "token_invalid")
+
+
+@pytest.mark.parametrize("header", ["Bearer", "bearer   "])
+def test_a_bearer_scheme_without_a_token_is_an_invalid_token_not_a_500(header):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=header)
+
+    response = client.get("/api/auth/me/")
+
+    assert_401(response, "token_invalid")
+    assert response["WWW-Authenticate"] == 'Bearer realm="api", error="invalid_token"'
+
+
+def test_a_valid_token_with_a_third_part_is_an_invalid_token(alice_pair):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {alice_pair.access} extra")
+
+    assert_401(client.get("/api/auth/me/"), "token_invalid")
+
+
+def test_another_scheme_is_logged_cut_to_20_characters(auth_log):
+    scheme = "X-Custom-Scheme-0123456789"  # 26 characters, attacker-controlled
+    response = APIClient().get("/api/auth/me/", HTTP_AUTHORIZATION=f"{scheme} abc")
+
+    assert_401(response, "token_missing")
+    assert f"(scheme {scheme[:20]!r})" in rejection_lines(auth_log)[0]
+
+
+def test_the_challenge_for_a_malformed_header_never_raises(auth_log):
+    """DRF asks for the challenge while answering any 401: a header that is not two parts is not an error here."""
+    request = Request(APIRequestFactory().get("/api/auth/me/", HTTP_AUTHORIZATION="Bearer two parts"))
+
+    assert JWTAuthentication().authenticate_header(request) == CHALLENGE
+    assert "carries no Bearer token (scheme 'Bearer')" in rejection_lines(auth_log)[0]
 
 
 def test_a_valid_token_authenticates_with_one_query(alice, alice_pair, django_assert_num_queries):

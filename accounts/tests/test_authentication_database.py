@@ -71,6 +71,36 @@ def test_a_lookup_under_the_threshold_logs_nothing(alice_pair, auth_log):
     assert not [r for r in auth_log.records if r.getMessage().startswith(SLOW_LOOKUP_MARKER)]
 
 
+class _SteppingClock:
+    """A monotonic clock from 0 (its reference point is undefined) that moves exactly 2.5 s a reading."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        self.now += 2.5
+        return self.now
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("threshold_ms", "logged"), [(2499, True), (2500, False)])
+def test_the_slow_marker_reports_the_lookup_s_milliseconds_and_only_over_the_threshold(
+    monkeypatch, alice_pair, auth_log, threshold_ms, logged
+):
+    """The lookup takes 2500 ms by this clock: logged over a 2499 ms threshold, not at exactly 2500 ms."""
+    monkeypatch.setattr("accounts.authentication.time", _SteppingClock())
+
+    with override_settings(AUTH_SLOW_THRESHOLD_MS=threshold_ms):
+        assert bearer(alice_pair.access).get("/api/auth/me/").status_code == 200
+
+    lines = [r.getMessage() for r in auth_log.records if r.getMessage().startswith(SLOW_LOOKUP_MARKER)]
+    if logged:
+        [line] = lines
+        assert line.startswith(f"{SLOW_LOOKUP_MARKER}: 2500 ms (threshold {threshold_ms} ms) [request_id=")
+    else:
+        assert lines == []
+
+
 def _server_connection() -> MySQLdb.Connection:
     db = settings.DATABASES["default"]
     return MySQLdb.connect(

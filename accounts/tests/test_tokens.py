@@ -15,7 +15,7 @@ from accounts.errors import TOKEN_EXPIRED, TOKEN_INVALID, TokenRejected
 from accounts.fingerprint import key_fingerprint
 from accounts.services import session_start
 from accounts.tests.helpers import claims, forge, issued_at
-from accounts.tokens import AccessToken, KeyIdTokenBackend, decode, password_fingerprint
+from accounts.tokens import AccessToken, KeyIdTokenBackend, decode, leeway, password_fingerprint, peek_jti, peek_kid
 
 pytestmark = pytest.mark.django_db
 
@@ -189,13 +189,24 @@ def test_the_password_claim_follows_the_password_and_is_keyed(alice):
 
     assert password_fingerprint(alice) != before
     assert before not in alice.password
+    assert len(before) == 20  # 80 bits of HMAC-SHA256: short in every token, never the hash
     current = password_fingerprint(alice)
     with override_settings(SIMPLE_JWT=dict(settings.SIMPLE_JWT, SIGNING_KEY=OTHER_KEY)):
         assert password_fingerprint(alice) != current
 
 
 @pytest.mark.parametrize(
-    "raw", ["", "abc", "a.b", "!!!!.e30.sig", "e30.e30", "a.b.c.d", "eyJhbGciOiJIUzI1NiJ9x.e30.sig"]
+    "raw",
+    [
+        "",
+        "abc",
+        "a.b",
+        "!!!!.e30.sig",
+        "e30.e30",
+        "a.b.c.d",
+        "eyJhbGciOiJIUzI1NiJ9.e30.sig.x",
+        "eyJhbGciOiJIUzI1NiJ9x.e30.sig",
+    ],
 )
 def test_a_malformed_token_header_is_token_invalid(raw):
     from accounts.tokens import _unverified_header
@@ -211,3 +222,84 @@ def test_the_header_peek_reads_what_pyjwt_reads():
     token = jwt.encode({"sub": "1"}, "k" * 32, algorithm="HS256", headers={"kid": "abc123"})
     assert _unverified_header(token) == jwt.get_unverified_header(token)
     assert _unverified_header(token.encode()) == jwt.get_unverified_header(token)
+
+
+@pytest.mark.parametrize(
+    ("configured", "expected"),
+    [
+        (timedelta(seconds=7), timedelta(seconds=7)),
+        (30, timedelta(seconds=30)),
+        (0, timedelta(0)),
+        (None, timedelta(0)),
+    ],
+    ids=["timedelta", "seconds", "zero", "none"],
+)
+def test_the_leeway_may_be_configured_as_a_timedelta_or_in_seconds(configured, expected):
+    with override_settings(SIMPLE_JWT=dict(settings.SIMPLE_JWT, LEEWAY=configured)):
+        assert leeway() == expected
+
+
+def _unsigned(header: dict, payload: dict | str) -> str:
+    """A token with any header (PyJWT refuses to write some) and a signature nothing will accept."""
+
+    def segment(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    body = payload if isinstance(payload, str) else json.dumps(payload)
+    return f"{segment(json.dumps(header).encode())}.{segment(body.encode())}.{segment(b'not-a-signature')}"
+
+
+@pytest.mark.parametrize("algorithm", ["ES256", "EdDSA", "HS", None], ids=["ES256", "EdDSA", "HS", "no alg"])
+def test_algorithms_sorting_before_hs256_or_none_at_all_are_rejected_by_the_header_check(alice, algorithm):
+    header = {"typ": "JWT", "kid": key_fingerprint(settings.JWT_SECRET_KEY)}
+    if algorithm is not None:
+        header["alg"] = algorithm
+    token = _unsigned(header, claims(session_start(user=alice).access))
+
+    with pytest.raises(TokenRejected, match="is not HS256") as caught:
+        decode(token, AccessToken)
+    assert caught.value.code == TOKEN_INVALID
+
+
+def test_a_well_signed_token_without_exp_is_invalid_not_expired(alice):
+    payload = claims(session_start(user=alice).access)
+    del payload["exp"]
+    token = forge(payload, key=settings.JWT_SECRET_KEY, headers={"kid": key_fingerprint(settings.JWT_SECRET_KEY)})
+
+    with pytest.raises(TokenRejected) as caught:
+        decode(token, AccessToken)
+    assert caught.value.code == TOKEN_INVALID
+
+
+def test_the_header_peek_reads_headers_of_every_length():
+    """The header segment's padding is restored for every length (base64url drops it)."""
+    from accounts.tokens import _unverified_header
+
+    for length in range(1, 13):
+        token = jwt.encode({"sub": "1"}, "k" * 32, algorithm="HS256", headers={"kid": "k" * length})
+        assert _unverified_header(token) == jwt.get_unverified_header(token)
+
+
+def test_header_and_claim_values_are_logged_only_when_short_and_printable():
+    token = _unsigned({"alg": "HS256", "kid": "a kid with spaces"}, {"jti": "x" * 65})
+    assert peek_kid(token) == "<unprintable>"
+    assert peek_jti(token) == "<unprintable>"
+    assert peek_kid(_unsigned({"alg": "HS256"}, {})) == ""
+    assert peek_jti(_unsigned({"alg": "HS256"}, {})) == ""
+
+
+@pytest.mark.parametrize(
+    ("cause", "described"),
+    [
+        (jwt.InvalidSignatureError(), "bad signature"),
+        (jwt.ImmatureSignatureError(), "issued in the future"),
+        (jwt.InvalidAlgorithmError(), "algorithm not allowed (only HS256)"),
+        (jwt.DecodeError(), "malformed token"),
+        (jwt.InvalidAudienceError(), "invalid token (InvalidAudienceError)"),
+        (None, "invalid token (unknown)"),
+    ],
+)
+def test_each_cause_of_a_backend_rejection_is_described(cause, described):
+    from accounts.tokens import _describe
+
+    assert _describe(cause).startswith(described)

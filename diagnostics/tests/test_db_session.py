@@ -5,7 +5,15 @@ from __future__ import annotations
 import logging
 
 import pytest
-from django.db import DatabaseError, InterfaceError, OperationalError, connection, connections, transaction
+from django.db import (
+    DatabaseError,
+    InterfaceError,
+    OperationalError,
+    ProgrammingError,
+    connection,
+    connections,
+    transaction,
+)
 from prometheus_client import REGISTRY
 
 from core.db import session
@@ -102,6 +110,22 @@ def test_an_abandoned_atomic_block_on_a_database_that_went_away_is_dropped(monke
     assert answers_a_query()  # the next user reconnects
 
 
+def test_a_raw_transaction_on_a_database_that_went_away_is_dropped():
+    """Outside any atomic block the rollback itself fails: the connection is dropped, not handed on."""
+    with connection.cursor() as cursor:
+        cursor.execute("BEGIN" if connection.vendor == "sqlite" else "START TRANSACTION")
+    QueueConfig.objects.create(name="never-committed")
+    before = _reconnects()
+    connections["default"].connection = _GoneAway(connection.connection)
+
+    assert ensure_clean_session(context_id="req-gone-raw") is True
+
+    assert connection.connection is None
+    assert _reconnects() == before + 1
+    assert answers_a_query()  # the next user reconnects
+    assert not QueueConfig.objects.filter(name="never-committed").exists()
+
+
 def _transaction_state() -> dict[str, object]:
     """Every attribute of the wrapper that is neither the connection itself nor a setting or counter."""
     volatile = {"connection", "close_at", "queries_log", "savepoint_state", "health_check_done", "errors_occurred"}
@@ -170,6 +194,19 @@ def test_a_lost_connection_is_closed_so_the_next_user_reconnects(error):
     assert answers_a_query()
 
 
+def test_a_lost_connection_inside_an_atomic_block_is_left_to_the_block_s_exit():
+    """Closing inside the block would make its rollback fail: Django's `__exit__` drops the connection itself."""
+    before = _reconnects()
+    with pytest.raises(RuntimeError), transaction.atomic():
+        QueueConfig.objects.create(name="never-committed")
+        assert handle_database_error(OperationalError(2013, "Lost connection to MySQL server")) is True
+        assert _reconnects() == before
+        assert not connection.closed_in_transaction
+        raise RuntimeError("the request fails")
+    assert not QueueConfig.objects.filter(name="never-committed").exists()
+    assert answers_a_query()
+
+
 def test_other_database_errors_keep_the_connection():
     QueueConfig.objects.count()
     assert handle_database_error(OperationalError(1205, "Lock wait timeout exceeded")) is False
@@ -182,6 +219,34 @@ def test_inside_a_test_case_transaction_the_session_belongs_to_the_test():
     QueueConfig.objects.create(name="kept-by-the-test")
     assert ensure_clean_session(context_id="req-t") is False
     assert QueueConfig.objects.filter(name="kept-by-the-test").exists()
+
+
+@pytest.mark.django_db(transaction=False)
+def test_a_block_opened_inside_a_test_case_transaction_still_belongs_to_the_test():
+    with transaction.atomic():
+        QueueConfig.objects.create(name="kept-by-the-test")
+        assert under_test_transaction(connection)
+        assert ensure_clean_session(context_id="req-t2") is False
+    assert QueueConfig.objects.filter(name="kept-by-the-test").exists()
+
+
+class _RefusesToClose(_GoneAway):
+    """A handle the driver has already torn down: closing it again raises."""
+
+    def close(self) -> None:
+        raise connection.Database.OperationalError(2006, "MySQL server has gone away")
+
+
+def test_a_lost_connection_that_refuses_to_close_is_forgotten_all_the_same():
+    QueueConfig.objects.count()
+    raw = connection.connection
+    connections["default"].connection = _RefusesToClose(raw)
+    try:
+        assert handle_database_error(OperationalError(2013, "Lost connection to MySQL server")) is True
+        assert connection.connection is None
+    finally:
+        raw.close()
+    assert answers_a_query()
 
 
 def _open_raw_transaction() -> None:
@@ -222,3 +287,90 @@ def test_the_mysql_8_probe_run_on_mariadb_costs_one_statement(monkeypatch, djang
     _ask_the_server_every_time(monkeypatch)
     with django_assert_num_queries(1):
         assert not server_in_transaction(connection)
+
+
+@pytest.mark.parametrize("statement", [True, False], ids=["after a statement", "before any statement"])
+def test_autocommit_switched_off_through_django_is_rolled_back_and_switched_on_again(caplog, statement):
+    """`transaction.set_autocommit(False)` left by a request: no atomic block, Django's flag is off.
+
+    Before any statement SQLite's own connection is not yet in a transaction: only Django's flag tells.
+    """
+    transaction.set_autocommit(False)
+    try:
+        if statement:
+            QueueConfig.objects.create(name="never-committed")
+        with caplog.at_level(logging.ERROR, logger="taskhub.db"):
+            assert ensure_clean_session(context_id="req-ac") is True
+
+        assert "❌ 数据库会话错误 [req-ac]" in caplog.text
+        assert connection.get_autocommit()
+        assert not server_in_transaction(connection)
+        assert not QueueConfig.objects.filter(name="never-committed").exists()
+    finally:
+        if connection.connection is not None and not connection.get_autocommit():
+            connection.rollback()
+            connection.set_autocommit(True)
+
+
+@pytest.mark.parametrize(
+    ("error", "logged"),
+    [
+        (OperationalError(1205, "Lock wait timeout exceeded"), "could not read the session's transaction state"),
+        (OperationalError(2013, "Lost connection to MySQL server during query"), "数据库连接已断开"),
+        (ProgrammingError(1227, "Access denied"), "could not read the session's transaction state"),
+    ],
+    ids=["other error", "connection lost", "not a connection error"],
+)
+def test_a_session_whose_transaction_state_cannot_be_read_is_dropped(monkeypatch, caplog, error, logged):
+    QueueConfig.objects.count()
+    before = _reconnects()
+
+    def unreadable(conn):
+        raise error
+
+    monkeypatch.setattr("core.db.session.server_in_transaction", unreadable)
+    with caplog.at_level(logging.WARNING, logger="taskhub.db"):
+        assert ensure_clean_session(context_id="req-unreadable") is False
+
+    assert logged in caplog.text
+    assert connection.connection is None
+    assert _reconnects() == before + 1
+    monkeypatch.undo()
+    assert answers_a_query()
+
+
+@pytest.mark.mysql
+@pytest.mark.parametrize(
+    "error",
+    [OperationalError(1053, "Server shutdown in progress"), OperationalError(2013, "Lost connection to MySQL server")],
+    ids=["1053", "2013"],
+)
+def test_the_mysql_8_probe_run_on_mariadb_raises_any_error_but_the_one_inside_a_transaction(monkeypatch, error):
+    """Only 1568 means "inside a transaction"; any other error (below it or above) is left to the caller."""
+    connection.ensure_connection()
+    monkeypatch.setattr(connection, "mysql_is_mariadb", False)
+    _ask_the_server_every_time(monkeypatch)
+
+    def fail_the_probe(execute, sql, params, many, context):
+        if sql.startswith("SET TRANSACTION"):
+            raise error
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(fail_the_probe), pytest.raises(OperationalError) as raised:
+        server_in_transaction(connection)
+
+    assert raised.value is error
+
+
+@pytest.mark.mysql
+def test_the_mysql_8_probe_run_on_mariadb_works_without_an_isolation_level_configured(monkeypatch):
+    connection.ensure_connection()
+    monkeypatch.setattr(connection, "mysql_is_mariadb", False)
+    monkeypatch.setattr(connection, "isolation_level", None)
+    _ask_the_server_every_time(monkeypatch)
+    assert not server_in_transaction(connection)
+
+    _open_raw_transaction()
+    assert server_in_transaction(connection)
+    connection.connection.rollback()
+    assert not server_in_transaction(connection)
