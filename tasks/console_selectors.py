@@ -1,7 +1,7 @@
-"""Reads for the console's queues panel and charts: live depth from the claim index, history from the minute rollup.
+"""Reads for the console's queues panel and charts: live depth from the fair index, history from the minute rollup.
 
 Nothing here reads `task_queue`'s history. Depth, oldest runnable age, workers and limits are
-`tasks.selectors.queue_statuses` (the claim index's pending and running entries); throughput,
+`tasks.selectors.queue_statuses` (the fair index's pending and running entries); throughput,
 failure rate and percentiles are sums over `task_minute_stats` rows of a window, read through
 task_minute_stats_minute_idx (every queue) or task_minute_stats_uniq (one queue). The 24-hour and
 7-day charts read the hours before the hour rollup's mark from `task_hour_stats` (its hour index or

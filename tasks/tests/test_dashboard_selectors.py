@@ -101,8 +101,8 @@ def test_snapshot_costs_a_fixed_number_of_queries(alice, default_queue, django_a
     services.tasks_enqueue_bulk(user=alice, specs=[TaskSpec("echo")] * 20)
     for i in range(10):
         fail(alice, f"type{i}", "boom")
-    # queues (4), workers, throughput (counters, live creations), failure boundary, failure counts, their errors
-    with django_assert_num_queries(10):
+    # queues (3), workers, throughput (counters, live creations), failure boundary, failure counts, their errors
+    with django_assert_num_queries(9):
         snapshot = dashboard_selectors.dashboard_snapshot()
     assert snapshot.queues[0].pending == 20
     assert len(snapshot.failures.types) == dashboard_selectors.TOP_FAILING_TYPES
