@@ -444,7 +444,22 @@ class TaskHourlyStats(models.Model):
 MINUTE_STATS_RETENTION_DAYS = 8
 
 
-class TaskMinuteStats(models.Model):
+class QueueEventCounts(models.Model):
+    """The events a rollup row counts for one queue: starts, outcomes, wait and run time sums."""
+
+    queue = models.ForeignKey(QueueConfig, on_delete=models.CASCADE, related_name="+")
+    started = models.BigIntegerField(default=0)
+    succeeded = models.BigIntegerField(default=0)
+    failed = models.BigIntegerField(default=0)
+    cancelled = models.BigIntegerField(default=0)
+    wait_seconds_sum = models.FloatField(default=0.0)
+    run_seconds_sum = models.FloatField(default=0.0)
+
+    class Meta:
+        abstract = True
+
+
+class TaskMinuteStats(QueueEventCounts):
     """Events per queue and minute (UTC): tasks started, finished by outcome, wait and run time histograms.
 
     A finished task is counted once, when it finishes: `started` and its wait time in the minute it
@@ -452,14 +467,7 @@ class TaskMinuteStats(models.Model):
     interval ended). The histogram columns (`wait_h00`…, `run_h00`…) are `tasks.histograms` buckets.
     """
 
-    queue = models.ForeignKey(QueueConfig, on_delete=models.CASCADE, related_name="+")
     minute = models.DateTimeField()
-    started = models.BigIntegerField(default=0)
-    succeeded = models.BigIntegerField(default=0)
-    failed = models.BigIntegerField(default=0)
-    cancelled = models.BigIntegerField(default=0)
-    wait_seconds_sum = models.FloatField(default=0.0)
-    run_seconds_sum = models.FloatField(default=0.0)
 
     class Meta:
         db_table = "task_minute_stats"
@@ -476,7 +484,7 @@ class TaskMinuteStats(models.Model):
         return f"{self.queue_id}@{self.minute:%Y-%m-%d %H:%M}"
 
 
-class TaskHourStats(models.Model):
+class TaskHourStats(QueueEventCounts):
     """`task_minute_stats` summed per queue and UTC hour, for the console's 24-hour and 7-day charts.
 
     Not kept in step by the counters: `tasks.hour_stats.roll_up_hours` recomputes whole hours from
@@ -485,14 +493,7 @@ class TaskHourStats(models.Model):
     it from `task_minute_stats`. Unrelated to `task_hourly_stats` (per owner, no histograms).
     """
 
-    queue = models.ForeignKey(QueueConfig, on_delete=models.CASCADE, related_name="+")
     hour = models.DateTimeField()
-    started = models.BigIntegerField(default=0)
-    succeeded = models.BigIntegerField(default=0)
-    failed = models.BigIntegerField(default=0)
-    cancelled = models.BigIntegerField(default=0)
-    wait_seconds_sum = models.FloatField(default=0.0)
-    run_seconds_sum = models.FloatField(default=0.0)
 
     class Meta:
         db_table = "task_hour_stats"
