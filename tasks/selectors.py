@@ -105,9 +105,9 @@ def task_statistics(*, user: AbstractBaseUser | None, now: datetime | None = Non
     """Return task statistics for `user`'s tasks, or for everyone's when `user` is None.
 
     Four queries: queue names; finished counts from `task_status_count`; pending/running counted
-    live with their creations in the windows (index on owner+status, or for everyone the lease
-    index, which covers them); the hourly windows summed from `task_hourly_stats`. Windows are whole UTC hours,
-    the current one included.
+    live with their creations in the windows (index on owner+status, or for everyone
+    `task_live_idx`, which covers them in GROUP BY order); the hourly windows summed from
+    `task_hourly_stats`. Windows are whole UTC hours, the current one included.
     """
     now = now or timezone.now()
     names = dict(QueueConfig.objects.values_list("id", "name"))
@@ -119,8 +119,9 @@ def task_statistics(*, user: AbstractBaseUser | None, now: datetime | None = Non
     finished = TaskStatusCount.objects.all() if user is None else TaskStatusCount.objects.filter(owner=user)
     active = TaskQueue.objects.filter(status__in=ACTIVE_STATUSES)
     active = active if user is None else active.filter(owner=user)
-    # Grouped by (status, queue): the order of the claim index, so no temporary table. Live
-    # tasks' creations are counted here: the hourly counters count a task when it finishes.
+    # Grouped by (status, queue): for everyone, the order of task_live_idx (status, queue,
+    # created_at), so index entries only and no temporary table. Live tasks' creations are
+    # counted here: the hourly counters count a task when it finishes.
     rows = list(finished.values_list("status", "queue_id").annotate(n=Sum("count"), h=Value(0), d=Value(0)).order_by())
     rows += list(
         active.values_list("status", "queue_id")
