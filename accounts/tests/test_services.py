@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 import pytest
 from django.conf import settings
-from django.contrib.auth.hashers import PBKDF2SHA1PasswordHasher
+from django.contrib.auth.hashers import MD5PasswordHasher, PBKDF2PasswordHasher, PBKDF2SHA1PasswordHasher
 from django.test import override_settings
 from django.utils import timezone
 from prometheus_client import REGISTRY
+from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
 from accounts import services
 from accounts.errors import TokenRejected
-from accounts.models import IssuedRefreshToken, RevokeReason, TokenFamily
+from accounts.models import IssuedRefreshToken, PasswordRehash, RevokeReason, TokenFamily
 from accounts.tests.helpers import ALICE_PASSWORD, bearer, claims, session_durations
+from accounts.tokens import AccessToken, hash_fingerprint
 
 pytestmark = pytest.mark.django_db
 
+MD5 = "django.contrib.auth.hashers.MD5PasswordHasher"
 PBKDF2_SHA1 = "django.contrib.auth.hashers.PBKDF2SHA1PasswordHasher"
 GRACE = timedelta(seconds=settings.JWT_REFRESH_REUSE_GRACE_SECONDS)
 
@@ -49,6 +53,15 @@ def test_login_starts_a_family_with_one_outstanding_refresh_token(alice):
 def test_login_with_a_wrong_password_returns_nothing_and_writes_nothing(alice, password):
     assert services.session_login(request=None, username="alice", password=password) is None
     assert not TokenFamily.objects.exists()
+
+
+def test_a_refused_login_logs_the_username_cut_to_150_characters(alice, caplog):
+    caplog.set_level(logging.INFO, logger="taskhub.auth")
+    username = "u" * 150 + "TAIL"
+
+    assert services.session_login(request=None, username=username, password="wrong") is None
+    assert f"wrong username or password for {'u' * 150!r}" in caplog.text
+    assert "uT" not in caplog.text
 
 
 def test_login_of_an_inactive_user_returns_nothing(alice):
@@ -186,6 +199,34 @@ def test_logout_all_revokes_every_session_of_the_user_and_no_one_elses(
     assert BlacklistedToken.objects.filter(token__user=alice).count() == 2
 
 
+def test_a_token_blacklisted_meanwhile_does_not_break_the_revocation(alice, alice_pair, monkeypatch):
+    """A token of the family may be blacklisted outside its lock (simplejwt's blacklist admin) between the
+    read of the family's live tokens and their blacklisting: the revocation still completes."""
+    read_live = IssuedRefreshToken.objects.filter
+
+    def blacklisted_meanwhile(*args, **kwargs):
+        token_ids = list(read_live(*args, **kwargs).values_list("token_id", flat=True))
+        BlacklistedToken.objects.create(token_id=token_ids[0])
+        return read_live(token_id__in=token_ids)
+
+    monkeypatch.setattr(IssuedRefreshToken.objects, "filter", blacklisted_meanwhile)
+
+    assert services.session_logout(user=alice, raw_refresh=alice_pair.refresh) == 1
+    assert TokenFamily.objects.get().revoke_reason == RevokeReason.LOGOUT
+    assert BlacklistedToken.objects.filter(token__jti=claims(alice_pair.refresh)["jti"]).count() == 1
+
+
+def test_verify_names_a_foreign_token_type_cut_to_20_characters(alice_pair):
+    token = AccessToken(alice_pair.access)
+    token[api_settings.TOKEN_TYPE_CLAIM] = "t" * 20 + "TAIL"
+
+    with pytest.raises(TokenRejected) as caught:
+        services.token_verify(raw=str(token))
+
+    assert caught.value.code == "token_invalid"
+    assert caught.value.reason == f"token type {'t' * 20!r} is neither access nor refresh"
+
+
 def test_verify_describes_a_valid_token_and_refuses_a_rotated_one_after_the_grace(alice, alice_pair):
     assert services.token_verify(raw=alice_pair.access)["token_type"] == "access"
     assert services.token_verify(raw=alice_pair.refresh)["user_id"] == alice.pk
@@ -194,6 +235,33 @@ def test_verify_describes_a_valid_token_and_refuses_a_rotated_one_after_the_grac
     assert services.token_verify(raw=alice_pair.refresh)["token_type"] == "refresh"
     rotated_ago(alice_pair.refresh, GRACE + timedelta(seconds=1))
     assert rejected_code(lambda: services.token_verify(raw=alice_pair.refresh)) == "token_revoked"
+
+
+def test_verify_and_refresh_agree_on_the_last_instant_of_the_grace(alice_pair, monkeypatch):
+    first = services.session_refresh(raw_refresh=alice_pair.refresh)
+    rotated_at = IssuedRefreshToken.objects.get(token__jti=claims(alice_pair.refresh)["jti"]).rotated_at
+
+    monkeypatch.setattr(timezone, "now", lambda: rotated_at + GRACE)
+    assert services.token_verify(raw=alice_pair.refresh)["token_type"] == "refresh"
+    assert services.session_refresh(raw_refresh=alice_pair.refresh).refresh == first.refresh
+
+    monkeypatch.setattr(timezone, "now", lambda: rotated_at + GRACE + timedelta(microseconds=1))
+    assert rejected_code(lambda: services.token_verify(raw=alice_pair.refresh)) == "token_revoked"
+
+
+def test_a_user_created_between_the_hash_read_and_the_password_check_logs_in_without_a_rehash(
+    django_user_model, monkeypatch
+):
+    authenticate = services.authenticate
+
+    def signed_up_meanwhile(request, **credentials):
+        django_user_model.objects.create_user("carol", "carol@example.com", "carol-password-1")
+        return authenticate(request, **credentials)
+
+    monkeypatch.setattr(services, "authenticate", signed_up_meanwhile)
+
+    assert services.session_login(request=None, username="carol", password="carol-password-1")
+    assert not PasswordRehash.objects.exists()
 
 
 @override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher", PBKDF2_SHA1])
@@ -212,6 +280,41 @@ def test_a_password_hash_upgrade_at_login_is_not_a_password_change(django_user_m
     carol.save()
     for token in (earlier.access, rotated.access):
         assert bearer(token).get("/api/auth/me/").json()["code"] == "password_changed"
+
+
+class QuickPBKDF2PasswordHasher(PBKDF2PasswordHasher):
+    iterations = 2
+
+
+@override_settings(PASSWORD_HASHERS=[f"{__name__}.QuickPBKDF2PasswordHasher", MD5])
+def test_a_password_hash_upgrade_to_a_hash_that_sorts_after_the_old_one_is_not_a_password_change(
+    django_user_model,
+):
+    old_hash = MD5PasswordHasher().encode("carol-password-1", "carolsalt")
+    carol = django_user_model.objects.create(username="carol", password=old_hash)
+    earlier = services.session_start(user=carol)
+
+    assert services.session_login(request=None, username="carol", password="carol-password-1")
+
+    carol.refresh_from_db()
+    assert carol.password.startswith("pbkdf2_sha256$2$") and carol.password > old_hash
+    assert bearer(earlier.access).get("/api/auth/me/").status_code == 200
+
+
+@override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher", PBKDF2_SHA1])
+def test_two_logins_upgrading_the_same_hash_at_once_both_succeed(django_user_model):
+    old_hash = PBKDF2SHA1PasswordHasher().encode("carol-password-1", "carolsalt", iterations=1)
+    carol = django_user_model.objects.create(username="carol", password=old_hash)
+    # What the other login wrote between this one's read of the hash and its own record.
+    PasswordRehash.objects.create(user=carol, old_fingerprint=hash_fingerprint(old_hash), new_fingerprint="0" * 20)
+
+    assert services.session_login(request=None, username="carol", password="carol-password-1")
+    assert PasswordRehash.objects.get().new_fingerprint == "0" * 20
+
+
+def test_a_login_without_a_hash_upgrade_records_no_rehash(alice):
+    assert services.session_login(request=None, username="alice", password=ALICE_PASSWORD)
+    assert not PasswordRehash.objects.exists()
 
 
 def test_the_session_duration_runs_from_login_to_logout(alice, alice_pair, django_capture_on_commit_callbacks):

@@ -14,7 +14,7 @@ import timeit
 import pytest
 from django.db import connection
 
-from core.db.session_state import session_change
+from core.db.session_state import session_change, session_changes
 from diagnostics.tests.urls import SESSION_DIRT
 
 pytestmark = [pytest.mark.urls("diagnostics.tests.urls"), pytest.mark.django_db(transaction=True)]
@@ -97,6 +97,20 @@ def test_a_clean_request_keeps_its_connection_and_logs_nothing(wsgi, persistent_
 def test_what_counts_as_session_state(sql, what):
     assert session_change(sql) == what
     assert session_change(sql.encode()) == session_change(bytearray(sql.encode())) == what
+
+
+@pytest.mark.mysql
+def test_a_cursor_still_looks_at_its_statements_after_an_executemany():
+    """Its batches are not looked at again while executemany runs; the statements after it are."""
+    connection.ensure_connection()
+    raw = connection.connection
+    try:
+        with raw.cursor() as cursor:
+            cursor.executemany("SELECT %s", [(1,), (2,)])
+            cursor.execute("SET @after_executemany = 1")
+        assert session_changes(raw) == {"user variable"}
+    finally:
+        connection.close()
 
 
 def test_looking_at_a_statement_costs_microseconds():

@@ -107,6 +107,17 @@ def test_a_session_that_ran_only_ordinary_statements_is_checked_without_a_round_
 
 @pytest.mark.mysql
 @pytest.mark.django_db(transaction=True)
+def test_a_new_connection_that_ran_only_ordinary_statements_is_checked_without_a_round_trip(
+    django_assert_num_queries,
+):
+    connection.close()
+    QueueConfig.objects.count()  # opens a new connection: Django's set-up, then the tracking's
+    with django_assert_num_queries(0):
+        assert ensure_clean_session(context_id="req-new") is False
+
+
+@pytest.mark.mysql
+@pytest.mark.django_db(transaction=True)
 def test_after_a_statement_that_may_open_one_the_server_is_asked_once(django_assert_num_queries):
     QueueConfig.objects.count()
     _run("START TRANSACTION", raw=False)
@@ -133,8 +144,30 @@ def test_a_connection_closed_under_django_is_dropped_not_raised(caplog):
     assert answers_a_query()  # the next user reconnects
 
 
+@pytest.mark.mysql
+@pytest.mark.django_db(transaction=True)
+def test_a_connection_closed_after_ordinary_statements_is_not_taken_for_clean():
+    """No statement that may open a transaction ran, so only the autocommit flag is read: on a closed
+    connection mysqlclient raises its own error, which means "ask", never "clean"."""
+    QueueConfig.objects.count()
+    connection.connection.close()
+
+    assert not known_outside_transaction(connection.connection)
+
+    assert ensure_clean_session(context_id="req-closed-clean") is False
+    assert answers_a_query()
+
+
 def test_an_untracked_connection_is_never_taken_for_clean():
     assert not known_outside_transaction(object())
+
+
+def test_an_untracked_connection_with_autocommit_on_is_not_taken_for_clean_either():
+    class Untracked:
+        def get_autocommit(self) -> bool:
+            return True
+
+    assert not known_outside_transaction(Untracked())
 
 
 @pytest.mark.parametrize(
