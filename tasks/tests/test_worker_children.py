@@ -5,15 +5,22 @@ The handlers used here (echo, sleep, test.hang) touch no database, so neither do
 
 from __future__ import annotations
 
+import ctypes
+import math
+import multiprocessing
 import os
 import signal
 import time
 from collections.abc import Callable, Iterator
+from types import SimpleNamespace
 
 import pytest
+from django.db import connections
 
 from tasks.models import TaskQueue
 from tasks.outcomes import OutcomeKind
+from tasks.worker import child as child_module
+from tasks.worker.child import LeaseWatchdog, _detach_from_parent, _Runner
 from tasks.worker.children import Pool
 from tasks.worker.held import HeldTasks
 from tasks.worker.messages import Done, parse_done
@@ -120,3 +127,93 @@ def test_a_killed_child_is_forgotten_and_its_unfinished_tasks_are_known(pool):
     assert len(pool) == 1
     pool.fill()
     assert len(pool) == 2
+
+
+def test_a_child_whose_lease_deadline_passes_ends_itself_while_its_handler_hangs(start_pool):
+    pool = start_pool(1)
+    pool.dispatch(book((1, "test.hang", {})), 1, time.monotonic())
+    child = next(iter(pool))
+    time.sleep(0.2)  # the watchdog has read "no deadline" by now
+    child.stop_by.value = time.monotonic() + 0.3  # what `publish_deadlines` writes
+
+    child.process.join(10)
+    assert child.exitcode == -signal.SIGALRM
+
+
+def test_the_lease_watchdog_arms_the_timer_for_each_new_deadline_and_only_then(monkeypatch):
+    armed: list[tuple[int, float]] = []
+    timer = SimpleNamespace(
+        ITIMER_REAL=signal.ITIMER_REAL, setitimer=lambda which, seconds: armed.append((which, seconds))
+    )
+    monkeypatch.setattr(child_module, "signal", timer)
+    watchdog = LeaseWatchdog(ctypes.c_double(math.inf))
+    now = time.monotonic()
+    for stop_by in (math.inf, now + 30, now + 30, now + 60, now + 10, now - 5, math.inf):
+        watchdog.arm(stop_by)
+
+    assert {which for which, _ in armed} == {signal.ITIMER_REAL}
+    seconds = [seconds for _, seconds in armed]
+    assert len(seconds) == 5, seconds  # no deadline at first, and the same one twice, need no re-arming
+    assert 29 < seconds[0] <= 30 and 59 < seconds[1] <= 60 and 9 < seconds[2] <= 10
+    assert seconds[3:] == [0.001, 0]  # past: at once; no lease left: disarmed
+
+
+def _detach_and_report(parent_pid: int, inherited: list) -> None:
+    """In a forked process: detach as a child does, then exit 7 if the database connection was set aside."""
+    wrapper = connections["default"]
+    inherited_socket = wrapper.connection = object()  # stands for a socket the parent's session uses
+    _detach_from_parent(parent_pid, inherited)
+    os._exit(7 if wrapper.connection is None and inherited_socket in child_module._inherited else 8)
+
+
+def test_a_child_whose_parent_is_already_gone_exits_before_serving():
+    fork = multiprocessing.get_context("fork")
+    for parent_pid, exitcode in ((os.getpid(), 7), (1, 0)):  # 1: the parent died, init adopted the child
+        process = fork.Process(target=_detach_and_report, args=(parent_pid, []))
+        process.start()
+        process.join(10)
+        assert process.exitcode == exitcode, parent_pid
+
+
+def open_files(pid: int) -> set[str]:
+    """Return what the process's file descriptors point at ("socket:[inode]", paths...)."""
+    files = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            files.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:  # closed meanwhile
+            pass
+    return files
+
+
+def test_a_child_closes_its_copies_of_its_siblings_pipes(start_pool):
+    pool = start_pool(2)
+    pool.dispatch(book((1, "echo", {}), (2, "echo", {})), 1, time.monotonic())
+    wait_for_done(pool, 2)  # both serving: past closing what they inherited
+    first, second = pool
+    first_pipe = f"socket:[{os.fstat(first.conn.fileno()).st_ino}]"
+
+    assert first_pipe not in open_files(second.pid)
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_a_handler_asking_for_cancellation_reads_the_pipe_every_50_ms_at_most(monkeypatch):
+    clock = _Clock()
+    monkeypatch.setattr(child_module, "time", clock)
+    parent_end, child_end = multiprocessing.Pipe()
+    runner = _Runner(child_end, "host:1:aaaaaa")
+
+    parent_end.send(("cancel", [1]))
+    assert runner.is_cancelled(1)
+    parent_end.send(("cancel", [2]))
+    clock.now += 0.04
+    assert not runner.is_cancelled(2)  # not read yet
+    clock.now += 0.02
+    assert runner.is_cancelled(2)
