@@ -243,3 +243,152 @@ def test_a_heartbeat_only_refreshes_the_row_taking_back_lost_tasks_is_a_step_of_
 
     db.prune_dead_workers()
     assert list(WorkerProcess.objects.values_list("worker_id", flat=True)) == [db.worker_id]
+
+
+def test_the_back_off_grows_with_each_failure_up_to_its_longest_and_a_success_resets_it(db, clock):
+    def unavailable() -> None:
+        raise OperationalError(2006, "Server has gone away")
+
+    waits = []
+    for _ in range(len(worker_db.DB_RETRY_DELAYS) + 1):
+        assert db.call("testing", unavailable) is None
+        waits.append(db.available_at() - clock[0])
+        clock[0] = db.available_at()  # tried again at the first moment allowed
+    assert waits == pytest.approx([0.2, 0.5, 1.0, 2.0, 5.0, 5.0])
+    assert db.call("testing", lambda: "back") == "back"
+    assert db.call("testing", unavailable) is None
+    assert db.available_at() - clock[0] == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        OperationalError(1040, "Too many connections"),
+        OperationalError(1203, "User already has more than 'max_user_connections' active connections"),
+        OperationalError(1213, "Deadlock found when trying to get lock"),
+        pytest.param(OperationalError("database is locked"), marks=pytest.mark.sqlite),
+    ],
+)
+def test_a_full_server_contention_or_a_locked_sqlite_file_costs_a_back_off_not_a_reconnect_count(db, clock, error):
+    reconnects, errors = metrics.DB_RECONNECTS._value.get(), metrics.DB_ERRORS.labels(kind="worker")._value.get()
+
+    def fails() -> None:
+        raise error
+
+    assert db.call("testing", fails) is None
+    assert db.available_at() == clock[0] + worker_db.DB_RETRY_DELAYS[0]
+    assert metrics.DB_RECONNECTS._value.get() == reconnects
+    assert metrics.DB_ERRORS.labels(kind="worker")._value.get() == errors + 1
+
+
+@pytest.mark.sqlite
+def test_a_sqlite_error_other_than_an_operational_one_is_raised(db):
+    def broken() -> None:
+        raise IntegrityError("UNIQUE constraint failed")
+
+    with pytest.raises(IntegrityError):
+        db.call("testing", broken)
+
+
+def test_a_heartbeat_tells_a_draining_worker_to_drain_even_when_the_database_is_away(db, monkeypatch):
+    db.register()
+    assert db.heartbeat(processed=1) is False
+    WorkerProcess.objects.filter(worker_id=db.worker_id).update(drain_requested_at=timezone.now())
+    assert db.heartbeat(processed=2) is True
+    db.retry_now()
+
+    def unavailable(**kwargs):
+        raise OperationalError(2006, "Server has gone away")
+
+    monkeypatch.setattr(worker_db.row, "worker_heartbeat", unavailable)
+    assert db.heartbeat(processed=3) is False
+    db.retry_now()
+    assert db.heartbeat(processed=3, draining=True) is True
+
+
+def test_tasks_handed_back_while_the_database_is_away_stay_marked_for_it(db, held, alice, default_queue, monkeypatch):
+    tasks = enqueue_many(alice, 2)
+    db.record_and_claim(held, flush=False, claim_limit=2)
+    held.release_later([t.pk for t in tasks])
+
+    def unavailable(*args, **kwargs):
+        raise OperationalError(2006, "Server has gone away")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(transitions, "release", unavailable)
+        db.hand_back(held)
+    assert sorted(t.pk for t in held.to_hand_back()) == [t.pk for t in tasks]
+    db.retry_now()
+    db.hand_back(held)
+    assert held.to_hand_back() == [] and len(held) == 0
+    assert set(TaskQueue.objects.filter(pk__in=[t.pk for t in tasks]).values_list("status", flat=True)) == {
+        TaskStatus.PENDING
+    }
+
+
+def test_an_idle_look_schedules_lease_recovery_and_pruning_for_when_they_fall_due(db, alice, clock, monkeypatch):
+    now = timezone.now()
+    stale = timedelta(seconds=60)
+    monkeypatch.setattr(worker_db.settings, "TASKHUB_WORKER_STALE_SECONDS", stale.total_seconds())
+    monkeypatch.setattr(worker_db.random, "uniform", lambda low, high: high)
+    enqueue_many(
+        alice, status=TaskStatus.RUNNING, claimed_by="other:1:abcdef", lease_expires_at=now + timedelta(seconds=30)
+    )
+    WorkerProcess.objects.create(worker_id="other:1:abcdef", hostname="other", pid=1, last_heartbeat_at=now)
+    recovered, pruned = [], []
+    monkeypatch.setattr(db, "recover_lost_tasks", lambda: recovered.append(clock[0]))
+    monkeypatch.setattr(db, "prune_dead_workers", lambda: pruned.append(clock[0]))
+    monkeypatch.setattr(worker_db.timezone, "now", lambda: now)
+
+    look = db.look()
+    assert look.lease_end == now + timedelta(seconds=30)
+    offset = worker_db.SCHEDULE_TICK_OFFSET[1]
+    assert db.due_upkeep_at() == pytest.approx(1000.0 + 30, abs=0.01)  # by the database's clock (here the same)
+    clock[0] = db.due_upkeep_at() - 0.01
+    db.due_upkeep()
+    assert (recovered, pruned) == ([], [])
+    clock[0] = db.due_upkeep_at()
+    db.due_upkeep()
+    assert (recovered, pruned) == ([clock[0]], [])
+    assert db.due_upkeep_at() == pytest.approx(1000.0 + 60 + offset, abs=0.01)
+    clock[0] = db.due_upkeep_at()
+    db.due_upkeep()
+    db.due_upkeep()  # once: the next look says when again
+    assert (len(recovered), pruned) == (1, [clock[0]])
+    assert db.due_upkeep_at() == math.inf
+
+
+def test_a_queue_woken_by_name_is_searched_at_the_next_claim_and_an_unknown_name_rereads_the_queues(
+    db, held, alice, default_queue, clock
+):
+    idle = QueueConfig.objects.create(name="idle")
+    enqueue_many(alice, 5)
+    db.record_and_claim(held, flush=False, claim_limit=1)  # finds the idle queue empty
+    db.woken({"default"})
+    assert _searched_queues(db, held) == {default_queue.pk}  # still left out
+    db.woken({"idle"})
+    assert _searched_queues(db, held) == {default_queue.pk, idle.pk}
+    db.woken({None})  # any queue
+    assert _searched_queues(db, held) == {default_queue.pk, idle.pk}
+
+    late = QueueConfig.objects.create(name="late")
+    db.woken({"late"})
+    assert _searched_queues(db, held) == {default_queue.pk, idle.pk, late.pk}
+
+
+def test_outcomes_are_logged_by_what_became_of_the_task(db, held, alice, default_queue, caplog):
+    retried, failed, cancelled, done = enqueue_many(alice, 4, max_attempts=2)
+    db.record_and_claim(held, flush=False, claim_limit=4)
+    held.add_outcome(Outcome(retried.pk, OutcomeKind.RETRYABLE, error="flaky"))
+    held.add_outcome(Outcome(failed.pk, OutcomeKind.PERMANENT, error="broken"))
+    held.add_outcome(Outcome(cancelled.pk, OutcomeKind.CANCELLED, error="cancelled"))
+    held.add_outcome(Outcome(done.pk, OutcomeKind.SUCCEEDED, result="ok"))
+    with caplog.at_level(logging.INFO, logger="taskhub.worker"):
+        db.record_and_claim(held, flush=True, claim_limit=0)
+    logged = {record.getMessage().split(" (")[0]: record.levelno for record in caplog.records}
+    assert logged == {
+        f"task {retried.pk}": logging.WARNING,
+        f"task {failed.pk}": logging.ERROR,
+        f"task {cancelled.pk}": logging.INFO,
+    }
+    assert "attempt 1/2 failed, retrying at " in caplog.text and "failed after 1 attempts: " in caplog.text
