@@ -19,11 +19,12 @@ from django.db import connections
 
 from tasks.models import TaskQueue
 from tasks.outcomes import OutcomeKind
+from tasks.registry import UnknownTaskType
 from tasks.worker import child as child_module
 from tasks.worker.child import LeaseWatchdog, _detach_from_parent, _Runner
 from tasks.worker.children import Pool
 from tasks.worker.held import HeldTasks
-from tasks.worker.messages import Done, parse_done
+from tasks.worker.messages import Done, TaskSpec, parse_done
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -217,3 +218,29 @@ def test_a_handler_asking_for_cancellation_reads_the_pipe_every_50_ms_at_most(mo
     assert not runner.is_cancelled(2)  # not read yet
     clock.now += 0.02
     assert runner.is_cancelled(2)
+
+
+def test_a_handler_s_error_is_retryable_and_an_unknown_task_type_is_permanent():
+    runner = _Runner(multiprocessing.Pipe()[1], "host:1:aaaaaa")
+    failed = runner._execute(TaskSpec(1, "fail", {"message": "no luck"}, 1, False))
+    assert (failed.kind, failed.error.splitlines()[0]) == (OutcomeKind.RETRYABLE, "TaskFailure: no luck")
+    assert failed.exception == "tasks.handlers.TaskFailure"
+    unknown = runner._execute(TaskSpec(2, "no.such.type", {}, 1, False))
+    assert (unknown.kind, unknown.error) == (OutcomeKind.PERMANENT, str(UnknownTaskType("no.such.type")))
+
+
+@pytest.mark.parametrize("closed", ["parent's end", "child's end"])
+def test_a_child_whose_pipe_is_gone_stops_serving_without_an_error(closed):
+    parent_end, child_end = multiprocessing.Pipe()
+    runner = _Runner(child_end, "host:1:aaaaaa")
+    (parent_end if closed == "parent's end" else child_end).close()  # EOFError, or OSError, on the next read
+    runner.serve()  # returns
+
+
+def test_a_child_that_finds_its_pipe_gone_between_tasks_runs_none_of_those_in_line():
+    parent_end, child_end = multiprocessing.Pipe()
+    runner = _Runner(child_end, "host:1:aaaaaa")
+    runner.queue.append(TaskSpec(1, "echo", {}, 1, False))
+    parent_end.close()
+    runner.serve()
+    assert list(runner.queue) == [TaskSpec(1, "echo", {}, 1, False)]
