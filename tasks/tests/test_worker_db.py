@@ -392,3 +392,92 @@ def test_outcomes_are_logged_by_what_became_of_the_task(db, held, alice, default
         f"task {cancelled.pk}": logging.INFO,
     }
     assert "attempt 1/2 failed, retrying at " in caplog.text and "failed after 1 attempts: " in caplog.text
+
+
+def _unavailable(*args, **kwargs):
+    raise OperationalError(2006, "Server has gone away")
+
+
+def test_schedules_are_fired_once_a_second_just_after_the_wall_clock_s_whole_second(db, monkeypatch):
+    now, wall = [1000.0], [5000.25]
+    monkeypatch.setattr(worker_db, "time", SimpleNamespace(monotonic=lambda: now[0], time=lambda: wall[0]))
+    monkeypatch.setattr(worker_db.random, "uniform", lambda low, high: high)
+    ticks = []
+    monkeypatch.setattr(worker_db.schedules, "schedules_fire_due", lambda: ticks.append(now[0]))
+    db.fire_schedules()
+    assert ticks == [1000.0]
+    assert db.next_tick_at() == pytest.approx(1000.0 + 0.75 + worker_db.SCHEDULE_TICK_OFFSET[1])
+    now[0], wall[0] = 1000.5, 5000.75
+    db.fire_schedules()
+    assert ticks == [1000.0]
+    now[0] = db.next_tick_at()
+    db.fire_schedules()
+    assert ticks == [1000.0, now[0]]
+
+
+def test_a_claim_brings_back_the_tick_each_second_after_an_idle_look_put_it_off(db, held, alice, default_queue, clock):
+    worker_db.time.time = lambda: 5000.5  # the wall clock, half-way through a second
+    enqueue_many(alice)
+    db.look()  # no schedule: no tick until the next look or claim
+    assert db.next_tick_at() == math.inf
+    db.record_and_claim(held, flush=False, claim_limit=0)  # recording only: no claim
+    assert db.next_tick_at() == math.inf
+    db.record_and_claim(held, flush=False, claim_limit=1)
+    assert clock[0] + 0.5 < db.next_tick_at() <= clock[0] + 0.5 + worker_db.SCHEDULE_TICK_OFFSET[1]
+
+
+def test_progress_and_leases_wait_for_a_database_that_is_away(db, held, alice, default_queue, monkeypatch):
+    task = enqueue_many(alice)[0]
+    db.record_and_claim(held, flush=False, claim_limit=1)
+    held.add_progress(task.pk, 30, "a third")
+    with monkeypatch.context() as patch:
+        patch.setattr(transitions, "write_progress", _unavailable)
+        db.flush_progress(held)
+    assert held.progress_due(math.inf) == {task.pk: (30, "a third")}
+    with monkeypatch.context() as patch:
+        patch.setattr(transitions, "renew_leases", _unavailable)
+        db.retry_now()
+        assert db.renew_leases(held) is None
+    assert list(held) == [task.pk]
+    db.retry_now()
+    db.flush_progress(held)
+    assert TaskQueue.objects.get(pk=task.pk).progress == 30
+    assert held.progress_due(math.inf) == {}
+
+
+def test_a_finished_task_s_last_progress_is_written_before_its_outcome_or_both_wait(
+    db, held, alice, default_queue, monkeypatch
+):
+    task = enqueue_many(alice)[0]
+    db.record_and_claim(held, flush=False, claim_limit=1)
+    held.add_progress(task.pk, 100, "all done")
+    held.add_outcome(Outcome(task.pk, OutcomeKind.SUCCEEDED, result="ok"))
+    recorded = []
+    real_record = transitions.record_and_claim
+    monkeypatch.setattr(transitions, "record_and_claim", lambda **kw: recorded.append(kw) or real_record(**kw))
+    with monkeypatch.context() as patch:
+        patch.setattr(transitions, "write_progress", _unavailable)
+        assert db.record_and_claim(held, flush=True, claim_limit=1) is None
+    assert recorded == [] and held.has_outcome(task.pk)
+    db.retry_now()
+    db.record_and_claim(held, flush=True, claim_limit=0)
+    stored = TaskQueue.objects.get(pk=task.pk)
+    assert (stored.status, stored.progress, stored.progress_message) == (TaskStatus.SUCCEEDED, 100, "all done")
+
+
+def test_a_database_lost_while_recording_one_by_one_keeps_every_outcome(db, held, alice, default_queue, monkeypatch):
+    first, second = enqueue_many(alice, 2)
+    db.record_and_claim(held, flush=False, claim_limit=2)
+    held.add_outcome(Outcome(first.pk, OutcomeKind.SUCCEEDED, result="fine"))
+    held.add_outcome(Outcome(second.pk, OutcomeKind.SUCCEEDED, result="fine"))
+
+    def refused(**kwargs):
+        raise IntegrityError(4025, "CONSTRAINT failed")
+
+    monkeypatch.setattr(transitions, "record_and_claim", refused)
+    monkeypatch.setattr(transitions, "record_outcomes", _unavailable)
+    db.record_and_claim(held, flush=True, claim_limit=0)
+
+    assert held.outcomes_waiting() == 2
+    assert db.available_at() > 0
+    assert set(TaskQueue.objects.values_list("status", flat=True)) == {TaskStatus.RUNNING}
