@@ -159,17 +159,26 @@ def test_the_lease_watchdog_arms_the_timer_for_each_new_deadline_and_only_then(m
     assert seconds[3:] == [0.001, 0]  # past: at once; no lease left: disarmed
 
 
+PR_GET_PDEATHSIG = 2
+
+
 def _detach_and_report(parent_pid: int, inherited: list) -> None:
-    """In a forked process: detach as a child does, then exit 7 if the database connection was set aside."""
+    """In a forked process: detach as a child does; exit 7 if it then dies with its parent and set aside
+    the parent's database connection, else 8.
+    """
     wrapper = connections["default"]
     inherited_socket = wrapper.connection = object()  # stands for a socket the parent's session uses
     _detach_from_parent(parent_pid, inherited)
-    os._exit(7 if wrapper.connection is None and inherited_socket in child_module._inherited else 8)
+    death_signal = ctypes.c_int()
+    ctypes.CDLL(None).prctl(PR_GET_PDEATHSIG, ctypes.byref(death_signal))
+    detached = wrapper.connection is None and inherited_socket in child_module._inherited
+    os._exit(7 if detached and death_signal.value == signal.SIGKILL else 8)
 
 
-def test_a_child_whose_parent_is_already_gone_exits_before_serving():
+def test_a_child_dies_with_its_parent_and_exits_at_once_if_its_parent_is_already_gone():
     fork = multiprocessing.get_context("fork")
-    for parent_pid, exitcode in ((os.getpid(), 7), (1, 0)):  # 1: the parent died, init adopted the child
+    # Another pid than its parent's: the parent died and init (1) or a subreaper took the child.
+    for parent_pid, exitcode in ((os.getpid(), 7), (1, 0), (os.getpid() + 1, 0)):
         process = fork.Process(target=_detach_and_report, args=(parent_pid, []))
         process.start()
         process.join(10)
