@@ -253,3 +253,40 @@ def test_a_child_that_finds_its_pipe_gone_between_tasks_runs_none_of_those_in_li
     parent_end.close()
     runner.serve()
     assert list(runner.queue) == [TaskSpec(1, "echo", {}, 1, False)]
+
+
+class _RefusingPipe:
+    """A child's end of the pipe that refuses the first message, as it does one that cannot be pickled."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple] = []
+
+    def send(self, message: tuple) -> None:
+        if not self.sent:
+            self.sent.append(("refused", message))
+            raise TypeError("cannot pickle 'generator' object")
+        self.sent.append(message)
+
+
+def test_a_report_that_cannot_be_sent_is_replaced_by_a_permanent_failure_saying_why():
+    pipe = _RefusingPipe()
+    _Runner(pipe, "host:1:aaaaaa")._run(TaskSpec(1, "echo", {"n": 1}, 1, False))
+    (_, refused), report = pipe.sent
+    assert refused[:5] == ("done", 1, OutcomeKind.SUCCEEDED.value, {"n": 1}, "")
+    assert report[:5] == (
+        "done",
+        1,
+        OutcomeKind.PERMANENT.value,
+        None,
+        "the handler's result could not be passed on: cannot pickle 'generator' object",
+    )
+    assert report[5] == refused[5] <= report[6]  # started, finished
+
+
+def test_a_task_claimed_with_a_cancel_request_is_reported_cancelled_without_running():
+    parent_end, child_end = multiprocessing.Pipe()
+    runner = _Runner(child_end, "host:1:aaaaaa")
+    runner._run(TaskSpec(1, "echo", {}, 1, True))
+    done = parse_done(parent_end.recv())
+    assert (done.outcome.kind, done.outcome.error) == (OutcomeKind.CANCELLED, "cancelled before it started")
+    assert runner.cancelled == set()
