@@ -162,6 +162,30 @@ def test_the_lease_watchdog_arms_the_timer_for_each_new_deadline_and_only_then(m
 PR_GET_PDEATHSIG = 2
 
 
+class _Stop(Exception):
+    pass
+
+
+def test_the_lease_watchdog_reads_the_published_deadline_every_50_ms(monkeypatch):
+    stop_by = ctypes.c_double(math.inf)
+    armed: list[float] = []
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        if len(slept) == 3:
+            raise _Stop
+        stop_by.value = 130.0  # the parent publishes a deadline
+
+    monkeypatch.setattr(child_module, "time", SimpleNamespace(monotonic=lambda: 100.0, sleep=sleep))
+    timer = SimpleNamespace(ITIMER_REAL=signal.ITIMER_REAL, setitimer=lambda which, seconds: armed.append(seconds))
+    monkeypatch.setattr(child_module, "signal", timer)
+    with pytest.raises(_Stop):
+        LeaseWatchdog(stop_by).run()
+    assert slept == [0.05, 0.05, 0.05]
+    assert armed == [30.0]
+
+
 def _detach_and_report(parent_pid: int, inherited: list) -> None:
     """In a forked process: detach as a child does; exit 7 if it then dies with its parent and set aside
     the parent's database connection, else 8.
@@ -223,9 +247,9 @@ def test_a_handler_asking_for_cancellation_reads_the_pipe_every_50_ms_at_most(mo
     parent_end.send(("cancel", [1]))
     assert runner.is_cancelled(1)
     parent_end.send(("cancel", [2]))
-    clock.now += 0.04
+    clock.now = 100.04
     assert not runner.is_cancelled(2)  # not read yet
-    clock.now += 0.02
+    clock.now = 100.0 + 0.05
     assert runner.is_cancelled(2)
 
 
