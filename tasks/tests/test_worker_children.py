@@ -220,6 +220,25 @@ def open_files(pid: int) -> set[str]:
     return files
 
 
+def _detach_without_prctl(error: type[Exception]) -> None:
+    """In a forked process: detach where the C library has no prctl (not Linux) or cannot be loaded; exit 7."""
+
+    def cdll(*args, **kwargs):
+        raise error("no prctl here")
+
+    child_module.ctypes = SimpleNamespace(CDLL=cdll)
+    _detach_from_parent(os.getppid(), [])
+    os._exit(7)
+
+
+@pytest.mark.parametrize("error", [AttributeError, OSError])
+def test_a_child_detaches_where_it_cannot_ask_to_die_with_its_parent(error):
+    process = multiprocessing.get_context("fork").Process(target=_detach_without_prctl, args=(error,))
+    process.start()
+    process.join(10)
+    assert process.exitcode == 7
+
+
 def test_a_child_closes_its_copies_of_its_siblings_pipes(start_pool):
     pool = start_pool(2)
     pool.dispatch(book((1, "echo", {}), (2, "echo", {})), 1, time.monotonic())
