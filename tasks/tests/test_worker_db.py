@@ -481,3 +481,23 @@ def test_a_database_lost_while_recording_one_by_one_keeps_every_outcome(db, held
     assert held.outcomes_waiting() == 2
     assert db.available_at() > 0
     assert set(TaskQueue.objects.values_list("status", flat=True)) == {TaskStatus.RUNNING}
+
+
+def test_the_queues_are_read_again_once_a_poll_interval_or_a_second_has_passed(
+    db, held, alice, default_queue, clock, settings
+):
+    settings.TASKHUB_POLL_INTERVAL_SECONDS = 0.5
+    enqueue_many(alice, 5)
+    db.record_and_claim(held, flush=False, claim_limit=1)
+    late = QueueConfig.objects.create(name="late")
+    clock[0] = 1000.25
+    assert _searched_queues(db, held) == {default_queue.pk}
+    clock[0] = 1000.0 + 0.5
+    assert _searched_queues(db, held) == {default_queue.pk, late.pk}
+
+    settings.TASKHUB_POLL_INTERVAL_SECONDS = 5.0  # a second at most, however long the poll
+    later = QueueConfig.objects.create(name="later")
+    clock[0] = 1001.4
+    assert later.pk not in _searched_queues(db, held)
+    clock[0] = 1000.5 + 1.0
+    assert later.pk in _searched_queues(db, held)
