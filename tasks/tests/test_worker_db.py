@@ -241,8 +241,14 @@ def test_a_heartbeat_only_refreshes_the_row_taking_back_lost_tasks_is_a_step_of_
     assert TaskQueue.objects.get(pk=lost.pk).status == TaskStatus.PENDING
     assert f"took back 1 tasks whose worker stopped renewing their lease (#{lost.pk} pending)" in caplog.text
 
-    db.prune_dead_workers()
+    with caplog.at_level(logging.INFO, logger="taskhub.worker"):
+        db.prune_dead_workers()
     assert list(WorkerProcess.objects.values_list("worker_id", flat=True)) == [db.worker_id]
+    assert "pruned 1 stale worker rows" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="taskhub.worker"):
+        db.prune_dead_workers()
+    assert "pruned" not in caplog.text
 
 
 def test_the_back_off_grows_with_each_failure_up_to_its_longest_and_a_success_resets_it(db, clock):
@@ -501,3 +507,14 @@ def test_the_queues_are_read_again_once_a_poll_interval_or_a_second_has_passed(
     assert later.pk not in _searched_queues(db, held)
     clock[0] = 1000.5 + 1.0
     assert later.pk in _searched_queues(db, held)
+
+
+def test_a_round_that_only_records_reads_no_queue_and_searches_none(db, held, alice, default_queue, clock):
+    task = enqueue_many(alice, 2)[0]
+    db.record_and_claim(held, flush=False, claim_limit=1)
+    held.add_outcome(Outcome(task.pk, OutcomeKind.SUCCEEDED, result="ok"))
+    clock[0] += 2 * worker_db.QUEUE_REFRESH_SECONDS  # the list of queues is due to be read again, by a claim
+    with CaptureQueriesContext(connection) as captured:
+        assert db.record_and_claim(held, flush=True, claim_limit=0) is None
+    assert not [query["sql"] for query in captured.captured_queries if "queue_config" in query["sql"]]
+    assert TaskQueue.objects.get(pk=task.pk).status == TaskStatus.SUCCEEDED
