@@ -518,3 +518,16 @@ def test_a_round_that_only_records_reads_no_queue_and_searches_none(db, held, al
         assert db.record_and_claim(held, flush=True, claim_limit=0) is None
     assert not [query["sql"] for query in captured.captured_queries if "queue_config" in query["sql"]]
     assert TaskQueue.objects.get(pk=task.pk).status == TaskStatus.SUCCEEDED
+
+
+def test_a_claim_leaves_a_tick_due_within_the_second_where_it_is(db, held, alice, default_queue, monkeypatch):
+    now, wall = [1000.0], [5000.25]
+    monkeypatch.setattr(worker_db, "time", SimpleNamespace(monotonic=lambda: now[0], time=lambda: wall[0]))
+    monkeypatch.setattr(worker_db.random, "uniform", lambda low, high: high)
+    monkeypatch.setattr(worker_db.schedules, "schedules_fire_due", lambda: None)
+    enqueue_many(alice, 2)
+    db.fire_schedules()
+    tick = db.next_tick_at()  # 5001.0 and its offset
+    now[0], wall[0] = tick - 0.01, 5001.04  # past the whole second, before the tick
+    db.record_and_claim(held, flush=False, claim_limit=1)
+    assert db.next_tick_at() == tick
