@@ -353,11 +353,11 @@ def test_an_idle_look_schedules_lease_recovery_and_pruning_for_when_they_fall_du
     clock[0] = db.due_upkeep_at() - 0.01
     db.due_upkeep()
     assert (recovered, pruned) == ([], [])
-    clock[0] = db.due_upkeep_at()
+    clock[0] = db.due_upkeep_at() + 0.0  # a clock reading equal to the moment (not the same float object)
     db.due_upkeep()
     assert (recovered, pruned) == ([clock[0]], [])
     assert db.due_upkeep_at() == pytest.approx(1000.0 + 60 + offset, abs=0.01)
-    clock[0] = db.due_upkeep_at()
+    clock[0] = db.due_upkeep_at() + 0.0
     db.due_upkeep()
     db.due_upkeep()  # once: the next look says when again
     assert (len(recovered), pruned) == (1, [clock[0]])
@@ -531,3 +531,21 @@ def test_a_claim_leaves_a_tick_due_within_the_second_where_it_is(db, held, alice
     now[0], wall[0] = tick - 0.01, 5001.04  # past the whole second, before the tick
     db.record_and_claim(held, flush=False, claim_limit=1)
     assert db.next_tick_at() == tick
+
+
+def test_a_lost_connection_that_refuses_to_close_is_forgotten(db, monkeypatch):
+    connection.ensure_connection()
+
+    def refuse() -> None:
+        raise OperationalError(2006, "Server has gone away")
+
+    monkeypatch.setattr(connection, "close", refuse)
+    assert db.call("testing", refuse) is None
+    assert connection.connection is None
+
+
+@pytest.mark.mysql
+def test_a_usable_server_starts_the_worker_without_a_warning(db, caplog):
+    with caplog.at_level(logging.WARNING, logger="taskhub.worker"):
+        db.ensure_usable()
+    assert caplog.text == ""
