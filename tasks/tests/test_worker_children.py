@@ -5,18 +5,26 @@ The handlers used here (echo, sleep, test.hang) touch no database, so neither do
 
 from __future__ import annotations
 
+import ctypes
+import math
+import multiprocessing
 import os
 import signal
 import time
 from collections.abc import Callable, Iterator
+from types import SimpleNamespace
 
 import pytest
+from django.db import connections
 
 from tasks.models import TaskQueue
 from tasks.outcomes import OutcomeKind
+from tasks.registry import UnknownTaskType
+from tasks.worker import child as child_module
+from tasks.worker.child import LeaseWatchdog, _detach_from_parent, _Runner
 from tasks.worker.children import Pool
 from tasks.worker.held import HeldTasks
-from tasks.worker.messages import Done, parse_done
+from tasks.worker.messages import Done, TaskSpec, parse_done
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -120,3 +128,208 @@ def test_a_killed_child_is_forgotten_and_its_unfinished_tasks_are_known(pool):
     assert len(pool) == 1
     pool.fill()
     assert len(pool) == 2
+
+
+def test_a_child_whose_lease_deadline_passes_ends_itself_while_its_handler_hangs(start_pool):
+    pool = start_pool(1)
+    pool.dispatch(book((1, "test.hang", {})), 1, time.monotonic())
+    child = next(iter(pool))
+    time.sleep(0.2)  # the watchdog has read "no deadline" by now
+    child.stop_by.value = time.monotonic() + 0.3  # what `publish_deadlines` writes
+
+    child.process.join(10)
+    assert child.exitcode == -signal.SIGALRM
+
+
+def test_the_lease_watchdog_arms_the_timer_for_each_new_deadline_and_only_then(monkeypatch):
+    armed: list[tuple[int, float]] = []
+    timer = SimpleNamespace(
+        ITIMER_REAL=signal.ITIMER_REAL, setitimer=lambda which, seconds: armed.append((which, seconds))
+    )
+    monkeypatch.setattr(child_module, "signal", timer)
+    watchdog = LeaseWatchdog(ctypes.c_double(math.inf))
+    now = time.monotonic()
+    for stop_by in (math.inf, now + 30, now + 30, now + 60, now + 10, now - 5, math.inf):
+        watchdog.arm(stop_by)
+
+    assert {which for which, _ in armed} == {signal.ITIMER_REAL}
+    seconds = [seconds for _, seconds in armed]
+    assert len(seconds) == 5, seconds  # no deadline at first, and the same one twice, need no re-arming
+    assert 29 < seconds[0] <= 30 and 59 < seconds[1] <= 60 and 9 < seconds[2] <= 10
+    assert seconds[3:] == [0.001, 0]  # past: at once; no lease left: disarmed
+
+
+PR_GET_PDEATHSIG = 2
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_the_lease_watchdog_reads_the_published_deadline_every_50_ms(monkeypatch):
+    stop_by = ctypes.c_double(math.inf)
+    armed: list[float] = []
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        if len(slept) == 3:
+            raise _Stop
+        stop_by.value = 130.0  # the parent publishes a deadline
+
+    monkeypatch.setattr(child_module, "time", SimpleNamespace(monotonic=lambda: 100.0, sleep=sleep))
+    timer = SimpleNamespace(ITIMER_REAL=signal.ITIMER_REAL, setitimer=lambda which, seconds: armed.append(seconds))
+    monkeypatch.setattr(child_module, "signal", timer)
+    with pytest.raises(_Stop):
+        LeaseWatchdog(stop_by).run()
+    assert slept == [0.05, 0.05, 0.05]
+    assert armed == [30.0]
+
+
+def _detach_and_report(parent_pid: int, inherited: list) -> None:
+    """In a forked process: detach as a child does; exit 7 if it then dies with its parent and set aside
+    the parent's database connection, else 8.
+    """
+    wrapper = connections["default"]
+    inherited_socket = wrapper.connection = object()  # stands for a socket the parent's session uses
+    _detach_from_parent(parent_pid, inherited)
+    death_signal = ctypes.c_int()
+    ctypes.CDLL(None).prctl(PR_GET_PDEATHSIG, ctypes.byref(death_signal))
+    detached = wrapper.connection is None and inherited_socket in child_module._inherited
+    os._exit(7 if detached and death_signal.value == signal.SIGKILL else 8)
+
+
+def test_a_child_dies_with_its_parent_and_exits_at_once_if_its_parent_is_already_gone():
+    fork = multiprocessing.get_context("fork")
+    # Another pid than its parent's: the parent died and init (1) or a subreaper took the child.
+    for parent_pid, exitcode in ((os.getpid(), 7), (1, 0), (os.getpid() + 1, 0)):
+        process = fork.Process(target=_detach_and_report, args=(parent_pid, []))
+        process.start()
+        process.join(10)
+        assert process.exitcode == exitcode, parent_pid
+
+
+def open_files(pid: int) -> set[str]:
+    """Return what the process's file descriptors point at ("socket:[inode]", paths...)."""
+    files = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            files.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:  # closed meanwhile
+            pass
+    return files
+
+
+def _detach_without_prctl(error: type[Exception]) -> None:
+    """In a forked process: detach where the C library has no prctl (not Linux) or cannot be loaded; exit 7."""
+
+    def cdll(*args, **kwargs):
+        raise error("no prctl here")
+
+    child_module.ctypes = SimpleNamespace(CDLL=cdll)
+    _detach_from_parent(os.getppid(), [])
+    os._exit(7)
+
+
+@pytest.mark.parametrize("error", [AttributeError, OSError])
+def test_a_child_detaches_where_it_cannot_ask_to_die_with_its_parent(error):
+    process = multiprocessing.get_context("fork").Process(target=_detach_without_prctl, args=(error,))
+    process.start()
+    process.join(10)
+    assert process.exitcode == 7
+
+
+def test_a_child_closes_its_copies_of_its_siblings_pipes(start_pool):
+    pool = start_pool(2)
+    pool.dispatch(book((1, "echo", {}), (2, "echo", {})), 1, time.monotonic())
+    wait_for_done(pool, 2)  # both serving: past closing what they inherited
+    first, second = pool
+    first_pipe = f"socket:[{os.fstat(first.conn.fileno()).st_ino}]"
+
+    assert first_pipe not in open_files(second.pid)
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_a_handler_asking_for_cancellation_reads_the_pipe_every_50_ms_at_most(monkeypatch):
+    clock = _Clock()
+    monkeypatch.setattr(child_module, "time", clock)
+    parent_end, child_end = multiprocessing.Pipe()
+    runner = _Runner(child_end, "host:1:aaaaaa")
+
+    parent_end.send(("cancel", [1]))
+    assert runner.is_cancelled(1)
+    parent_end.send(("cancel", [2]))
+    clock.now = 100.04
+    assert not runner.is_cancelled(2)  # not read yet
+    clock.now = 100.0 + 0.05
+    assert runner.is_cancelled(2)
+
+
+def test_a_handler_s_error_is_retryable_and_an_unknown_task_type_is_permanent():
+    runner = _Runner(multiprocessing.Pipe()[1], "host:1:aaaaaa")
+    failed = runner._execute(TaskSpec(1, "fail", {"message": "no luck"}, 1, False))
+    assert (failed.kind, failed.error.splitlines()[0]) == (OutcomeKind.RETRYABLE, "TaskFailure: no luck")
+    assert failed.exception == "tasks.handlers.TaskFailure"
+    unknown = runner._execute(TaskSpec(2, "no.such.type", {}, 1, False))
+    assert (unknown.kind, unknown.error) == (OutcomeKind.PERMANENT, str(UnknownTaskType("no.such.type")))
+
+
+@pytest.mark.parametrize("closed", ["parent's end", "child's end"])
+def test_a_child_whose_pipe_is_gone_stops_serving_without_an_error(closed):
+    parent_end, child_end = multiprocessing.Pipe()
+    runner = _Runner(child_end, "host:1:aaaaaa")
+    (parent_end if closed == "parent's end" else child_end).close()  # EOFError, or OSError, on the next read
+    runner.serve()  # returns
+
+
+def test_a_child_that_finds_its_pipe_gone_between_tasks_runs_none_of_those_in_line():
+    parent_end, child_end = multiprocessing.Pipe()
+    runner = _Runner(child_end, "host:1:aaaaaa")
+    runner.queue.append(TaskSpec(1, "echo", {}, 1, False))
+    parent_end.close()
+    runner.serve()
+    assert list(runner.queue) == [TaskSpec(1, "echo", {}, 1, False)]
+
+
+class _RefusingPipe:
+    """A child's end of the pipe that refuses the first message, as it does one that cannot be pickled."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple] = []
+
+    def send(self, message: tuple) -> None:
+        if not self.sent:
+            self.sent.append(("refused", message))
+            raise TypeError("cannot pickle 'generator' object")
+        self.sent.append(message)
+
+
+def test_a_report_that_cannot_be_sent_is_replaced_by_a_permanent_failure_saying_why():
+    pipe = _RefusingPipe()
+    _Runner(pipe, "host:1:aaaaaa")._run(TaskSpec(1, "echo", {"n": 1}, 1, False))
+    (_, refused), report = pipe.sent
+    assert refused[:5] == ("done", 1, OutcomeKind.SUCCEEDED.value, {"n": 1}, "")
+    assert report[:5] == (
+        "done",
+        1,
+        OutcomeKind.PERMANENT.value,
+        None,
+        "the handler's result could not be passed on: cannot pickle 'generator' object",
+    )
+    assert report[5] == refused[5] <= report[6]  # started, finished
+
+
+def test_a_task_claimed_with_a_cancel_request_is_reported_cancelled_without_running():
+    parent_end, child_end = multiprocessing.Pipe()
+    runner = _Runner(child_end, "host:1:aaaaaa")
+    runner._run(TaskSpec(1, "echo", {}, 1, True))
+    done = parse_done(parent_end.recv())
+    assert (done.outcome.kind, done.outcome.error) == (OutcomeKind.CANCELLED, "cancelled before it started")
+    assert runner.cancelled == set()

@@ -241,5 +241,311 @@ def test_a_heartbeat_only_refreshes_the_row_taking_back_lost_tasks_is_a_step_of_
     assert TaskQueue.objects.get(pk=lost.pk).status == TaskStatus.PENDING
     assert f"took back 1 tasks whose worker stopped renewing their lease (#{lost.pk} pending)" in caplog.text
 
-    db.prune_dead_workers()
+    with caplog.at_level(logging.INFO, logger="taskhub.worker"):
+        db.prune_dead_workers()
     assert list(WorkerProcess.objects.values_list("worker_id", flat=True)) == [db.worker_id]
+    assert "pruned 1 stale worker rows" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="taskhub.worker"):
+        db.prune_dead_workers()
+    assert "pruned" not in caplog.text
+
+
+def test_the_back_off_grows_with_each_failure_up_to_its_longest_and_a_success_resets_it(db, clock):
+    def unavailable() -> None:
+        raise OperationalError(2006, "Server has gone away")
+
+    waits = []
+    for _ in range(len(worker_db.DB_RETRY_DELAYS) + 1):
+        assert db.call("testing", unavailable) is None
+        waits.append(db.available_at() - clock[0])
+        clock[0] = db.available_at()  # tried again at the first moment allowed
+    assert waits == pytest.approx([0.2, 0.5, 1.0, 2.0, 5.0, 5.0])
+    assert db.call("testing", lambda: "back") == "back"
+    assert db.call("testing", unavailable) is None
+    assert db.available_at() - clock[0] == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        OperationalError(1040, "Too many connections"),
+        OperationalError(1203, "User already has more than 'max_user_connections' active connections"),
+        OperationalError(1213, "Deadlock found when trying to get lock"),
+        pytest.param(OperationalError("database is locked"), marks=pytest.mark.sqlite),
+    ],
+)
+def test_a_full_server_contention_or_a_locked_sqlite_file_costs_a_back_off_not_a_reconnect_count(db, clock, error):
+    reconnects, errors = metrics.DB_RECONNECTS._value.get(), metrics.DB_ERRORS.labels(kind="worker")._value.get()
+
+    def fails() -> None:
+        raise error
+
+    assert db.call("testing", fails) is None
+    assert db.available_at() == clock[0] + worker_db.DB_RETRY_DELAYS[0]
+    assert metrics.DB_RECONNECTS._value.get() == reconnects
+    assert metrics.DB_ERRORS.labels(kind="worker")._value.get() == errors + 1
+
+
+@pytest.mark.sqlite
+def test_a_sqlite_error_other_than_an_operational_one_is_raised(db):
+    def broken() -> None:
+        raise IntegrityError("UNIQUE constraint failed")
+
+    with pytest.raises(IntegrityError):
+        db.call("testing", broken)
+
+
+def test_a_heartbeat_tells_a_draining_worker_to_drain_even_when_the_database_is_away(db, monkeypatch):
+    db.register()
+    assert db.heartbeat(processed=1) is False
+    WorkerProcess.objects.filter(worker_id=db.worker_id).update(drain_requested_at=timezone.now())
+    assert db.heartbeat(processed=2) is True
+    db.retry_now()
+
+    def unavailable(**kwargs):
+        raise OperationalError(2006, "Server has gone away")
+
+    monkeypatch.setattr(worker_db.row, "worker_heartbeat", unavailable)
+    assert db.heartbeat(processed=3) is False
+    db.retry_now()
+    assert db.heartbeat(processed=3, draining=True) is True
+
+
+def test_tasks_handed_back_while_the_database_is_away_stay_marked_for_it(db, held, alice, default_queue, monkeypatch):
+    tasks = enqueue_many(alice, 2)
+    db.record_and_claim(held, flush=False, claim_limit=2)
+    held.release_later([t.pk for t in tasks])
+
+    def unavailable(*args, **kwargs):
+        raise OperationalError(2006, "Server has gone away")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(transitions, "release", unavailable)
+        db.hand_back(held)
+    assert sorted(t.pk for t in held.to_hand_back()) == [t.pk for t in tasks]
+    db.retry_now()
+    db.hand_back(held)
+    assert held.to_hand_back() == [] and len(held) == 0
+    assert set(TaskQueue.objects.filter(pk__in=[t.pk for t in tasks]).values_list("status", flat=True)) == {
+        TaskStatus.PENDING
+    }
+
+
+def test_an_idle_look_schedules_lease_recovery_and_pruning_for_when_they_fall_due(db, alice, clock, monkeypatch):
+    now = timezone.now()
+    stale = timedelta(seconds=60)
+    monkeypatch.setattr(worker_db.settings, "TASKHUB_WORKER_STALE_SECONDS", stale.total_seconds())
+    monkeypatch.setattr(worker_db.random, "uniform", lambda low, high: high)
+    enqueue_many(
+        alice, status=TaskStatus.RUNNING, claimed_by="other:1:abcdef", lease_expires_at=now + timedelta(seconds=30)
+    )
+    WorkerProcess.objects.create(worker_id="other:1:abcdef", hostname="other", pid=1, last_heartbeat_at=now)
+    recovered, pruned = [], []
+    monkeypatch.setattr(db, "recover_lost_tasks", lambda: recovered.append(clock[0]))
+    monkeypatch.setattr(db, "prune_dead_workers", lambda: pruned.append(clock[0]))
+    monkeypatch.setattr(worker_db.timezone, "now", lambda: now)
+
+    look = db.look()
+    assert look.lease_end == now + timedelta(seconds=30)
+    offset = worker_db.SCHEDULE_TICK_OFFSET[1]
+    assert db.due_upkeep_at() == pytest.approx(1000.0 + 30, abs=0.01)  # by the database's clock (here the same)
+    clock[0] = db.due_upkeep_at() - 0.01
+    db.due_upkeep()
+    assert (recovered, pruned) == ([], [])
+    clock[0] = db.due_upkeep_at() + 0.0  # a clock reading equal to the moment (not the same float object)
+    db.due_upkeep()
+    assert (recovered, pruned) == ([clock[0]], [])
+    assert db.due_upkeep_at() == pytest.approx(1000.0 + 60 + offset, abs=0.01)
+    clock[0] = db.due_upkeep_at() + 0.0
+    db.due_upkeep()
+    db.due_upkeep()  # once: the next look says when again
+    assert (len(recovered), pruned) == (1, [clock[0]])
+    assert db.due_upkeep_at() == math.inf
+
+
+def test_a_queue_woken_by_name_is_searched_at_the_next_claim_and_an_unknown_name_rereads_the_queues(
+    db, held, alice, default_queue, clock
+):
+    idle = QueueConfig.objects.create(name="idle")
+    enqueue_many(alice, 5)
+    db.record_and_claim(held, flush=False, claim_limit=1)  # finds the idle queue empty
+    db.woken({"default"})
+    assert _searched_queues(db, held) == {default_queue.pk}  # still left out
+    db.woken({"idle"})
+    assert _searched_queues(db, held) == {default_queue.pk, idle.pk}
+    db.woken({None})  # any queue
+    assert _searched_queues(db, held) == {default_queue.pk, idle.pk}
+
+    late = QueueConfig.objects.create(name="late")
+    db.woken({"late"})
+    assert _searched_queues(db, held) == {default_queue.pk, idle.pk, late.pk}
+
+
+def test_outcomes_are_logged_by_what_became_of_the_task(db, held, alice, default_queue, caplog):
+    retried, failed, cancelled, done = enqueue_many(alice, 4, max_attempts=2)
+    db.record_and_claim(held, flush=False, claim_limit=4)
+    held.add_outcome(Outcome(retried.pk, OutcomeKind.RETRYABLE, error="flaky"))
+    held.add_outcome(Outcome(failed.pk, OutcomeKind.PERMANENT, error="broken"))
+    held.add_outcome(Outcome(cancelled.pk, OutcomeKind.CANCELLED, error="cancelled"))
+    held.add_outcome(Outcome(done.pk, OutcomeKind.SUCCEEDED, result="ok"))
+    with caplog.at_level(logging.INFO, logger="taskhub.worker"):
+        db.record_and_claim(held, flush=True, claim_limit=0)
+    logged = {record.getMessage().split(" (")[0]: record.levelno for record in caplog.records}
+    assert logged == {
+        f"task {retried.pk}": logging.WARNING,
+        f"task {failed.pk}": logging.ERROR,
+        f"task {cancelled.pk}": logging.INFO,
+    }
+    assert "attempt 1/2 failed, retrying at " in caplog.text and "failed after 1 attempts: " in caplog.text
+
+
+def _unavailable(*args, **kwargs):
+    raise OperationalError(2006, "Server has gone away")
+
+
+def test_schedules_are_fired_once_a_second_just_after_the_wall_clock_s_whole_second(db, monkeypatch):
+    now, wall = [1000.0], [5000.25]
+    monkeypatch.setattr(worker_db, "time", SimpleNamespace(monotonic=lambda: now[0], time=lambda: wall[0]))
+    monkeypatch.setattr(worker_db.random, "uniform", lambda low, high: high)
+    ticks = []
+    monkeypatch.setattr(worker_db.schedules, "schedules_fire_due", lambda: ticks.append(now[0]))
+    db.fire_schedules()
+    assert ticks == [1000.0]
+    assert db.next_tick_at() == pytest.approx(1000.0 + 0.75 + worker_db.SCHEDULE_TICK_OFFSET[1])
+    now[0], wall[0] = 1000.5, 5000.75
+    db.fire_schedules()
+    assert ticks == [1000.0]
+    now[0] = db.next_tick_at()
+    db.fire_schedules()
+    assert ticks == [1000.0, now[0]]
+
+
+def test_a_claim_brings_back_the_tick_each_second_after_an_idle_look_put_it_off(db, held, alice, default_queue, clock):
+    worker_db.time.time = lambda: 5000.5  # the wall clock, half-way through a second
+    enqueue_many(alice)
+    db.look()  # no schedule: no tick until the next look or claim
+    assert db.next_tick_at() == math.inf
+    db.record_and_claim(held, flush=False, claim_limit=0)  # recording only: no claim
+    assert db.next_tick_at() == math.inf
+    db.record_and_claim(held, flush=False, claim_limit=1)
+    assert clock[0] + 0.5 < db.next_tick_at() <= clock[0] + 0.5 + worker_db.SCHEDULE_TICK_OFFSET[1]
+
+
+def test_progress_and_leases_wait_for_a_database_that_is_away(db, held, alice, default_queue, monkeypatch):
+    task = enqueue_many(alice)[0]
+    db.record_and_claim(held, flush=False, claim_limit=1)
+    held.add_progress(task.pk, 30, "a third")
+    with monkeypatch.context() as patch:
+        patch.setattr(transitions, "write_progress", _unavailable)
+        db.flush_progress(held)
+    assert held.progress_due(math.inf) == {task.pk: (30, "a third")}
+    with monkeypatch.context() as patch:
+        patch.setattr(transitions, "renew_leases", _unavailable)
+        db.retry_now()
+        assert db.renew_leases(held) is None
+    assert list(held) == [task.pk]
+    db.retry_now()
+    db.flush_progress(held)
+    assert TaskQueue.objects.get(pk=task.pk).progress == 30
+    assert held.progress_due(math.inf) == {}
+
+
+def test_a_finished_task_s_last_progress_is_written_before_its_outcome_or_both_wait(
+    db, held, alice, default_queue, monkeypatch
+):
+    task = enqueue_many(alice)[0]
+    db.record_and_claim(held, flush=False, claim_limit=1)
+    held.add_progress(task.pk, 100, "all done")
+    held.add_outcome(Outcome(task.pk, OutcomeKind.SUCCEEDED, result="ok"))
+    recorded = []
+    real_record = transitions.record_and_claim
+    monkeypatch.setattr(transitions, "record_and_claim", lambda **kw: recorded.append(kw) or real_record(**kw))
+    with monkeypatch.context() as patch:
+        patch.setattr(transitions, "write_progress", _unavailable)
+        assert db.record_and_claim(held, flush=True, claim_limit=1) is None
+    assert recorded == [] and held.has_outcome(task.pk)
+    db.retry_now()
+    db.record_and_claim(held, flush=True, claim_limit=0)
+    stored = TaskQueue.objects.get(pk=task.pk)
+    assert (stored.status, stored.progress, stored.progress_message) == (TaskStatus.SUCCEEDED, 100, "all done")
+
+
+def test_a_database_lost_while_recording_one_by_one_keeps_every_outcome(db, held, alice, default_queue, monkeypatch):
+    first, second = enqueue_many(alice, 2)
+    db.record_and_claim(held, flush=False, claim_limit=2)
+    held.add_outcome(Outcome(first.pk, OutcomeKind.SUCCEEDED, result="fine"))
+    held.add_outcome(Outcome(second.pk, OutcomeKind.SUCCEEDED, result="fine"))
+
+    def refused(**kwargs):
+        raise IntegrityError(4025, "CONSTRAINT failed")
+
+    monkeypatch.setattr(transitions, "record_and_claim", refused)
+    monkeypatch.setattr(transitions, "record_outcomes", _unavailable)
+    db.record_and_claim(held, flush=True, claim_limit=0)
+
+    assert held.outcomes_waiting() == 2
+    assert db.available_at() > 0
+    assert set(TaskQueue.objects.values_list("status", flat=True)) == {TaskStatus.RUNNING}
+
+
+def test_the_queues_are_read_again_once_a_poll_interval_or_a_second_has_passed(
+    db, held, alice, default_queue, clock, settings
+):
+    settings.TASKHUB_POLL_INTERVAL_SECONDS = 0.5
+    enqueue_many(alice, 5)
+    db.record_and_claim(held, flush=False, claim_limit=1)
+    late = QueueConfig.objects.create(name="late")
+    clock[0] = 1000.25
+    assert _searched_queues(db, held) == {default_queue.pk}
+    clock[0] = 1000.0 + 0.5
+    assert _searched_queues(db, held) == {default_queue.pk, late.pk}
+
+    settings.TASKHUB_POLL_INTERVAL_SECONDS = 5.0  # a second at most, however long the poll
+    later = QueueConfig.objects.create(name="later")
+    clock[0] = 1001.4
+    assert later.pk not in _searched_queues(db, held)
+    clock[0] = 1000.5 + 1.0
+    assert later.pk in _searched_queues(db, held)
+
+
+def test_a_round_that_only_records_reads_no_queue_and_searches_none(db, held, alice, default_queue, clock):
+    task = enqueue_many(alice, 2)[0]
+    db.record_and_claim(held, flush=False, claim_limit=1)
+    held.add_outcome(Outcome(task.pk, OutcomeKind.SUCCEEDED, result="ok"))
+    clock[0] += 2 * worker_db.QUEUE_REFRESH_SECONDS  # the list of queues is due to be read again, by a claim
+    with CaptureQueriesContext(connection) as captured:
+        assert db.record_and_claim(held, flush=True, claim_limit=0) is None
+    assert not [query["sql"] for query in captured.captured_queries if "queue_config" in query["sql"]]
+    assert TaskQueue.objects.get(pk=task.pk).status == TaskStatus.SUCCEEDED
+
+
+def test_a_claim_leaves_a_tick_due_within_the_second_where_it_is(db, held, alice, default_queue, monkeypatch):
+    now, wall = [1000.0], [5000.25]
+    monkeypatch.setattr(worker_db, "time", SimpleNamespace(monotonic=lambda: now[0], time=lambda: wall[0]))
+    monkeypatch.setattr(worker_db.random, "uniform", lambda low, high: high)
+    monkeypatch.setattr(worker_db.schedules, "schedules_fire_due", lambda: None)
+    enqueue_many(alice, 2)
+    db.fire_schedules()
+    tick = db.next_tick_at()  # 5001.0 and its offset
+    now[0], wall[0] = tick - 0.01, 5001.04  # past the whole second, before the tick
+    db.record_and_claim(held, flush=False, claim_limit=1)
+    assert db.next_tick_at() == tick
+
+
+def test_a_lost_connection_that_refuses_to_close_is_forgotten(db, monkeypatch):
+    connection.ensure_connection()
+
+    def refuse() -> None:
+        raise OperationalError(2006, "Server has gone away")
+
+    monkeypatch.setattr(connection, "close", refuse)
+    assert db.call("testing", refuse) is None
+    assert connection.connection is None
+
+
+@pytest.mark.mysql
+def test_a_usable_server_starts_the_worker_without_a_warning(db, caplog):
+    with caplog.at_level(logging.WARNING, logger="taskhub.worker"):
+        db.ensure_usable()
+    assert caplog.text == ""
