@@ -22,7 +22,7 @@ from tasks.outcomes import OutcomeKind
 from tasks.registry import UnknownTaskType
 from tasks.worker import child as child_module
 from tasks.worker.child import LeaseWatchdog, _detach_from_parent, _Runner
-from tasks.worker.children import Pool
+from tasks.worker.children import ChildProcess, Pool
 from tasks.worker.held import HeldTasks
 from tasks.worker.messages import Done, TaskSpec, parse_done
 
@@ -247,6 +247,16 @@ def test_a_child_closes_its_copies_of_its_siblings_pipes(start_pool):
     first_pipe = f"socket:[{os.fstat(first.conn.fileno()).st_ino}]"
 
     assert first_pipe not in open_files(second.pid)
+
+
+def test_a_child_closes_its_copy_of_its_parent_s_end_and_leaves_when_the_parent_s_is_closed():
+    child = ChildProcess(worker_id="host:1:aaaaaa", siblings=[])
+    try:
+        child.conn.close()  # what the parent's going away does to its end
+        child.process.join(10)
+        assert child.exitcode == 0
+    finally:
+        child.kill()
 
 
 class _Clock:

@@ -34,7 +34,9 @@ class ChildProcess:
 
     def __init__(self, *, worker_id: str, siblings: list[ChildProcess]) -> None:
         parent_end, child_end = _fork.Pipe(duplex=True)
-        inherited = [sibling.conn for sibling in siblings]
+        # The parent's ends the fork copies into the child, which closes them: its siblings' pipes,
+        # and its own, so that the parent going away ends the child's reads (end of file).
+        inherited = [sibling.conn for sibling in siblings] + [parent_end]
         # When the child must stop itself (monotonic, shared memory): the end of the leases of the
         # tasks sent to it, as the parent last renewed them. The child needs no live parent for it.
         self.stop_by = _fork.RawValue("d", math.inf)
