@@ -197,6 +197,8 @@ def test_a_queue_found_idle_is_left_out_for_a_second_while_others_keep_the_worke
     assert _searched_queues(db, held) == {default_queue.pk, idle.pk}
     enqueue_many(alice, 1, queue=idle)
     assert _searched_queues(db, held) == {default_queue.pk}
+    # A claim that searched only the busy queues and found tasks there leaves the idle one out still.
+    assert _searched_queues(db, held) == {default_queue.pk}
     clock[0] += worker_db.IDLE_QUEUE_RECHECK_SECONDS
     assert _searched_queues(db, held, limit=10) == {default_queue.pk, idle.pk}
     waiting = TaskQueue.objects.filter(pk__in=held.ready())
