@@ -11,11 +11,21 @@ import pytest
 from django.conf import settings
 from django.test import override_settings
 
+from accounts import tokens as tokens_module
 from accounts.errors import TOKEN_EXPIRED, TOKEN_INVALID, TokenRejected
 from accounts.fingerprint import key_fingerprint
 from accounts.services import session_start
 from accounts.tests.helpers import claims, forge, issued_at
-from accounts.tokens import AccessToken, KeyIdTokenBackend, decode, leeway, password_fingerprint, peek_jti, peek_kid
+from accounts.tokens import (
+    AccessToken,
+    KeyIdTokenBackend,
+    decode,
+    get_token_backend,
+    leeway,
+    password_fingerprint,
+    peek_jti,
+    peek_kid,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -98,26 +108,45 @@ def test_an_expired_token_is_rejected_as_expired(alice):
 
 
 def _count_verifications(monkeypatch) -> list:
+    """Record every token the backend verifies (signature and claims), cached or not."""
     verifications = []
-    real = KeyIdTokenBackend.decode
+    real = KeyIdTokenBackend._decode
     monkeypatch.setattr(
         KeyIdTokenBackend,
-        "decode",
-        lambda self, raw, verify=True: (verify and verifications.append(raw)) or real(self, raw, verify),
+        "_decode",
+        lambda self, raw, verify: (verify and verifications.append(raw)) or real(self, raw, verify),
     )
     return verifications
 
 
-def test_a_token_is_verified_on_every_use(alice, monkeypatch):
+def test_a_token_is_verified_once_and_its_claims_come_from_memory_afterwards(alice, monkeypatch):
     token = session_start(user=alice).access
     verifications = _count_verifications(monkeypatch)
 
     first, second = decode(token, AccessToken), decode(token, AccessToken)
 
-    assert verifications == [token, token]
+    assert verifications == [token]
     assert first.payload == second.payload and first.payload is not second.payload
     second.payload["user_id"] = "someone-else"  # a caller's change never reaches the next request
     assert decode(token, AccessToken)["user_id"] == str(alice.pk)
+    assert verifications == [token]
+
+
+def test_the_verified_tokens_are_bounded_and_kept_per_signing_key(alice, monkeypatch):
+    monkeypatch.setattr(tokens_module, "VERIFIED_TOKENS_CACHED", 2)
+    backend = KeyIdTokenBackend(settings.JWT_SECRET_KEY, leeway())
+    pair = session_start(user=alice)
+    verifications = _count_verifications(monkeypatch)
+
+    for token in (pair.access, pair.refresh, session_start(user=alice).access, pair.access):
+        backend.decode(token)
+
+    assert backend.cache_info().maxsize == 2 and backend.cache_info().currsize == 2
+    assert verifications.count(pair.access) == 2  # pushed out by two newer tokens, verified again
+    other = KeyIdTokenBackend(OTHER_KEY, leeway())
+    assert other.cache_info().currsize == 0
+    with pytest.raises(TokenRejected, match="signed with another key"):
+        other.decode(pair.access)
 
 
 def test_a_token_verified_while_fresh_is_token_expired_once_its_time_has_passed(alice):
@@ -126,6 +155,22 @@ def test_a_token_verified_while_fresh_is_token_expired_once_its_time_has_passed(
     later = timedelta(seconds=settings.JWT_ACCESS_TOKEN_LIFETIME_SECONDS + settings.JWT_LEEWAY_SECONDS + 5)
 
     with issued_at(later), pytest.raises(TokenRejected) as caught:
+        decode(token, AccessToken)
+    assert caught.value.code == TOKEN_EXPIRED
+    assert caught.value.jti == claims(token)["jti"]
+
+
+def test_a_remembered_token_expires_on_time_even_without_the_token_class_s_own_check(alice, monkeypatch):
+    token = session_start(user=alice).access
+    decode(token, AccessToken)
+    monkeypatch.setattr(AccessToken, "check_exp", lambda self, claim="exp", current_time=None: None)
+    exp = claims(token)["exp"]
+    allowed = settings.JWT_LEEWAY_SECONDS
+
+    monkeypatch.setattr(tokens_module, "_epoch_seconds", lambda: exp + allowed - 0.5)
+    assert decode(token, AccessToken)["user_id"] == str(alice.pk)  # still within the leeway
+    monkeypatch.setattr(tokens_module, "_epoch_seconds", lambda: exp + allowed)
+    with pytest.raises(TokenRejected) as caught:
         decode(token, AccessToken)
     assert caught.value.code == TOKEN_EXPIRED
     assert caught.value.jti == claims(token)["jti"]
@@ -144,10 +189,12 @@ def test_rejected_tokens_are_checked_again_every_time(alice, monkeypatch):
     header, payload, _signature = session_start(user=alice).access.split(".")
     forged = f"{header}.{payload}.{'A' * 43}"
     verifications = _count_verifications(monkeypatch)
+    cached_before = get_token_backend().cache_info().currsize
     for _ in range(2):
         with pytest.raises(TokenRejected, match="bad signature"):
             decode(forged, AccessToken)
     assert verifications == [forged, forged]
+    assert get_token_backend().cache_info().currsize == cached_before
 
 
 def test_a_token_expired_within_the_leeway_is_still_accepted(alice):
