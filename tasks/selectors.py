@@ -218,7 +218,8 @@ def queue_statuses(*, now: datetime | None = None) -> list[QueueStatus]:
         .annotate(
             n=Count("id"),
             due=Count("id", filter=due),
-            oldest=Min("run_at", filter=due),
+            # The earliest run_at of all: a runnable task's when there is one (no filter to evaluate per row).
+            earliest=Min("run_at"),
             owners=Count("owner_id", distinct=True, filter=due),
         )
         .order_by()
@@ -227,7 +228,8 @@ def queue_statuses(*, now: datetime | None = None) -> list[QueueStatus]:
         if row["status"] == TaskStatus.RUNNING:
             counts["running"] = row["n"]
         else:
-            counts.update(pending=row["due"], scheduled=row["n"] - row["due"], oldest=row["oldest"])
+            oldest = row["earliest"] if row["earliest"] is not None and row["earliest"] <= now else None
+            counts.update(pending=row["due"], scheduled=row["n"] - row["due"], oldest=oldest)
             owners[row["queue_id"]] = row["owners"]
     fresh_since = now - timedelta(seconds=settings.TASKHUB_WORKER_STALE_SECONDS)
     workers = list(WorkerProcess.objects.filter(last_heartbeat_at__gte=fresh_since).values_list("queues", flat=True))

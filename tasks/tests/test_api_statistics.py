@@ -82,3 +82,17 @@ def test_queue_status_reports_backlog_limits_and_live_workers(alice_api, alice, 
     assert (emails["is_paused"], emails["max_concurrency"], emails["pending"]) == (True, 4, 0)
     assert emails["oldest_pending_age_seconds"] is None
     assert emails["live_workers"] == 2
+
+
+def test_a_queue_with_only_scheduled_tasks_has_no_oldest_pending_age(alice_api, alice, default_queue, emails_queue):
+    now = timezone.now()
+    make_task(alice, queue=emails_queue, run_at=now + timedelta(minutes=5))
+    make_task(alice, queue=emails_queue, run_at=now + timedelta(hours=1))
+    make_task(alice, run_at=now + timedelta(minutes=5))
+    make_task(alice, run_at=now - timedelta(seconds=30))
+
+    rows = {row["name"]: row for row in alice_api.get(QUEUE_STATUS).json()}
+
+    assert (rows["emails"]["pending"], rows["emails"]["scheduled"]) == (0, 2)
+    assert rows["emails"]["oldest_pending_age_seconds"] is None
+    assert 30 <= rows["default"]["oldest_pending_age_seconds"] < 30 + 60
