@@ -18,8 +18,8 @@ from core import shortcuts
 from core.db import errors as db_errors
 from core.db.features import ensure_skip_locked, skip_locked_problem
 from core.tests.both_ways import both_ways
-from tasks import fair_claim, transitions
-from tasks.models import QueueConfig, TaskHourlyStats, TaskQueue, TaskStatus, TaskStatusCount
+from tasks import fair_claim, fast_sql, transitions, wakeups
+from tasks.models import FailureGroup, QueueConfig, TaskHourlyStats, TaskQueue, TaskStatus, TaskStatusCount
 from tasks.outcomes import Outcome, OutcomeKind
 from tasks.tests.conftest import enqueue_many
 from tasks.transitions import CLAIM_SQL_MYSQL
@@ -39,6 +39,15 @@ def claim(limit: int = 10, *, names: tuple[str, ...] = (), worker_id: str = ME, 
 
 def fresh(task: TaskQueue) -> TaskQueue:
     return TaskQueue.objects.get(pk=task.pk)
+
+
+@pytest.fixture
+def woken(settings, monkeypatch) -> list[set[str | None]]:
+    """Wake-ups on, without Redis: each `wakeups.notify` call's queue names, in order."""
+    settings.TASKHUB_WAKEUP_URL = "redis://wake-ups.invalid:6379/0"
+    calls: list[set[str | None]] = []
+    monkeypatch.setattr(wakeups, "notify", lambda names: calls.append(set(names)))
+    return calls
 
 
 def test_it_claims_by_priority_then_run_at_then_id(alice, default_queue):
@@ -399,6 +408,34 @@ def test_expired_leases_are_retried_or_failed_as_worker_lost(alice, default_queu
     assert TaskStatusCount.objects.get(owner=alice, status=TaskStatus.FAILED).count == 1
 
 
+def test_an_expired_lease_of_a_task_whose_cancel_was_requested_ends_it_cancelled_in_no_failure_group(alice):
+    now = timezone.now()
+    expired = now - timedelta(seconds=1)
+    task = enqueue_many(
+        alice, status=TaskStatus.RUNNING, claimed_by=OTHER, lease_expires_at=expired, started_at=expired,
+        attempts=1, max_attempts=3, cancel_requested=True,
+    )[0]  # fmt: skip
+
+    (recovered,) = transitions.recover_expired_leases(now=now)
+
+    assert (recovered.pk, fresh(task).status, fresh(task).failure_group_id) == (task.pk, TaskStatus.CANCELLED, None)
+    assert not FailureGroup.objects.exists()
+    assert list(TaskStatusCount.objects.values_list("status", "count")) == [(TaskStatus.CANCELLED, 1)]
+
+
+def test_lease_recovery_wakes_the_queues_of_the_tasks_it_retries_and_no_other(alice, woken):
+    now = timezone.now()
+    expired = now - timedelta(seconds=1)
+    again, spent = QueueConfig.objects.create(name="again"), QueueConfig.objects.create(name="spent")
+    common = {"status": TaskStatus.RUNNING, "claimed_by": OTHER, "lease_expires_at": expired, "started_at": expired}
+    enqueue_many(alice, queue=again, attempts=1, max_attempts=3, **common)
+    enqueue_many(alice, queue=spent, attempts=3, max_attempts=3, **common)
+    woken.clear()
+
+    assert len(transitions.recover_expired_leases(now=now)) == 2
+    assert woken == [{"again"}]
+
+
 def test_renewing_leases_extends_them_and_reports_cancels_and_losses(alice, default_queue):
     enqueue_many(alice, 3)
     kept, cancelled, lost = claim().tasks
@@ -424,6 +461,18 @@ def test_handing_back_does_not_use_up_an_attempt(alice, default_queue):
         stored = fresh(task)
         assert (stored.status, stored.attempts, stored.claimed_by, stored.lease_expires_at) == ("pending", 0, "", None)
     assert len(claim().tasks) == 2
+
+
+def test_handing_back_a_retry_gives_back_only_the_attempt_it_claimed(alice, default_queue):
+    task = enqueue_many(alice, attempts=1, max_attempts=5)[0]  # its first attempt failed and was retried
+    (claimed,) = claim().tasks
+    assert claimed.attempts == 2
+    assert transitions.release([claimed]) == 1
+    assert (fresh(task).status, fresh(task).attempts) == (TaskStatus.PENDING, 1)
+
+
+def test_the_raw_task_sql_shortcut_decides_who_writes_the_hand_written_statements_or_the_orm(raw_task_sql):
+    assert transitions._fast_sql() is (fast_sql if raw_task_sql else None)
 
 
 def test_retry_delay_grows_exponentially_with_jitter_up_to_the_cap():
