@@ -272,6 +272,47 @@ def test_an_error_is_retried_with_backoff_while_attempts_remain(alice):
     assert not TaskStatusCount.objects.exists()
 
 
+@pytest.mark.parametrize(
+    ("asked", "waited"),
+    [
+        (-5, timedelta(0)),  # a negative backoff retries at once
+        (200 * 24 * 3600, timedelta(days=200)),
+        (2 * 365 * 24 * 3600, timedelta(days=365)),  # beyond a year it is surely a mistake: a year
+    ],
+)
+def test_a_task_s_own_backoff_is_kept_between_none_and_a_year(alice, default_queue, asked, waited):
+    task = enqueue_many(alice, max_attempts=3)[0]
+    (claimed,) = claim().tasks
+    now = timezone.now()
+    transitions.record_outcomes(
+        [(claimed, Outcome(task.pk, OutcomeKind.RETRYABLE, error="later", retry_delay=asked))],
+        worker_id=ME,
+        queues={default_queue.pk: default_queue},
+        now=now,
+    )
+    assert (fresh(task).status, fresh(task).run_at) == (TaskStatus.PENDING, now + waited)
+
+
+def test_recorded_retries_and_places_freed_under_a_concurrency_limit_wake_their_queues(alice, woken):
+    plain, limited = (
+        QueueConfig.objects.create(name="plain"),
+        QueueConfig.objects.create(name="limited", max_concurrency=5),
+    )
+    enqueue_many(alice, 2, queue=plain, max_attempts=3)
+    enqueue_many(alice, queue=limited)
+    retried, done, freed = claim().tasks
+    queues = {plain.pk: plain, limited.pk: limited}
+
+    def record(task: TaskQueue, kind: OutcomeKind) -> list[set[str | None]]:
+        woken.clear()
+        transitions.record_outcomes([(task, Outcome(task.pk, kind, error="e"))], worker_id=ME, queues=queues)
+        return list(woken)
+
+    assert record(done, OutcomeKind.SUCCEEDED) == [], "a success in a queue without a limit frees nothing to wake for"
+    assert record(retried, OutcomeKind.RETRYABLE) == [{"plain"}]
+    assert record(freed, OutcomeKind.SUCCEEDED) == [{"limited"}]
+
+
 def test_the_last_failed_attempt_fails_the_task_with_its_error(alice, default_queue):
     task = enqueue_many(alice, max_attempts=1)[0]
     (claimed,) = claim().tasks
@@ -335,6 +376,14 @@ def test_a_batch_of_outcomes_costs_the_same_queries_as_one(alice, default_queue,
         record(many)
     assert TaskStatusCount.objects.get(owner=alice, status=TaskStatus.SUCCEEDED).count == 21
     assert {t.pk: t.result for t in TaskQueue.objects.all()} == {t.pk: {"n": t.pk} for t in [one, *many]}
+
+
+def test_across_queues_a_claim_takes_the_best_tasks_by_priority_then_run_at(alice, default_queue):
+    other = QueueConfig.objects.create(name="other")
+    now = timezone.now()
+    enqueue_many(alice, priority=1, run_at=now - timedelta(minutes=9))
+    best = enqueue_many(alice, queue=other, priority=9, run_at=now - timedelta(minutes=1))[0]
+    assert [t.pk for t in claim(limit=1, now=now).tasks] == [best.pk]
 
 
 def test_a_claim_names_the_queues_that_had_nothing_runnable(alice, default_queue):
@@ -451,6 +500,14 @@ def test_renewing_leases_extends_them_and_reports_cancels_and_losses(alice, defa
     assert check.cancel_requested == {cancelled.pk}
     assert fresh(kept).lease_expires_at == later + timedelta(seconds=50)
     assert fresh(lost).lease_expires_at != later + timedelta(seconds=50)
+
+
+def test_a_task_the_worker_already_finished_is_no_longer_held_when_it_renews(alice, default_queue):
+    enqueue_many(alice, 2)
+    finished, running = claim().tasks
+    transitions.record_outcomes([(finished, Outcome(finished.pk, OutcomeKind.SUCCEEDED))], worker_id=ME, queues={})
+    check = transitions.renew_leases(worker_id=ME, tasks=[finished, running], lease_seconds={default_queue.pk: 50})
+    assert check.held == {running.pk}
 
 
 def test_handing_back_does_not_use_up_an_attempt(alice, default_queue):
