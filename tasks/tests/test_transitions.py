@@ -313,6 +313,87 @@ def test_recorded_retries_and_places_freed_under_a_concurrency_limit_wake_their_
     assert record(freed, OutcomeKind.SUCCEEDED) == [{"limited"}]
 
 
+@pytest.mark.parametrize(("attempts", "seconds"), [(0, 10), (9, 3600)])
+def test_without_its_queue_at_hand_a_retry_backs_off_from_10_s_doubling_up_to_an_hour(
+    alice, default_queue, monkeypatch, attempts, seconds
+):
+    monkeypatch.setattr(transitions.random, "uniform", lambda low, high: high)  # the top of the jitter
+    task = enqueue_many(alice, attempts=attempts, max_attempts=20)[0]
+    (claimed,) = claim().tasks
+    now = timezone.now()
+    transitions.record_outcomes(
+        [(claimed, Outcome(task.pk, OutcomeKind.RETRYABLE, error="E"))], worker_id=ME, queues={}, now=now
+    )
+    assert fresh(task).run_at == now + timedelta(seconds=seconds)
+
+
+def test_each_failed_attempt_adds_its_entry_to_the_history_after_the_earlier_ones(alice, default_queue):
+    task = enqueue_many(alice, max_attempts=3)[0]
+    (first,) = claim().tasks
+    transitions.record_outcomes(
+        [(first, Outcome(task.pk, OutcomeKind.RETRYABLE, error="E: one", exception="app.One"))],
+        worker_id=ME,
+        queues={},
+    )
+    (second,) = claim(worker_id=OTHER, now=timezone.now() + timedelta(hours=2)).tasks
+    transitions.record_outcomes(
+        [(second, Outcome(task.pk, OutcomeKind.PERMANENT, error="E: two", exception="app.Two"))],
+        worker_id=OTHER,
+        queues={},
+    )
+    assert fresh(task).attempt_errors == [
+        {
+            "attempt": 1,
+            "worker": ME,
+            "exception": "app.One",
+            "error": "E: one",
+            "started_at": first.started_at.isoformat(),
+        },
+        {
+            "attempt": 2,
+            "worker": OTHER,
+            "exception": "app.Two",
+            "error": "E: two",
+            "started_at": second.started_at.isoformat(),
+        },
+    ]
+
+
+def test_a_mixed_batch_records_each_outcome_it_still_holds_and_groups_only_the_failure(alice, default_queue):
+    enqueue_many(alice, 5, max_attempts=3)
+    succeeded, retried, failed, cancelled, lost = claim(limit=5).tasks
+    TaskQueue.objects.filter(pk=lost.pk).update(claimed_by=OTHER)
+    outcomes = [
+        (succeeded, Outcome(succeeded.pk, OutcomeKind.SUCCEEDED, result={"n": 1})),
+        (retried, Outcome(retried.pk, OutcomeKind.RETRYABLE, error="E: again")),
+        (failed, Outcome(failed.pk, OutcomeKind.PERMANENT, error="E: never", exception="app.E")),
+        (cancelled, Outcome(cancelled.pk, OutcomeKind.CANCELLED, error="stopped")),
+        (lost, Outcome(lost.pk, OutcomeKind.PERMANENT, error="E: late")),
+    ]
+    recorded = transitions.record_outcomes(outcomes, worker_id=ME, queues={default_queue.pk: default_queue})
+    assert [(r.task.pk, r.status) for r in recorded] == [
+        (succeeded.pk, TaskStatus.SUCCEEDED),
+        (retried.pk, TaskStatus.PENDING),
+        (failed.pk, TaskStatus.FAILED),
+        (cancelled.pk, TaskStatus.CANCELLED),
+    ]
+    assert {t.pk: (t.status, t.claimed_by) for t in TaskQueue.objects.all()} == {
+        succeeded.pk: (TaskStatus.SUCCEEDED, ME),
+        retried.pk: (TaskStatus.PENDING, ""),
+        failed.pk: (TaskStatus.FAILED, ME),
+        cancelled.pk: (TaskStatus.CANCELLED, ME),
+        lost.pk: (TaskStatus.RUNNING, OTHER),
+    }
+    assert (fresh(succeeded).result, fresh(succeeded).progress) == ({"n": 1}, 100)
+    assert sorted(TaskStatusCount.objects.values_list("status", "count")) == [
+        (TaskStatus.CANCELLED, 1),
+        (TaskStatus.FAILED, 1),
+        (TaskStatus.SUCCEEDED, 1),
+    ]
+    group = FailureGroup.objects.get()
+    assert (group.count, fresh(failed).failure_group_id) == (1, group.key)
+
+
 def test_the_last_failed_attempt_fails_the_task_with_its_error(alice, default_queue):
     task = enqueue_many(alice, max_attempts=1)[0]
     (claimed,) = claim().tasks
@@ -346,6 +427,15 @@ def test_a_cancel_request_ends_the_task_cancelled(alice, default_queue, kind):
     stored = fresh(task)
     assert (stored.status, stored.progress_message) == (TaskStatus.CANCELLED, "stopped at 40%")
     assert TaskStatusCount.objects.get(owner=alice, status=TaskStatus.CANCELLED).count == 1
+
+
+def test_a_cancelled_task_keeps_the_first_255_characters_of_its_message(alice, default_queue):
+    task = enqueue_many(alice)[0]
+    (claimed,) = claim().tasks
+    transitions.record_outcomes(
+        [(claimed, Outcome(task.pk, OutcomeKind.CANCELLED, error="stopped: " + "x" * 300))], worker_id=ME, queues={}
+    )
+    assert fresh(task).progress_message == ("stopped: " + "x" * 300)[:255]
 
 
 def test_an_outcome_for_a_task_taken_back_meanwhile_changes_nothing(alice, default_queue):
@@ -384,6 +474,27 @@ def test_across_queues_a_claim_takes_the_best_tasks_by_priority_then_run_at(alic
     enqueue_many(alice, priority=1, run_at=now - timedelta(minutes=9))
     best = enqueue_many(alice, queue=other, priority=9, run_at=now - timedelta(minutes=1))[0]
     assert [t.pk for t in claim(limit=1, now=now).tasks] == [best.pk]
+
+
+def test_a_queue_at_its_concurrency_limit_is_not_taken_for_one_with_nothing_runnable(alice):
+    limited = QueueConfig.objects.create(name="limited", max_concurrency=1)
+    enqueue_many(alice, 1, queue=limited, status=TaskStatus.RUNNING, claimed_by=OTHER, attempts=1)
+    enqueue_many(alice, 2, queue=limited)
+    result = claim(names=("limited",))
+    assert (result.tasks, result.empty_queues, result.contended) == ([], set(), False)
+
+
+def test_a_task_with_its_own_timeout_is_leased_and_renewed_for_that_long(alice):
+    queue = QueueConfig.objects.create(name="leased", task_timeout_seconds=120)
+    own = enqueue_many(alice, queue=queue, timeout_seconds=30)[0]
+    plain = enqueue_many(alice, queue=queue)[0]
+    expected = {own.pk: timedelta(seconds=30), plain.pk: timedelta(seconds=120)}
+    now = timezone.now()
+    claimed = claim(now=now).tasks
+    assert {t.pk: fresh(t).lease_expires_at - now for t in claimed} == expected
+    later = now + timedelta(minutes=5)
+    transitions.renew_leases(worker_id=ME, tasks=claimed, lease_seconds={queue.pk: 120}, now=later)
+    assert {t.pk: fresh(t).lease_expires_at - later for t in claimed} == expected
 
 
 def test_a_claim_names_the_queues_that_had_nothing_runnable(alice, default_queue):
@@ -503,11 +614,26 @@ def test_renewing_leases_extends_them_and_reports_cancels_and_losses(alice, defa
 
 
 def test_a_task_the_worker_already_finished_is_no_longer_held_when_it_renews(alice, default_queue):
-    enqueue_many(alice, 2)
-    finished, running = claim().tasks
-    transitions.record_outcomes([(finished, Outcome(finished.pk, OutcomeKind.SUCCEEDED))], worker_id=ME, queues={})
-    check = transitions.renew_leases(worker_id=ME, tasks=[finished, running], lease_seconds={default_queue.pk: 50})
+    enqueue_many(alice, 4)
+    succeeded, failed, cancelled, running = claim().tasks
+    outcomes = [
+        (succeeded, Outcome(succeeded.pk, OutcomeKind.SUCCEEDED)),
+        (failed, Outcome(failed.pk, OutcomeKind.PERMANENT, error="x")),
+        (cancelled, Outcome(cancelled.pk, OutcomeKind.CANCELLED)),
+    ]
+    transitions.record_outcomes(outcomes, worker_id=ME, queues={})
+    assert {t.claimed_by for t in TaskQueue.objects.all()} == {ME}, "a finished task keeps the claim that ran it"
+    tasks = [succeeded, failed, cancelled, running]
+    check = transitions.renew_leases(worker_id=ME, tasks=tasks, lease_seconds={default_queue.pk: 50})
     assert check.held == {running.pk}
+
+
+def test_progress_is_written_on_the_tasks_the_worker_still_holds(alice, default_queue):
+    enqueue_many(alice, 2)
+    held, lost = claim().tasks
+    TaskQueue.objects.filter(pk=lost.pk).update(claimed_by=OTHER)
+    assert transitions.write_progress(worker_id=ME, reports={held.pk: (40, "two of five"), lost.pk: (90, "x")}) == 1
+    assert [(t.progress, t.progress_message) for t in (fresh(held), fresh(lost))] == [(40, "two of five"), (0, "")]
 
 
 def test_handing_back_does_not_use_up_an_attempt(alice, default_queue):
@@ -526,6 +652,21 @@ def test_handing_back_a_retry_gives_back_only_the_attempt_it_claimed(alice, defa
     assert claimed.attempts == 2
     assert transitions.release([claimed]) == 1
     assert (fresh(task).status, fresh(task).attempts) == (TaskStatus.PENDING, 1)
+
+
+def test_handing_back_wakes_the_queues_of_the_tasks_handed_back_and_none_when_nothing_was_held(
+    alice, default_queue, woken
+):
+    enqueue_many(alice)
+    (claimed,) = claim().tasks
+    woken.clear()
+    assert transitions.release([claimed]) == 1
+    assert woken in ([{"default"}], [{None}]), (
+        "one wake-up: the queue's, or for some queue when its name is not at hand"
+    )
+    woken.clear()
+    assert (transitions.release([claimed]), transitions.release([])) == (0, 0)
+    assert woken == []
 
 
 def test_the_raw_task_sql_shortcut_decides_who_writes_the_hand_written_statements_or_the_orm(raw_task_sql):
