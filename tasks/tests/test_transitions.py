@@ -21,7 +21,7 @@ from core.tests.both_ways import both_ways
 from tasks import fair_claim, fast_sql, queue_cache, transitions, wakeups
 from tasks.models import FailureGroup, QueueConfig, TaskHourlyStats, TaskQueue, TaskStatus, TaskStatusCount
 from tasks.outcomes import Outcome, OutcomeKind
-from tasks.tests.conftest import enqueue_many
+from tasks.tests.conftest import enqueue_many, fail_for_good
 from tasks.transitions import CLAIM_SQL_MYSQL
 
 # Every transition both ways: with the hand-written statements of tasks.fast_sql and with the ORM's.
@@ -670,6 +670,21 @@ def test_handing_back_wakes_the_queues_of_the_tasks_handed_back_and_none_when_no
 
 def test_the_raw_task_sql_shortcut_decides_who_writes_the_hand_written_statements_or_the_orm(raw_task_sql):
     assert transitions._fast_sql() is (fast_sql if raw_task_sql else None)
+
+
+def test_a_bulk_retry_leaves_each_task_as_a_single_retry_does(alice, default_queue):
+    first, second = fail_for_good(alice, 2, error="E: {i}")
+    TaskQueue.objects.filter(pk__in=[first.pk, second.pk]).update(
+        progress=70, progress_message="70%", result={"partial": 1}, cancel_requested=True
+    )
+    assert transitions.reopen(first)
+    assert transitions.reopen_many(TaskQueue.objects.filter(pk=second.pk)) == 1
+    fields = (
+        "status", "attempts", "claimed_by", "lease_expires_at", "progress", "progress_message", "result", "error",
+        "attempt_errors", "cancel_requested", "started_at", "finished_at", "failure_group_id",
+    )  # fmt: skip
+    expected = (TaskStatus.PENDING, 0, "", None, 0, "", None, "", [], False, None, None, None)
+    assert [tuple(getattr(fresh(task), name) for name in fields) for task in (first, second)] == [expected, expected]
 
 
 def test_retry_delay_s_jitter_runs_from_half_the_step_to_the_whole_step():
