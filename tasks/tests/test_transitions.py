@@ -507,6 +507,22 @@ def test_a_claim_names_the_queues_that_had_nothing_runnable(alice, default_queue
     assert result.empty_queues == {later.pk, idle.pk}
 
 
+def test_a_claim_reads_when_the_next_task_is_due_only_when_asked_and_only_when_it_found_nothing(alice, default_queue):
+    later = QueueConfig.objects.create(name="later")
+    due_at = timezone.now() + timedelta(hours=1)
+    enqueue_many(alice, queue=later, run_at=due_at)
+    enqueue_many(alice)
+
+    def look(names: tuple[str, ...], *, look_ahead: bool) -> transitions.Claim:
+        queues = transitions.runnable_queues(names)
+        return transitions.record_and_claim(worker_id=ME, claim_from=queues, limit=10, look_ahead=look_ahead)[1]
+
+    assert look(("later",), look_ahead=False).next_run_at is None
+    assert look(("later",), look_ahead=True).next_run_at == due_at
+    found = look(("default", "later"), look_ahead=True)
+    assert (len(found.tasks), found.empty_queues, found.next_run_at) == (1, {later.pk}, None)
+
+
 def test_a_batch_of_successes_is_one_guarded_update_without_a_locking_read(alice, default_queue):
     enqueue_many(alice, 5)
     tasks = claim(limit=5).tasks
