@@ -662,12 +662,13 @@ def test_handing_back_does_not_use_up_an_attempt(alice, default_queue):
     assert len(claim().tasks) == 2
 
 
-def test_handing_back_a_retry_gives_back_only_the_attempt_it_claimed(alice, default_queue):
-    task = enqueue_many(alice, attempts=1, max_attempts=5)[0]  # its first attempt failed and was retried
+@pytest.mark.parametrize("earlier", [1, 2])
+def test_handing_back_a_retry_gives_back_only_the_attempt_it_claimed(alice, default_queue, earlier):
+    task = enqueue_many(alice, attempts=earlier, max_attempts=5)[0]  # its earlier attempts failed, it was retried
     (claimed,) = claim().tasks
-    assert claimed.attempts == 2
+    assert claimed.attempts == earlier + 1
     assert transitions.release([claimed]) == 1
-    assert (fresh(task).status, fresh(task).attempts) == (TaskStatus.PENDING, 1)
+    assert (fresh(task).status, fresh(task).attempts) == (TaskStatus.PENDING, earlier)
 
 
 def test_handing_back_wakes_the_queues_of_the_tasks_handed_back_and_none_when_nothing_was_held(
