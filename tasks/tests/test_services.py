@@ -241,6 +241,9 @@ def test_bulk_enqueue_reads_ids_back_where_the_backend_cannot_return_them(alice,
     make_task(alice)
     result = services.tasks_enqueue_bulk(user=alice, specs=[TaskSpec("echo", {"n": n}) for n in range(5)])
     assert all(t.pk for t in result.tasks)
+    assert {(t._state.adding, t._state.db) for t in result.tasks} == {(False, "default")}, (
+        "stored rows, as Django marks them"
+    )
     assert [TaskQueue.objects.get(pk=t.pk).payload["n"] for t in result.tasks] == list(range(5))
 
 

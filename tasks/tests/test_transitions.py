@@ -18,10 +18,10 @@ from core import shortcuts
 from core.db import errors as db_errors
 from core.db.features import ensure_skip_locked, skip_locked_problem
 from core.tests.both_ways import both_ways
-from tasks import fair_claim, transitions
-from tasks.models import QueueConfig, TaskHourlyStats, TaskQueue, TaskStatus, TaskStatusCount
+from tasks import fair_claim, fast_sql, queue_cache, transitions, wakeups
+from tasks.models import FailureGroup, QueueConfig, TaskHourlyStats, TaskQueue, TaskStatus, TaskStatusCount
 from tasks.outcomes import Outcome, OutcomeKind
-from tasks.tests.conftest import enqueue_many
+from tasks.tests.conftest import enqueue_many, fail_for_good
 from tasks.transitions import CLAIM_SQL_MYSQL
 
 # Every transition both ways: with the hand-written statements of tasks.fast_sql and with the ORM's.
@@ -39,6 +39,15 @@ def claim(limit: int = 10, *, names: tuple[str, ...] = (), worker_id: str = ME, 
 
 def fresh(task: TaskQueue) -> TaskQueue:
     return TaskQueue.objects.get(pk=task.pk)
+
+
+@pytest.fixture
+def woken(settings, monkeypatch) -> list[set[str | None]]:
+    """Wake-ups on, without Redis: each `wakeups.notify` call's queue names, in order."""
+    settings.TASKHUB_WAKEUP_URL = "redis://wake-ups.invalid:6379/0"
+    calls: list[set[str | None]] = []
+    monkeypatch.setattr(wakeups, "notify", lambda names: calls.append(set(names)))
+    return calls
 
 
 def test_it_claims_by_priority_then_run_at_then_id(alice, default_queue):
@@ -263,6 +272,128 @@ def test_an_error_is_retried_with_backoff_while_attempts_remain(alice):
     assert not TaskStatusCount.objects.exists()
 
 
+@pytest.mark.parametrize(
+    ("asked", "waited"),
+    [
+        (-5, timedelta(0)),  # a negative backoff retries at once
+        (200 * 24 * 3600, timedelta(days=200)),
+        (2 * 365 * 24 * 3600, timedelta(days=365)),  # beyond a year it is surely a mistake: a year
+    ],
+)
+def test_a_task_s_own_backoff_is_kept_between_none_and_a_year(alice, default_queue, asked, waited):
+    task = enqueue_many(alice, max_attempts=3)[0]
+    (claimed,) = claim().tasks
+    now = timezone.now()
+    transitions.record_outcomes(
+        [(claimed, Outcome(task.pk, OutcomeKind.RETRYABLE, error="later", retry_delay=asked))],
+        worker_id=ME,
+        queues={default_queue.pk: default_queue},
+        now=now,
+    )
+    assert (fresh(task).status, fresh(task).run_at) == (TaskStatus.PENDING, now + waited)
+
+
+def test_recorded_retries_and_places_freed_under_a_concurrency_limit_wake_their_queues(alice, woken):
+    plain, limited = (
+        QueueConfig.objects.create(name="plain"),
+        QueueConfig.objects.create(name="limited", max_concurrency=5),
+    )
+    enqueue_many(alice, 2, queue=plain, max_attempts=3)
+    enqueue_many(alice, queue=limited)
+    retried, done, freed = claim().tasks
+    queues = {plain.pk: plain, limited.pk: limited}
+
+    def record(task: TaskQueue, kind: OutcomeKind) -> list[set[str | None]]:
+        woken.clear()
+        transitions.record_outcomes([(task, Outcome(task.pk, kind, error="e"))], worker_id=ME, queues=queues)
+        return list(woken)
+
+    assert record(done, OutcomeKind.SUCCEEDED) == [], "a success in a queue without a limit frees nothing to wake for"
+    assert record(retried, OutcomeKind.RETRYABLE) == [{"plain"}]
+    assert record(freed, OutcomeKind.SUCCEEDED) == [{"limited"}]
+
+
+@pytest.mark.parametrize(("attempts", "seconds"), [(0, 10), (9, 3600)])
+def test_without_its_queue_at_hand_a_retry_backs_off_from_10_s_doubling_up_to_an_hour(
+    alice, default_queue, monkeypatch, attempts, seconds
+):
+    monkeypatch.setattr(transitions.random, "uniform", lambda low, high: high)  # the top of the jitter
+    task = enqueue_many(alice, attempts=attempts, max_attempts=20)[0]
+    (claimed,) = claim().tasks
+    now = timezone.now()
+    transitions.record_outcomes(
+        [(claimed, Outcome(task.pk, OutcomeKind.RETRYABLE, error="E"))], worker_id=ME, queues={}, now=now
+    )
+    assert fresh(task).run_at == now + timedelta(seconds=seconds)
+
+
+def test_each_failed_attempt_adds_its_entry_to_the_history_after_the_earlier_ones(alice, default_queue):
+    task = enqueue_many(alice, max_attempts=3)[0]
+    (first,) = claim().tasks
+    transitions.record_outcomes(
+        [(first, Outcome(task.pk, OutcomeKind.RETRYABLE, error="E: one", exception="app.One"))],
+        worker_id=ME,
+        queues={},
+    )
+    (second,) = claim(worker_id=OTHER, now=timezone.now() + timedelta(hours=2)).tasks
+    transitions.record_outcomes(
+        [(second, Outcome(task.pk, OutcomeKind.PERMANENT, error="E: two", exception="app.Two"))],
+        worker_id=OTHER,
+        queues={},
+    )
+    assert fresh(task).attempt_errors == [
+        {
+            "attempt": 1,
+            "worker": ME,
+            "exception": "app.One",
+            "error": "E: one",
+            "started_at": first.started_at.isoformat(),
+        },
+        {
+            "attempt": 2,
+            "worker": OTHER,
+            "exception": "app.Two",
+            "error": "E: two",
+            "started_at": second.started_at.isoformat(),
+        },
+    ]
+
+
+def test_a_mixed_batch_records_each_outcome_it_still_holds_and_groups_only_the_failure(alice, default_queue):
+    enqueue_many(alice, 5, max_attempts=3)
+    succeeded, retried, failed, cancelled, lost = claim(limit=5).tasks
+    TaskQueue.objects.filter(pk=lost.pk).update(claimed_by=OTHER)
+    outcomes = [
+        (succeeded, Outcome(succeeded.pk, OutcomeKind.SUCCEEDED, result={"n": 1})),
+        (retried, Outcome(retried.pk, OutcomeKind.RETRYABLE, error="E: again")),
+        (failed, Outcome(failed.pk, OutcomeKind.PERMANENT, error="E: never", exception="app.E")),
+        (cancelled, Outcome(cancelled.pk, OutcomeKind.CANCELLED, error="stopped")),
+        (lost, Outcome(lost.pk, OutcomeKind.PERMANENT, error="E: late")),
+    ]
+    recorded = transitions.record_outcomes(outcomes, worker_id=ME, queues={default_queue.pk: default_queue})
+    assert [(r.task.pk, r.status) for r in recorded] == [
+        (succeeded.pk, TaskStatus.SUCCEEDED),
+        (retried.pk, TaskStatus.PENDING),
+        (failed.pk, TaskStatus.FAILED),
+        (cancelled.pk, TaskStatus.CANCELLED),
+    ]
+    assert {t.pk: (t.status, t.claimed_by) for t in TaskQueue.objects.all()} == {
+        succeeded.pk: (TaskStatus.SUCCEEDED, ME),
+        retried.pk: (TaskStatus.PENDING, ""),
+        failed.pk: (TaskStatus.FAILED, ME),
+        cancelled.pk: (TaskStatus.CANCELLED, ME),
+        lost.pk: (TaskStatus.RUNNING, OTHER),
+    }
+    assert (fresh(succeeded).result, fresh(succeeded).progress) == ({"n": 1}, 100)
+    assert sorted(TaskStatusCount.objects.values_list("status", "count")) == [
+        (TaskStatus.CANCELLED, 1),
+        (TaskStatus.FAILED, 1),
+        (TaskStatus.SUCCEEDED, 1),
+    ]
+    group = FailureGroup.objects.get()
+    assert (group.count, fresh(failed).failure_group_id) == (1, group.key)
+
+
 def test_the_last_failed_attempt_fails_the_task_with_its_error(alice, default_queue):
     task = enqueue_many(alice, max_attempts=1)[0]
     (claimed,) = claim().tasks
@@ -298,6 +429,15 @@ def test_a_cancel_request_ends_the_task_cancelled(alice, default_queue, kind):
     assert TaskStatusCount.objects.get(owner=alice, status=TaskStatus.CANCELLED).count == 1
 
 
+def test_a_cancelled_task_keeps_the_first_255_characters_of_its_message(alice, default_queue):
+    task = enqueue_many(alice)[0]
+    (claimed,) = claim().tasks
+    transitions.record_outcomes(
+        [(claimed, Outcome(task.pk, OutcomeKind.CANCELLED, error="stopped: " + "x" * 300))], worker_id=ME, queues={}
+    )
+    assert fresh(task).progress_message == ("stopped: " + "x" * 300)[:255]
+
+
 def test_an_outcome_for_a_task_taken_back_meanwhile_changes_nothing(alice, default_queue):
     task = enqueue_many(alice)[0]
     (claimed,) = claim().tasks
@@ -328,6 +468,35 @@ def test_a_batch_of_outcomes_costs_the_same_queries_as_one(alice, default_queue,
     assert {t.pk: t.result for t in TaskQueue.objects.all()} == {t.pk: {"n": t.pk} for t in [one, *many]}
 
 
+def test_across_queues_a_claim_takes_the_best_tasks_by_priority_then_run_at(alice, default_queue):
+    other = QueueConfig.objects.create(name="other")
+    now = timezone.now()
+    enqueue_many(alice, priority=1, run_at=now - timedelta(minutes=9))
+    best = enqueue_many(alice, queue=other, priority=9, run_at=now - timedelta(minutes=1))[0]
+    assert [t.pk for t in claim(limit=1, now=now).tasks] == [best.pk]
+
+
+def test_a_queue_at_its_concurrency_limit_is_not_taken_for_one_with_nothing_runnable(alice):
+    limited = QueueConfig.objects.create(name="limited", max_concurrency=1)
+    enqueue_many(alice, 1, queue=limited, status=TaskStatus.RUNNING, claimed_by=OTHER, attempts=1)
+    enqueue_many(alice, 2, queue=limited)
+    result = claim(names=("limited",))
+    assert (result.tasks, result.empty_queues, result.contended) == ([], set(), False)
+
+
+def test_a_task_with_its_own_timeout_is_leased_and_renewed_for_that_long(alice):
+    queue = QueueConfig.objects.create(name="leased", task_timeout_seconds=120)
+    own = enqueue_many(alice, queue=queue, timeout_seconds=30)[0]
+    plain = enqueue_many(alice, queue=queue)[0]
+    expected = {own.pk: timedelta(seconds=30), plain.pk: timedelta(seconds=120)}
+    now = timezone.now()
+    claimed = claim(now=now).tasks
+    assert {t.pk: fresh(t).lease_expires_at - now for t in claimed} == expected
+    later = now + timedelta(minutes=5)
+    transitions.renew_leases(worker_id=ME, tasks=claimed, lease_seconds={queue.pk: 120}, now=later)
+    assert {t.pk: fresh(t).lease_expires_at - later for t in claimed} == expected
+
+
 def test_a_claim_names_the_queues_that_had_nothing_runnable(alice, default_queue):
     later = QueueConfig.objects.create(name="later")
     idle = QueueConfig.objects.create(name="idle")
@@ -336,6 +505,22 @@ def test_a_claim_names_the_queues_that_had_nothing_runnable(alice, default_queue
     result = claim(limit=10)
     assert len(result.tasks) == 2
     assert result.empty_queues == {later.pk, idle.pk}
+
+
+def test_a_claim_reads_when_the_next_task_is_due_only_when_asked_and_only_when_it_found_nothing(alice, default_queue):
+    later = QueueConfig.objects.create(name="later")
+    due_at = timezone.now() + timedelta(hours=1)
+    enqueue_many(alice, queue=later, run_at=due_at)
+    enqueue_many(alice)
+
+    def look(names: tuple[str, ...], *, look_ahead: bool) -> transitions.Claim:
+        queues = transitions.runnable_queues(names)
+        return transitions.record_and_claim(worker_id=ME, claim_from=queues, limit=10, look_ahead=look_ahead)[1]
+
+    assert look(("later",), look_ahead=False).next_run_at is None
+    assert look(("later",), look_ahead=True).next_run_at == due_at
+    found = look(("default", "later"), look_ahead=True)
+    assert (len(found.tasks), found.empty_queues, found.next_run_at) == (1, {later.pk}, None)
 
 
 def test_a_batch_of_successes_is_one_guarded_update_without_a_locking_read(alice, default_queue):
@@ -399,6 +584,34 @@ def test_expired_leases_are_retried_or_failed_as_worker_lost(alice, default_queu
     assert TaskStatusCount.objects.get(owner=alice, status=TaskStatus.FAILED).count == 1
 
 
+def test_an_expired_lease_of_a_task_whose_cancel_was_requested_ends_it_cancelled_in_no_failure_group(alice):
+    now = timezone.now()
+    expired = now - timedelta(seconds=1)
+    task = enqueue_many(
+        alice, status=TaskStatus.RUNNING, claimed_by=OTHER, lease_expires_at=expired, started_at=expired,
+        attempts=1, max_attempts=3, cancel_requested=True,
+    )[0]  # fmt: skip
+
+    (recovered,) = transitions.recover_expired_leases(now=now)
+
+    assert (recovered.pk, fresh(task).status, fresh(task).failure_group_id) == (task.pk, TaskStatus.CANCELLED, None)
+    assert not FailureGroup.objects.exists()
+    assert list(TaskStatusCount.objects.values_list("status", "count")) == [(TaskStatus.CANCELLED, 1)]
+
+
+def test_lease_recovery_wakes_the_queues_of_the_tasks_it_retries_and_no_other(alice, woken):
+    now = timezone.now()
+    expired = now - timedelta(seconds=1)
+    again, spent = QueueConfig.objects.create(name="again"), QueueConfig.objects.create(name="spent")
+    common = {"status": TaskStatus.RUNNING, "claimed_by": OTHER, "lease_expires_at": expired, "started_at": expired}
+    enqueue_many(alice, queue=again, attempts=1, max_attempts=3, **common)
+    enqueue_many(alice, queue=spent, attempts=3, max_attempts=3, **common)
+    woken.clear()
+
+    assert len(transitions.recover_expired_leases(now=now)) == 2
+    assert woken == [{"again"}]
+
+
 def test_renewing_leases_extends_them_and_reports_cancels_and_losses(alice, default_queue):
     enqueue_many(alice, 3)
     kept, cancelled, lost = claim().tasks
@@ -416,6 +629,29 @@ def test_renewing_leases_extends_them_and_reports_cancels_and_losses(alice, defa
     assert fresh(lost).lease_expires_at != later + timedelta(seconds=50)
 
 
+def test_a_task_the_worker_already_finished_is_no_longer_held_when_it_renews(alice, default_queue):
+    enqueue_many(alice, 4)
+    succeeded, failed, cancelled, running = claim().tasks
+    outcomes = [
+        (succeeded, Outcome(succeeded.pk, OutcomeKind.SUCCEEDED)),
+        (failed, Outcome(failed.pk, OutcomeKind.PERMANENT, error="x")),
+        (cancelled, Outcome(cancelled.pk, OutcomeKind.CANCELLED)),
+    ]
+    transitions.record_outcomes(outcomes, worker_id=ME, queues={})
+    assert {t.claimed_by for t in TaskQueue.objects.all()} == {ME}, "a finished task keeps the claim that ran it"
+    tasks = [succeeded, failed, cancelled, running]
+    check = transitions.renew_leases(worker_id=ME, tasks=tasks, lease_seconds={default_queue.pk: 50})
+    assert check.held == {running.pk}
+
+
+def test_progress_is_written_on_the_tasks_the_worker_still_holds(alice, default_queue):
+    enqueue_many(alice, 2)
+    held, lost = claim().tasks
+    TaskQueue.objects.filter(pk=lost.pk).update(claimed_by=OTHER)
+    assert transitions.write_progress(worker_id=ME, reports={held.pk: (40, "two of five"), lost.pk: (90, "x")}) == 1
+    assert [(t.progress, t.progress_message) for t in (fresh(held), fresh(lost))] == [(40, "two of five"), (0, "")]
+
+
 def test_handing_back_does_not_use_up_an_attempt(alice, default_queue):
     enqueue_many(alice, 2, run_at=timezone.now() - timedelta(hours=1))
     tasks = claim().tasks
@@ -424,6 +660,62 @@ def test_handing_back_does_not_use_up_an_attempt(alice, default_queue):
         stored = fresh(task)
         assert (stored.status, stored.attempts, stored.claimed_by, stored.lease_expires_at) == ("pending", 0, "", None)
     assert len(claim().tasks) == 2
+
+
+@pytest.mark.parametrize("earlier", [1, 2])
+def test_handing_back_a_retry_gives_back_only_the_attempt_it_claimed(alice, default_queue, earlier):
+    task = enqueue_many(alice, attempts=earlier, max_attempts=5)[0]  # its earlier attempts failed, it was retried
+    (claimed,) = claim().tasks
+    assert claimed.attempts == earlier + 1
+    assert transitions.release([claimed]) == 1
+    assert (fresh(task).status, fresh(task).attempts) == (TaskStatus.PENDING, earlier)
+
+
+def test_handing_back_wakes_the_queues_of_the_tasks_handed_back_and_none_when_nothing_was_held(
+    alice, default_queue, woken
+):
+    enqueue_many(alice)
+    (claimed,) = claim().tasks
+    queue_cache.forget()
+    woken.clear()
+    assert transitions.release([claimed]) == 1
+    assert woken == [{None}], "its queue's name not at hand: a wake-up for some queue, never a query for the name"
+    woken.clear()
+    assert (transitions.release([claimed]), transitions.release([])) == (0, 0)
+    assert woken == []
+
+
+def test_the_raw_task_sql_shortcut_decides_who_writes_the_hand_written_statements_or_the_orm(raw_task_sql):
+    assert transitions._fast_sql() is (fast_sql if raw_task_sql else None)
+
+
+def test_a_bulk_retry_leaves_each_task_as_a_single_retry_does(alice, default_queue):
+    first, second = fail_for_good(alice, 2, error="E: {i}")
+    TaskQueue.objects.filter(pk__in=[first.pk, second.pk]).update(
+        progress=70, progress_message="70%", result={"partial": 1}, cancel_requested=True
+    )
+    assert transitions.reopen(first)
+    assert transitions.reopen_many(TaskQueue.objects.filter(pk=second.pk)) == 1
+    fields = (
+        "status", "attempts", "claimed_by", "lease_expires_at", "progress", "progress_message", "result", "error",
+        "attempt_errors", "cancel_requested", "started_at", "finished_at", "failure_group_id",
+    )  # fmt: skip
+    expected = (TaskStatus.PENDING, 0, "", None, 0, "", None, "", [], False, None, None, None)
+    assert [tuple(getattr(fresh(task), name) for name in fields) for task in (first, second)] == [expected, expected]
+
+
+def test_retry_delay_s_jitter_runs_from_half_the_step_to_the_whole_step():
+    class Edge:
+        def __init__(self, pick) -> None:
+            self.pick = pick
+
+        def uniform(self, low: float, high: float) -> float:
+            return self.pick(low, high)
+
+    lowest, highest = Edge(min), Edge(max)
+    for attempt, step in [(1, 10), (3, 40), (9, 100)]:
+        assert transitions.retry_delay(attempt=attempt, base=10, cap=100, rng=lowest) == step / 2
+        assert transitions.retry_delay(attempt=attempt, base=10, cap=100, rng=highest) == step
 
 
 def test_retry_delay_grows_exponentially_with_jitter_up_to_the_cap():
