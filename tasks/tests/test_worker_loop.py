@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 from django.db import connection, connections
@@ -11,10 +12,10 @@ from django.utils import timezone
 
 from tasks import services
 from tasks.models import QueueConfig, TaskQueue, TaskStatus, TaskStatusCount, WorkerProcess
-from tasks.outcomes import ERROR_MAX_CHARS
+from tasks.outcomes import ERROR_MAX_CHARS, OutcomeKind
 from tasks.tests.conftest import enqueue_many
 from tasks.transitions import Claim
-from tasks.worker import Worker
+from tasks.worker import Worker, loop
 from tasks.worker.loop import IDLE_BACKOFF_START
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -206,3 +207,54 @@ def test_a_task_that_came_due_just_after_the_claims_clock_reading_is_claimed_at_
     later = Claim(next_run_at=timezone.now() + timedelta(seconds=0.5), as_of=timezone.now())
     worker._idle_wait(later)
     assert 0.3 < worker._next_run_at - time.monotonic() <= 0.5
+
+
+def test_an_idle_worker_backs_off_doubling_from_50_ms_to_its_poll_interval_or_a_jittered_poll_with_wake_ups(
+    default_queue, monkeypatch
+):
+    drawn: list[tuple[float, float]] = []
+    monkeypatch.setattr(loop, "random", SimpleNamespace(uniform=lambda low, high: drawn.append((low, high)) or high))
+    worker = Worker(queues=["default"], poll_interval=0.3)
+    waits = []
+    for idle_claims in range(5):
+        worker._idle_claims = idle_claims
+        waits.append(worker._idle_wait(Claim()))
+    assert drawn == [(0.025, 0.05), (0.05, 0.1), (0.1, 0.2), (0.15, 0.3), (0.15, 0.3)]  # the upper half of each step
+    assert waits == [0.05, 0.1, 0.2, 0.3, 0.3]
+    assert not worker._run_at_due
+
+    drawn.clear()
+    worker._wakeups = SimpleNamespace(live=True)  # a new task wakes it: the whole poll interval, 10 % jitter
+    assert worker._idle_wait(Claim()) == pytest.approx(0.33)
+    assert drawn == [(0.3, pytest.approx(0.33))]
+
+
+def test_a_claim_held_back_by_a_rate_limit_comes_back_when_its_bucket_has_a_token_but_not_within_10_ms(
+    default_queue, monkeypatch
+):
+    monkeypatch.setattr(loop, "random", SimpleNamespace(uniform=lambda low, high: high))
+    worker = Worker(queues=["default"], poll_interval=5)
+    worker._idle_claims = 10  # backed off to the poll interval
+    assert worker._idle_wait(Claim(held_back=True, retry_in=0.7)) == 0.7
+    assert worker._idle_wait(Claim(held_back=True, retry_in=0.001)) == pytest.approx(0.01)
+    assert worker._idle_wait(Claim(held_back=True, retry_in=9)) == 5
+
+
+def done_after(seconds: float) -> tuple:
+    return ("done", 1, OutcomeKind.SUCCEEDED.value, None, "", 100.0, 100.0 + seconds)
+
+
+def test_each_child_is_sent_about_100_ms_of_work_ahead_by_a_moving_average_of_task_durations(default_queue):
+    worker = Worker(queues=["default"], batch_size=7)
+    assert worker._depth() == 1  # nothing measured yet
+    worker._handle([done_after(0.03)])
+    assert worker._depth() == 3  # 0.1 / 0.03
+    worker._handle([done_after(0.08)])  # 0.8 * 0.03 + 0.2 * 0.08 = 0.04
+    assert worker._depth() == 2
+    worker._handle([done_after(5.0)])  # about a second: still one at a time
+    assert worker._depth() == 1
+
+    fast = Worker(queues=["default"], batch_size=7)
+    fast._handle([done_after(0.0)])
+    assert fast._depth() == 14  # at most two batches
+    assert Worker(queues=["default"], prefetch=5)._depth() == 5
