@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from datetime import timedelta
 from types import SimpleNamespace
@@ -96,6 +97,32 @@ def test_a_handler_over_its_timeout_is_killed_and_the_worker_carries_on(alice):
     assert stored.status == TaskStatus.FAILED
     assert "task timeout (1s)" in stored.error
     assert set(statuses(pk__in=[t.pk for t in after]).values()) == {TaskStatus.SUCCEEDED}
+
+
+def test_tasks_whose_leases_were_not_renewed_are_stopped_a_margin_before_the_leases_end_and_let_go(
+    alice, default_queue, caplog
+):
+    running = enqueue_many(alice, task_type="test.hang", priority=10)[0]
+    waiting, later = enqueue_many(alice, 2)
+    worker = Worker(concurrency=1, prefetch=2, batch_size=2)
+    worker.start()
+    try:
+        run_until(worker, lambda: [task_id for _, task_id, _ in worker.pool.running()] == [running.pk])
+        child = next(iter(worker.pool))
+        assert child.unfinished() == [running.pk, waiting.pk]  # the second in line behind the first
+        for task_id in (running.pk, waiting.pk):  # not renewed: now within the lease's 1 s margin
+            worker.held._tasks[task_id].lease_deadline = time.monotonic() + 0.5
+        worker.run_one()
+        assert child.exitcode == -signal.SIGKILL
+        assert running.pk not in worker.held and waiting.pk not in worker.held
+        run_until(worker, lambda: TaskQueue.objects.get(pk=later.pk).status == TaskStatus.SUCCEEDED)
+    finally:
+        worker.close()
+    # Left running for the worker that takes them back after their leases: no attempt recorded, no failure.
+    assert statuses(pk__in=[running.pk, waiting.pk]) == {running.pk: TaskStatus.RUNNING, waiting.pk: TaskStatus.RUNNING}
+    assert f"task {running.pk}: its lease could not be renewed; stopped it and let it go" in caplog.text
+    assert f"task {waiting.pk}: its lease could not be renewed; letting it go" in caplog.text
+    assert "ran past its timeout" not in caplog.text
 
 
 def test_a_crashed_child_is_replaced_and_its_task_retried_then_failed(alice, default_queue):
