@@ -17,7 +17,7 @@ from tasks.outcomes import ERROR_MAX_CHARS, OutcomeKind
 from tasks.tests.conftest import enqueue_many
 from tasks.transitions import Claim
 from tasks.worker import Worker, loop
-from tasks.worker.loop import IDLE_BACKOFF_START
+from tasks.worker.loop import IDLE_BACKOFF_START, MAX_WAIT
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -174,6 +174,24 @@ def test_max_tasks_runs_exactly_that_many(alice, default_queue):
     Worker(max_tasks=3, concurrency=2).run(install_signal_handlers=False)
     assert sorted(statuses().values()).count(TaskStatus.SUCCEEDED) == 3
     assert TaskQueue.objects.filter(status=TaskStatus.PENDING, attempts=0).count() == 7
+
+
+def test_a_worker_stops_once_it_has_run_its_max_tasks_however_many(default_queue):
+    worker = Worker(queues=["default"], max_tasks=int("1000"))
+    worker.held._processed = 999
+    worker._done()
+    assert worker._stop_reason is None
+    worker.held._processed += 1  # not the interned small int: compared by value
+    worker._done()
+    assert worker._stop_reason == "--max-tasks 1000 reached"
+
+
+def test_an_idle_worker_sleeps_between_rounds_and_not_at_all_once_asked_to_stop(default_queue):
+    worker = Worker(queues=["default"])
+    worker._next_heartbeat = worker._next_claim = worker.db._next_tick = time.monotonic() + 60  # nothing due
+    assert 0 < worker._wait_timeout() <= MAX_WAIT
+    worker.shutdown("test")
+    assert worker._wait_timeout() == 0
 
 
 def test_progress_reports_reach_the_task_row(alice, default_queue):
