@@ -285,6 +285,19 @@ def test_a_claim_held_back_by_a_rate_limit_comes_back_when_its_bucket_has_a_toke
     assert worker._idle_wait(Claim(held_back=True, retry_in=9)) == 5
 
 
+def test_an_idle_worker_claims_again_at_the_next_run_at_when_it_comes_before_the_back_off_ends(
+    default_queue, monkeypatch
+):
+    monkeypatch.setattr(loop, "random", SimpleNamespace(uniform=lambda low, high: high))
+    worker = Worker(queues=["default"], poll_interval=5)
+    worker._idle_claims = 10  # backed off to the poll interval
+    soon = Claim(next_run_at=timezone.now() + timedelta(seconds=0.5), as_of=timezone.now())
+    assert 0.3 < worker._idle_wait(soon) <= 0.5
+    assert worker._run_at_due  # then claimed without a look first
+    assert worker._idle_wait(Claim(next_run_at=timezone.now() + timedelta(seconds=30))) == 5
+    assert not worker._run_at_due
+
+
 def done_after(seconds: float) -> tuple:
     return ("done", 1, OutcomeKind.SUCCEEDED.value, None, "", 100.0, 100.0 + seconds)
 
