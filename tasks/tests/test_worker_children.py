@@ -92,6 +92,63 @@ def test_tasks_in_line_are_spread_over_the_least_loaded_children_up_to_their_dep
     assert [child.unfinished() for child in pool] == [[], []]
 
 
+def test_a_batch_is_spread_evenly_over_idle_children_and_busy_ones_are_topped_up_to_their_depth_only(start_pool):
+    pool = start_pool(3)
+    pool.dispatch(book(*((pk, "test.hang", {}) for pk in range(1, 7))), 5, time.monotonic())
+    assert sorted(child.unfinished() for child in pool) == [[1, 2], [3, 4], [5, 6]]
+
+    held = book(*((pk, "test.hang", {}) for pk in range(7, 11)))
+    pool.dispatch(held, 3, time.monotonic())
+    assert sorted(child.unfinished() for child in pool) == [[1, 2, 7], [3, 4, 8], [5, 6, 9]]
+    assert held.ready() == [10]
+
+
+def test_no_task_goes_to_a_child_that_is_stopping_or_whose_pipe_is_gone(start_pool):
+    pool = start_pool(3)
+    stopping, gone, serving = pool
+    stopping.stopping, gone.dead = True, True
+    pool.dispatch(book((1, "echo", {}), (2, "echo", {})), 5, time.monotonic())
+    assert [child.unfinished() for child in pool] == [[], [], [1, 2]]
+    assert pool.pipes() == [stopping.conn, serving.conn]
+
+
+def test_a_child_whose_pipe_failed_counts_as_exited_while_its_process_still_runs(start_pool):
+    child = next(iter(start_pool(1)))
+    child.dead = True
+    assert child.process.is_alive() and child.has_exited()
+
+
+def test_a_child_s_task_is_timed_from_when_it_was_sent_to_the_idle_child(start_pool):
+    pool = start_pool(2)
+    first, second = pool
+    second.outstanding.append(99)  # sent earlier, not begun yet as far as the parent knows
+    pool.dispatch(book((1, "test.hang", {}), (2, "test.hang", {})), 2, 100.0)
+    assert (first.unfinished(), second.unfinished()) == ([1], [99, 2])
+    assert list(pool.running()) == [(first, 1, 100.0)]
+
+    pool.dispatch(book((3, "test.hang", {})), 2, 200.0)
+    assert first.unfinished() == [1, 3]
+    assert list(pool.running()) == [(first, 1, 100.0)]
+
+
+def test_each_child_is_told_when_to_stop_itself_as_its_leases_are_renewed_and_let_go(start_pool):
+    pool = start_pool(2)
+    first, second = pool
+    held = book((1, "test.hang", {}))
+    pool.dispatch(held, 1, time.monotonic())
+    pool.publish_deadlines(held)
+    assert (first.stop_by.value, second.stop_by.value) == (held.child_stops_by([1]), math.inf)
+
+    for at in (time.monotonic() + 10, time.monotonic() - 10):  # renewed: a later end, then an earlier one
+        held.leases_renewed(still_held={1}, cancel_requested=set(), at=at)
+        pool.publish_deadlines(held)
+        assert first.stop_by.value == held.child_stops_by([1]) == at + 60 - 0.5
+
+    held.drop(1)
+    pool.publish_deadlines(held)
+    assert first.stop_by.value == math.inf
+
+
 def test_a_cancel_passed_on_stops_a_queued_task_before_it_starts(start_pool):
     pool = start_pool(1)
     held = book((1, "sleep", {"seconds": 0.5}), (2, "echo", {}))
@@ -125,9 +182,36 @@ def test_a_killed_child_is_forgotten_and_its_unfinished_tasks_are_known(pool):
 
     pool.kill(child)
     assert (child.has_exited(), child.stopped_cleanly(), child.unfinished()) == (True, False, [1, 2])
+    assert child.exitcode == -signal.SIGKILL
     assert len(pool) == 1
     pool.fill()
     assert len(pool) == 2
+
+
+def test_a_message_to_a_child_that_died_marks_it_dead_instead_of_raising(start_pool):
+    pool = start_pool(1)
+    child = next(iter(pool))
+    child.process.kill()
+    child.process.join(10)
+
+    child.send(("stop",))
+    assert child.dead
+
+
+def test_a_task_reported_done_out_of_turn_is_the_one_struck_off_the_child_s_list(start_pool):
+    pool = start_pool(1)
+    child = next(iter(pool))
+    own = child.conn
+    child.conn, child_end = multiprocessing.Pipe()  # the reports come from this test, not the child
+    own.close()  # the child reads end of file and leaves
+    child.outstanding.extend([1, 2, 3])
+
+    child_end.send(("done", 3, OutcomeKind.SUCCEEDED.value, None, "", 10.0, 11.0, "", None))
+    child.receive()
+    assert child.unfinished() == [1, 2]
+    child_end.send(("done", 1, OutcomeKind.SUCCEEDED.value, None, "", 10.0, 12.0, "", None))
+    child.receive()
+    assert (child.unfinished(), child.current_started) == ([2], 12.0)
 
 
 def test_a_child_whose_lease_deadline_passes_ends_itself_while_its_handler_hangs(start_pool):
@@ -255,6 +339,7 @@ def test_a_child_closes_its_copy_of_its_parent_s_end_and_leaves_when_the_parent_
         child.conn.close()  # what the parent's going away does to its end
         child.process.join(10)
         assert child.exitcode == 0
+        assert not child.stopped_cleanly()  # nobody asked it to stop
     finally:
         child.kill()
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 from django.db import connection, connections
@@ -11,11 +13,11 @@ from django.utils import timezone
 
 from tasks import services
 from tasks.models import QueueConfig, TaskQueue, TaskStatus, TaskStatusCount, WorkerProcess
-from tasks.outcomes import ERROR_MAX_CHARS
+from tasks.outcomes import ERROR_MAX_CHARS, OutcomeKind
 from tasks.tests.conftest import enqueue_many
 from tasks.transitions import Claim
-from tasks.worker import Worker
-from tasks.worker.loop import IDLE_BACKOFF_START
+from tasks.worker import Worker, loop
+from tasks.worker.loop import IDLE_BACKOFF_START, MAX_WAIT
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -97,6 +99,32 @@ def test_a_handler_over_its_timeout_is_killed_and_the_worker_carries_on(alice):
     assert set(statuses(pk__in=[t.pk for t in after]).values()) == {TaskStatus.SUCCEEDED}
 
 
+def test_tasks_whose_leases_were_not_renewed_are_stopped_a_margin_before_the_leases_end_and_let_go(
+    alice, default_queue, caplog
+):
+    running = enqueue_many(alice, task_type="test.hang", priority=10)[0]
+    waiting, later = enqueue_many(alice, 2)
+    worker = Worker(concurrency=1, prefetch=2, batch_size=2)
+    worker.start()
+    try:
+        run_until(worker, lambda: [task_id for _, task_id, _ in worker.pool.running()] == [running.pk])
+        child = next(iter(worker.pool))
+        assert child.unfinished() == [running.pk, waiting.pk]  # the second in line behind the first
+        for task_id in (running.pk, waiting.pk):  # not renewed: now within the lease's 1 s margin
+            worker.held._tasks[task_id].lease_deadline = time.monotonic() + 0.5
+        worker.run_one()
+        assert child.exitcode == -signal.SIGKILL
+        assert running.pk not in worker.held and waiting.pk not in worker.held
+        run_until(worker, lambda: TaskQueue.objects.get(pk=later.pk).status == TaskStatus.SUCCEEDED)
+    finally:
+        worker.close()
+    # Left running for the worker that takes them back after their leases: no attempt recorded, no failure.
+    assert statuses(pk__in=[running.pk, waiting.pk]) == {running.pk: TaskStatus.RUNNING, waiting.pk: TaskStatus.RUNNING}
+    assert f"task {running.pk}: its lease could not be renewed; stopped it and let it go" in caplog.text
+    assert f"task {waiting.pk}: its lease could not be renewed; letting it go" in caplog.text
+    assert "ran past its timeout" not in caplog.text
+
+
 def test_a_crashed_child_is_replaced_and_its_task_retried_then_failed(alice, default_queue):
     crashed = enqueue_many(alice, task_type="test.crash", priority=10, max_attempts=1)[0]
     after = enqueue_many(alice, 3)
@@ -146,6 +174,24 @@ def test_max_tasks_runs_exactly_that_many(alice, default_queue):
     Worker(max_tasks=3, concurrency=2).run(install_signal_handlers=False)
     assert sorted(statuses().values()).count(TaskStatus.SUCCEEDED) == 3
     assert TaskQueue.objects.filter(status=TaskStatus.PENDING, attempts=0).count() == 7
+
+
+def test_a_worker_stops_once_it_has_run_its_max_tasks_however_many(default_queue):
+    worker = Worker(queues=["default"], max_tasks=int("1000"))
+    worker.held._processed = 999
+    worker._done()
+    assert worker._stop_reason is None
+    worker.held._processed += 1  # not the interned small int: compared by value
+    worker._done()
+    assert worker._stop_reason == "--max-tasks 1000 reached"
+
+
+def test_an_idle_worker_sleeps_between_rounds_and_not_at_all_once_asked_to_stop(default_queue):
+    worker = Worker(queues=["default"])
+    worker._next_heartbeat = worker._next_claim = worker.db._next_tick = time.monotonic() + 60  # nothing due
+    assert 0 < worker._wait_timeout() <= MAX_WAIT
+    worker.shutdown("test")
+    assert worker._wait_timeout() == 0
 
 
 def test_progress_reports_reach_the_task_row(alice, default_queue):
@@ -206,3 +252,67 @@ def test_a_task_that_came_due_just_after_the_claims_clock_reading_is_claimed_at_
     later = Claim(next_run_at=timezone.now() + timedelta(seconds=0.5), as_of=timezone.now())
     worker._idle_wait(later)
     assert 0.3 < worker._next_run_at - time.monotonic() <= 0.5
+
+
+def test_an_idle_worker_backs_off_doubling_from_50_ms_to_its_poll_interval_or_a_jittered_poll_with_wake_ups(
+    default_queue, monkeypatch
+):
+    drawn: list[tuple[float, float]] = []
+    monkeypatch.setattr(loop, "random", SimpleNamespace(uniform=lambda low, high: drawn.append((low, high)) or high))
+    worker = Worker(queues=["default"], poll_interval=0.3)
+    waits = []
+    for idle_claims in range(5):
+        worker._idle_claims = idle_claims
+        waits.append(worker._idle_wait(Claim()))
+    assert drawn == [(0.025, 0.05), (0.05, 0.1), (0.1, 0.2), (0.15, 0.3), (0.15, 0.3)]  # the upper half of each step
+    assert waits == [0.05, 0.1, 0.2, 0.3, 0.3]
+    assert not worker._run_at_due
+
+    drawn.clear()
+    worker._wakeups = SimpleNamespace(live=True)  # a new task wakes it: the whole poll interval, 10 % jitter
+    assert worker._idle_wait(Claim()) == pytest.approx(0.33)
+    assert drawn == [(0.3, pytest.approx(0.33))]
+
+
+def test_a_claim_held_back_by_a_rate_limit_comes_back_when_its_bucket_has_a_token_but_not_within_10_ms(
+    default_queue, monkeypatch
+):
+    monkeypatch.setattr(loop, "random", SimpleNamespace(uniform=lambda low, high: high))
+    worker = Worker(queues=["default"], poll_interval=5)
+    worker._idle_claims = 10  # backed off to the poll interval
+    assert worker._idle_wait(Claim(held_back=True, retry_in=0.7)) == 0.7
+    assert worker._idle_wait(Claim(held_back=True, retry_in=0.001)) == pytest.approx(0.01)
+    assert worker._idle_wait(Claim(held_back=True, retry_in=9)) == 5
+
+
+def test_an_idle_worker_claims_again_at_the_next_run_at_when_it_comes_before_the_back_off_ends(
+    default_queue, monkeypatch
+):
+    monkeypatch.setattr(loop, "random", SimpleNamespace(uniform=lambda low, high: high))
+    worker = Worker(queues=["default"], poll_interval=5)
+    worker._idle_claims = 10  # backed off to the poll interval
+    soon = Claim(next_run_at=timezone.now() + timedelta(seconds=0.5), as_of=timezone.now())
+    assert 0.3 < worker._idle_wait(soon) <= 0.5
+    assert worker._run_at_due  # then claimed without a look first
+    assert worker._idle_wait(Claim(next_run_at=timezone.now() + timedelta(seconds=30))) == 5
+    assert not worker._run_at_due
+
+
+def done_after(seconds: float) -> tuple:
+    return ("done", 1, OutcomeKind.SUCCEEDED.value, None, "", 100.0, 100.0 + seconds)
+
+
+def test_each_child_is_sent_about_100_ms_of_work_ahead_by_a_moving_average_of_task_durations(default_queue):
+    worker = Worker(queues=["default"], batch_size=7)
+    assert worker._depth() == 1  # nothing measured yet
+    worker._handle([done_after(0.03)])
+    assert worker._depth() == 3  # 0.1 / 0.03
+    worker._handle([done_after(0.08)])  # 0.8 * 0.03 + 0.2 * 0.08 = 0.04
+    assert worker._depth() == 2
+    worker._handle([done_after(5.0)])  # about a second: still one at a time
+    assert worker._depth() == 1
+
+    fast = Worker(queues=["default"], batch_size=7)
+    fast._handle([done_after(0.0)])
+    assert fast._depth() == 14  # at most two batches
+    assert Worker(queues=["default"], prefetch=5)._depth() == 5
