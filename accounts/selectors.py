@@ -28,8 +28,7 @@ def user_for_token(token: Token) -> Any:
     older than an upgrade of the password's hash). It is the first statement of an API request.
     Database errors are left to propagate: the API answers them with 503 `database_unavailable`,
     never with 401. The `user_lookup` shortcut (`accounts.fast_lookup`) runs the same query
-    without compiling it on every request; the `health_check_read` shortcut
-    (`core.db.health_check_read`) lets it stand in for Django's ping of a reused connection.
+    without compiling it on every request.
     """
     jti = str(token.get(api_settings.JTI_CLAIM, ""))
     user_id, family_id, password_claim = (
@@ -43,8 +42,7 @@ def user_for_token(token: Token) -> Any:
     user_model = get_user_model()
     try:
         lookup_value = user_model._meta.get_field(api_settings.USER_ID_FIELD).to_python(user_id)
-        find = _user_finder()
-        user = _first_read()(lambda: find(user_id=lookup_value, family_id=family_id))
+        user = _user_finder()(user_id=lookup_value, family_id=family_id)
     except (ValueError, TypeError, ValidationError):
         raise _rejected(TOKEN_INVALID, f"user id claim {str(user_id)[:40]!r} is malformed", jti) from None
 
@@ -77,20 +75,6 @@ def _user_finder() -> Callable[..., Any]:
 
         return find_user
     return _find_user
-
-
-@shortcuts.chosen
-def _first_read() -> Callable[[Callable[[], Any]], Any]:
-    if shortcuts.enabled("health_check_read"):
-        from core.db.health_check_read import read_checking_connection
-
-        return read_checking_connection
-    return _plain_read
-
-
-def _plain_read(read: Callable[[], Any]) -> Any:
-    """Run the lookup as it is: Django has pinged a reused connection before it (`CONN_HEALTH_CHECKS`)."""
-    return read()
 
 
 def _rehashed(user: Any, claim: str, current: str) -> bool:

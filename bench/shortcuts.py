@@ -28,7 +28,6 @@ MEASURES = (AUTH, ENQUEUE, BULK, DRAIN)
 # What each shortcut is judged on: the measures of the paths it sits on.
 JUDGED_ON: dict[str, tuple[str, ...]] = {
     "user_lookup": (AUTH,),
-    "health_check_read": (AUTH,),
     "raw_task_sql": (ENQUEUE, BULK, DRAIN),
 }
 ALL = "all"

@@ -1,8 +1,7 @@
 """TaskHub's URL map plus one reference endpoint the auth section compares against.
 
 `/bench/one-read` answers like a light API endpoint but without authentication: its only work is
-one read-only statement, run the way the user lookup runs (as the connection's health check with
-the `health_check_read` shortcut, after Django's ping without it).
+one read-only statement, run the way the user lookup runs (after Django's health check ping).
 It measures what the design's rule "the user is read from the database on each request" costs
 by itself on this machine, apart from everything authentication adds.
 """
@@ -17,8 +16,6 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from bench.taskhub_side import ONE_READ_PATH
-from core import shortcuts
-from core.db.health_check_read import read_checking_connection
 
 
 class OneRead(APIView):
@@ -28,14 +25,9 @@ class OneRead(APIView):
     permission_classes = [AllowAny]
 
     def get(self, request: Request) -> Response:
-        def read() -> int:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT 1")
-                return cursor.fetchone()[0]
-
-        if shortcuts.enabled("health_check_read"):
-            return Response({"read": read_checking_connection(read)})
-        return Response({"read": read()})
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            return Response({"read": cursor.fetchone()[0]})
 
 
 urlpatterns = [

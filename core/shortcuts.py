@@ -23,11 +23,10 @@ T = TypeVar("T")
 SHORTCUTS: dict[str, tuple[str, str]] = {
     "user_lookup": ("accounts/fast_lookup.py", "accounts/selectors.py"),
     "raw_task_sql": ("tasks/fast_sql.py", "tasks/transitions.py, tasks/services.py"),
-    "health_check_read": ("core/db/health_check_read.py", "accounts/selectors.py"),
 }
 # Shortcuts that were removed (their plain version caught up, or they stopped paying their way):
 # still accepted in TASKHUB_SHORTCUTS, so an upgrade never stops start-up, and ignored.
-RETIRED = frozenset({"reply_flags", "me_serializer", "token_cache"})
+RETIRED = frozenset({"reply_flags", "me_serializer", "token_cache", "health_check_read"})
 ALL = "all"
 NONE = "none"
 

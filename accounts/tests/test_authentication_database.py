@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import MySQLdb
 import pytest
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, OperationalError, connection, connections
+from django.db import OperationalError, connection
 from django.test import override_settings
 
 from accounts.errors import CLIENT_DETAILS
 from accounts.rejections import SLOW_LOOKUP_MARKER
 from accounts.services import session_start
 from accounts.tests.helpers import bearer, failures, rejection_lines
-from core.tests.both_ways import both_ways
 
 
 def fail_user_lookup(execute, sql, params, many, context):
@@ -151,81 +149,4 @@ def test_a_connection_killed_before_the_user_lookup_is_never_a_401(alice, auth_l
     finally:
         admin.close()
         # The killed connection may be unusable: drop it so the test's teardown reconnects.
-        connection.close()
-
-
-# Both ways: the user lookup answering Django's health check itself (`core.db.health_check_read`)
-# and the plain version, where Django pings a reused connection before it.
-health_check_read = both_ways("health_check_read")
-
-
-@pytest.fixture
-def reused_connection(transactional_db) -> Iterator[None]:
-    """Keep the connection open across requests with Django's health checks on, as in production."""
-    saved = {key: connection.settings_dict[key] for key in ("CONN_MAX_AGE", "CONN_HEALTH_CHECKS")}
-    connection.settings_dict.update(CONN_MAX_AGE=300, CONN_HEALTH_CHECKS=True)
-    connection.close()
-    try:
-        yield
-    finally:
-        connection.close()
-        connection.settings_dict.update(saved)
-
-
-def _start_request() -> None:
-    """What Django does when a request starts (`request_started` → `close_old_connections`).
-
-    The test client disconnects that handler, so a reused connection's health check would never
-    fall due again between its requests.
-    """
-    connection.close_if_unusable_or_obsolete()
-
-
-@pytest.mark.django_db(transaction=True)
-def test_an_authenticated_request_on_a_reused_connection_pings_only_without_the_shortcut(
-    alice, health_check_read, reused_connection, monkeypatch
-):
-    pair = session_start(user=alice)
-    client = bearer(pair.access)
-    assert client.get("/api/auth/me/").status_code == 200  # the connection is open and reused from here
-    pings = []
-    wrapper = type(connections[DEFAULT_DB_ALIAS])
-    real = wrapper.is_usable
-    monkeypatch.setattr(wrapper, "is_usable", lambda self: pings.append(1) or real(self))
-
-    for _ in range(3):
-        _start_request()
-        assert client.get("/api/auth/me/").status_code == 200
-
-    assert len(pings) == (0 if health_check_read else 3)
-
-
-@pytest.mark.mysql
-@pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("method", ["get", "post"])
-def test_a_connection_killed_between_requests_is_replaced_before_the_request_needs_it(
-    alice, auth_log, method, health_check_read, reused_connection, caplog
-):
-    """A reused connection the server killed while idle: the next request is answered (no 503, no 401)."""
-    pair = session_start(user=alice)
-    client = bearer(pair.access)
-    assert client.get("/api/auth/me/").status_code == 200
-    admin = _server_connection()
-    try:
-        _kill_this_connection(admin)
-        before = all_failures()
-        _start_request()
-
-        if method == "get":
-            response = client.get("/api/auth/me/")
-        else:
-            response = client.post("/api/auth/logout/", {"all": True}, format="json")
-
-        assert response.status_code == 200, response.content
-        assert all_failures() == before
-        assert rejection_lines(auth_log) == []
-        lost = [r for r in caplog.records if "connection lost during" in r.getMessage()]
-        assert lost == []  # replaced before the request used it, not read again after a failure
-    finally:
-        admin.close()
         connection.close()

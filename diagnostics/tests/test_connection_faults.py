@@ -10,12 +10,8 @@ from django.db import connections
 from prometheus_client import REGISTRY
 
 from accounts.services import session_start
-from core.tests.both_ways import both_ways
 
 pytestmark = [pytest.mark.mysql, pytest.mark.urls("diagnostics.tests.urls"), pytest.mark.django_db(transaction=True)]
-
-# The user lookup as the connection's health check (`core.db.health_check_read`), and Django's ping.
-health_check_read = both_ways("health_check_read")
 
 DEADLINE_SECONDS = 20
 
@@ -121,10 +117,9 @@ def _reconnects() -> float:
 
 
 def test_an_api_request_on_a_connection_killed_between_requests_reconnects_and_succeeds(
-    wsgi, persistent_connection, second_connection, alice, health_check_read
+    wsgi, persistent_connection, second_connection, alice
 ):
-    """A dead connection is replaced, not a 503: the user lookup finds it dead and runs again on a
-    new one (`health_check_read`), or Django's ping finds it dead before the lookup."""
+    """A dead connection is replaced, not a 503: Django's ping finds it dead before the user lookup."""
     headers = _bearer(alice)
     first = wsgi.get("/t/state/").json()["connection_id"]
     second_connection.scalar(f"KILL {int(first)}")
@@ -136,7 +131,7 @@ def test_an_api_request_on_a_connection_killed_between_requests_reconnects_and_s
     assert response.status == 200, response.body
     assert response.json()["username"] == alice.username
     # TaskHub counts the reconnects it makes itself; Django's after a failed ping are its own.
-    assert _reconnects() == before + (1 if health_check_read else 0)
+    assert _reconnects() == before
     assert wsgi.get("/t/state/").json()["connection_id"] != first
 
 
@@ -152,8 +147,8 @@ def test_an_api_request_after_wait_timeout_dropped_the_connection_succeeds(
     assert wsgi.get("/t/state/").json()["connection_id"] != idle
 
 
-def test_api_requests_on_a_live_connection_are_pinged_by_django_once_per_request_unless_the_lookup_is_the_check(
-    wsgi, persistent_connection, alice, monkeypatch, health_check_read
+def test_api_requests_on_a_live_connection_are_pinged_by_django_once_per_request(
+    wsgi, persistent_connection, alice, monkeypatch
 ):
     headers = _bearer(alice)
     wsgi.get("/t/state/")
@@ -163,7 +158,7 @@ def test_api_requests_on_a_live_connection_are_pinged_by_django_once_per_request
     monkeypatch.setattr(wrapper, "is_usable", lambda self: pings.append(1) or real(self))
 
     assert [wsgi.get("/api/auth/me/", headers=headers).status for _ in range(3)] == [200, 200, 200]
-    assert pings == ([] if health_check_read else [1, 1, 1])
+    assert pings == [1, 1, 1]
     pings.clear()
     assert wsgi.get("/t/one-query/").status == 200
     assert pings == [1]
