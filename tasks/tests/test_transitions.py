@@ -704,6 +704,16 @@ def test_a_bulk_retry_leaves_each_task_as_a_single_retry_does(alice, default_que
     assert [tuple(getattr(fresh(task), name) for name in fields) for task in (first, second)] == [expected, expected]
 
 
+def test_a_bulk_move_moves_a_task_holding_a_unique_key_unless_the_target_queue_has_that_key(alice, default_queue):
+    target = QueueConfig.objects.create(name="target")
+    plain = enqueue_many(alice)[0]
+    free = enqueue_many(alice, unique_key="free")[0]
+    clash = enqueue_many(alice, unique_key="taken")[0]
+    enqueue_many(alice, queue=target, unique_key="taken")
+    assert transitions.move_many(TaskQueue.objects.filter(pk__in=[plain.pk, free.pk, clash.pk]), target) == 2
+    assert [fresh(task).queue_id for task in (plain, free, clash)] == [target.pk, target.pk, default_queue.pk]
+
+
 def test_retry_delay_s_jitter_runs_from_half_the_step_to_the_whole_step():
     class Edge:
         def __init__(self, pick) -> None:
