@@ -215,12 +215,19 @@ def _model_values(values: dict[str, Any], queue: QueueConfig) -> dict[str, Any]:
 
 
 def schedule_save(schedule: Schedule, *, timing_changed: bool) -> Schedule:
-    """Save a checked schedule; a new timing (or a resume) moves its next fire time to after now."""
+    """Save a checked schedule; a new timing (or a resume) moves its next fire time to after now.
+
+    An existing schedule's row gets only what a caller describes (and next_fire_at when it moves
+    here): a worker firing it meanwhile has moved next_fire_at and last_fired_at, which a stale
+    copy must not put back.
+    """
+    fields = None if schedule._state.adding else ["owner", *SCHEDULE_FIELDS, "updated_at"]
     if timing_changed or (schedule.next_fire_at is None and not schedule.is_paused):
         schedule.next_fire_at = schedule_next_fire_at(schedule)
+        fields = fields and [*fields, "next_fire_at"]
     try:
         with transaction.atomic():
-            schedule.save()
+            schedule.save(update_fields=fields)
             if not schedule.is_paused:
                 # Idle workers tick schedules only when the earliest fire time they read is due:
                 # this one may come sooner (any worker may fire it, whatever its queues).

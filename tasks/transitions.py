@@ -205,15 +205,20 @@ def fire_schedule(
 ) -> ScheduleFire:
     """Claim one fire time of `schedule` and enqueue its task (if any) in one transaction.
 
-    1. INSERT the fire row, unique on (schedule, fire_time): that INSERT is the claim. Another
+    1. Move the schedule's next_fire_at forward (`schedule_advance`), unless `next_fire_at` is
+       None. First, so the schedule's row is write-locked before the INSERTs below read-lock it
+       for their foreign keys: a read lock raised to a write lock later deadlocks with anyone
+       updating the row meanwhile (another node firing it, staff pausing it).
+    2. INSERT the fire row, unique on (schedule, fire_time): that INSERT is the claim. Another
        node's row makes it fail with the unique constraint's IntegrityError (or, on InnoDB, a
        deadlock), raised to the caller: nothing of this transaction stays. No affected-row count
        decides anything (the MySQL backend counts matched rows: the oban#1250 trap).
-    2. `check` the task (the owner's quota: QuotaExceeded rolls everything back), INSERT it and
+    3. `check` the task (the owner's quota: QuotaExceeded rolls everything back), INSERT it and
        point the fire row at it.
-    3. Move the schedule's next_fire_at forward (`schedule_advance`), unless `next_fire_at` is None.
     """
     with transaction.atomic():
+        if next_fire_at is not None:
+            schedule_advance(schedule, next_fire_at=next_fire_at, fired_at=fire_time)
         fire = ScheduleFire.objects.create(schedule_id=schedule.pk, fire_time=fire_time, outcome=outcome)
         if task is not None:
             if check is not None:
@@ -221,8 +226,6 @@ def fire_schedule(
             enqueue([task])
             ScheduleFire.objects.filter(pk=fire.pk).update(task=task)
             fire.task = task
-        if next_fire_at is not None:
-            schedule_advance(schedule, next_fire_at=next_fire_at, fired_at=fire_time)
     return fire
 
 

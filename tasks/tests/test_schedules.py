@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.db import connection
+from django.db import connection, connections
 from django.test.utils import CaptureQueriesContext
 
 from core import metrics
-from tasks import schedule_services, schedules
+from tasks import schedule_services, schedules, services, transitions
 from tasks.models import Schedule, ScheduleFire, ScheduleFireOutcome, TaskQueue, TaskStatus
 from tasks.tests.factories import finished_fields
 
@@ -318,3 +320,69 @@ def test_the_overlap_check_reads_only_the_active_schedule_index(make_schedule, a
         columns = [c[0].lower() for c in cursor.description]
         plan = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
     assert [row["key"] for row in plan] == ["task_active_schedule_idx"], plan
+
+
+@pytest.mark.django_db
+def test_an_edit_from_a_stale_copy_keeps_the_fire_times_a_worker_moved_meanwhile(make_schedule):
+    schedule = make_schedule(interval_seconds=10)
+    stale = Schedule.objects.select_related("queue").get(pk=schedule.pk)  # the admin form's copy
+    schedules.schedules_fire_due(now=T0 + timedelta(seconds=10.1))
+    schedule_services.schedule_update(schedule=stale, changes={"name": "renamed", "priority": 3})
+
+    schedule.refresh_from_db()
+    assert (schedule.name, schedule.priority) == ("renamed", 3)
+    assert schedule.next_fire_at == T0 + timedelta(seconds=20), "not moved back to the time just fired"
+    assert schedule.last_fired_at == T0 + timedelta(seconds=10)
+
+
+@pytest.mark.mysql
+@pytest.mark.django_db(transaction=True)
+def test_staff_pausing_a_schedule_while_a_worker_fires_it_wait_for_each_other_without_a_deadlock(make_schedule):
+    """The fire write-locks the schedule's row before its INSERTs read-lock it (the CI deadlock of a pause)."""
+    schedule = make_schedule(interval_seconds=10)
+    fire_time, following = T0 + timedelta(seconds=10), T0 + timedelta(seconds=20)
+    task = services.task_build(user_id=schedule.owner_id, spec=schedules._spec(schedule, fire_time))
+    inside, release, errors = threading.Event(), threading.Event(), []
+
+    def hold(_task: TaskQueue) -> None:  # the quota check: inside the fire's transaction, rows written
+        inside.set()
+        assert release.wait(30)
+
+    def in_thread(work) -> threading.Thread:
+        def run() -> None:
+            try:
+                work()
+            except Exception as exc:  # reported below
+                errors.append(exc)
+            finally:
+                connections.close_all()
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        return thread
+
+    worker = in_thread(
+        lambda: transitions.fire_schedule(
+            schedule, fire_time, task=task, outcome=ScheduleFireOutcome.FIRED, next_fire_at=following, check=hold
+        )
+    )
+    assert inside.wait(30)
+    staff_copy = Schedule.objects.select_related("queue").get(pk=schedule.pk)
+    staff = in_thread(lambda: schedule_services.schedule_set_paused(schedule=staff_copy, paused=True))
+    waiting = "SELECT COUNT(*) FROM information_schema.processlist WHERE info LIKE 'UPDATE `task_schedule` SET%%'"
+    for _ in range(300):
+        with connection.cursor() as cursor:
+            cursor.execute(waiting)
+            if cursor.fetchone()[0]:
+                break
+        time.sleep(0.01)
+    else:
+        pytest.fail(f"the pause did not wait for the fire's lock on the schedule: {errors}")
+    release.set()
+    worker.join(30)
+    staff.join(30)
+
+    assert errors == []
+    schedule.refresh_from_db()
+    assert (schedule.is_paused, schedule.next_fire_at, schedule.last_fired_at) == (True, None, fire_time)
+    assert ScheduleFire.objects.get(schedule=schedule).task_id == task.pk
