@@ -316,3 +316,125 @@ def test_each_child_is_sent_about_100_ms_of_work_ahead_by_a_moving_average_of_ta
     fast._handle([done_after(0.0)])
     assert fast._depth() == 14  # at most two batches
     assert Worker(queues=["default"], prefetch=5)._depth() == 5
+
+
+class FakeHeld:
+    """The counts of the book of held tasks that the claim and flush decisions read."""
+
+    def __init__(self, *, active=0, ready=0, processed=0, waiting=0, waiting_since=None):
+        self._active, self._ready, self._processed, self._waiting = active, ready, processed, waiting
+        self._since = time.monotonic() if waiting_since is None else waiting_since
+        self.released = False
+
+    def active(self) -> int:
+        return self._active
+
+    def ready_count(self) -> int:
+        return self._ready
+
+    def processed(self) -> int:
+        return self._processed
+
+    def __len__(self) -> int:
+        return self._active
+
+    def outcomes_waiting(self) -> int:
+        return self._waiting
+
+    def outcomes_waiting_since(self) -> float:
+        return self._since
+
+    def release_waiting(self) -> None:
+        self.released = True
+
+
+def fake_pool(*, busy=True, idle_child=False, running=0) -> SimpleNamespace:
+    return SimpleNamespace(
+        busy=lambda: busy,
+        has_idle_child=lambda: idle_child,
+        running=lambda: iter([(None, n, 0.0) for n in range(running)]),
+        stop=lambda: None,
+    )
+
+
+def test_outcomes_are_flushed_once_a_batch_of_them_waits_and_not_before_while_children_are_busy(default_queue):
+    worker = Worker(queues=["default"], batch_size=5)
+    worker.pool = fake_pool(busy=True)
+    for waiting, flush in [(0, False), (1, False), (4, False), (5, True), (6, True)]:
+        worker.held = FakeHeld(waiting=waiting)  # just arrived: the flush delay has not passed
+        assert worker._flush_due() is flush, waiting
+    worker.held = FakeHeld(waiting=1, waiting_since=time.monotonic() - loop.FLUSH_DELAY)
+    assert worker._flush_due() is True  # waited long enough
+    worker.held = FakeHeld(waiting=1)
+    worker.pool = fake_pool(busy=False)
+    assert worker._flush_due() is True  # no child busy: nothing more is coming soon
+
+
+def test_room_is_claimed_only_once_half_a_batch_of_places_is_free_unless_a_child_starves(default_queue):
+    worker = Worker(queues=["default"], concurrency=2, prefetch=4, batch_size=10)  # 8 places, threshold 4
+    worker.pool = fake_pool(idle_child=False)
+    rooms = {}
+    for active in (8, 7, 5, 4, 0):
+        worker.held = FakeHeld(active=active, ready=1)
+        rooms[active] = worker._room()
+    assert rooms == {8: 0, 7: 0, 5: 0, 4: 4, 0: 8}
+    worker.pool = fake_pool(idle_child=True)
+    worker.held = FakeHeld(active=7, ready=0)  # a child is idle and nothing is ready for it
+    assert worker._room() == 1
+    worker.held = FakeHeld(active=7, ready=1)
+    assert worker._room() == 0
+
+
+def test_the_claim_limit_is_nothing_while_draining_or_backing_off_except_an_empty_burst_worker(default_queue):
+    worker = Worker(queues=["default"], concurrency=2, prefetch=2, batch_size=4)
+    worker.pool = fake_pool()
+    worker.held = FakeHeld(active=0)
+    assert worker._claim_limit() == 4
+    worker._draining = True
+    assert worker._claim_limit() == 0
+    worker._draining = False
+    worker._next_claim = time.monotonic() + 60  # backing off
+    assert worker._claim_limit() == 0
+    worker.burst = True  # a burst worker holding nothing claims at once: it exits when nothing is left
+    assert worker._claim_limit() == 4
+    worker.held = FakeHeld(active=2)
+    assert worker._claim_limit() == 0
+
+
+def test_a_stopping_worker_logs_how_many_tasks_run_on_and_how_many_go_back(default_queue, caplog):
+    worker = Worker(queues=["default"])
+    worker.grace_seconds = 7
+    worker._stop_reason = "test"
+    caplog.set_level("INFO", logger="taskhub.worker")
+    for active, running, handed_back in [(5, 2, 3), (2, 2, 0), (1, 2, 0)]:
+        worker.held, worker.pool = FakeHeld(active=active), fake_pool(running=running)
+        caplog.clear()
+        worker._begin_stop()
+        assert worker.held.released
+        assert caplog.messages == [
+            f"stopping (test): waiting up to 7s for {running} running tasks, handing back {handed_back} not started"
+        ]
+
+
+def test_schedules_fire_in_each_round_of_a_worker_but_not_once_it_drains(default_queue, monkeypatch):
+    worker = Worker(queues=["default"])
+    fired = []
+    monkeypatch.setattr(worker.db, "fire_schedules", lambda: fired.append(worker._draining))
+    worker.start()
+    try:
+        worker.run_one(timeout=0)
+        assert fired == [False]
+        worker._draining = True
+        worker.run_one(timeout=0)
+        assert fired == [False]
+    finally:
+        worker.close()
+
+
+def test_an_idle_worker_wakes_for_the_next_schedule_tick_unless_it_drains(default_queue):
+    worker = Worker(queues=["default"])
+    worker._next_heartbeat = worker._next_claim = time.monotonic() + 60
+    worker.db._next_tick = time.monotonic() + 0.2
+    assert 0.1 < worker._wait_timeout() <= 0.2
+    worker._draining = True
+    assert worker._wait_timeout() == MAX_WAIT
