@@ -7,6 +7,7 @@ run), so each side's ratios compare TaskHub with peers measured alongside it.
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 FINDINGS = Path(__file__).resolve().parent / "FINDINGS.md"
@@ -56,6 +57,62 @@ def before_after(results: dict, now: list[tuple[str, float | None, float, bool]]
         lines.append(
             f"| {what} | {_num(earlier[what])} | {_num(value)} | {sign} {target:g} | {change} | {regression_verdict(pct)} |"
         )
+    return lines + [""]
+
+
+def load_pair(root: Path, before: Path, after: Path) -> dict:
+    """Return the targets of a same-hour pair: a run of the product before and one of the code after."""
+    return {"before": _side(root, before), "after": _side(root, after)}
+
+
+def _side(root: Path, path: Path) -> dict:
+    from bench.report import add_summaries, targets
+
+    run = json.loads((root / path).read_text())
+    add_summaries(run)
+    return {
+        "date": run["meta"]["date"],
+        "raw_path": path.as_posix(),
+        "targets": {what: value for what, value, _, _ in targets(run)},
+    }
+
+
+def over_pairs(results: dict, now: list[tuple[str, float | None, float, bool]]) -> list[str]:
+    """Return the "over same-hour pairs" section: each pair's change per measure and the verdict on their median."""
+    pairs = results.get("pairs") or []
+    if not pairs:
+        return []
+    lines = [
+        "## Before and after over same-hour pairs",
+        "",
+        "Each pair is one run of the product before and one of the code after, started one right after the "
+        "other on the same machine, each with its own peers. On this shared 2-core machine one pair moves a "
+        f"measure by up to about 20 % either way, so the verdict is taken on the median of the {len(pairs)} "
+        f"pairs' changes: a measure regresses when that median is more than {REGRESSION_PCT:g} % worse. "
+        "Changes are signed so that + is better; every pair's is shown.",
+        "",
+    ]
+    for n, pair in enumerate(pairs, 1):
+        before, after = pair["before"], pair["after"]
+        lines.append(
+            f"- Pair {n}: before `{before['raw_path']}` ({before['date']}), after `{after['raw_path']}` ({after['date']})."
+        )
+    lines += [
+        "",
+        "| measure | " + " | ".join(f"pair {n}" for n in range(1, len(pairs) + 1)) + " | median | |",
+        "|---|" + "---|" * (len(pairs) + 2),
+    ]
+    for what, _value, _target, higher in now:
+        changes = [
+            change_pct(pair["before"]["targets"].get(what), pair["after"]["targets"].get(what), higher=higher)
+            for pair in pairs
+        ]
+        known = [change for change in changes if change is not None]
+        if not known:
+            continue
+        middle = statistics.median(known)
+        cells = " | ".join("–" if change is None else f"{change:+.1f} %" for change in changes)
+        lines.append(f"| {what} | {cells} | {middle:+.1f} % | {regression_verdict(middle)} |")
     return lines + [""]
 
 

@@ -788,7 +788,8 @@ def render(results: dict) -> str:
     cores = mach.get("cores") or 1
     if mach["loadavg"][0] > 0.5 * cores:
         lines += [f"> ⚠️ The machine was busy when the run started (load {mach['loadavg'][0]}): figures are noisy.", ""]
-    lines += _targets_table(results) + compare.before_after(results, targets(results))
+    now = targets(results)
+    lines += _targets_table(results) + compare.before_after(results, now) + compare.over_pairs(results, now)
     lines += _throughput(results) + _djtasks(results) + _scale(results) + _auth(results) + _memory(results)
     lines += _shortcuts(results) + _schedules(results) + _latency(results) + _fairness(results)
     lines += _cluster(results) + _console_load(results) + _capacity(results)
@@ -802,9 +803,12 @@ ROOT = Path(__file__).resolve().parent.parent
 PUBLISHED = ROOT / "bench" / "runs" / "published.json"
 
 
-def render_run(source: Path, *, before: Path | None = None, before_label: str = "") -> str:
+def render_run(
+    source: Path, *, before: Path | None = None, before_label: str = "", pairs: list[tuple[Path, Path]] = ()
+) -> str:
     """Return the report of the saved run `source` (and, with `before`, an earlier run's ratios beside it).
 
+    With `pairs` ((before, after) runs), also each pair's changes and the verdict on their median.
     Relative paths are read from the repository's root and cited as given.
     """
     results = json.loads((ROOT / source).read_text())
@@ -813,14 +817,16 @@ def render_run(source: Path, *, before: Path | None = None, before_label: str = 
     if before is not None:
         results["before"] = compare.load_before(ROOT / before, before_label or "an earlier run")
         results["before"]["raw_path"] = before.as_posix()
+    if pairs:
+        results["pairs"] = [compare.load_pair(ROOT, earlier, later) for earlier, later in pairs]
     return render(results)
 
 
 def published() -> dict[str, str]:
     """Return {report path: its text} for every report `bench/runs/published.json` lists, rendered from its runs.
 
-    Each entry names the committed run a report shows and, optionally, the run it is compared with;
-    the reports in the repository are these texts byte for byte (bench/tests/test_published.py).
+    Each entry names the committed run a report shows and, optionally, the run it is compared with
+    and the same-hour pairs whose median change decides a regression; the reports in the repository are these texts byte for byte (bench/tests/test_published.py).
     """
     manifest = json.loads(PUBLISHED.read_text())
     return {
@@ -828,6 +834,7 @@ def published() -> dict[str, str]:
             Path(entry["run"]),
             before=Path(entry["before"]) if entry.get("before") else None,
             before_label=entry.get("before_label", ""),
+            pairs=[(Path(earlier), Path(later)) for earlier, later in entry.get("pairs", [])],
         )
         for target, entry in manifest.items()
     }

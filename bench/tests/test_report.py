@@ -455,3 +455,29 @@ def test_the_auth_section_shows_the_undrawn_ratio_beside_the_redrawn_one() -> No
     results = _results({"runs": _runs("2 workers", [1800], 1380, "per-task")})
     results["sections"]["auth"] = _auth_entry(rps, 0.5, _spread(0.5, 0.5, 0.5), undrawn_ratio=0.67, redrawn=1)
     assert "as if none had been redrawn: 0.67" in render(results)
+
+
+def test_over_same_hour_pairs_a_measure_is_judged_on_the_median_of_the_pairs_changes() -> None:
+    drain, p95 = "drain ÷ raw", "p95 statistics: 1M ÷ 10k"
+    now = [(drain, 0.5, 0.5, True), (p95, 1.0, 2.0, False), ("only in this run", 1.0, 1.0, True)]
+
+    def pair(drain_before, drain_after, p95_before=None, p95_after=None) -> dict:
+        side = {"date": "2026-01-01", "raw_path": "bench/runs/x.json"}
+        return {
+            "before": {**side, "targets": {drain: drain_before, p95: p95_before}},
+            "after": {**side, "targets": {drain: drain_after, p95: p95_after}},
+        }
+
+    results = {
+        "pairs": [
+            pair(0.50, 0.40, 1.0, 1.3),  # -20 %, and p95 30 % higher: -23.1 %
+            pair(0.50, 0.51, None, 1.0),  # +2 %, p95 unknown in this pair
+            pair(0.50, 0.47, 1.0, 1.0),  # -6 %, p95 unchanged
+        ]
+    }
+    text = "\n".join(compare.over_pairs(results, now))
+    assert "| measure | pair 1 | pair 2 | pair 3 | median | |" in text
+    assert f"| {drain} | -20.0 % | +2.0 % | -6.0 % | -6.0 % | no regression |" in text  # one pair alone: regressed
+    assert f"| {p95} | -23.1 % | – | +0.0 % | -11.5 % | regressed |" in text  # the median of the two known
+    assert "only in this run" not in text
+    assert compare.over_pairs({}, now) == []
