@@ -438,3 +438,67 @@ def test_an_idle_worker_wakes_for_the_next_schedule_tick_unless_it_drains(defaul
     assert 0.1 < worker._wait_timeout() <= 0.2
     worker._draining = True
     assert worker._wait_timeout() == MAX_WAIT
+
+
+def test_an_idle_worker_with_wake_ups_beats_every_third_of_the_stale_limit(default_queue, settings):
+    settings.TASKHUB_WORKER_HEARTBEAT_SECONDS = 1
+    settings.TASKHUB_WORKER_STALE_SECONDS = 30
+    assert Worker(queues=["default"]).idle_heartbeat_seconds == 10  # two beats may be missed before stale
+    settings.TASKHUB_WORKER_HEARTBEAT_SECONDS = 15
+    assert Worker(queues=["default"]).idle_heartbeat_seconds == 15  # never more often than when busy
+
+
+def idle_worker_with_wake_ups(calls: list[str], run_at=None) -> Worker:
+    """A worker idle with wake-ups live, whose database answers a look with `run_at` and records each call."""
+    worker = Worker(queues=["default"], poll_interval=2)
+    worker._wakeups = SimpleNamespace(live=True)
+    worker.pool = []  # no children: the heartbeat's memory is this process's
+    worker.db = SimpleNamespace(
+        heartbeat=lambda **_: calls.append("beat") and False,
+        look=lambda: calls.append("look") or SimpleNamespace(run_at=run_at),
+    )
+    return worker
+
+
+def test_an_idle_worker_looks_only_after_a_claim_found_nothing(default_queue):
+    worker = idle_worker_with_wake_ups([])
+    assert not worker._may_peek()  # its first poll claims
+    worker._idle_claims = 1
+    assert worker._may_peek()
+    worker._woken = True
+    assert not worker._may_peek()  # woken: it claims at once
+
+
+def test_an_idle_poll_gives_its_turn_to_a_due_heartbeat_but_never_two_turns_in_a_row(default_queue):
+    calls: list[str] = []
+    worker = idle_worker_with_wake_ups(calls)
+    worker._next_heartbeat = 0.0  # due at the first poll: the heartbeat takes it
+    worker._peek()
+    assert calls == ["beat"]
+    calls.clear()
+    worker._next_heartbeat = time.monotonic() + 60  # not due: the poll looks
+    assert worker._peek() is False
+    assert calls == ["look"]
+
+    worker._next_heartbeat = 0.0  # due: this poll's turn is the heartbeat's
+    now = time.monotonic()
+    assert worker._peek() is False
+    assert calls == ["look", "beat"]
+    assert 2 <= worker._next_claim - now <= 2.2 + 0.1  # the next poll, a jittered poll interval on
+    worker._next_heartbeat = 0.0  # due again at once: the next poll looks all the same
+    worker._peek()
+    assert calls == ["look", "beat", "look"]
+
+
+def test_an_idle_look_claims_a_task_already_due_and_otherwise_waits_for_the_next_run_at(default_queue):
+    worker = idle_worker_with_wake_ups([], run_at=timezone.now() - timedelta(seconds=1))
+    worker._next_heartbeat = time.monotonic() + 60
+    assert worker._peek() is True
+
+    worker = idle_worker_with_wake_ups([], run_at=timezone.now() + timedelta(seconds=1))
+    worker._next_heartbeat = time.monotonic() + 60
+    now = time.monotonic()
+    assert worker._peek() is False
+    assert 0.8 < worker._next_run_at - now <= 1.0
+    assert 0.8 < worker._next_claim - now <= 1.0  # before the next poll: claimed at its run_at
+    assert worker._run_at_due
