@@ -224,7 +224,8 @@ def schedule_save(schedule: Schedule, *, timing_changed: bool) -> Schedule:
     fields = None if schedule._state.adding else ["owner", *SCHEDULE_FIELDS, "updated_at"]
     if timing_changed or (schedule.next_fire_at is None and not schedule.is_paused):
         schedule.next_fire_at = schedule_next_fire_at(schedule)
-        fields = fields and [*fields, "next_fire_at"]
+        if fields is not None:
+            fields.append("next_fire_at")
     try:
         with transaction.atomic():
             schedule.save(update_fields=fields)
