@@ -169,11 +169,30 @@ def test_a_remembered_token_expires_on_time_even_without_the_token_class_s_own_c
 
     monkeypatch.setattr(tokens_module, "_epoch_seconds", lambda: exp + allowed - 0.5)
     assert decode(token, AccessToken)["user_id"] == str(alice.pk)  # still within the leeway
-    monkeypatch.setattr(tokens_module, "_epoch_seconds", lambda: exp + allowed)
-    with pytest.raises(TokenRejected) as caught:
-        decode(token, AccessToken)
-    assert caught.value.code == TOKEN_EXPIRED
-    assert caught.value.jti == claims(token)["jti"]
+    for now in (exp + allowed, exp + allowed + 0.5, exp + allowed + 3600):  # the instant, and after it
+        monkeypatch.setattr(tokens_module, "_epoch_seconds", lambda now=now: now)
+        with pytest.raises(TokenRejected) as caught:
+            decode(token, AccessToken)
+        assert caught.value.code == TOKEN_EXPIRED
+        assert caught.value.jti == claims(token)["jti"]
+
+
+def test_an_unverified_decode_reads_any_token_s_claims_and_remembers_none(alice, monkeypatch):
+    # The rotation reads a stored successor with verify=False: its claims, whatever its
+    # signature or age, never checked and never taken into the table of verified tokens.
+    token = session_start(user=alice).access
+    header, payload, _signature = token.split(".")
+    forged = f"{header}.{payload}.{'A' * 43}"
+    backend = get_token_backend()
+    verifications = _count_verifications(monkeypatch)
+    cached_before = backend.cache_info().currsize
+    later = timedelta(seconds=settings.JWT_ACCESS_TOKEN_LIFETIME_SECONDS + settings.JWT_LEEWAY_SECONDS + 5)
+
+    with issued_at(later):
+        assert backend.decode(forged, verify=False)["jti"] == claims(token)["jti"]
+        assert backend.decode(token, verify=False)["jti"] == claims(token)["jti"]
+    assert verifications == []
+    assert backend.cache_info().currsize == cached_before
 
 
 def test_a_token_verified_under_one_key_is_not_accepted_under_another(alice):
