@@ -71,6 +71,43 @@ class TestService:
         assert (running.status, running.unique_key, running.payload) == (TaskStatus.RUNNING, None, {"v": 1})
         assert enqueue(alice, unique_key="k").task.pk == again.task.pk
 
+    @pytest.mark.parametrize("bulk", [False, True])
+    def test_a_replace_whose_running_holder_finishes_meanwhile_stores_the_new_task(self, alice, monkeypatch, bulk):
+        # The enqueue reads the holder running; it finishes before the lock that would supersede
+        # it. Nothing is superseded, and the enqueue looks again: a plain insert, the key now free.
+        holder = enqueue(alice, unique_key="k", payload={"v": 1}).task
+        TaskQueue.objects.filter(pk=holder.pk).update(status=TaskStatus.RUNNING)
+        running = TaskQueue.objects.get(pk=holder.pk)
+        if bulk:  # its retry rolls back what its transaction saw written: finished before, read stale
+            TaskQueue.objects.filter(pk=holder.pk).update(**finished_fields(TaskStatus.SUCCEEDED))
+        real_holders, real_supersede = services._active_holders, services.transitions.supersede_and_enqueue
+        answers = []
+
+        def read_before_it_finished(*, user, keys):
+            if answers:
+                return real_holders(user=user, keys=keys)
+            if not bulk:  # the worker's outcome commits right after this read
+                TaskQueue.objects.filter(pk=holder.pk).update(**finished_fields(TaskStatus.SUCCEEDED))
+            return {(running.queue_id, "k"): running}
+
+        def supersede(running, new):
+            answers.append(real_supersede(running, new))
+            return answers[-1]
+
+        monkeypatch.setattr(services, "_active_holders", read_before_it_finished)
+        monkeypatch.setattr(services.transitions, "supersede_and_enqueue", supersede)
+        if bulk:
+            spec = TaskSpec(task_type="echo", unique_key="k", payload={"v": 2}, on_conflict="replace")
+            created = services.tasks_enqueue_bulk(user=alice, specs=[spec]).tasks[0]
+        else:
+            created = enqueue(alice, unique_key="k", payload={"v": 2}, on_conflict="replace").task
+        assert answers == [False]  # it found the holder no longer running
+        stored = TaskQueue.objects.get(pk=created.pk)
+        assert (stored.status, stored.unique_key, stored.payload) == (TaskStatus.PENDING, "k", {"v": 2})
+        finished = TaskQueue.objects.get(pk=holder.pk)
+        assert (finished.status, finished.unique_key) == (TaskStatus.SUCCEEDED, "k")  # not touched
+        assert TaskQueue.objects.filter(owner=alice).count() == 2
+
     def test_the_database_refuses_a_second_active_holder(self, alice, default_queue):
         make_task(alice, unique_key="k")
         with pytest.raises(IntegrityError), transaction.atomic():
