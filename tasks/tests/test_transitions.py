@@ -103,12 +103,13 @@ def test_it_claims_only_from_the_named_queues(alice, default_queue):
 
 
 def test_max_concurrency_counts_tasks_running_on_any_worker(alice):
-    limited = QueueConfig.objects.create(name="limited", max_concurrency=3)
+    # 4 places, 1 taken: 3 left (a limit and a count whose bits overlap would leave 5).
+    limited = QueueConfig.objects.create(name="limited", max_concurrency=4)
     enqueue_many(alice, 1, queue=limited, status=TaskStatus.RUNNING, claimed_by=OTHER, attempts=1)
-    enqueue_many(alice, 5, queue=limited)
-    assert len(claim().tasks) == 2
+    enqueue_many(alice, 6, queue=limited)
+    assert len(claim().tasks) == 3
     assert claim(worker_id=OTHER).tasks == []
-    assert TaskQueue.objects.filter(queue=limited, status=TaskStatus.RUNNING).count() == 3
+    assert TaskQueue.objects.filter(queue=limited, status=TaskStatus.RUNNING).count() == 4
 
 
 def test_unlimited_and_limited_queues_share_one_claim(alice, default_queue):
@@ -363,12 +364,12 @@ def test_a_mixed_batch_records_each_outcome_it_still_holds_and_groups_only_the_f
     enqueue_many(alice, 5, max_attempts=3)
     succeeded, retried, failed, cancelled, lost = claim(limit=5).tasks
     TaskQueue.objects.filter(pk=lost.pk).update(claimed_by=OTHER)
-    outcomes = [
+    outcomes = [  # the one no longer held among the others: those after it are recorded too
         (succeeded, Outcome(succeeded.pk, OutcomeKind.SUCCEEDED, result={"n": 1})),
+        (lost, Outcome(lost.pk, OutcomeKind.PERMANENT, error="E: late")),
         (retried, Outcome(retried.pk, OutcomeKind.RETRYABLE, error="E: again")),
         (failed, Outcome(failed.pk, OutcomeKind.PERMANENT, error="E: never", exception="app.E")),
         (cancelled, Outcome(cancelled.pk, OutcomeKind.CANCELLED, error="stopped")),
-        (lost, Outcome(lost.pk, OutcomeKind.PERMANENT, error="E: late")),
     ]
     recorded = transitions.record_outcomes(outcomes, worker_id=ME, queues={default_queue.pk: default_queue})
     assert [(r.task.pk, r.status) for r in recorded] == [
