@@ -614,14 +614,15 @@ def test_lease_recovery_wakes_the_queues_of_the_tasks_it_retries_and_no_other(al
 
 
 def test_renewing_leases_extends_them_and_reports_cancels_and_losses(alice, default_queue):
-    enqueue_many(alice, 3)
-    kept, cancelled, lost = claim().tasks
+    enqueue_many(alice, 4)
+    kept, cancelled, lost, lost_too = claim().tasks
     TaskQueue.objects.filter(pk=cancelled.pk).update(cancel_requested=True)
     TaskQueue.objects.filter(pk=lost.pk).update(claimed_by=OTHER)
+    TaskQueue.objects.filter(pk=lost_too.pk).update(claimed_by="host:0:000000")  # an id sorting before ours
     later = timezone.now() + timedelta(hours=1)
 
     check = transitions.renew_leases(
-        worker_id=ME, tasks=[kept, cancelled, lost], lease_seconds={default_queue.pk: 50}, now=later
+        worker_id=ME, tasks=[kept, cancelled, lost, lost_too], lease_seconds={default_queue.pk: 50}, now=later
     )
 
     assert check.held == {kept.pk, cancelled.pk}
@@ -724,9 +725,9 @@ def test_retry_delay_s_jitter_runs_from_half_the_step_to_the_whole_step():
             return self.pick(low, high)
 
     lowest, highest = Edge(min), Edge(max)
-    for attempt, step in [(1, 10), (3, 40), (9, 100)]:
-        assert transitions.retry_delay(attempt=attempt, base=10, cap=100, rng=lowest) == step / 2
-        assert transitions.retry_delay(attempt=attempt, base=10, cap=100, rng=highest) == step
+    for attempt, base, step in [(1, 10, 10), (3, 10, 40), (9, 10, 100), (1, 5, 5), (1, 1, 1)]:  # odd steps too
+        assert transitions.retry_delay(attempt=attempt, base=base, cap=100, rng=lowest) == step / 2
+        assert transitions.retry_delay(attempt=attempt, base=base, cap=100, rng=highest) == step
 
 
 def test_retry_delay_grows_exponentially_with_jitter_up_to_the_cap():
