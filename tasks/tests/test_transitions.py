@@ -613,6 +613,18 @@ def test_lease_recovery_wakes_the_queues_of_the_tasks_it_retries_and_no_other(al
     assert woken == [{"again"}]
 
 
+def test_a_bulk_retry_wakes_the_queues_of_the_tasks_it_reopens(alice, woken):
+    emails = QueueConfig.objects.create(name="emails")
+    queue_cache.queues_named({"emails"}, lambda names: {q.name: q for q in QueueConfig.objects.filter(name__in=names)})
+    try:
+        (task,) = fail_for_good(alice, error="E: {i}", queue=emails)
+        woken.clear()
+        assert transitions.reopen_many(TaskQueue.objects.filter(pk=task.pk)) == 1
+    finally:
+        queue_cache.forget()
+    assert woken == [{"emails"}]
+
+
 def test_renewing_leases_extends_them_and_reports_cancels_and_losses(alice, default_queue):
     enqueue_many(alice, 4)
     kept, cancelled, lost, lost_too = claim().tasks
