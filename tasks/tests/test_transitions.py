@@ -212,6 +212,23 @@ def test_a_limited_queue_being_claimed_elsewhere_is_skipped_not_waited_for(alice
 
 
 @pytest.mark.mysql
+@pytest.mark.django_db(transaction=True)
+def test_lease_recovery_passes_over_the_tasks_another_worker_is_recovering(alice, default_queue):
+    """Two workers recovering at once share the expired leases out (SKIP LOCKED), neither waits."""
+    now = timezone.now()
+    expired = now - timedelta(seconds=5)
+    enqueue_many(
+        alice, 2, status=TaskStatus.RUNNING, claimed_by=OTHER, attempts=1, max_attempts=3,
+        lease_expires_at=expired, started_at=expired,
+    )  # fmt: skip
+
+    with another_worker_holding(lambda: [t.pk for t in transitions._recover(now, 1)]) as first:
+        second = [t.pk for t in transitions.recover_expired_leases(now=now)]
+    assert len(first) == 1 and len(second) == 1 and set(first) != set(second)
+    assert set(TaskQueue.objects.values_list("status", flat=True)) == {TaskStatus.PENDING}
+
+
+@pytest.mark.mysql
 def test_the_claim_query_uses_task_claim_idx_without_a_filesort(alice, default_queue):
     """No filesort: a locking read locks every row it sorts, which would serialise the workers."""
     other = QueueConfig.objects.create(name="other")
