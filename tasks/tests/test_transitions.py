@@ -403,6 +403,7 @@ def test_a_mixed_batch_records_each_outcome_it_still_holds_and_groups_only_the_f
         lost.pk: (TaskStatus.RUNNING, OTHER),
     }
     assert (fresh(succeeded).result, fresh(succeeded).progress) == ({"n": 1}, 100)
+    assert (recorded[0].task.result, recorded[0].task.progress) == ({"n": 1}, 100)  # as stored
     assert sorted(TaskStatusCount.objects.values_list("status", "count")) == [
         (TaskStatus.CANCELLED, 1),
         (TaskStatus.FAILED, 1),
@@ -714,6 +715,11 @@ def test_handing_back_wakes_the_queues_of_the_tasks_handed_back_and_none_when_no
     woken.clear()
     assert (transitions.release([claimed]), transitions.release([])) == (0, 0)
     assert woken == []
+    (claimed,) = claim().tasks
+    claimed.queue = default_queue  # its queue at hand on the task itself: that name, still no query
+    woken.clear()
+    assert transitions.release([claimed]) == 1
+    assert woken == [{default_queue.name}]
 
 
 def test_the_raw_task_sql_shortcut_decides_who_writes_the_hand_written_statements_or_the_orm(raw_task_sql):
