@@ -632,7 +632,7 @@ def test_lease_recovery_wakes_the_queues_of_the_tasks_it_retries_and_no_other(al
 
 
 def test_a_bulk_retry_wakes_the_queues_of_the_tasks_it_reopens(alice, woken):
-    emails = QueueConfig.objects.create(name="emails")
+    emails = QueueConfig.objects.create(pk=alice.pk + 1000, name="emails")  # an id no other column holds
     queue_cache.queues_named({"emails"}, lambda names: {q.name: q for q in QueueConfig.objects.filter(name__in=names)})
     try:
         (task,) = fail_for_good(alice, error="E: {i}", queue=emails)
