@@ -537,9 +537,27 @@ def test_a_claim_reads_when_the_next_task_is_due_only_when_asked_and_only_when_i
         return transitions.record_and_claim(worker_id=ME, claim_from=queues, limit=10, look_ahead=look_ahead)[1]
 
     assert look(("later",), look_ahead=False).next_run_at is None
+    assert claim(names=("later",)).next_run_at is None, "a plain claim never looks ahead"
     assert look(("later",), look_ahead=True).next_run_at == due_at
     found = look(("default", "later"), look_ahead=True)
     assert (len(found.tasks), found.empty_queues, found.next_run_at) == (1, {later.pk}, None)
+
+
+def test_a_claim_of_nothing_costs_no_round_trip(alice, default_queue):
+    enqueue_many(alice)
+    queues = transitions.runnable_queues(())
+    with CaptureQueriesContext(connection) as captured:
+        assert transitions.claim(worker_id=ME, queues=queues, limit=0).tasks == []
+        assert transitions.record_and_claim(worker_id=ME, claim_from=queues, limit=0, look_ahead=True) == (
+            [],
+            transitions.Claim(),
+        )
+        assert transitions.claim(worker_id=ME, queues=[], limit=10).tasks == []
+    assert captured.captured_queries == []
+    # Recording with a claim of nothing (a worker's last flush): the claim's part costs nothing.
+    with CaptureQueriesContext(connection) as captured:
+        assert transitions._claim(ME, queues, 0, timezone.now(), look_ahead=True) == transitions.Claim()
+    assert captured.captured_queries == []
 
 
 def test_a_batch_of_successes_is_one_guarded_update_without_a_locking_read(alice, default_queue):
@@ -656,6 +674,9 @@ def test_renewing_leases_extends_them_and_reports_cancels_and_losses(alice, defa
     )
 
     assert check.held == {kept.pk, cancelled.pk}
+    TaskQueue.objects.filter(pk=kept.pk).update(attempts=kept.attempts + 1)  # taken back, claimed by us again
+    again = transitions.renew_leases(worker_id=ME, tasks=[kept], lease_seconds={default_queue.pk: 50}, now=later)
+    assert again.held == set(), "another attempt of the task, not the one this run holds"
     assert check.cancel_requested == {cancelled.pk}
     assert fresh(kept).lease_expires_at == later + timedelta(seconds=50)
     assert fresh(lost).lease_expires_at != later + timedelta(seconds=50)
@@ -744,8 +765,8 @@ def test_a_bulk_retry_leaves_each_task_as_a_single_retry_does(alice, default_que
 def test_a_bulk_move_moves_a_task_holding_a_unique_key_unless_the_target_queue_has_that_key(alice, default_queue):
     target = QueueConfig.objects.create(name="target")
     plain = enqueue_many(alice)[0]
+    clash = enqueue_many(alice, unique_key="taken")[0]  # first: the ones after it are still moved
     free = enqueue_many(alice, unique_key="free")[0]
-    clash = enqueue_many(alice, unique_key="taken")[0]
     enqueue_many(alice, queue=target, unique_key="taken")
     assert transitions.move_many(TaskQueue.objects.filter(pk__in=[plain.pk, free.pk, clash.pk]), target) == 2
     assert [fresh(task).queue_id for task in (plain, free, clash)] == [target.pk, target.pk, default_queue.pk]

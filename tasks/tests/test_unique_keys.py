@@ -108,6 +108,39 @@ class TestService:
         assert (finished.status, finished.unique_key) == (TaskStatus.SUCCEEDED, "k")  # not touched
         assert TaskQueue.objects.filter(owner=alice).count() == 2
 
+    @pytest.mark.parametrize("bulk", [False, True])
+    def test_a_replace_whose_pending_holder_is_claimed_meanwhile_supersedes_it(self, alice, monkeypatch, bulk):
+        # The enqueue reads the holder pending; a worker claims it before the lock that would
+        # update it in place. Nothing is updated, and the enqueue looks again: the holder now
+        # runs on without its key, and a new task takes it.
+        holder = enqueue(alice, unique_key="k", payload={"v": 1}).task
+        pending = TaskQueue.objects.get(pk=holder.pk)
+        if bulk:  # its retry rolls back what its transaction saw written: claimed before, read stale
+            TaskQueue.objects.filter(pk=holder.pk).update(status=TaskStatus.RUNNING)
+        real_holders = services._active_holders
+        reads = []
+
+        def read_before_it_was_claimed(*, user, keys):
+            reads.append(keys)
+            if len(reads) > 1:
+                return real_holders(user=user, keys=keys)
+            if not bulk:  # the worker's claim commits right after this read
+                TaskQueue.objects.filter(pk=holder.pk).update(status=TaskStatus.RUNNING)
+            return {(pending.queue_id, "k"): pending}
+
+        monkeypatch.setattr(services, "_active_holders", read_before_it_was_claimed)
+        if bulk:
+            spec = TaskSpec(task_type="echo", unique_key="k", payload={"v": 2}, on_conflict="replace")
+            created = services.tasks_enqueue_bulk(user=alice, specs=[spec]).tasks[0]
+        else:
+            created = enqueue(alice, unique_key="k", payload={"v": 2}, on_conflict="replace").task
+        assert len(reads) == 2  # it found the holder no longer pending, and looked again
+        assert created.pk != holder.pk
+        stored = TaskQueue.objects.get(pk=created.pk)
+        assert (stored.status, stored.unique_key, stored.payload) == (TaskStatus.PENDING, "k", {"v": 2})
+        running = TaskQueue.objects.get(pk=holder.pk)
+        assert (running.status, running.unique_key, running.payload) == (TaskStatus.RUNNING, None, {"v": 1})
+
     def test_the_database_refuses_a_second_active_holder(self, alice, default_queue):
         make_task(alice, unique_key="k")
         with pytest.raises(IntegrityError), transaction.atomic():
