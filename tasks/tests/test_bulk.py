@@ -133,7 +133,8 @@ def test_cancel_cancels_pending_and_asks_running_to_stop(staff, alice, default_q
     running = enqueue_many(alice, 1, status=TaskStatus.RUNNING, claimed_by="w", started_at=timezone.now())
     done = bulk.bulk_action_run(create(staff, "cancel", owner="alice").pk)
     assert done.changed == 4
-    assert TaskQueue.objects.filter(pk__in=[t.pk for t in pending], status=TaskStatus.CANCELLED).count() == 3
+    cancelled = TaskQueue.objects.filter(pk__in=[t.pk for t in pending], status=TaskStatus.CANCELLED)
+    assert list(cancelled.values_list("cancel_requested", flat=True)) == [True] * 3  # by request, as one cancel
     stored = TaskQueue.objects.get(pk=running[0].pk)
     assert (stored.status, stored.cancel_requested) == (TaskStatus.RUNNING, True)
     assert TaskStatusCount.objects.get(owner=alice, status=TaskStatus.CANCELLED).count == 3

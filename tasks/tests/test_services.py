@@ -26,7 +26,7 @@ def test_cancelling_a_pending_task_cancels_it_at_once(alice):
     task = make_task(alice)
     assert services.task_cancel(task=task, by=alice) is services.CancelOutcome.CANCELLED
     task.refresh_from_db()
-    assert task.status == TaskStatus.CANCELLED
+    assert (task.status, task.cancel_requested) == (TaskStatus.CANCELLED, True)  # cancelled by request
     assert task.finished_at is not None
     assert TaskStatusCount.objects.get(owner=alice, status=TaskStatus.CANCELLED).count == 1
 

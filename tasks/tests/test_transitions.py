@@ -112,6 +112,15 @@ def test_max_concurrency_counts_tasks_running_on_any_worker(alice):
     assert TaskQueue.objects.filter(queue=limited, status=TaskStatus.RUNNING).count() == 4
 
 
+def test_a_limited_queue_at_its_limit_leaves_the_next_limited_queue_to_be_claimed(alice):
+    full = QueueConfig.objects.create(name="full", max_concurrency=1)
+    roomy = QueueConfig.objects.create(name="roomy", max_concurrency=5)
+    enqueue_many(alice, 1, queue=full, status=TaskStatus.RUNNING, claimed_by=OTHER, attempts=1)
+    enqueue_many(alice, 2, queue=full)
+    wanted = enqueue_many(alice, 2, queue=roomy)
+    assert {t.pk for t in claim().tasks} == {t.pk for t in wanted}
+
+
 def test_unlimited_and_limited_queues_share_one_claim(alice, default_queue):
     limited = QueueConfig.objects.create(name="limited", max_concurrency=1)
     enqueue_many(alice, 3, queue=limited, priority=50)
@@ -209,6 +218,20 @@ def test_a_limited_queue_being_claimed_elsewhere_is_skipped_not_waited_for(alice
     assert {t.queue_id for t in result.tasks} == {default_queue.pk}
     assert result.contended is True
     assert len(claim(limit=10).tasks) == 2
+
+
+@pytest.mark.mysql
+@pytest.mark.django_db(transaction=True)
+def test_the_tasks_a_fair_plan_chose_are_locked_skipping_one_another_worker_holds(alice, default_queue):
+    """A plan's choice, read without locks, is locked with SKIP LOCKED: a task another worker is claiming is passed over."""
+    taken, free = enqueue_many(alice, 2)
+
+    def other_claim() -> list[int]:
+        return list(TaskQueue.objects.filter(pk=taken.pk).select_for_update().values_list("pk", flat=True))
+
+    with transaction.atomic(), another_worker_holding(other_claim):
+        locked = [task.pk for task in transitions._lock_chosen([taken.pk, free.pk], timezone.now())]
+    assert locked == [free.pk]
 
 
 @pytest.mark.mysql
@@ -316,9 +339,9 @@ def test_recorded_retries_and_places_freed_under_a_concurrency_limit_wake_their_
         QueueConfig.objects.create(name="plain"),
         QueueConfig.objects.create(name="limited", max_concurrency=5),
     )
-    enqueue_many(alice, 2, queue=plain, max_attempts=3)
+    enqueue_many(alice, 3, queue=plain, max_attempts=3)
     enqueue_many(alice, queue=limited)
-    retried, done, freed = claim().tasks
+    retried, failed, done, freed = claim().tasks
     queues = {plain.pk: plain, limited.pk: limited}
 
     def record(task: TaskQueue, kind: OutcomeKind) -> list[set[str | None]]:
@@ -327,6 +350,7 @@ def test_recorded_retries_and_places_freed_under_a_concurrency_limit_wake_their_
         return list(woken)
 
     assert record(done, OutcomeKind.SUCCEEDED) == [], "a success in a queue without a limit frees nothing to wake for"
+    assert record(failed, OutcomeKind.PERMANENT) == [], "nor does a failure"
     assert record(retried, OutcomeKind.RETRYABLE) == [{"plain"}]
     assert record(freed, OutcomeKind.SUCCEEDED) == [{"limited"}]
 
@@ -431,6 +455,30 @@ def test_a_final_outcome_fails_at_once_even_with_attempts_left(alice, default_qu
         [(claimed, Outcome(task.pk, OutcomeKind.PERMANENT, error="unknown task type"))], worker_id=ME, queues={}
     )
     assert fresh(task).status == TaskStatus.FAILED
+
+
+def test_a_permanent_failure_of_a_task_whose_cancel_was_requested_fails_it(alice, default_queue):
+    task = enqueue_many(alice, max_attempts=5)[0]
+    (claimed,) = claim().tasks
+    transitions.record_outcomes(
+        [(claimed, Outcome(task.pk, OutcomeKind.PERMANENT, error="E: never", exception="app.E"))],
+        worker_id=ME,
+        queues={},
+        cancel_requested=[task.pk],
+    )
+    assert (fresh(task).status, fresh(task).error) == (TaskStatus.FAILED, "E: never")
+
+
+def test_an_outcome_for_an_earlier_attempt_is_refused_even_when_this_worker_claimed_the_task_again(
+    alice, default_queue
+):
+    task = enqueue_many(alice, max_attempts=5)[0]
+    (claimed,) = claim().tasks
+    TaskQueue.objects.filter(pk=task.pk).update(attempts=claimed.attempts + 1)  # taken back, claimed again
+    for kind in (OutcomeKind.PERMANENT, OutcomeKind.RETRYABLE, OutcomeKind.SUCCEEDED):
+        recorded = transitions.record_outcomes([(claimed, Outcome(task.pk, kind, error="E: late"))], worker_id=ME, queues={})
+        assert recorded == []
+        assert (fresh(task).status, fresh(task).attempts, fresh(task).error) == (TaskStatus.RUNNING, 2, "")
 
 
 @pytest.mark.parametrize("kind", [OutcomeKind.CANCELLED, OutcomeKind.RETRYABLE])
@@ -556,8 +604,12 @@ def test_a_claim_of_nothing_costs_no_round_trip(alice, default_queue):
     assert captured.captured_queries == []
     # Recording with a claim of nothing (a worker's last flush): the claim's part costs nothing.
     with CaptureQueriesContext(connection) as captured:
-        assert transitions._claim(ME, queues, 0, timezone.now(), look_ahead=True) == transitions.Claim()
+        nothing = transitions._claim(ME, queues, 0, timezone.now(), look_ahead=True)
     assert captured.captured_queries == []
+    # Nothing claimed, and nothing said about the queues: not contended, nothing held back.
+    assert (nothing.tasks, nothing.contended, nothing.held_back, nothing.partial, nothing.next_run_at) == (
+        [], False, False, False, None,
+    )  # fmt: skip
 
 
 def test_a_batch_of_successes_is_one_guarded_update_without_a_locking_read(alice, default_queue):
@@ -659,6 +711,38 @@ def test_a_bulk_retry_wakes_the_queues_of_the_tasks_it_reopens(alice, woken):
     finally:
         queue_cache.forget()
     assert woken == [{"emails"}]
+
+
+def test_the_idle_look_s_next_task_is_of_an_unpaused_queue(alice, default_queue):
+    paused = QueueConfig.objects.create(name="paused", is_paused=True)
+    soon, later = timezone.now() + timedelta(hours=1), timezone.now() + timedelta(hours=2)
+    enqueue_many(alice, queue=paused, run_at=soon)
+    enqueue_many(alice, run_at=later)
+    assert transitions.idle_look().run_at == later
+    assert transitions.idle_look(["paused"]).run_at is None
+
+
+def test_a_bulk_move_wakes_the_target_queue_s_workers_only_when_something_moved(alice, default_queue, woken):
+    target = QueueConfig.objects.create(name="target")
+    task = enqueue_many(alice)[0]
+    woken.clear()
+    assert transitions.move_many(TaskQueue.objects.filter(pk=task.pk), target) == 1
+    assert woken == [{"target"}]
+    woken.clear()
+    assert transitions.move_many(TaskQueue.objects.filter(pk=task.pk), target) == 0
+    assert woken == []
+
+
+def test_a_bulk_retry_passes_over_a_task_whose_unique_key_an_active_task_holds(alice, default_queue):
+    clash, free, plain = (
+        fail_for_good(alice, error="E: {i}", unique_key="taken")[0],
+        fail_for_good(alice, error="E: {i}", unique_key="free")[0],
+        fail_for_good(alice, error="E: {i}")[0],
+    )
+    enqueue_many(alice, unique_key="taken")  # the key is active again
+    reopened = transitions.reopen_many(TaskQueue.objects.filter(pk__in=[clash.pk, free.pk, plain.pk]))
+    assert reopened == 2
+    assert [fresh(t).status for t in (clash, free, plain)] == [TaskStatus.FAILED, TaskStatus.PENDING, TaskStatus.PENDING]
 
 
 def test_renewing_leases_extends_them_and_reports_cancels_and_losses(alice, default_queue):
