@@ -589,6 +589,7 @@ def test_a_claim_reads_when_the_next_task_is_due_only_when_asked_and_only_when_i
     assert look(("later",), look_ahead=True).next_run_at == due_at
     found = look(("default", "later"), look_ahead=True)
     assert (len(found.tasks), found.empty_queues, found.next_run_at) == (1, {later.pk}, None)
+    assert not found.contended, "queues without limits are never contended"
 
 
 def test_a_claim_of_nothing_costs_no_round_trip(alice, default_queue):
