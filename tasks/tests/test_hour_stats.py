@@ -230,6 +230,23 @@ def test_a_worker_rolls_up_at_most_once_an_hour(history, monkeypatch):
     assert queries.captured_queries == []
 
 
+def test_a_worker_s_next_hourly_turn_is_just_after_the_next_hour_s_grace(history, monkeypatch):
+    db = WorkerDatabase(worker_id="host:1:hours", queue_names=[], concurrency=1)
+    clock = [NOW.timestamp()]
+    monkeypatch.setattr("tasks.worker.db.time.time", lambda: clock[0])
+    monkeypatch.setattr("tasks.hour_stats.datetime", FrozenDatetime(clock))
+    monkeypatch.setattr("tasks.worker.db.random.uniform", lambda low, high: low)  # no jitter
+    rolls = []
+    monkeypatch.setattr("tasks.worker.db.hour_stats.roll_up_hours", lambda: rolls.append(clock[0]) or False)
+    db.roll_up_hours()  # 18:03:20, due at start-up
+    # 18:05: the 17:00 hour's grace is over (its turn, without the jitter)
+    turn = (NOW.replace(minute=0, second=0) + hour_stats.HOUR_ROLL_UP_GRACE).timestamp()
+    for at in (turn - 1.5, turn - 0.5, turn, turn + 0.5):  # 18:04:58.5 .. 18:05:00.5
+        clock[0] = at
+        db.roll_up_hours()
+    assert rolls == [NOW.timestamp(), turn]
+
+
 class FrozenDatetime:
     """`datetime` for tasks.hour_stats with `now()` reading a test's clock."""
 

@@ -555,3 +555,44 @@ def test_a_usable_server_starts_the_worker_without_a_warning(db, caplog):
     with caplog.at_level(logging.WARNING, logger="taskhub.worker"):
         db.ensure_usable()
     assert caplog.text == ""
+
+
+def test_fired_or_skipped_schedules_are_logged_and_an_empty_tick_is_not(db, monkeypatch, caplog):
+    now = [1000.0]
+    monkeypatch.setattr(worker_db, "time", SimpleNamespace(monotonic=lambda: now[0], time=lambda: now[0]))
+    ticks = iter(
+        [
+            SimpleNamespace(fired=1, skipped=0, lost=0),
+            SimpleNamespace(fired=0, skipped=2, lost=0),
+            SimpleNamespace(fired=0, skipped=0, lost=3),
+        ]
+    )
+    monkeypatch.setattr(worker_db.schedules, "schedules_fire_due", lambda: next(ticks))
+    caplog.set_level(logging.DEBUG, logger="taskhub.worker")
+    for _ in range(3):
+        db.fire_schedules()
+        now[0] += 1.5  # past the next tick
+    assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("schedules:")] == [
+        "schedules: 1 fired, 0 skipped, 0 taken by another worker",
+        "schedules: 0 fired, 2 skipped, 0 taken by another worker",
+    ]
+
+
+def test_a_roll_up_the_database_could_not_take_is_tried_again_at_the_next_heartbeat(db, monkeypatch):
+    def unavailable() -> bool:
+        raise OperationalError(2013, "Lost connection to server during query")
+
+    monkeypatch.setattr(worker_db.hour_stats, "roll_up_hours", unavailable)
+    db.roll_up_hours()  # the database away: no error, the turn stays due
+    db.retry_now()
+    calls = []
+    monkeypatch.setattr(worker_db.hour_stats, "roll_up_hours", lambda: calls.append("rolled") or False)
+    db.roll_up_hours()
+    assert calls == ["rolled"]
+
+
+def test_a_moment_already_past_falls_due_after_the_offset_from_now():
+    clock = timezone.now()
+    assert worker_db._at(100.0, clock - timedelta(seconds=5), clock, offset=0.3) == pytest.approx(100.3)
+    assert worker_db._at(100.0, clock + timedelta(seconds=5), clock, offset=0.3) == pytest.approx(105.3)
+    assert worker_db._at(100.0, None, clock) == math.inf
