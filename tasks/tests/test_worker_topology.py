@@ -11,6 +11,7 @@ from tasks import transitions
 from tasks.models import TaskQueue, TaskStatus, WorkerProcess
 from tasks.tests.conftest import enqueue_many
 from tasks.tests.replicas import SnapshotReplica
+from tasks.worker.db import WorkerDatabase
 
 pytestmark = [pytest.mark.mysql, pytest.mark.django_db(transaction=True)]
 
@@ -55,7 +56,15 @@ def test_a_worker_refuses_when_its_locking_reads_reach_another_server(monkeypatc
     assert TaskQueue.objects.filter(status=TaskStatus.PENDING).count() == 3
 
 
-def test_a_worker_starts_and_claims_on_a_sound_topology(alice, default_queue):
+def test_a_worker_starts_and_claims_on_a_sound_topology(alice, default_queue, caplog):
     enqueue_many(alice, 3)
     call_command("run_worker", "--burst")
     assert TaskQueue.objects.filter(status=TaskStatus.SUCCEEDED).count() == 3
+    assert "read-only" not in caplog.text
+
+
+def test_a_worker_on_a_read_only_server_says_so(monkeypatch, default_queue, caplog):
+    monkeypatch.setattr(topology, "is_read_only", lambda conn: True)  # a replica or a demoted primary
+    db = WorkerDatabase(worker_id="host:1:aaaaaa", queue_names=[], concurrency=1)
+    db.ensure_usable()
+    assert "the database server is read-only (@@read_only = 1)" in caplog.text
