@@ -596,3 +596,26 @@ def test_a_moment_already_past_falls_due_after_the_offset_from_now():
     assert worker_db._at(100.0, clock - timedelta(seconds=5), clock, offset=0.3) == pytest.approx(100.3)
     assert worker_db._at(100.0, clock + timedelta(seconds=5), clock, offset=0.3) == pytest.approx(105.3)
     assert worker_db._at(100.0, None, clock) == math.inf
+
+
+def test_upkeep_that_fell_due_while_the_worker_was_busy_runs_at_its_next_chance(db, clock, monkeypatch):
+    ran = []
+    monkeypatch.setattr(db, "recover_lost_tasks", lambda: ran.append("recover"))
+    monkeypatch.setattr(db, "prune_dead_workers", lambda: ran.append("prune"))
+    db._recover_at, db._prune_at = clock[0] - 5.0, clock[0] - 0.5  # both overdue, not due this instant
+    db.due_upkeep()
+    assert ran == ["recover", "prune"]
+    assert db.due_upkeep_at() == math.inf
+
+
+def test_a_claim_that_searched_every_one_of_many_queues_is_not_partial(db):
+    # Lengths compared by value: beyond 256 (CPython's shared small ints) two equal counts are
+    # different objects.
+    queues = [SimpleNamespace(pk=pk, name=f"q{pk}") for pk in range(300)]
+    db._runnable = list(queues)
+    claim = transitions.Claim(tasks=[SimpleNamespace(pk=1)])
+    db._note_idle(claim, list(queues), 1000.0)
+    assert claim.partial is False
+    claim = transitions.Claim(tasks=[SimpleNamespace(pk=1)])
+    db._note_idle(claim, queues[:-1], 1000.0)
+    assert claim.partial is True
