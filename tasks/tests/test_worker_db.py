@@ -619,3 +619,13 @@ def test_a_claim_that_searched_every_one_of_many_queues_is_not_partial(db):
     claim = transitions.Claim(tasks=[SimpleNamespace(pk=1)])
     db._note_idle(claim, queues[:-1], 1000.0)
     assert claim.partial is True
+
+
+def test_when_the_queues_searched_run_dry_every_queue_is_searched_at_the_next_claim(db, clock, held):
+    a, b, c = (SimpleNamespace(pk=pk, name=name) for pk, name in ((1, "a"), (2, "b"), (3, "c")))
+    db._runnable, db._queues_read_at = [a, b, c], clock[0]
+    db._idle_until[b.pk] = clock[0] + 0.5  # found idle a moment ago, so left out of this claim
+    claim = transitions.Claim(empty_queues={c.pk})  # nothing claimed: a held back by its limits, c empty
+    db._note_idle(claim, [a, c], clock[0])
+    assert claim.partial
+    assert db._queues_to_search(held) == [a, b, c]
