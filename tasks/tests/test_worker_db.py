@@ -629,3 +629,10 @@ def test_when_the_queues_searched_run_dry_every_queue_is_searched_at_the_next_cl
     db._note_idle(claim, [a, c], clock[0])
     assert claim.partial
     assert db._queues_to_search(held) == [a, b, c]
+
+
+def test_a_claim_that_found_nothing_tells_when_the_next_task_is_due(db, held, alice, default_queue):
+    due = timezone.now() + timedelta(minutes=5)
+    enqueue_many(alice, run_at=due)
+    claim = db.record_and_claim(held, flush=False, claim_limit=10)
+    assert (claim.tasks, claim.next_run_at) == ([], due)  # the loop sleeps until then, not a whole poll
