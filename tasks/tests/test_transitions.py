@@ -476,7 +476,9 @@ def test_an_outcome_for_an_earlier_attempt_is_refused_even_when_this_worker_clai
     (claimed,) = claim().tasks
     TaskQueue.objects.filter(pk=task.pk).update(attempts=claimed.attempts + 1)  # taken back, claimed again
     for kind in (OutcomeKind.PERMANENT, OutcomeKind.RETRYABLE, OutcomeKind.SUCCEEDED):
-        recorded = transitions.record_outcomes([(claimed, Outcome(task.pk, kind, error="E: late"))], worker_id=ME, queues={})
+        recorded = transitions.record_outcomes(
+            [(claimed, Outcome(task.pk, kind, error="E: late"))], worker_id=ME, queues={}
+        )
         assert recorded == []
         assert (fresh(task).status, fresh(task).attempts, fresh(task).error) == (TaskStatus.RUNNING, 2, "")
 
@@ -743,7 +745,11 @@ def test_a_bulk_retry_passes_over_a_task_whose_unique_key_an_active_task_holds(a
     enqueue_many(alice, unique_key="taken")  # the key is active again
     reopened = transitions.reopen_many(TaskQueue.objects.filter(pk__in=[clash.pk, free.pk, plain.pk]))
     assert reopened == 2
-    assert [fresh(t).status for t in (clash, free, plain)] == [TaskStatus.FAILED, TaskStatus.PENDING, TaskStatus.PENDING]
+    assert [fresh(t).status for t in (clash, free, plain)] == [
+        TaskStatus.FAILED,
+        TaskStatus.PENDING,
+        TaskStatus.PENDING,
+    ]
 
 
 def test_renewing_leases_extends_them_and_reports_cancels_and_losses(alice, default_queue):

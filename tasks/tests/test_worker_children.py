@@ -11,6 +11,7 @@ import multiprocessing
 import os
 import signal
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 
@@ -428,3 +429,39 @@ def test_a_task_claimed_with_a_cancel_request_is_reported_cancelled_without_runn
     done = parse_done(parent_end.recv())
     assert (done.outcome.kind, done.outcome.error) == (OutcomeKind.CANCELLED, "cancelled before it started")
     assert runner.cancelled == set()
+
+
+def test_only_the_task_a_child_is_on_counts_as_running_not_those_in_line_behind_it(start_pool):
+    (child,) = start_pool(1)
+    first = 1000 + len(child.unfinished())  # ids computed here, as the database's are: not shared int objects
+    pool = Pool(worker_id="host:1:aaaaaa", size=1)
+    pool.children = [child]
+    pool.dispatch(book((first, "test.hang", {}), (first + 1, "test.hang", {})), 5, time.monotonic())
+    assert child.unfinished() == [first, first + 1]
+    assert child.is_running(int(str(first)))
+    assert not child.is_running(first + 1)
+    assert not child.is_running(first - 1)
+
+
+def _fake_child(*outstanding: int) -> SimpleNamespace:
+    sent: list[tuple] = []
+    return SimpleNamespace(
+        dead=False, stopping=False, outstanding=deque(outstanding), current_started=None, send=sent.append, sent=sent
+    )
+
+
+def test_a_pool_has_an_idle_child_only_while_one_has_nothing_in_line():
+    pool = Pool(worker_id="host:1:aaaaaa", size=2)
+    pool.children = [_fake_child(1), _fake_child()]
+    assert pool.has_idle_child() and pool.busy()
+    pool.children = [_fake_child(1), _fake_child(2)]
+    assert not pool.has_idle_child()
+
+
+def test_a_child_whose_line_is_full_is_sent_nothing_not_even_an_empty_batch():
+    pool = Pool(worker_id="host:1:aaaaaa", size=2)
+    pool.children = [_fake_child(1, 2), _fake_child(3, 4)]
+    held = book((5, "echo", {}))
+    pool.dispatch(held, 2, time.monotonic())
+    assert [child.sent for child in pool.children] == [[], []]
+    assert held.ready() == [5]
