@@ -465,3 +465,38 @@ def test_a_child_whose_line_is_full_is_sent_nothing_not_even_an_empty_batch():
     pool.dispatch(held, 2, time.monotonic())
     assert [child.sent for child in pool.children] == [[], []]
     assert held.ready() == [5]
+
+
+def _unstarted_child() -> ChildProcess:
+    """A ChildProcess without a process or a pipe of its own, for its bookkeeping alone."""
+    child = ChildProcess.__new__(ChildProcess)
+    child.outstanding, child.current_started, child.dead, child.stopping = deque(), None, False, False
+    return child
+
+
+def test_a_task_reported_done_out_of_turn_is_struck_off_whatever_the_order_of_the_ids():
+    # Claims go by priority, then run_at: a child's line need not be in id order.
+    child = _unstarted_child()
+    child.outstanding.extend([5, 3, 9])
+    child._task_done(3, finished=12.5)
+    assert (list(child.outstanding), child.current_started) == ([5, 9], 12.5)
+    child._task_done(5, finished=13.0)
+    assert (list(child.outstanding), child.current_started) == ([9], 13.0)
+
+
+def test_a_child_whose_pipe_ends_while_reading_is_dead():
+    child = _unstarted_child()
+
+    def ended() -> tuple:
+        raise EOFError
+
+    child.conn = SimpleNamespace(poll=lambda: True, recv=ended)
+    assert child.receive() == []
+    assert child.dead
+
+
+@pytest.mark.parametrize(("stopping", "exitcode", "clean"), [(True, 0, True), (True, 1, False), (False, 0, False)])
+def test_only_a_child_told_to_stop_that_exits_with_0_stopped_cleanly(stopping, exitcode, clean):
+    child = _unstarted_child()
+    child.stopping, child.process = stopping, SimpleNamespace(exitcode=exitcode)
+    assert child.stopped_cleanly() is clean
