@@ -500,3 +500,13 @@ def test_only_a_child_told_to_stop_that_exits_with_0_stopped_cleanly(stopping, e
     child = _unstarted_child()
     child.stopping, child.process = stopping, SimpleNamespace(exitcode=exitcode)
     assert child.stopped_cleanly() is clean
+
+
+def test_a_busy_child_is_topped_up_to_its_depth_and_no_further():
+    pool = Pool(worker_id="host:1:aaaaaa", size=2)
+    busy, idle = _fake_child(1), _fake_child()
+    pool.children = [busy, idle]
+    held = book(*((pk, "echo", {}) for pk in range(2, 7)))
+    pool.dispatch(held, 2, time.monotonic())
+    assert (list(idle.outstanding), list(busy.outstanding)) == ([2, 3], [1, 4])  # 2 places, then 1 place left
+    assert held.ready() == [5, 6]
