@@ -495,7 +495,9 @@ def test_a_child_whose_pipe_ends_while_reading_is_dead():
     assert child.dead
 
 
-@pytest.mark.parametrize(("stopping", "exitcode", "clean"), [(True, 0, True), (True, 1, False), (False, 0, False)])
+@pytest.mark.parametrize(
+    ("stopping", "exitcode", "clean"), [(True, 0, True), (True, 1, False), (True, -9, False), (False, 0, False)]
+)
 def test_only_a_child_told_to_stop_that_exits_with_0_stopped_cleanly(stopping, exitcode, clean):
     child = _unstarted_child()
     child.stopping, child.process = stopping, SimpleNamespace(exitcode=exitcode)
