@@ -502,3 +502,220 @@ def test_an_idle_look_claims_a_task_already_due_and_otherwise_waits_for_the_next
     assert 0.8 < worker._next_run_at - now <= 1.0
     assert 0.8 < worker._next_claim - now <= 1.0  # before the next poll: claimed at its run_at
     assert worker._run_at_due
+
+
+def test_the_moving_average_of_task_durations_weighs_the_newest_a_fifth(default_queue):
+    worker = Worker(queues=["default"])
+    for seconds, average in [(0.03, 0.03), (0.0, 0.024), (2.0, 0.4192)]:
+        worker._handle([done_after(seconds)])
+        assert worker._avg_seconds == pytest.approx(average)
+
+
+class RecordingHeld:
+    """The calls a worker makes on its book of held tasks when a child exits or a deadline passes."""
+
+    def __init__(self, *, lease_expired=False, renewal_due=False, active=0) -> None:
+        self.calls: list[tuple] = []
+        self._lease_expired, self._renewal_due, self._active = lease_expired, renewal_due, active
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: self.calls.append((name, *args))
+
+    def lease_expired(self, task_id, now) -> bool:
+        return self._lease_expired
+
+    def renewal_due(self, now, *, heartbeat) -> bool:
+        return self._renewal_due
+
+    def deadline_of(self, task_id, started) -> float:
+        return 0.0  # long past
+
+    def timeout_of(self, task_id) -> int:
+        return 5
+
+    def task_type_of(self, task_id) -> str:
+        return "test.hang"
+
+    def ready_past_lease(self, now) -> list:
+        return []
+
+    def active(self) -> int:
+        return self._active
+
+    def outcomes_waiting(self) -> int:
+        return 0
+
+    def processed(self) -> int:
+        return 0
+
+    def __len__(self) -> int:
+        return self._active
+
+    def outcomes(self) -> list:
+        return [call[1] for call in self.calls if call[0] == "add_outcome"]
+
+
+def exited_child(*unfinished: int, was_running: bool, exitcode: int) -> SimpleNamespace:
+    return SimpleNamespace(
+        unfinished=lambda: list(unfinished),
+        stopped_cleanly=lambda: False,
+        was_running=lambda: was_running,
+        exitcode=exitcode,
+        pid=4242,
+    )
+
+
+def test_a_child_that_died_before_starting_its_line_fails_none_of_it(default_queue):
+    worker = Worker(queues=["default"])
+    worker.held, worker.pool = RecordingHeld(), SimpleNamespace(fill=lambda: None)
+    worker._on_child_exit(exited_child(7, 8, was_running=False, exitcode=-signal.SIGKILL), [])
+    assert worker.held.outcomes() == []
+    assert worker.held.calls == [("requeue_front", [7, 8])]
+
+
+def test_a_child_its_lease_watchdog_ended_lets_its_task_go_without_an_outcome(default_queue):
+    worker = Worker(queues=["default"])
+    worker.held, worker.pool = RecordingHeld(lease_expired=True), SimpleNamespace(fill=lambda: None)
+    worker._on_child_exit(exited_child(7, 8, was_running=True, exitcode=-signal.SIGALRM), [])
+    assert worker.held.outcomes() == []
+    assert worker.held.calls == [("drop", 7), ("requeue_front", [8])]
+    worker.held = RecordingHeld(lease_expired=True)  # any other death is the task's: it is retried
+    worker._on_child_exit(exited_child(7, 8, was_running=True, exitcode=-signal.SIGTERM), [])
+    assert [(o.task_id, o.kind) for o in worker.held.outcomes()] == [(7, OutcomeKind.RETRYABLE)]
+
+
+def _past_deadline(worker: Worker, task_id: int, unfinished: list[int]) -> list:
+    child = SimpleNamespace(
+        receive=lambda: [], is_running=lambda pk: pk == task_id, unfinished=lambda: unfinished, pid=1
+    )
+    worker.held = RecordingHeld()
+    worker.pool = SimpleNamespace(running=lambda: iter([(child, task_id, 0.0)]), kill=lambda c: [], fill=lambda: None)
+    worker._enforce_deadlines()
+    return [(o.task_id, o.error.split(":")[0]) for o in worker.held.outcomes()]
+
+
+def test_a_task_past_its_timeout_is_the_one_failed_whatever_its_id(default_queue):
+    worker = Worker(queues=["default"])
+    task_id = int("1000")  # an id the size a database gives, not an object shared with the child's list
+    assert _past_deadline(worker, task_id, [1000, 1001]) == [(1000, "TaskTimeout")]
+    # It finished in the last instant: the one behind it, cut short by the kill, is retried.
+    assert _past_deadline(worker, task_id, [1001]) == [(1001, "interrupted")]
+    assert _past_deadline(worker, task_id, []) == []
+
+
+class ChildlessPool(list):
+    """No children (the heartbeat's memory is this process's); cancels passed on are recorded."""
+
+    def __init__(self, calls: list[str]) -> None:
+        super().__init__()
+        self.calls = calls
+
+    def pass_on_cancels(self, cancelled) -> None:
+        self.calls.append("cancels")
+
+
+def maintained_worker(calls: list[str], *, renewal_due=False, lean=False) -> Worker:
+    worker = Worker(queues=["default"])
+    worker._wakeups = SimpleNamespace(live=lean)
+    worker.pool = ChildlessPool(calls)
+    worker.held = RecordingHeld(renewal_due=renewal_due)
+    worker.db = SimpleNamespace(
+        heartbeat=lambda **_: calls.append("beat") and False,
+        renew_leases=lambda held: calls.append("renew") or set(),
+        recover_lost_tasks=lambda: calls.append("recover"),
+        prune_dead_workers=lambda: calls.append("prune"),
+        roll_up_hours=lambda: calls.append("roll up"),
+        due_upkeep=lambda: calls.append("upkeep"),
+    )
+    return worker
+
+
+def test_a_busy_worker_renews_only_when_due_and_beats_only_at_its_heartbeat(default_queue):
+    calls: list[str] = []
+    worker = maintained_worker(calls)
+    worker._next_heartbeat = time.monotonic() + 60
+    worker._maintain()
+    assert calls == []  # nothing due
+    worker.held._renewal_due = True
+    worker._maintain()
+    assert calls == ["renew", "cancels"]
+    calls.clear()
+    worker.held._renewal_due = False
+    worker._next_heartbeat = time.monotonic() - 0.5
+    worker._maintain()
+    assert calls == ["beat", "recover", "prune", "roll up"]
+
+
+def test_an_idle_worker_with_wake_ups_beats_on_its_own_only_once_its_turn_is_past(default_queue):
+    calls: list[str] = []
+    worker = maintained_worker(calls, lean=True)
+    worker.held = RecordingHeld()  # holds nothing
+    worker._next_heartbeat = time.monotonic() - worker.idle_heartbeat_seconds + 30  # its own beat 30 s away
+    worker._maintain()
+    assert calls == ["upkeep"]
+    calls.clear()
+    worker._next_heartbeat = time.monotonic() - worker.idle_heartbeat_seconds - 0.5  # half a second past
+    worker._maintain()
+    assert calls == ["beat", "upkeep"]
+
+
+def claiming_worker(*claims: Claim, active: int = 0) -> Worker:
+    worker = Worker(queues=["default"], concurrency=2, prefetch=1, batch_size=2)
+    worker.pool = fake_pool(idle_child=True)
+    worker.held = FakeHeld(active=active)
+    answers = iter(claims)
+    worker.db = SimpleNamespace(record_and_claim=lambda held, flush, claim_limit: next(answers))
+    return worker
+
+
+def test_a_claim_s_answer_says_when_to_claim_again_and_whether_anything_is_left_to_run(default_queue):
+    worker = claiming_worker(Claim(), Claim(), Claim(tasks=[object()]))
+    before = time.monotonic()
+    worker._record_and_claim()
+    assert (worker._idle_claims, worker._nothing_runnable) == (1, True)
+    assert worker._next_claim >= before + IDLE_BACKOFF_START / 2  # backing off
+    worker._next_claim = 0.0
+    worker._record_and_claim()
+    assert worker._idle_claims == 2
+    worker._next_claim = 0.0
+    worker._record_and_claim()
+    assert (worker._idle_claims, worker._nothing_runnable) == (0, False)  # tasks: more may be left
+
+    busy = claiming_worker(Claim(), active=1)  # one task running: it may make more
+    busy._record_and_claim()
+    assert busy._nothing_runnable is False
+    held_back = claiming_worker(Claim(held_back=True))
+    held_back._record_and_claim()
+    assert held_back._nothing_runnable is False
+
+
+def test_a_stopping_worker_whose_grace_is_over_says_which_running_tasks_it_hands_back(
+    default_queue, caplog, monkeypatch
+):
+    worker = Worker(queues=["default"])
+    worker.held = RecordingHeld(active=1)
+    worker.pool = FakeStoppingPool(SimpleNamespace(unfinished=lambda: [9]))
+    worker._stopping, worker._grace_deadline = True, 100.0
+    monkeypatch.setattr(loop.time, "monotonic", lambda: 100.0)  # the grace's very end
+    caplog.set_level("WARNING", logger="taskhub.worker")
+    assert worker._done() is True
+    assert caplog.messages == ["grace period over: handing back task 9"]
+    assert worker.held.calls == [("release_later", [9])]
+
+
+class FakeStoppingPool:
+    def __init__(self, child) -> None:
+        self.children = [child]
+
+    def running(self):
+        return iter([(child, 9, 0.0) for child in self.children])
+
+    def __iter__(self):
+        return iter(list(self.children))
+
+    def kill(self, child) -> list:
+        self.children.remove(child)
+        return []
+
+    def __len__(self) -> int:
+        return len(self.children)
