@@ -527,8 +527,10 @@ class RecordingHeld:
     def renewal_due(self, now, *, heartbeat) -> bool:
         return self._renewal_due
 
+    deadline = 0.0  # long past
+
     def deadline_of(self, task_id, started) -> float:
-        return 0.0  # long past
+        return self.deadline
 
     def timeout_of(self, task_id) -> int:
         return 5
@@ -603,6 +605,13 @@ def test_a_task_past_its_timeout_is_the_one_failed_whatever_its_id(default_queue
     assert _past_deadline(worker, task_id, []) == []
 
 
+def test_a_task_is_stopped_at_its_deadline_not_an_instant_later(default_queue, monkeypatch):
+    worker = Worker(queues=["default"])
+    monkeypatch.setattr(loop.time, "monotonic", lambda: 50.0)
+    monkeypatch.setattr(RecordingHeld, "deadline", 50.0)
+    assert _past_deadline(worker, 7, [7]) == [(7, "TaskTimeout")]
+
+
 class ChildlessPool(list):
     """No children (the heartbeat's memory is this process's); cancels passed on are recorded."""
 
@@ -644,6 +653,8 @@ def test_a_busy_worker_renews_only_when_due_and_beats_only_at_its_heartbeat(defa
     worker._next_heartbeat = time.monotonic() - 0.5
     worker._maintain()
     assert calls == ["beat", "recover", "prune", "roll up"]
+    worker._maintain()
+    assert calls == ["beat", "recover", "prune", "roll up"], "the next beat is a heartbeat interval away"
 
 
 def test_an_idle_worker_with_wake_ups_beats_on_its_own_only_once_its_turn_is_past(default_queue):
@@ -689,14 +700,15 @@ def test_a_claim_s_answer_says_when_to_claim_again_and_whether_anything_is_left_
     assert held_back._nothing_runnable is False
 
 
+@pytest.mark.parametrize("now", [100.0, 100.5])  # the grace's very end, and after it
 def test_a_stopping_worker_whose_grace_is_over_says_which_running_tasks_it_hands_back(
-    default_queue, caplog, monkeypatch
+    default_queue, caplog, monkeypatch, now
 ):
     worker = Worker(queues=["default"])
     worker.held = RecordingHeld(active=1)
     worker.pool = FakeStoppingPool(SimpleNamespace(unfinished=lambda: [9]))
     worker._stopping, worker._grace_deadline = True, 100.0
-    monkeypatch.setattr(loop.time, "monotonic", lambda: 100.0)  # the grace's very end
+    monkeypatch.setattr(loop.time, "monotonic", lambda: now)
     caplog.set_level("WARNING", logger="taskhub.worker")
     assert worker._done() is True
     assert caplog.messages == ["grace period over: handing back task 9"]
