@@ -731,3 +731,27 @@ class FakeStoppingPool:
 
     def __len__(self) -> int:
         return len(self.children)
+
+
+@pytest.mark.parametrize(("run_at", "expected"), [(None, ["look"]), (-1, ["look", "claim"])])
+def test_an_idle_poll_looks_and_claims_only_when_the_look_found_a_task_due(default_queue, run_at, expected):
+    calls: list[str] = []
+    due = None if run_at is None else timezone.now() + timedelta(seconds=run_at)
+    worker = idle_worker_with_wake_ups(calls, run_at=due)
+    worker.pool, worker.held = fake_pool(busy=False, idle_child=True), FakeHeld()
+    worker.db.record_and_claim = lambda held, flush, claim_limit: calls.append("claim") or Claim()
+    worker._next_heartbeat = time.monotonic() + 60
+    worker._idle_claims = 1  # the last claim found nothing
+    worker._record_and_claim()
+    assert calls == expected
+
+
+def test_outcomes_waiting_are_recorded_without_a_look_first(default_queue):
+    calls: list[str] = []
+    worker = idle_worker_with_wake_ups(calls)
+    worker.pool, worker.held = fake_pool(busy=False, idle_child=True), FakeHeld(waiting=1)
+    worker.db.record_and_claim = lambda held, flush, claim_limit: calls.append(f"record {flush}") or Claim()
+    worker._next_heartbeat = time.monotonic() + 60
+    worker._idle_claims = 1
+    worker._record_and_claim()
+    assert calls == ["record True"]
