@@ -409,7 +409,9 @@ def test_a_stopping_worker_logs_how_many_tasks_run_on_and_how_many_go_back(defau
     for active, running, handed_back in [(5, 2, 3), (2, 2, 0), (1, 2, 0)]:
         worker.held, worker.pool = FakeHeld(active=active), fake_pool(running=running)
         caplog.clear()
+        before = time.monotonic()
         worker._begin_stop()
+        assert before <= worker._grace_deadline - 7 <= time.monotonic()  # the grace runs from now
         assert worker.held.released
         assert caplog.messages == [
             f"stopping (test): waiting up to 7s for {running} running tasks, handing back {handed_back} not started"
@@ -755,3 +757,20 @@ def test_outcomes_waiting_are_recorded_without_a_look_first(default_queue):
     worker._idle_claims = 1
     worker._record_and_claim()
     assert calls == ["record True"]
+
+
+def test_after_a_claim_a_woken_worker_or_one_that_ran_tasks_goes_back_to_looking(default_queue):
+    calls: list[str] = []
+    worker = idle_worker_with_wake_ups(calls)
+    worker.pool, worker.held = fake_pool(busy=False, idle_child=True), FakeHeld()
+    answers = iter([Claim(tasks=[object()]), Claim(), Claim()])
+    worker.db.record_and_claim = lambda held, flush, claim_limit: calls.append("claim") or next(answers)
+    worker._woken = True  # a queue of its was woken: it claims at once
+    worker._record_and_claim()  # and found tasks (they ran since)
+    worker._next_claim = 0.0
+    worker._record_and_claim()  # then nothing
+    assert worker._may_peek(), "idle again: its next poll is a look"
+    worker._woken, worker._next_claim = True, 0.0
+    worker._record_and_claim()
+    assert calls == ["claim", "claim", "claim"]
+    assert worker._may_peek()
