@@ -604,6 +604,8 @@ def test_a_task_past_its_timeout_is_the_one_failed_whatever_its_id(default_queue
     assert _past_deadline(worker, task_id, [1000, 1001]) == [(1000, "TaskTimeout")]
     # It finished in the last instant: the one behind it, cut short by the kill, is retried.
     assert _past_deadline(worker, task_id, [1001]) == [(1001, "interrupted")]
+    assert _past_deadline(worker, task_id, [1001, 1002]) == [(1001, "interrupted")]
+    assert ("requeue_front", [1002]) in worker.held.calls
     assert _past_deadline(worker, task_id, []) == []
 
 
@@ -774,3 +776,25 @@ def test_after_a_claim_a_woken_worker_or_one_that_ran_tasks_goes_back_to_looking
     worker._record_and_claim()
     assert calls == ["claim", "claim", "claim"]
     assert worker._may_peek()
+
+
+def test_every_child_past_its_deadline_is_stopped_not_only_the_first_one_checked(default_queue, monkeypatch):
+    worker = Worker(queues=["default"])
+    killed = []
+
+    def child(task_id: int) -> SimpleNamespace:
+        return SimpleNamespace(
+            receive=lambda: [], is_running=lambda pk: pk == task_id, unfinished=lambda: [task_id], pid=task_id
+        )
+
+    on_time, late = child(1), child(2)
+    worker.held = RecordingHeld()
+    monkeypatch.setattr(worker.held, "deadline_of", lambda task_id, started: {1: 1e12, 2: 0.0}[task_id])
+    worker.pool = SimpleNamespace(
+        running=lambda: iter([(on_time, 1, 0.0), (late, 2, 0.0)]),
+        kill=lambda c: killed.append(c.pid) or [],
+        fill=lambda: None,
+    )
+    worker._enforce_deadlines()
+    assert killed == [2]
+    assert [o.task_id for o in worker.held.outcomes()] == [2]
