@@ -511,6 +511,9 @@ def test_the_moving_average_of_task_durations_weighs_the_newest_a_fifth(default_
     for seconds, average in [(0.03, 0.03), (0.0, 0.024), (2.0, 0.4192)]:
         worker._handle([done_after(seconds)])
         assert worker._avg_seconds == pytest.approx(average)
+    early = Worker(queues=["default"])  # a task that ran longer than the clock had run before it started
+    early._handle([("done", 1, OutcomeKind.SUCCEEDED.value, None, "", 10.0, 35.0)])
+    assert early._avg_seconds == pytest.approx(25.0)
 
 
 class RecordingHeld:
