@@ -609,6 +609,7 @@ def test_a_task_past_its_timeout_is_the_one_failed_whatever_its_id(default_queue
     assert _past_deadline(worker, task_id, [1001]) == [(1001, "interrupted")]
     assert _past_deadline(worker, task_id, [1001, 1002]) == [(1001, "interrupted")]
     assert ("requeue_front", [1002]) in worker.held.calls
+    assert _past_deadline(worker, task_id, [999]) == [(999, "interrupted")]  # a line need not be in id order
     assert _past_deadline(worker, task_id, []) == []
 
 
@@ -664,7 +665,7 @@ def test_a_busy_worker_renews_only_when_due_and_beats_only_at_its_heartbeat(defa
     assert calls == ["beat", "recover", "prune", "roll up"], "the next beat is a heartbeat interval away"
 
 
-def test_an_idle_worker_with_wake_ups_beats_on_its_own_only_once_its_turn_is_past(default_queue):
+def test_an_idle_worker_with_wake_ups_beats_on_its_own_only_once_its_turn_is_past(default_queue, monkeypatch):
     calls: list[str] = []
     worker = maintained_worker(calls, lean=True)
     worker.held = RecordingHeld()  # holds nothing
@@ -673,6 +674,11 @@ def test_an_idle_worker_with_wake_ups_beats_on_its_own_only_once_its_turn_is_pas
     assert calls == ["upkeep"]
     calls.clear()
     worker._next_heartbeat = time.monotonic() - worker.idle_heartbeat_seconds - 0.5  # half a second past
+    worker._maintain()
+    assert calls == ["beat", "upkeep"]
+    calls.clear()
+    monkeypatch.setattr(loop.time, "monotonic", lambda: 5000.0)
+    worker._next_heartbeat = 5000.0 - worker.idle_heartbeat_seconds  # its very instant
     worker._maintain()
     assert calls == ["beat", "upkeep"]
 
