@@ -589,6 +589,9 @@ def test_a_child_its_lease_watchdog_ended_lets_its_task_go_without_an_outcome(de
     worker.held = RecordingHeld(lease_expired=True)  # any other death is the task's: it is retried
     worker._on_child_exit(exited_child(7, 8, was_running=True, exitcode=-signal.SIGTERM), [])
     assert [(o.task_id, o.kind) for o in worker.held.outcomes()] == [(7, OutcomeKind.RETRYABLE)]
+    worker.held = RecordingHeld(lease_expired=True)
+    worker._on_child_exit(exited_child(7, 8, was_running=True, exitcode=-signal.SIGKILL), [])
+    assert [(o.task_id, o.kind) for o in worker.held.outcomes()] == [(7, OutcomeKind.RETRYABLE)]
 
 
 def _past_deadline(worker: Worker, task_id: int, unfinished: list[int]) -> list:
@@ -647,7 +650,7 @@ def maintained_worker(calls: list[str], *, renewal_due=False, lean=False) -> Wor
     return worker
 
 
-def test_a_busy_worker_renews_only_when_due_and_beats_only_at_its_heartbeat(default_queue):
+def test_a_busy_worker_renews_only_when_due_and_beats_only_at_its_heartbeat(default_queue, monkeypatch):
     calls: list[str] = []
     worker = maintained_worker(calls)
     worker._next_heartbeat = time.monotonic() + 60
@@ -663,6 +666,13 @@ def test_a_busy_worker_renews_only_when_due_and_beats_only_at_its_heartbeat(defa
     assert calls == ["beat", "recover", "prune", "roll up"]
     worker._maintain()
     assert calls == ["beat", "recover", "prune", "roll up"], "the next beat is a heartbeat interval away"
+    clock = [5000.0]
+    monkeypatch.setattr(loop.time, "monotonic", lambda: clock[0])
+    worker._next_heartbeat = 5000.0  # its very instant
+    calls.clear()
+    for clock[0] in (5000.0, 5000.0 + worker.heartbeat_seconds - 0.5, 5000.0 + worker.heartbeat_seconds):
+        worker._maintain()
+    assert calls == ["beat", "recover", "prune", "roll up"] * 2  # at the instant, then one interval later
 
 
 def test_an_idle_worker_with_wake_ups_beats_on_its_own_only_once_its_turn_is_past(default_queue, monkeypatch):
@@ -797,10 +807,11 @@ def test_every_child_past_its_deadline_is_stopped_not_only_the_first_one_checked
         )
 
     on_time, late = child(1), child(2)
+    just_done = SimpleNamespace(receive=lambda: [], is_running=lambda pk: False, pid=3)  # finished in the instant
     worker.held = RecordingHeld()
-    monkeypatch.setattr(worker.held, "deadline_of", lambda task_id, started: {1: 1e12, 2: 0.0}[task_id])
+    monkeypatch.setattr(worker.held, "deadline_of", lambda task_id, started: {1: 1e12, 2: 0.0, 3: 0.0}[task_id])
     worker.pool = SimpleNamespace(
-        running=lambda: iter([(on_time, 1, 0.0), (late, 2, 0.0)]),
+        running=lambda: iter([(on_time, 1, 0.0), (just_done, 3, 0.0), (late, 2, 0.0)]),
         kill=lambda c: killed.append(c.pid) or [],
         fill=lambda: None,
     )
