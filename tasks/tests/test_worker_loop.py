@@ -820,3 +820,34 @@ def test_every_child_past_its_deadline_is_stopped_not_only_the_first_one_checked
     worker._enforce_deadlines()
     assert killed == [2]
     assert [o.task_id for o in worker.held.outcomes()] == [2]
+
+
+def test_a_stopping_worker_whose_children_are_gone_still_records_what_it_holds_within_its_grace(
+    default_queue, monkeypatch
+):
+    worker = Worker(queues=["default"])
+    worker.pool = FakeStoppingPool(None)
+    worker.pool.children = []
+    worker._stopping, worker._grace_deadline = True, 100.0
+    monkeypatch.setattr(loop.time, "monotonic", lambda: 99.0)
+    worker.held = RecordingHeld(active=1)  # outcomes still to record
+    assert worker._done() is False
+    worker.held = RecordingHeld(active=0)
+    assert worker._done() is True
+
+
+def test_an_idle_worker_stops_once_drained_or_past_its_max_tasks(default_queue):
+    worker = Worker(queues=["default"], max_tasks=3)
+    stops: list[str] = []
+    worker.shutdown = stops.append
+    worker._draining = True
+    worker.held = FakeHeld(active=1, processed=5)
+    worker._done()
+    assert stops == []  # still holding a task
+    worker.held = FakeHeld(active=0, processed=0)
+    worker._done()
+    assert stops == ["drained"]
+    worker._draining = False
+    worker.held = FakeHeld(active=0, processed=5)  # past its max: a batch ran more than it needed
+    worker._done()
+    assert stops == ["drained", "--max-tasks 3 reached"]
