@@ -59,6 +59,10 @@ IDLE_QUEUE_RECHECK_SECONDS = 1.0
 # Every worker looks for due schedules once a second (one indexed query when none is due), just
 # after each whole second of the wall clock: fire times fall on whole seconds (cron, and intervals
 # counted from a whole second), so a tick then finds them at once. The jitter spreads the workers.
+# An idle worker's lease recovery and pruning wait the same margin past the moment its look read:
+# recovery takes leases that ended before the database's clock (`lease_expires_at < now`), so at
+# the very instant a lease ends (SQLite's clock counts whole milliseconds) it would find none and
+# leave the task to the next look, a poll or two later.
 SCHEDULE_TICK_SECONDS = 1.0
 SCHEDULE_TICK_OFFSET = (0.005, 0.05)
 # A worker rolls the minute statistics up into hours at most once an hour, this long (at random,
@@ -336,7 +340,7 @@ class WorkerDatabase:
         now, wall = time.monotonic(), timezone.now()
         offset = random.uniform(*SCHEDULE_TICK_OFFSET)
         self._next_tick = _at(now, look.fire_at, wall, offset)
-        self._recover_at = _at(now, look.lease_end, look.now)
+        self._recover_at = _at(now, look.lease_end, look.now, offset)
         stale = timedelta(seconds=settings.TASKHUB_WORKER_STALE_SECONDS)
         self._prune_at = _at(now, look.oldest_heartbeat and look.oldest_heartbeat + stale, wall, offset)
         return look
