@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import signal
 import time
 from datetime import timedelta
@@ -851,3 +852,153 @@ def test_an_idle_worker_stops_once_drained_or_past_its_max_tasks(default_queue):
     worker.held = FakeHeld(active=0, processed=5)  # past its max: a batch ran more than it needed
     worker._done()
     assert stops == ["drained", "--max-tasks 3 reached"]
+
+
+def test_floors_keep_mistyped_settings_from_turning_the_worker_into_a_busy_loop(default_queue, settings):
+    settings.TASKHUB_POLL_INTERVAL_SECONDS = 0.0001
+    settings.TASKHUB_CLAIM_BATCH_SIZE = 0
+    settings.TASKHUB_WORKER_HEARTBEAT_SECONDS = 0.001
+    settings.TASKHUB_SHUTDOWN_GRACE_SECONDS = -5
+    worker = Worker(queues=["default"])
+    assert (worker.poll_interval, worker.batch_size, worker.heartbeat_seconds, worker.grace_seconds) == (
+        0.01,
+        1,
+        0.1,
+        0.0,
+    )
+    settings.TASKHUB_WORKER_HEARTBEAT_SECONDS = 0.5  # above the floor: kept as set
+    settings.TASKHUB_SHUTDOWN_GRACE_SECONDS = 0
+    worker = Worker(queues=["default"])
+    assert (worker.heartbeat_seconds, worker.grace_seconds) == (0.5, 0.0)
+
+
+def test_a_burst_worker_whose_first_claim_could_not_be_made_does_not_stop_for_want_of_work(default_queue):
+    worker = Worker(queues=["default"], burst=True)
+    worker.pool = fake_pool(idle_child=True)
+    worker.held = FakeHeld(active=0)
+    worker.db = SimpleNamespace(record_and_claim=lambda held, flush, claim_limit: None)  # the database is away
+    worker._record_and_claim()
+    worker._done()
+    assert worker._stop_reason is None, "nothing is known to be left to run: it claims again"
+    worker.db = SimpleNamespace(record_and_claim=lambda held, flush, claim_limit: Claim())
+    worker._record_and_claim()
+    worker._done()
+    assert worker._stop_reason is not None  # now it knows: a burst worker with nothing to run stops
+
+
+def test_a_closing_worker_records_the_outcomes_it_has_collected(alice, default_queue):
+    task = enqueue_many(alice, payload={"text": "kept"})[0]
+    worker = Worker(queues=["default"])
+    worker.start()
+    try:
+        run_until(worker, lambda: worker.pool.busy() or worker.held.outcomes_waiting())
+        worker._record_and_claim = lambda: None  # nothing recorded in the rounds: only close() can
+        run_until(worker, lambda: worker.held.outcomes_waiting() == 1)
+        assert TaskQueue.objects.get(pk=task.pk).status == TaskStatus.RUNNING
+    finally:
+        worker.close()
+    stored = TaskQueue.objects.get(pk=task.pk)
+    assert (stored.status, stored.result) == (TaskStatus.SUCCEEDED, {"text": "kept"})
+
+
+def test_a_run_at_due_at_the_claims_very_instant_is_another_worker_s_and_one_ahead_is_waited_for(
+    default_queue, monkeypatch
+):
+    now = timezone.now()
+    monkeypatch.setattr(loop.timezone, "now", lambda: now)
+    worker = Worker(queues=["default"])
+    before = time.monotonic()
+    # Due at the very instant the claim looked, yet not claimed: another worker is claiming it.
+    worker._idle_wait(Claim(next_run_at=now, as_of=now))
+    assert before + IDLE_BACKOFF_START <= worker._next_run_at <= time.monotonic() + IDLE_BACKOFF_START
+    # Half a second ahead, by a claim that read no clock of its own: waited for, to its instant.
+    worker._idle_wait(Claim(next_run_at=now + timedelta(seconds=0.5), as_of=None))
+    assert before + 0.5 <= worker._next_run_at <= time.monotonic() + 0.5
+
+
+def test_an_idle_poll_waits_up_to_a_tenth_more_than_the_poll_interval(default_queue, monkeypatch):
+    monkeypatch.setattr(loop, "random", SimpleNamespace(uniform=lambda low, high: high))
+    worker = idle_worker_with_wake_ups([])
+    worker._next_heartbeat = time.monotonic() + 60
+    before = time.monotonic()
+    worker._peek()
+    assert before + 2.2 <= worker._next_claim <= time.monotonic() + 2.2
+
+
+def test_an_idle_poll_gives_its_turn_to_the_heartbeat_at_its_very_instant(default_queue, monkeypatch):
+    calls: list[str] = []
+    worker = idle_worker_with_wake_ups(calls)
+    monkeypatch.setattr(loop.time, "monotonic", lambda: 5000.0)
+    worker._next_heartbeat = 5000.0
+    worker._peek()
+    assert calls == ["beat"]
+
+
+def test_an_idle_poll_that_finds_the_database_away_claims_nothing(default_queue):
+    worker = idle_worker_with_wake_ups([])
+    worker.db.look = lambda: None  # the database is away: its back-off applies
+    worker._next_heartbeat = time.monotonic() + 60
+    worker._idle_claims = 1
+    assert worker._peek() is False
+    claims = []
+    worker.db.record_and_claim = lambda held, flush, claim_limit: claims.append(claim_limit)
+    worker.pool = fake_pool(idle_child=True)
+    worker._next_claim = 0.0
+    worker._record_and_claim()
+    assert claims == []
+
+
+def test_a_woken_worker_backs_off_afresh_from_50_ms_when_its_claim_finds_nothing(default_queue, monkeypatch):
+    monkeypatch.setattr(loop, "random", SimpleNamespace(uniform=lambda low, high: high))
+    woken = []
+    worker = claiming_worker(Claim())
+    worker._wakeups = SimpleNamespace(take=lambda: {"default"}, live=False)  # the wake came; then Redis went away
+    worker.db.woken = woken.append
+    worker._idle_claims = 6  # long backed off
+    worker._take_wakeups()
+    assert woken == [{"default"}]
+    before = time.monotonic()
+    worker._record_and_claim()
+    # The first step of the back-off after the wake-up's claim: 2 × 50 ms at most.
+    assert before + 2 * IDLE_BACKOFF_START <= worker._next_claim <= time.monotonic() + 2 * IDLE_BACKOFF_START
+
+
+class DeadlineHeld(FakeHeld):
+    """A book with nothing else due, whose running tasks end at the given deadlines (None: no timeout)."""
+
+    def __init__(self, deadlines: dict[int, float | None], **counts) -> None:
+        super().__init__(**counts)
+        self.deadlines = deadlines
+
+    def next_due(self, now: float, *, flush_delay: float) -> float:
+        return math.inf
+
+    def deadline_of(self, task_id: int, started: float) -> float | None:
+        return self.deadlines[task_id]
+
+
+def test_a_round_waits_no_longer_than_the_next_heartbeat_claim_or_task_deadline(default_queue):
+    worker = Worker(queues=["default"], concurrency=2, prefetch=1)
+    now = time.monotonic()
+    worker._next_heartbeat = worker._next_claim = worker.db._next_tick = now + 60  # nothing due
+    assert worker._wait_timeout() == MAX_WAIT
+
+    worker._next_heartbeat = now + 0.1  # busy (no wake-ups): its heartbeat
+    assert 0 < worker._wait_timeout() <= 0.1
+    worker._wakeups = SimpleNamespace(live=True)  # idle with wake-ups: its own beat comes a beat later
+    assert worker._wait_timeout() == MAX_WAIT
+    worker._wakeups = None
+
+    worker._next_heartbeat, worker._next_claim = now + 60, now + 0.2  # room for tasks: the next claim
+    assert 0.1 < worker._wait_timeout() <= 0.2
+    worker._draining = True  # claiming nothing more: no claim to wait for
+    assert worker._wait_timeout() == MAX_WAIT
+    worker._draining = False
+    worker.held = DeadlineHeld({}, active=2)  # both children supplied: no room, no claim
+    worker.pool = fake_pool()
+    assert worker._wait_timeout() == MAX_WAIT
+
+    worker._next_claim = now + 60
+    worker.pool = fake_pool(running=2)  # tasks 0 and 1: one without a timeout, one ending soon
+    worker.held = DeadlineHeld({0: None, 1: time.monotonic() + 0.15}, active=2)
+    assert 0.1 < worker._wait_timeout() <= 0.15
