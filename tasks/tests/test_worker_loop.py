@@ -1002,3 +1002,32 @@ def test_a_round_waits_no_longer_than_the_next_heartbeat_claim_or_task_deadline(
     worker.pool = fake_pool(running=2)  # tasks 0 and 1: one without a timeout, one ending soon
     worker.held = DeadlineHeld({0: None, 1: time.monotonic() + 0.15}, active=2)
     assert 0.1 < worker._wait_timeout() <= 0.15
+
+
+def test_an_idle_look_claims_a_task_due_at_its_very_instant_or_a_moment_ago(default_queue, monkeypatch):
+    now = timezone.now()
+    monkeypatch.setattr(loop.timezone, "now", lambda: now)
+    for run_at in (now, now - timedelta(seconds=0.5)):
+        worker = idle_worker_with_wake_ups([], run_at=run_at)
+        worker._next_heartbeat = time.monotonic() + 60
+        assert worker._peek() is True, run_at
+
+
+def test_a_round_whose_moment_is_already_past_does_not_wait(default_queue):
+    worker = Worker(queues=["default"], concurrency=2, prefetch=1)
+    worker._next_heartbeat = worker.db._next_tick = time.monotonic() + 60
+    worker._next_claim = time.monotonic() - 1  # overdue
+    assert worker._wait_timeout() == 0
+
+
+def test_closing_a_worker_kills_its_children_and_start_leaves_signal_handlers_alone(default_queue):
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    worker = Worker(queues=["default"], concurrency=2)
+    worker.start()
+    children = list(worker.pool)
+    try:
+        assert len(children) == 2 and all(child.process.is_alive() for child in children)
+        assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+    finally:
+        worker.close()
+    assert not any(child.process.is_alive() for child in children)
