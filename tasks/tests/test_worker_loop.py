@@ -1031,3 +1031,58 @@ def test_closing_a_worker_kills_its_children_and_start_leaves_signal_handlers_al
     finally:
         worker.close()
     assert not any(child.process.is_alive() for child in children)
+
+
+def test_run_stops_on_sigterm_while_it_runs_and_restores_the_handlers_after(default_queue, monkeypatch):
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    worker = Worker(queues=["default"])
+    seen = []
+
+    def one_round(timeout=None) -> bool:
+        handler = signal.getsignal(signal.SIGTERM)
+        seen.append(handler is not before[0] and signal.getsignal(signal.SIGINT) is not before[1])
+        handler(signal.SIGTERM, None)  # what the signal would do
+        return False
+
+    monkeypatch.setattr(worker, "run_one", one_round)
+    worker.run()
+    assert seen == [True]
+    assert worker._stop_reason == "SIGTERM"
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+
+
+def test_the_start_line_says_whether_the_worker_is_a_burst_one(default_queue, caplog):
+    caplog.set_level("INFO", logger="taskhub.worker")
+    for burst in (True, False):
+        worker = Worker(queues=["default"], burst=burst)
+        caplog.clear()
+        worker.start()
+        worker.close()
+        started = [message for message in caplog.messages if " started: " in message]
+        assert len(started) == 1
+        assert (" burst " in started[0]) is burst, started[0]
+    assert Worker(queues=["default"]).concurrency == 1  # one child unless asked for more
+
+
+def test_room_never_exceeds_what_is_left_of_max_tasks(default_queue):
+    worker = Worker(queues=["default"], concurrency=8, prefetch=1, batch_size=10, max_tasks=10)
+    worker.pool = fake_pool(idle_child=True)
+    worker.held = FakeHeld(active=1, processed=4)  # 10 - 4 run - 1 held: 5 left
+    assert worker._room() == 5
+
+
+def test_outcomes_are_flushed_once_they_have_waited_the_flush_delay_to_the_instant(default_queue, monkeypatch):
+    worker = Worker(queues=["default"], batch_size=5)
+    worker.pool = fake_pool(busy=True)
+    monkeypatch.setattr(loop.time, "monotonic", lambda: loop.FLUSH_DELAY)
+    worker.held = FakeHeld(waiting=1, waiting_since=0.0)
+    assert worker._flush_due() is True
+
+
+def test_a_worker_with_room_for_one_task_waits_for_its_next_claim(default_queue):
+    worker = Worker(queues=["default"], concurrency=1, prefetch=1)
+    now = time.monotonic()
+    worker._next_heartbeat = worker.db._next_tick = now + 60
+    worker._next_claim = now + 0.2
+    assert worker._room() == 1
+    assert 0.1 < worker._wait_timeout() <= 0.2
