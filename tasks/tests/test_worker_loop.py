@@ -454,13 +454,21 @@ def test_an_idle_worker_with_wake_ups_beats_every_third_of_the_stale_limit(defau
 def idle_worker_with_wake_ups(calls: list[str], run_at=None) -> Worker:
     """A worker idle with wake-ups live, whose database answers a look with `run_at` and records each call."""
     worker = Worker(queues=["default"], poll_interval=2)
-    worker._wakeups = SimpleNamespace(live=True)
+    worker._wakeups = SimpleNamespace(live=True, take=lambda: set())
     worker.pool = []  # no children: the heartbeat's memory is this process's
     worker.db = SimpleNamespace(
         heartbeat=lambda **_: calls.append("beat") and False,
         look=lambda: calls.append("look") or SimpleNamespace(run_at=run_at),
+        woken=lambda queues: None,
     )
     return worker
+
+
+def wake(worker: Worker) -> None:
+    """A wake-up for the worker's queue arrives and is taken."""
+    worker._wakeups.take = lambda: {"default"}
+    worker._take_wakeups()
+    worker._wakeups.take = lambda: set()
 
 
 def test_an_idle_worker_looks_only_after_a_claim_found_nothing(default_queue):
@@ -468,7 +476,7 @@ def test_an_idle_worker_looks_only_after_a_claim_found_nothing(default_queue):
     assert not worker._may_peek()  # its first poll claims
     worker._idle_claims = 1
     assert worker._may_peek()
-    worker._woken = True
+    wake(worker)
     assert not worker._may_peek()  # woken: it claims at once
 
 
@@ -789,12 +797,12 @@ def test_after_a_claim_a_woken_worker_or_one_that_ran_tasks_goes_back_to_looking
     worker.pool, worker.held = fake_pool(busy=False, idle_child=True), FakeHeld()
     answers = iter([Claim(tasks=[object()]), Claim(), Claim()])
     worker.db.record_and_claim = lambda held, flush, claim_limit: calls.append("claim") or next(answers)
-    worker._woken = True  # a queue of its was woken: it claims at once
+    wake(worker)  # a queue of its was woken: it claims at once
     worker._record_and_claim()  # and found tasks (they ran since)
     worker._next_claim = 0.0
     worker._record_and_claim()  # then nothing
     assert worker._may_peek(), "idle again: its next poll is a look"
-    worker._woken, worker._next_claim = True, 0.0
+    wake(worker)
     worker._record_and_claim()
     assert calls == ["claim", "claim", "claim"]
     assert worker._may_peek()
@@ -999,6 +1007,13 @@ def test_a_round_waits_no_longer_than_the_next_heartbeat_claim_or_task_deadline(
     assert worker._wait_timeout() == MAX_WAIT
 
     worker._next_claim = now + 60
+    worker.db._recover_at = now + 0.1  # a lost lease due: an idle worker with wake-ups takes it back then
+    worker.held = DeadlineHeld({})
+    assert worker._wait_timeout() == MAX_WAIT  # busy: taken back at its heartbeat
+    worker._wakeups = SimpleNamespace(live=True)
+    assert 0 < worker._wait_timeout() <= 0.1
+    worker._wakeups, worker.db._recover_at = None, math.inf
+
     worker.pool = fake_pool(running=2)  # tasks 0 and 1: one without a timeout, one ending soon
     worker.held = DeadlineHeld({0: None, 1: time.monotonic() + 0.15}, active=2)
     assert 0.1 < worker._wait_timeout() <= 0.15
@@ -1061,6 +1076,12 @@ def test_the_start_line_says_whether_the_worker_is_a_burst_one(default_queue, ca
         started = [message for message in caplog.messages if " started: " in message]
         assert len(started) == 1
         assert (" burst " in started[0]) is burst, started[0]
+        assert "queues=default " in started[0]
+    worker = Worker()
+    caplog.clear()
+    worker.start()
+    worker.close()
+    assert [message for message in caplog.messages if " started: queues=all " in message]
     assert Worker(queues=["default"]).concurrency == 1  # one child unless asked for more
 
 
@@ -1086,3 +1107,33 @@ def test_a_worker_with_room_for_one_task_waits_for_its_next_claim(default_queue)
     worker._next_claim = now + 0.2
     assert worker._room() == 1
     assert 0.1 < worker._wait_timeout() <= 0.2
+
+
+def test_room_is_claimed_from_half_of_an_odd_number_of_places_rounded_down(default_queue):
+    worker = Worker(queues=["default"], concurrency=5, prefetch=1, batch_size=10)  # 5 places: from 2 free
+    worker.pool = fake_pool(idle_child=False)
+    worker.held = FakeHeld(active=3, ready=1)
+    assert worker._room() == 2
+
+
+def test_a_round_waits_on_the_children_and_the_wake_ups_for_its_own_wait_or_the_one_given(default_queue):
+    worker = Worker(queues=["default"])
+    worker._next_heartbeat = worker._next_claim = worker.db._next_tick = time.monotonic() + 60  # nothing due
+    waits = []
+    worker._signals.wait = lambda sources, timeout: waits.append((list(sources), timeout))
+    worker.pool = SimpleNamespace(pipes=lambda: ["pipe"], running=lambda: iter([]), has_idle_child=lambda: False)
+    worker._collect = worker._enforce_deadlines = worker._record_and_claim = worker._maintain = lambda: None
+    worker.db = SimpleNamespace(
+        hand_back=lambda held: None,
+        flush_progress=lambda held: None,
+        fire_schedules=lambda: None,
+        next_tick_at=lambda: math.inf,
+        available_at=lambda: 0.0,
+    )
+    worker.pool.dispatch = worker.pool.publish_deadlines = lambda *args: None
+    worker.run_one()
+    worker.run_one(0.05)
+    listener = SimpleNamespace(take=lambda: set(), live=False)
+    worker._wakeups = listener
+    worker.run_one()
+    assert waits == [(["pipe"], MAX_WAIT), (["pipe"], 0.05), (["pipe", listener], MAX_WAIT)]

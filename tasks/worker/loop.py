@@ -96,7 +96,6 @@ class Worker:
         self._next_claim = 0.0
         self._idle_claims = 0
         self._nothing_runnable = False
-        self._woken = False
         self._run_at_due = False  # the next claim is for a scheduled task's run_at (no look first)
         self._next_run_at = math.inf  # when the next scheduled task of its queues is due (monotonic)
         self._beat_took_turn = False  # the last idle poll was the heartbeat's (the next one looks)
@@ -352,7 +351,6 @@ class Worker:
         claim = self.db.record_and_claim(self.held, flush=flush, claim_limit=limit)
         if claim is None:
             return
-        self._woken = False
         now = time.monotonic()
         if claim.tasks:
             self._idle_claims = 0
@@ -396,10 +394,13 @@ class Worker:
         return min(wait, max(due, 0.0))
 
     def _may_peek(self) -> bool:
-        """Return True when a poll may be a look instead of a claim: idle, not woken, wake-ups live."""
+        """Return True when a poll may be a look instead of a claim: idle, not woken, wake-ups live.
+
+        Idle: the last claim found nothing; a wake-up starts the count of idle claims again.
+        """
         live = self._wakeups is not None and self._wakeups.live
         idle = not self.burst and not self.held and self._idle_claims > 0
-        return live and idle and not self._woken and not self._run_at_due
+        return live and idle and not self._run_at_due
 
     def _peek(self) -> bool:
         """Look for a due task in one plain read; return True when one is due now (claim it).
@@ -434,7 +435,6 @@ class Worker:
             return
         woken = self._wakeups.take()
         if woken:
-            self._woken = True
             self.db.woken(woken)
             self._idle_claims = 0
             self._next_claim = min(self._next_claim, time.monotonic())
