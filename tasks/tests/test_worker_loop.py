@@ -1137,3 +1137,18 @@ def test_a_round_waits_on_the_children_and_the_wake_ups_for_its_own_wait_or_the_
     worker._wakeups = listener
     worker.run_one()
     assert waits == [(["pipe"], MAX_WAIT), (["pipe"], 0.05), (["pipe", listener], MAX_WAIT)]
+
+
+def test_a_worker_claims_at_the_very_instant_its_back_off_ends(default_queue, monkeypatch):
+    worker = Worker(queues=["default"], concurrency=2, prefetch=1, batch_size=2)
+    worker.pool = fake_pool()
+    worker.held = FakeHeld(active=0)
+    monkeypatch.setattr(loop.time, "monotonic", lambda: 5000.0)
+    worker._next_claim = 5000.0
+    assert worker._claim_limit() == 2
+
+
+def test_an_idle_worker_s_own_beat_is_a_third_of_the_stale_limit_not_rounded(default_queue, settings):
+    settings.TASKHUB_WORKER_HEARTBEAT_SECONDS = 1
+    settings.TASKHUB_WORKER_STALE_SECONDS = 10
+    assert Worker(queues=["default"]).idle_heartbeat_seconds == pytest.approx(10 / 3)
