@@ -1152,3 +1152,32 @@ def test_an_idle_worker_s_own_beat_is_a_third_of_the_stale_limit_not_rounded(def
     settings.TASKHUB_WORKER_HEARTBEAT_SECONDS = 1
     settings.TASKHUB_WORKER_STALE_SECONDS = 10
     assert Worker(queues=["default"]).idle_heartbeat_seconds == pytest.approx(10 / 3)
+
+
+def test_an_idle_worker_s_next_own_beat_is_an_idle_beat_after_its_last(default_queue, monkeypatch):
+    calls: list[str] = []
+    worker = idle_worker_with_wake_ups(calls)
+    clock = [5000.0]
+    monkeypatch.setattr(loop.time, "monotonic", lambda: clock[0])
+    worker._next_heartbeat = 5000.0
+    worker._peek()  # the heartbeat's turn
+    assert worker._next_heartbeat == 5000.0 + worker.idle_heartbeat_seconds
+    for clock[0] in (5001.0, 5000.0 + worker.idle_heartbeat_seconds - 0.5, 5000.0 + worker.idle_heartbeat_seconds):
+        worker._peek()
+    assert calls == ["beat", "look", "look", "beat"]
+
+
+def test_a_heartbeat_answered_with_a_drain_request_stops_claims_once_and_says_so_once(default_queue, caplog):
+    answers = iter([False, True, True])
+    worker = Worker(queues=["default"])
+    worker.pool = []
+    worker.db = SimpleNamespace(heartbeat=lambda **_: next(answers))
+    caplog.set_level("INFO", logger="taskhub.worker")
+    worker._heartbeat()
+    assert not worker._draining
+    worker._heartbeat()
+    worker._heartbeat()
+    assert worker._draining
+    assert [message for message in caplog.messages if "drain requested" in message] == [
+        f"worker {worker.worker_id}: drain requested: claiming nothing more, finishing the 0 tasks it holds, then exiting"
+    ]
